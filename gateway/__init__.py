@@ -1,0 +1,1 @@
+"""Lockgate gateway: wires policy, vault and recorder into SSH and HTTP services."""

@@ -1,0 +1,1 @@
+"""Access model: users, targets, rules, requests, grants, locks. Depends on no sibling package."""

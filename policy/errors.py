@@ -1,0 +1,25 @@
+"""Errors of the access model. Edges (SSH, HTTP, CLI) translate these once."""
+
+
+class PolicyError(Exception):
+    """Root of every policy error. ``str()`` is safe to show the person who acted."""
+
+
+class NotFound(PolicyError):
+    """The named user, target, request, grant or lock does not exist (or is not visible)."""
+
+
+class AccessDenied(PolicyError):
+    """The actor may not do this."""
+
+
+class Conflict(PolicyError):
+    """The object already exists, or changed concurrently."""
+
+
+class InvalidTransition(PolicyError):
+    """The request or grant is not in a state that allows this action."""
+
+
+class InvalidInput(PolicyError):
+    """A value failed validation (bad duration, name, pattern, missing reason...)."""

@@ -1,0 +1,1 @@
+"""Credential vault: envelope encryption, checkout, SSH CA. Depends on no sibling package."""
