@@ -1,0 +1,56 @@
+"""Tables owned by the gateway package (prefix ``gw_``)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+audit_events = sa.Table(
+    "gw_audit_events",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("node", sa.String(255), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False, index=True),
+    sa.Column("subject", sa.String(255), nullable=False),
+    sa.Column("details", sa.Text, nullable=False),  # canonical JSON
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# One row (id = 1) holding the chain head; every append locks it, so appends serialize.
+audit_head = sa.Table(
+    "gw_audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+sessions = sa.Table(
+    "gw_sessions",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # ssh | http
+    sa.Column("user", sa.String(255), nullable=False, index=True),
+    sa.Column("target", sa.String(255), nullable=False, index=True),
+    sa.Column("account", sa.String(255), nullable=False),
+    sa.Column("grant_id", sa.String(40), nullable=True, index=True),
+    sa.Column("node", sa.String(255), nullable=False),
+    sa.Column("client_addr", sa.String(255), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True, index=True),
+    sa.Column("end_reason", sa.String(255), nullable=True),
+    sa.Column("bytes_up", sa.BigInteger, nullable=False, default=0),  # client -> target
+    sa.Column("bytes_down", sa.BigInteger, nullable=False, default=0),  # target -> client
+)
