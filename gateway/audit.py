@@ -1,0 +1,185 @@
+"""The audit log: append-only, every event hash-chained to the one before it.
+
+Appends happen inside the caller's transaction and lock the single chain-head row, so
+concurrent writers (on one node or many) serialize and the chain never forks. If an append
+fails, the caller's transaction fails with it: no audit, no action.
+
+Each event's hash is SHA-256 over the previous hash and the event's canonical JSON, so
+``verify`` detects an edited, deleted, inserted or reordered row, and a truncated tail (the
+head row remembers the last sequence number and hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.db import SessionMaker
+from gateway.tables import audit_events, audit_head
+from policy.models import Clock, utcnow
+
+GENESIS = "0" * 64
+
+
+class AuditError(Exception):
+    """The audit log could not be written; the action it guarded did not happen."""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    seq: int
+    at: datetime
+    node: str
+    actor: str
+    action: str
+    subject: str
+    details: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    count: int
+    first_bad: int | None  # sequence number where the chain first breaks
+    problem: str
+
+
+def _canonical(seq: int, at: datetime, node: str, actor: str, action: str, subject: str,
+               details: str) -> bytes:
+    record = [seq, at.astimezone(UTC).isoformat(), node, actor, action, subject, details]
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _chain(prev_hash: str, canonical: bytes) -> str:
+    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical).hexdigest()
+
+
+def _details_json(details: Mapping[str, Any] | None) -> str:
+    # No default= hook: a value that is not plain JSON (a Secret, bytes, an object) refuses to
+    # serialize, so nothing opaque, and no secret, can slip into the log.
+    try:
+        return json.dumps(dict(details or {}), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise AuditError(f"audit details must be plain JSON values: {type(exc).__name__}") from None
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class AuditLog:
+    """Implements the ``AuditWriter`` port of ``policy`` and ``vault``."""
+
+    def __init__(self, maker: SessionMaker, node: str, clock: Clock = utcnow) -> None:
+        self.maker = maker
+        self.node = node
+        self.clock = clock
+
+    async def append(
+        self,
+        db: AsyncSession,
+        *,
+        actor: str,
+        action: str,
+        subject: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append one event inside ``db``'s transaction; raises AuditError on any failure."""
+        payload = _details_json(details)
+        try:
+            head = (
+                await db.execute(
+                    sa.select(audit_head.c.seq, audit_head.c.hash)
+                    .where(audit_head.c.id == 1)
+                    .with_for_update()
+                )
+            ).first()
+            if head is None:
+                raise AuditError("the audit log is not initialised (run: lockgate db upgrade)")
+            seq, prev = int(head.seq) + 1, str(head.hash)
+            at = _as_utc(self.clock())
+            digest = _chain(prev, _canonical(seq, at, self.node, actor, action, subject, payload))
+            await db.execute(
+                audit_events.insert().values(
+                    seq=seq, at=at, node=self.node, actor=actor, action=action,
+                    subject=subject, details=payload, prev_hash=prev, hash=digest,
+                )
+            )
+            await db.execute(
+                audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest)
+            )
+        except AuditError:
+            raise
+        except Exception as exc:  # any database failure means: no audit, no action
+            raise AuditError(f"the audit log could not be written ({type(exc).__name__})") from exc
+
+    async def record(
+        self, *, actor: str, action: str, subject: str, details: Mapping[str, Any] | None = None
+    ) -> None:
+        """Append one event in a transaction of its own."""
+        try:
+            async with self.maker() as db, db.begin():
+                await self.append(db, actor=actor, action=action, subject=subject, details=details)
+        except AuditError:
+            raise
+        except Exception as exc:
+            raise AuditError(f"the audit log could not be written ({type(exc).__name__})") from exc
+
+    async def events(
+        self, *, since: datetime | None = None, limit: int | None = None
+    ) -> list[AuditEvent]:
+        query = sa.select(audit_events).order_by(audit_events.c.seq)
+        if since is not None:
+            query = query.where(audit_events.c.at >= since)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self.maker() as db:
+            rows = (await db.execute(query)).all()
+        return [
+            AuditEvent(
+                seq=r.seq, at=_as_utc(r.at), node=r.node, actor=r.actor, action=r.action,
+                subject=r.subject, details=json.loads(r.details),
+            )
+            for r in rows
+        ]
+
+    async def verify(self) -> VerifyResult:
+        """Walk the whole chain; report the first sequence number where it breaks."""
+        async with self.maker() as db:
+            head = (await db.execute(sa.select(audit_head).where(audit_head.c.id == 1))).first()
+            rows: Sequence[Any] = (
+                await db.execute(sa.select(audit_events).order_by(audit_events.c.seq))
+            ).all()
+        if head is None:
+            return VerifyResult(False, 0, None, "the audit log is not initialised")
+        prev, expected = GENESIS, 1
+        for row in rows:
+            if row.seq != expected:
+                return VerifyResult(False, len(rows), expected, f"event {expected} is missing")
+            if row.prev_hash != prev:
+                return VerifyResult(False, len(rows), row.seq, f"event {row.seq} is out of chain")
+            canonical = _canonical(row.seq, _as_utc(row.at), row.node, row.actor, row.action,
+                                   row.subject, row.details)
+            if _chain(prev, canonical) != row.hash:
+                return VerifyResult(False, len(rows), row.seq, f"event {row.seq} was altered")
+            prev, expected = row.hash, expected + 1
+        if head.seq != expected - 1 or head.hash != prev:
+            return VerifyResult(
+                False, len(rows), expected, "the log was truncated after its last event"
+            )
+        return VerifyResult(True, len(rows), None, "ok")
+
+
+async def init_chain(db: AsyncSession) -> None:
+    """Create the chain head if it is missing (idempotent; run by migrations and tests)."""
+    exists = (await db.execute(sa.select(audit_head.c.id).where(audit_head.c.id == 1))).first()
+    if exists is None:
+        await db.execute(audit_head.insert().values(id=1, seq=0, hash=GENESIS))

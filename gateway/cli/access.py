@@ -1,0 +1,104 @@
+"""Commands of the access lifecycle: requests, approvals, grants, locks, audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.cli.context import Context
+from policy.durations import parse_duration
+
+REQUEST_COLUMNS = ("id", "user", "target", "account", "duration", "state", "reason", "created_at")
+GRANT_COLUMNS = ("id", "user", "target", "account", "expires_at", "revoked_at", "request_id")
+
+
+def _optional_duration(text: str | None) -> Any:
+    return parse_duration(text) if text else None
+
+
+async def request(ctx: Context) -> int:
+    a = ctx.args
+    result = await ctx.svc.policy.create_request(
+        ctx.actor, a.target, account=a.account, duration=_optional_duration(a.duration),
+        reason=a.reason, ticket=a.ticket,
+    )
+    return ctx.emit(result)
+
+
+async def requests(ctx: Context) -> int:
+    result = await ctx.svc.policy.list_requests(ctx.actor, pending_only=ctx.args.pending)
+    return ctx.emit(result, REQUEST_COLUMNS)
+
+
+async def approve(ctx: Context) -> int:
+    result = await ctx.svc.policy.approve(ctx.actor, ctx.args.request_id, ctx.args.comment)
+    return ctx.emit(result)
+
+
+async def deny(ctx: Context) -> int:
+    result = await ctx.svc.policy.deny(ctx.actor, ctx.args.request_id, ctx.args.comment)
+    return ctx.emit(result)
+
+
+async def cancel(ctx: Context) -> int:
+    return ctx.emit(await ctx.svc.policy.cancel(ctx.actor, ctx.args.request_id))
+
+
+async def grants(ctx: Context) -> int:
+    result = await ctx.svc.policy.list_grants(ctx.actor, active_only=ctx.args.active)
+    return ctx.emit(result, GRANT_COLUMNS)
+
+
+async def revoke(ctx: Context) -> int:
+    result = await ctx.svc.policy.revoke(ctx.actor, ctx.args.grant_id, ctx.args.reason)
+    return ctx.emit(result)
+
+
+async def extend(ctx: Context) -> int:
+    a = ctx.args
+    result = await ctx.svc.policy.extend(ctx.actor, a.grant_id, parse_duration(a.duration),
+                                         a.reason)
+    return ctx.emit(result)
+
+
+async def lock(ctx: Context) -> int:
+    a = ctx.args
+    result = await ctx.svc.policy.lock(ctx.actor, a.kind, a.name, a.reason,
+                                       _optional_duration(a.duration))
+    return ctx.emit(result)
+
+
+async def unlock(ctx: Context) -> int:
+    return ctx.emit(await ctx.svc.policy.unlock(ctx.actor, ctx.args.kind, ctx.args.name))
+
+
+async def locks(ctx: Context) -> int:
+    result = await ctx.svc.policy.list_locks()
+    return ctx.emit(result, ("id", "kind", "name", "reason", "created_by", "expires_at"))
+
+
+async def audit(ctx: Context) -> int:
+    log = ctx.svc.audit
+    await _require_auditor(ctx)
+    if ctx.args.action == "verify":
+        result = await log.verify()
+        ctx.emit(result)
+        if not result.ok:
+            ctx.err.write(f"lockgate: audit chain broken: {result.problem}\n")
+            return 1
+        return 0
+    since = None
+    if ctx.args.since:
+        since = ctx.svc.policy.now() - parse_duration(ctx.args.since)
+    events = await log.events(since=since)
+    return ctx.emit(events, ("seq", "at", "actor", "action", "subject", "details"))
+
+
+async def _require_auditor(ctx: Context) -> None:
+    from policy.errors import AccessDenied
+    from policy.service import SYSTEM_ACTOR
+
+    if ctx.actor == SYSTEM_ACTOR:
+        return
+    user = await ctx.svc.policy.get_user(ctx.actor)
+    if not user.is_auditor:
+        raise AccessDenied(f"{ctx.actor} may not read the audit log")

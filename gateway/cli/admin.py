@@ -1,0 +1,155 @@
+"""Administration commands: users, targets, credentials, tokens."""
+
+from __future__ import annotations
+
+import sys
+
+from gateway.cli.context import Context, Usage
+from policy.durations import parse_duration
+from vault.secret import Secret
+
+USER_COLUMNS = ("name", "roles", "public_keys", "has_password", "totp_enabled", "disabled")
+TARGET_COLUMNS = ("name", "kind", "host", "port", "url", "accounts", "default_account", "labels")
+
+
+async def user_add(ctx: Context) -> int:
+    a = ctx.args
+    keys: list[str] = []
+    for path in a.key:
+        try:
+            keys.extend(
+                line.strip() for line in path.read_text().splitlines()
+                if line.strip() and not line.startswith("#")
+            )
+        except OSError as exc:
+            raise Usage(f"cannot read key file {path}: {exc.strerror}") from None
+    password = ctx.read_stdin_secret("password") if a.password_stdin else None
+    user = await ctx.svc.policy.add_user(
+        ctx.actor, a.name, roles=a.role, public_keys=keys, password=password
+    )
+    if a.totp:
+        uri = await ctx.svc.vault.enroll_totp(ctx.actor, user.name)
+        user = await ctx.svc.policy.set_totp_enabled(ctx.actor, user.name, True)
+        # The enrolment URI is shown once, to the admin's terminal only, for the person's
+        # authenticator app; it is never stored in clear or logged.
+        ctx.err.write(f"TOTP enrolment for {user.name} (shown once): {uri}\n")
+    return ctx.emit(user)
+
+
+async def user_list(ctx: Context) -> int:
+    return ctx.emit(await ctx.svc.policy.list_users(), USER_COLUMNS)
+
+
+async def user_show(ctx: Context) -> int:
+    return ctx.emit(await ctx.svc.policy.get_user(ctx.args.name))
+
+
+async def user_disable(ctx: Context) -> int:
+    return ctx.emit(await ctx.svc.policy.disable_user(ctx.actor, ctx.args.name))
+
+
+def _labels(items: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise Usage(f"--label expects KEY=VALUE, got {item!r}")
+        labels[key] = value
+    return labels
+
+
+async def target_add(ctx: Context) -> int:
+    a = ctx.args
+    if bool(a.host) == bool(a.url):
+        raise Usage("target add needs exactly one of --host (SSH target) or --url (web target)")
+    host_key = a.host_key
+    if a.url and (host_key or a.scan):
+        raise Usage("--host-key and --scan are for SSH targets")
+    if a.scan:
+        host_key = await _scan_and_confirm(ctx, a.host, a.port)
+    target = await ctx.svc.policy.add_target(
+        ctx.actor, a.name, kind="http" if a.url else "ssh", host=a.host, port=a.port,
+        host_key=host_key, url=a.url, labels=_labels(a.label), accounts=a.account,
+        default_account=a.default_account,
+    )
+    return ctx.emit(target)
+
+
+async def _scan_and_confirm(ctx: Context, host: str, port: int) -> str:
+    import asyncssh
+
+    try:
+        key = await asyncssh.get_server_host_key(host, port, login_timeout=10)
+    except (OSError, asyncssh.Error) as exc:
+        raise Usage(f"cannot fetch the host key of {host}:{port}: {exc}") from None
+    if key is None:
+        raise Usage(f"{host}:{port} offered no host key")
+    line = key.export_public_key().decode().strip()
+    ctx.err.write(f"{host}:{port} presents {key.get_fingerprint()} ({key.get_algorithm()})\n")
+    if not sys.stdin.isatty():
+        raise Usage("--scan needs a terminal to confirm the key; pin it with --host-key instead")
+    ctx.err.write("Pin this key? [y/N] ")
+    if input().strip().lower() not in {"y", "yes"}:
+        raise Usage("host key not confirmed; nothing added")
+    return " ".join(line.split()[:2])
+
+
+async def target_list(ctx: Context) -> int:
+    return ctx.emit(await ctx.svc.policy.list_targets(), TARGET_COLUMNS)
+
+
+async def target_show(ctx: Context) -> int:
+    return ctx.emit(await ctx.svc.policy.get_target(ctx.args.name))
+
+
+async def credential_set(ctx: Context) -> int:
+    a = ctx.args
+    target = await ctx.svc.policy.get_target(a.target)
+    vault = ctx.svc.vault
+    if a.value_stdin and not a.header:
+        raise Usage("--value-stdin goes with --header")
+    if a.passphrase_stdin and not a.private_key:
+        raise Usage("--passphrase-stdin goes with --private-key")
+    if a.ssh_ca:
+        info = await vault.create_ssh_ca(ctx.actor, target.name, a.account)
+    elif a.header:
+        if not a.value_stdin:
+            raise Usage("--header needs --value-stdin (secrets are never taken from arguments)")
+        info = await vault.set_credential(
+            ctx.actor, target.name, a.account, "http_header",
+            Secret(ctx.read_stdin_secret("header value")), public={"header": a.header},
+        )
+    elif a.private_key:
+        try:
+            data = a.private_key.read_bytes()
+        except OSError as exc:
+            raise Usage(f"cannot read {a.private_key}: {exc.strerror}") from None
+        passphrase = Secret(ctx.read_stdin_secret("passphrase")) if a.passphrase_stdin else None
+        info = await vault.set_credential(
+            ctx.actor, target.name, a.account, "private_key", Secret(data), passphrase=passphrase
+        )
+    else:
+        kind = "http_basic" if target.kind == "http" else "password"
+        public = {"username": a.account} if kind == "http_basic" else None
+        info = await vault.set_credential(
+            ctx.actor, target.name, a.account, kind, Secret(ctx.read_stdin_secret("password")),
+            public=public,
+        )
+    return ctx.emit(info)
+
+
+async def credential_list(ctx: Context) -> int:
+    result = await ctx.svc.vault.list_credentials()
+    return ctx.emit(result, ("id", "target", "account", "kind", "key_id", "created_at"))
+
+
+async def token_create(ctx: Context) -> int:
+    duration = parse_duration(ctx.args.duration) if ctx.args.duration else None
+    token, info = await ctx.svc.policy.create_token(ctx.actor, ctx.args.user, duration)
+    if ctx.args.json:
+        from gateway.cli.render import to_jsonable
+
+        return ctx.emit({**to_jsonable(info), "token": token})
+    ctx.out.write(f"{token}\n")
+    ctx.err.write(f"token {info.id} for {info.user}: shown once, store it now\n")
+    return 0

@@ -1,0 +1,216 @@
+"""Argument parsing, dispatch and the exit-status contract of ``lockgate``.
+
+Exit status 0 on success, 1 on a refused action (reason on stderr), 2 on bad usage. Every
+refusal and every bad input is one line on stderr starting with ``lockgate:``; no traceback
+reaches the person.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from gateway.audit import AuditError
+from gateway.cli import access, admin, setup
+from gateway.cli.context import Context, Usage
+from gateway.config import ConfigError, load_config
+from gateway.services import StartupError, open_services
+from policy.errors import InvalidInput, PolicyError
+from policy.service import SYSTEM_ACTOR
+from vault.errors import InvalidInput as VaultInvalidInput
+from vault.errors import VaultError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"lockgate: {message} (see: {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="configuration file (default: $LOCKGATE_CONFIG "
+                   "or ./lockgate.toml)")
+    p.add_argument("--as", dest="actor", metavar="USER",
+                   help="acting person (default: the built-in admin)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lockgate", description="Just-in-time privileged access gateway.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, handler: object, help_text: str, **kw: object) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, **kw)  # type: ignore[arg-type]
+        _common(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    def group(name: str, help_text: str) -> argparse._SubParsersAction[_Parser]:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        g = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=_Parser)
+        g.required = True
+        return g
+
+    def subcommand(
+        g: argparse._SubParsersAction[_Parser], name: str, handler: object, help_text: str
+    ) -> argparse.ArgumentParser:
+        p = g.add_parser(name, help=help_text, description=help_text)
+        _common(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("init", setup.init, "write the configuration, keys and database")
+    p.add_argument("--data-dir", type=Path, help="data directory (default ./lockgate-data)")
+
+    db = group("db", "database schema")
+    subcommand(db, "upgrade", setup.db_upgrade, "apply pending migrations")
+
+    users = group("user", "manage users")
+    p = subcommand(users, "add", admin.user_add, "add a user")
+    p.add_argument("name")
+    p.add_argument("--role", action="append", default=[], help="role (repeatable)")
+    p.add_argument("--key", action="append", default=[], type=Path,
+                   help="OpenSSH public key file (repeatable)")
+    p.add_argument("--password-stdin", action="store_true", help="read a password from stdin")
+    p.add_argument("--totp", action="store_true", help="enrol a TOTP second factor")
+    subcommand(users, "list", admin.user_list, "list users")
+    p = subcommand(users, "show", admin.user_show, "show one user")
+    p.add_argument("name")
+    p = subcommand(users, "disable", admin.user_disable, "disable a user")
+    p.add_argument("name")
+
+    targets = group("target", "manage targets")
+    p = subcommand(targets, "add", admin.target_add, "add an SSH target (--host) or a web "
+                   "target (--url)")
+    p.add_argument("name")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int, default=22)
+    p.add_argument("--url")
+    p.add_argument("--account", action="append", default=[])
+    p.add_argument("--default-account")
+    p.add_argument("--label", action="append", default=[], metavar="K=V")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--host-key", help='pinned host key, "TYPE BASE64"')
+    keys.add_argument("--scan", action="store_true",
+                      help="fetch the host key and ask to confirm it")
+    subcommand(targets, "list", admin.target_list, "list targets")
+    p = subcommand(targets, "show", admin.target_show, "show one target")
+    p.add_argument("name")
+
+    creds = group("credential", "vaulted credentials (write-only)")
+    p = subcommand(creds, "set", admin.credential_set, "store the credential for TARGET ACCOUNT")
+    p.add_argument("target")
+    p.add_argument("account")
+    kinds = p.add_mutually_exclusive_group(required=True)
+    kinds.add_argument("--password-stdin", action="store_true")
+    kinds.add_argument("--private-key", type=Path, metavar="FILE")
+    kinds.add_argument("--ssh-ca", action="store_true")
+    kinds.add_argument("--header", metavar="NAME")
+    p.add_argument("--value-stdin", action="store_true", help="with --header: read the value")
+    p.add_argument("--passphrase-stdin", action="store_true",
+                   help="with --private-key: read the key's passphrase from stdin")
+    subcommand(creds, "list", admin.credential_list, "list credentials (never their values)")
+
+    p = command("request", access.request, "ask for access to a target")
+    p.add_argument("target")
+    p.add_argument("--account")
+    p.add_argument("--for", dest="duration", metavar="DURATION")
+    p.add_argument("--reason", default="")
+    p.add_argument("--ticket", default="")
+    p = command("requests", access.requests, "list access requests")
+    p.add_argument("--pending", action="store_true")
+    p = command("approve", access.approve, "approve a request")
+    p.add_argument("request_id", metavar="REQUEST")
+    p.add_argument("--comment", default="")
+    p = command("deny", access.deny, "deny a request")
+    p.add_argument("request_id", metavar="REQUEST")
+    p.add_argument("--comment", required=True)
+    p = command("cancel", access.cancel, "cancel your pending request")
+    p.add_argument("request_id", metavar="REQUEST")
+    p = command("grants", access.grants, "list grants")
+    p.add_argument("--active", action="store_true")
+    p = command("revoke", access.revoke, "revoke a grant")
+    p.add_argument("grant_id", metavar="GRANT")
+    p.add_argument("--reason", required=True)
+    p = command("extend", access.extend, "ask to extend a grant")
+    p.add_argument("grant_id", metavar="GRANT")
+    p.add_argument("--for", dest="duration", required=True, metavar="DURATION")
+    p.add_argument("--reason", required=True)
+    p = command("lock", access.lock, "lock a user or a target")
+    p.add_argument("kind", choices=["user", "target"])
+    p.add_argument("name")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--for", dest="duration", metavar="DURATION")
+    p = command("unlock", access.unlock, "lift a lock")
+    p.add_argument("kind", choices=["user", "target"])
+    p.add_argument("name")
+    p = command("locks", access.locks, "list active locks")
+
+    audit = sub.add_parser("audit", help="the audit log")
+    _common(audit)
+    audit.add_argument("--since", metavar="DURATION")
+    audit.add_argument("action", nargs="?", choices=["verify"], help="verify the hash chain")
+    audit.set_defaults(handler=access.audit)
+
+    vault = group("vault", "the credential vault")
+    subcommand(vault, "rotate", setup.vault_rotate, "new master key; re-wrap every data key")
+
+    tokens = group("token", "API tokens")
+    p = subcommand(tokens, "create", admin.token_create, "create an API token for USER")
+    p.add_argument("user")
+    p.add_argument("--for", dest="duration", metavar="DURATION")
+    return parser
+
+
+def config_path(args: argparse.Namespace) -> Path | None:
+    if args.config is not None:
+        return Path(args.config)
+    env = os.environ.get("LOCKGATE_CONFIG")
+    if env:
+        return Path(env)
+    default = Path("lockgate.toml")
+    return default if default.exists() else None
+
+
+async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    path = config_path(args)
+    handler = args.handler
+    if getattr(handler, "needs_services", True) is False:
+        ctx = Context(args=args, out=out, err=err, config_path=path, services=None,
+                      actor=args.actor or SYSTEM_ACTOR)
+        return await handler(ctx)
+    config = load_config(path)
+    services = await open_services(config)
+    try:
+        ctx = Context(args=args, out=out, err=err, config_path=path, services=services,
+                      actor=args.actor or SYSTEM_ACTOR)
+        return await handler(ctx)
+    finally:
+        await services.aclose()
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        return asyncio.run(_run(args, out, err))
+    except (Usage, ConfigError, InvalidInput, VaultInvalidInput) as exc:
+        err.write(f"lockgate: {exc}\n")
+        return 2
+    except (PolicyError, VaultError, StartupError, AuditError) as exc:
+        err.write(f"lockgate: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        err.write("lockgate: interrupted\n")
+        return 130

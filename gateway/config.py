@@ -1,0 +1,225 @@
+"""Configuration: one TOML file plus ``LOCKGATE_<SECTION>_<KEY>`` environment overrides.
+
+This is the only module that reads the configuration file and the environment. Unknown keys are
+errors that name the file and the key; nothing is silently ignored. Relative paths are resolved
+against the directory of the configuration file (or the working directory when there is none).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policy.errors import PolicyError
+from policy.models import Rule
+from policy.rules import parse_rule
+from recorder.anomaly import AnomalyRule, parse_anomaly_rule
+
+ENV_PREFIX = "LOCKGATE_"
+# Environment variables with the prefix that are not key overrides.
+_NOT_OVERRIDES = {"LOCKGATE_CONFIG", "LOCKGATE_URL", "LOCKGATE_TOKEN", "LOCKGATE_TEST_DATABASE_URL"}
+
+
+class ConfigError(Exception):
+    """The configuration is invalid. The message names the source and key."""
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    ssh_listen: Listen
+    http_listen: Listen
+    data_dir: Path
+    node_name: str
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    database_url: str
+    master_key: str  # key source spec: file:PATH | env:VAR | <provider>:...
+    recordings_path: Path
+    max_failed_logins: int
+    rules: tuple[Rule, ...]
+    anomaly_rules: tuple[AnomalyRule, ...]
+    source: str = field(default="<defaults>", compare=False)
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.server.data_dir / "ssh_host_ed25519_key"
+
+
+# section -> key -> (type, default). Defaults of None are derived from server.data_dir.
+_SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
+    "server": {
+        "ssh_listen": (str, "0.0.0.0:2222"),
+        "http_listen": (str, "127.0.0.1:8080"),
+        "data_dir": (str, "./lockgate-data"),
+        "node_name": (str, ""),
+    },
+    "database": {"url": (str, None)},
+    "vault": {"master_key": (str, None)},
+    "recordings": {"path": (str, None)},
+    "auth": {"max_failed_logins": (int, 5)},
+}
+_LIST_SECTIONS = {"rules"}
+_NESTED = {"anomaly": {"rules"}}
+
+
+def parse_listen(value: str, where: str) -> Listen:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {value!r}")
+    return Listen(host.strip("[]"), int(port_text))
+
+
+def load_config(
+    path: Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load ``path`` (may be None: defaults only), apply environment overrides, validate."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    base = Path.cwd()
+    if path is not None:
+        source = str(path)
+        base = path.resolve().parent
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: no such configuration file") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    _check_unknown(raw, source)
+    values: dict[str, dict[str, object]] = {}
+    for section, keys in _SCHEMA.items():
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        values[section] = {}
+        for key, (kind, default) in keys.items():
+            value = table.get(key, default)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise ConfigError(f"{source}: {section}.{key} must be a {kind.__name__}")
+            values[section][key] = value
+    _apply_env(values, env)
+
+    server = values["server"]
+    data_dir = _resolve(base, str(server["data_dir"]))
+    node = str(server["node_name"]) or socket.gethostname()
+    db_url = values["database"]["url"] or f"sqlite+aiosqlite:///{data_dir / 'lockgate.db'}"
+    db_url = _resolve_sqlite_url(base, str(db_url))
+    master = values["vault"]["master_key"] or f"file:{data_dir / 'master.key'}"
+    if str(master).startswith("file:"):
+        master = "file:" + str(_resolve(base, str(master)[5:]))
+    rec = values["recordings"]["path"]
+    recordings = _resolve(base, str(rec)) if rec else data_dir / "recordings"
+    max_failed = values["auth"]["max_failed_logins"]
+    assert isinstance(max_failed, int)
+    if max_failed < 1:
+        raise ConfigError(f"{source}: auth.max_failed_logins must be at least 1")
+
+    return Config(
+        server=ServerConfig(
+            ssh_listen=parse_listen(str(server["ssh_listen"]), f"{source}: server.ssh_listen"),
+            http_listen=parse_listen(str(server["http_listen"]), f"{source}: server.http_listen"),
+            data_dir=data_dir,
+            node_name=node,
+        ),
+        database_url=db_url,
+        master_key=str(master),
+        recordings_path=recordings,
+        max_failed_logins=max_failed,
+        rules=_parse_list(raw.get("rules", []), "rules", source, parse_rule),
+        anomaly_rules=_parse_list(
+            raw.get("anomaly", {}).get("rules", []), "anomaly.rules", source, parse_anomaly_rule
+        ),
+        source=source,
+    )
+
+
+def _check_unknown(raw: Mapping[str, Any], source: str) -> None:
+    for section, table in raw.items():
+        if section in _LIST_SECTIONS:
+            continue
+        if section in _NESTED:
+            if not isinstance(table, dict):
+                raise ConfigError(f"{source}: [{section}] must be a table")
+            for key in table:
+                if key not in _NESTED[section]:
+                    raise ConfigError(f"{source}: unknown key {section}.{key}")
+            continue
+        if section not in _SCHEMA:
+            raise ConfigError(f"{source}: unknown section [{section}]")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        for key in table:
+            if key not in _SCHEMA[section]:
+                raise ConfigError(f"{source}: unknown key {section}.{key}")
+
+
+def _apply_env(values: dict[str, dict[str, object]], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in _NOT_OVERRIDES:
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section = next((s for s in _SCHEMA if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(f"environment: {name} names no configuration section")
+        key = rest[len(section) + 1 :]
+        if key not in _SCHEMA[section]:
+            raise ConfigError(f"environment: {name} names no key of [{section}]")
+        kind = _SCHEMA[section][key][0]
+        if kind is int:
+            try:
+                values[section][key] = int(value)
+            except ValueError:
+                raise ConfigError(f"environment: {name} must be a whole number") from None
+        else:
+            values[section][key] = value
+
+
+def _parse_list(items: object, name: str, source: str, parse: Any) -> tuple[Any, ...]:
+    if not isinstance(items, list):
+        raise ConfigError(f"{source}: [[{name}]] must be an array of tables")
+    parsed = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{source}: [[{name}]] entry {index + 1} must be a table")
+        try:
+            parsed.append(parse(item))
+        except (PolicyError, ValueError) as exc:
+            label = item.get("name", index + 1)
+            raise ConfigError(f"{source}: [[{name}]] {label}: {exc}") from None
+    names = [getattr(p, "name", None) for p in parsed]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ConfigError(f"{source}: [[{name}]] names used twice: {', '.join(sorted(dupes))}")
+    return tuple(parsed)
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _resolve_sqlite_url(base: Path, url: str) -> str:
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        rest = url[len(prefix) :]
+        if rest and rest != ":memory:":
+            return prefix + str(_resolve(base, rest))
+    return url

@@ -1,0 +1,93 @@
+"""Wires the libraries into one set of services over one database.
+
+Used by the CLI on the gateway host, by ``lockgate serve`` and by the HTTP API, so all
+three go through the same service layer. Opening fails closed: an unreachable database, a
+missing or unreadable master key, or an audit log that cannot be written raises
+``StartupError`` with one line that says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.audit import AuditLog
+from gateway.config import Config
+from gateway.db import SessionMaker, create_engine, sessionmaker
+from gateway.tables import audit_head
+from policy.models import Clock, utcnow
+from policy.service import PolicyService
+from vault.errors import VaultError
+from vault.keys import Keyring, load_keyring
+from vault.service import VaultService
+
+
+class StartupError(Exception):
+    """Lockgate cannot serve: the message says what is missing. Never contains a secret."""
+
+
+@dataclass
+class Services:
+    config: Config
+    engine: AsyncEngine
+    maker: SessionMaker
+    audit: AuditLog
+    keyring: Keyring
+    policy: PolicyService
+    vault: VaultService
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+
+def safe_url(url: str) -> str:
+    """The database URL with any password masked, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def check_database(engine: AsyncEngine) -> None:
+    """Raise StartupError unless the database answers and has the audit chain initialised."""
+    try:
+        async with engine.connect() as conn:
+            head = (await conn.execute(sa.select(audit_head.c.seq))).first()
+    except Exception as exc:
+        if "no such table" in str(exc) or "does not exist" in str(exc):
+            raise StartupError(
+                "the database has no Lockgate schema; run: lockgate db upgrade"
+            ) from None
+        raise StartupError(
+            f"database unreachable at {safe_url(str(engine.url))} ({type(exc).__name__})"
+        ) from None
+    if head is None:
+        raise StartupError("the audit log is not initialised; run: lockgate db upgrade")
+
+
+async def open_services(
+    config: Config, *, clock: Clock = utcnow, check: bool = True
+) -> Services:
+    """Build every service. With ``check`` (the default) verify the database and vault first."""
+    try:
+        keyring = load_keyring(config.master_key)
+    except VaultError as exc:
+        raise StartupError(f"vault cannot be unsealed: {exc}") from None
+    engine = create_engine(config.database_url)
+    try:
+        if check:
+            await check_database(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    maker = sessionmaker(engine)
+    audit = AuditLog(maker, node=config.server.node_name, clock=clock)
+    return Services(
+        config=config,
+        engine=engine,
+        maker=maker,
+        audit=audit,
+        keyring=keyring,
+        policy=PolicyService(maker, config.rules, audit, clock=clock),
+        vault=VaultService(maker, keyring, audit),
+    )
