@@ -54,3 +54,16 @@ sessions = sa.Table(
     sa.Column("bytes_up", sa.BigInteger, nullable=False, default=0),  # client -> target
     sa.Column("bytes_down", sa.BigInteger, nullable=False, default=0),  # target -> client
 )
+
+# Cross-node fan-out: kills and access changes. Rows are hints for live nodes; the database
+# stays the source of truth (nodes re-check sessions when one arrives).
+cluster_events = sa.Table(
+    "gw_cluster_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("origin", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+)

@@ -1,0 +1,156 @@
+"""Events between gateway nodes: kills, revocations, locks.
+
+An event is a row in ``gw_cluster_events`` written in the same transaction as the change it
+announces. Every node follows the table: on PostgreSQL a ``NOTIFY`` wakes the followers at
+once (with a slow poll as a backstop); on SQLite, where several processes share one file,
+a short poll. Handlers get every event exactly once per node, including the node's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.db import SessionMaker
+from gateway.tables import cluster_events
+from policy.models import Clock, utcnow
+
+log = logging.getLogger(__name__)
+CHANNEL = "lockgate_events"
+# Out-of-order commits on PostgreSQL can make a lower id visible after a higher one; the
+# follower therefore re-reads a trailing window and remembers what it has delivered.
+_WINDOW = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class ClusterEvent:
+    id: int
+    at: datetime
+    origin: str
+    kind: str  # "terminate" | "recheck"
+    payload: Mapping[str, Any]
+
+
+Handler = Callable[[ClusterEvent], Awaitable[None]]
+
+
+async def publish(
+    db: AsyncSession, origin: str, kind: str, payload: Mapping[str, Any], now: datetime
+) -> None:
+    """Add an event inside ``db``'s transaction; it is delivered when that commits."""
+    result = await db.execute(
+        cluster_events.insert().values(
+            at=now, origin=origin, kind=kind, payload=json.dumps(dict(payload), sort_keys=True)
+        )
+    )
+    if db.bind.dialect.name == "postgresql":
+        event_id = result.inserted_primary_key[0] if result.inserted_primary_key else ""
+        await db.execute(sa.select(sa.func.pg_notify(CHANNEL, str(event_id))))
+
+
+class ClusterBus:
+    def __init__(
+        self,
+        maker: SessionMaker,
+        node: str,
+        *,
+        poll_interval: float = 0.25,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.maker = maker
+        self.node = node
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self._handlers: list[Handler] = []
+        self._seen: dict[int, datetime] = {}
+        self._since: datetime | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: Any = None
+
+    def subscribe(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    async def send(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Publish an event in a transaction of its own."""
+        async with self.maker() as db, db.begin():
+            await publish(db, self.node, kind, payload, self.clock())
+
+    async def start(self) -> None:
+        # Only events from now on matter: older kills concern sessions that no longer exist.
+        self._since = self.clock().astimezone(UTC) - timedelta(seconds=1)
+        dialect = self.maker.kw["bind"].dialect.name
+        if dialect == "postgresql":
+            await self._listen()
+            self.poll_interval = max(self.poll_interval, 2.0)
+        self._task = asyncio.create_task(self._run(), name="cluster-follower")
+
+    async def _listen(self) -> None:
+        import asyncpg
+
+        url = make_url(self.maker.kw["bind"].url).set(drivername="postgresql")
+        self._listener = await asyncpg.connect(url.render_as_string(hide_password=False))
+        await self._listener.add_listener(CHANNEL, lambda *_: self._wake.set())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cluster: reading events failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            self._wake.clear()
+
+    async def poll_once(self) -> int:
+        """Deliver events not yet seen; returns how many were delivered."""
+        assert self._since is not None, "start() first"
+        now = self.clock().astimezone(UTC)
+        floor = max(self._since, now - _WINDOW)
+        async with self.maker() as db:
+            rows = (
+                await db.execute(
+                    sa.select(cluster_events)
+                    .where(cluster_events.c.at >= floor)
+                    .order_by(cluster_events.c.id)
+                )
+            ).all()
+        delivered = 0
+        for row in rows:
+            if row.id in self._seen:
+                continue
+            at = row.at.replace(tzinfo=UTC) if row.at.tzinfo is None else row.at
+            self._seen[row.id] = at
+            event = ClusterEvent(row.id, at, row.origin, row.kind, json.loads(row.payload))
+            for handler in self._handlers:
+                try:
+                    await handler(event)
+                except Exception:
+                    log.exception("cluster: handler failed for event %s", row.id)
+            delivered += 1
+        for event_id, at in list(self._seen.items()):
+            if at < floor:
+                del self._seen[event_id]
+        return delivered
