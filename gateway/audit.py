@@ -51,8 +51,9 @@ class VerifyResult:
     problem: str
 
 
-def _canonical(seq: int, at: datetime, node: str, actor: str, action: str, subject: str,
-               details: str) -> bytes:
+def _canonical(
+    seq: int, at: datetime, node: str, actor: str, action: str, subject: str, details: str
+) -> bytes:
     record = [seq, at.astimezone(UTC).isoformat(), node, actor, action, subject, details]
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -65,8 +66,9 @@ def _details_json(details: Mapping[str, Any] | None) -> str:
     # No default= hook: a value that is not plain JSON (a Secret, bytes, an object) refuses to
     # serialize, so nothing opaque, and no secret, can slip into the log.
     try:
-        return json.dumps(dict(details or {}), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False)
+        return json.dumps(
+            dict(details or {}), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
     except (TypeError, ValueError) as exc:
         raise AuditError(f"audit details must be plain JSON values: {type(exc).__name__}") from None
 
@@ -109,8 +111,15 @@ class AuditLog:
             digest = _chain(prev, _canonical(seq, at, self.node, actor, action, subject, payload))
             await db.execute(
                 audit_events.insert().values(
-                    seq=seq, at=at, node=self.node, actor=actor, action=action,
-                    subject=subject, details=payload, prev_hash=prev, hash=digest,
+                    seq=seq,
+                    at=at,
+                    node=self.node,
+                    actor=actor,
+                    action=action,
+                    subject=subject,
+                    details=payload,
+                    prev_hash=prev,
+                    hash=digest,
                 )
             )
             await db.execute(
@@ -145,8 +154,13 @@ class AuditLog:
             rows = (await db.execute(query)).all()
         return [
             AuditEvent(
-                seq=r.seq, at=_as_utc(r.at), node=r.node, actor=r.actor, action=r.action,
-                subject=r.subject, details=json.loads(r.details),
+                seq=r.seq,
+                at=_as_utc(r.at),
+                node=r.node,
+                actor=r.actor,
+                action=r.action,
+                subject=r.subject,
+                details=json.loads(r.details),
             )
             for r in rows
         ]
@@ -166,8 +180,9 @@ class AuditLog:
                 return VerifyResult(False, len(rows), expected, f"event {expected} is missing")
             if row.prev_hash != prev:
                 return VerifyResult(False, len(rows), row.seq, f"event {row.seq} is out of chain")
-            canonical = _canonical(row.seq, _as_utc(row.at), row.node, row.actor, row.action,
-                                   row.subject, row.details)
+            canonical = _canonical(
+                row.seq, _as_utc(row.at), row.node, row.actor, row.action, row.subject, row.details
+            )
             if _chain(prev, canonical) != row.hash:
                 return VerifyResult(False, len(rows), row.seq, f"event {row.seq} was altered")
             prev, expected = row.hash, expected + 1

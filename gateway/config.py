@@ -86,9 +86,7 @@ def parse_listen(value: str, where: str) -> Listen:
     return Listen(host.strip("[]"), int(port_text))
 
 
-def load_config(
-    path: Path | None = None, *, environ: Mapping[str, str] | None = None
-) -> Config:
+def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
     """Load ``path`` (may be None: defaults only), apply environment overrides, validate."""
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}

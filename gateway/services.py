@@ -65,9 +65,7 @@ async def check_database(engine: AsyncEngine) -> None:
         raise StartupError("the audit log is not initialised; run: lockgate db upgrade")
 
 
-async def open_services(
-    config: Config, *, clock: Clock = utcnow, check: bool = True
-) -> Services:
+async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = True) -> Services:
     """Build every service. With ``check`` (the default) verify the database and vault first."""
     try:
         keyring = load_keyring(config.master_key)

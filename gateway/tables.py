@@ -60,8 +60,12 @@ sessions = sa.Table(
 cluster_events = sa.Table(
     "gw_cluster_events",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("origin", sa.String(255), nullable=False),
     sa.Column("kind", sa.String(40), nullable=False),

@@ -18,8 +18,12 @@ def _optional_duration(text: str | None) -> Any:
 async def request(ctx: Context) -> int:
     a = ctx.args
     result = await ctx.svc.policy.create_request(
-        ctx.actor, a.target, account=a.account, duration=_optional_duration(a.duration),
-        reason=a.reason, ticket=a.ticket,
+        ctx.actor,
+        a.target,
+        account=a.account,
+        duration=_optional_duration(a.duration),
+        reason=a.reason,
+        ticket=a.ticket,
     )
     return ctx.emit(result)
 
@@ -55,15 +59,17 @@ async def revoke(ctx: Context) -> int:
 
 async def extend(ctx: Context) -> int:
     a = ctx.args
-    result = await ctx.svc.policy.extend(ctx.actor, a.grant_id, parse_duration(a.duration),
-                                         a.reason)
+    result = await ctx.svc.policy.extend(
+        ctx.actor, a.grant_id, parse_duration(a.duration), a.reason
+    )
     return ctx.emit(result)
 
 
 async def lock(ctx: Context) -> int:
     a = ctx.args
-    result = await ctx.svc.policy.lock(ctx.actor, a.kind, a.name, a.reason,
-                                       _optional_duration(a.duration))
+    result = await ctx.svc.policy.lock(
+        ctx.actor, a.kind, a.name, a.reason, _optional_duration(a.duration)
+    )
     return ctx.emit(result)
 
 

@@ -18,7 +18,8 @@ async def user_add(ctx: Context) -> int:
     for path in a.key:
         try:
             keys.extend(
-                line.strip() for line in path.read_text().splitlines()
+                line.strip()
+                for line in path.read_text().splitlines()
                 if line.strip() and not line.startswith("#")
             )
         except OSError as exc:
@@ -68,8 +69,15 @@ async def target_add(ctx: Context) -> int:
     if a.scan:
         host_key = await _scan_and_confirm(ctx, a.host, a.port)
     target = await ctx.svc.policy.add_target(
-        ctx.actor, a.name, kind="http" if a.url else "ssh", host=a.host, port=a.port,
-        host_key=host_key, url=a.url, labels=_labels(a.label), accounts=a.account,
+        ctx.actor,
+        a.name,
+        kind="http" if a.url else "ssh",
+        host=a.host,
+        port=a.port,
+        host_key=host_key,
+        url=a.url,
+        labels=_labels(a.label),
+        accounts=a.account,
         default_account=a.default_account,
     )
     return ctx.emit(target)
@@ -116,8 +124,12 @@ async def credential_set(ctx: Context) -> int:
         if not a.value_stdin:
             raise Usage("--header needs --value-stdin (secrets are never taken from arguments)")
         info = await vault.set_credential(
-            ctx.actor, target.name, a.account, "http_header",
-            Secret(ctx.read_stdin_secret("header value")), public={"header": a.header},
+            ctx.actor,
+            target.name,
+            a.account,
+            "http_header",
+            Secret(ctx.read_stdin_secret("header value")),
+            public={"header": a.header},
         )
     elif a.private_key:
         try:
@@ -132,7 +144,11 @@ async def credential_set(ctx: Context) -> int:
         kind = "http_basic" if target.kind == "http" else "password"
         public = {"username": a.account} if kind == "http_basic" else None
         info = await vault.set_credential(
-            ctx.actor, target.name, a.account, kind, Secret(ctx.read_stdin_secret("password")),
+            ctx.actor,
+            target.name,
+            a.account,
+            kind,
+            Secret(ctx.read_stdin_secret("password")),
             public=public,
         )
     return ctx.emit(info)

@@ -33,10 +33,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="configuration file (default: $LOCKGATE_CONFIG "
-                   "or ./lockgate.toml)")
-    p.add_argument("--as", dest="actor", metavar="USER",
-                   help="acting person (default: the built-in admin)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="configuration file (default: $LOCKGATE_CONFIG or ./lockgate.toml)",
+    )
+    p.add_argument(
+        "--as", dest="actor", metavar="USER", help="acting person (default: the built-in admin)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -45,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def command(name: str, handler: object, help_text: str, **kw: object) -> argparse.ArgumentParser:
+    def command(
+        name: str, handler: object, help_text: str, **kw: object
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, **kw)  # type: ignore[arg-type]
         _common(p)
         p.set_defaults(handler=handler)
@@ -75,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = subcommand(users, "add", admin.user_add, "add a user")
     p.add_argument("name")
     p.add_argument("--role", action="append", default=[], help="role (repeatable)")
-    p.add_argument("--key", action="append", default=[], type=Path,
-                   help="OpenSSH public key file (repeatable)")
+    p.add_argument(
+        "--key", action="append", default=[], type=Path, help="OpenSSH public key file (repeatable)"
+    )
     p.add_argument("--password-stdin", action="store_true", help="read a password from stdin")
     p.add_argument("--totp", action="store_true", help="enrol a TOTP second factor")
     subcommand(users, "list", admin.user_list, "list users")
@@ -86,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
 
     targets = group("target", "manage targets")
-    p = subcommand(targets, "add", admin.target_add, "add an SSH target (--host) or a web "
-                   "target (--url)")
+    p = subcommand(
+        targets, "add", admin.target_add, "add an SSH target (--host) or a web target (--url)"
+    )
     p.add_argument("name")
     p.add_argument("--host")
     p.add_argument("--port", type=int, default=22)
@@ -97,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--host-key", help='pinned host key, "TYPE BASE64"')
-    keys.add_argument("--scan", action="store_true",
-                      help="fetch the host key and ask to confirm it")
+    keys.add_argument(
+        "--scan", action="store_true", help="fetch the host key and ask to confirm it"
+    )
     subcommand(targets, "list", admin.target_list, "list targets")
     p = subcommand(targets, "show", admin.target_show, "show one target")
     p.add_argument("name")
@@ -113,8 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     kinds.add_argument("--ssh-ca", action="store_true")
     kinds.add_argument("--header", metavar="NAME")
     p.add_argument("--value-stdin", action="store_true", help="with --header: read the value")
-    p.add_argument("--passphrase-stdin", action="store_true",
-                   help="with --private-key: read the key's passphrase from stdin")
+    p.add_argument(
+        "--passphrase-stdin",
+        action="store_true",
+        help="with --private-key: read the key's passphrase from stdin",
+    )
     subcommand(creds, "list", admin.credential_list, "list credentials (never their values)")
 
     p = command("request", access.request, "ask for access to a target")
@@ -182,21 +194,34 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path = config_path(args)
     handler = args.handler
     if getattr(handler, "needs_services", True) is False:
-        ctx = Context(args=args, out=out, err=err, config_path=path, services=None,
-                      actor=args.actor or SYSTEM_ACTOR)
+        ctx = Context(
+            args=args,
+            out=out,
+            err=err,
+            config_path=path,
+            services=None,
+            actor=args.actor or SYSTEM_ACTOR,
+        )
         return await handler(ctx)
     config = load_config(path)
     services = await open_services(config)
     try:
-        ctx = Context(args=args, out=out, err=err, config_path=path, services=services,
-                      actor=args.actor or SYSTEM_ACTOR)
+        ctx = Context(
+            args=args,
+            out=out,
+            err=err,
+            config_path=path,
+            services=services,
+            actor=args.actor or SYSTEM_ACTOR,
+        )
         return await handler(ctx)
     finally:
         await services.aclose()
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
-         err: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     try:

@@ -68,9 +68,7 @@ def record(obj: Mapping[str, Any], out: TextIO) -> None:
         out.write(f"{key.ljust(width)}  {_cell(value)}\n")
 
 
-def emit(
-    result: Any, out: TextIO, *, as_json: bool, columns: Sequence[str] | None = None
-) -> None:
+def emit(result: Any, out: TextIO, *, as_json: bool, columns: Sequence[str] | None = None) -> None:
     """A list prints as a table (or JSON array); one object as key/value lines (or JSON)."""
     data = to_jsonable(result)
     if as_json:

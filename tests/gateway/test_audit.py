@@ -39,9 +39,9 @@ async def test_appends_chain_and_verify(audit: AuditLog) -> None:
 
 
 async def test_concurrent_appends_never_fork(audit: AuditLog) -> None:
-    await asyncio.gather(*(
-        audit.record(actor="bob", action="test.concurrent", subject=str(i)) for i in range(20)
-    ))
+    await asyncio.gather(
+        *(audit.record(actor="bob", action="test.concurrent", subject=str(i)) for i in range(20))
+    )
     result = await audit.verify()
     assert result.ok and result.count == 20, result
 
@@ -72,8 +72,12 @@ async def test_verify_detects_reordering(audit: AuditLog, maker: SessionMaker) -
         rows = {r.seq: r for r in (await db.execute(sa.select(audit_events))).all()}
         for a, b in ((2, 3), (3, 2)):  # swap the content of events 2 and 3
             await db.execute(
-                audit_events.update().where(audit_events.c.seq == a).values(
-                    subject=rows[b].subject, details=rows[b].details, hash=rows[b].hash,
+                audit_events.update()
+                .where(audit_events.c.seq == a)
+                .values(
+                    subject=rows[b].subject,
+                    details=rows[b].details,
+                    hash=rows[b].hash,
                     prev_hash=rows[b].prev_hash,
                 )
             )
@@ -90,9 +94,7 @@ async def test_secret_like_values_refused(audit: AuditLog) -> None:
     assert (await audit.verify()).count == 0
 
 
-async def test_append_fails_closed_without_chain_head(
-    audit: AuditLog, maker: SessionMaker
-) -> None:
+async def test_append_fails_closed_without_chain_head(audit: AuditLog, maker: SessionMaker) -> None:
     async with maker() as db, db.begin():
         await db.execute(audit_head.delete())
     with pytest.raises(AuditError):

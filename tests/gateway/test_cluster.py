@@ -24,8 +24,10 @@ async def test_events_reach_every_node_once(tables: None, db_url: str) -> None:
     buses = [ClusterBus(sessionmaker(e), node=f"node{i}") for i, e in enumerate(engines)]
     seen: dict[str, list[ClusterEvent]] = {"node0": [], "node1": []}
     for bus in buses:
+
         async def handler(event: ClusterEvent, name: str = bus.node) -> None:
             seen[name].append(event)
+
         bus.subscribe(handler)
         await bus.start()
         await bus.stop()  # drive polling by hand: deterministic, no timers

@@ -38,13 +38,16 @@ def test_example_file_loads_and_documents_every_key(tmp_path: Path) -> None:
 
 
 def test_environment_overrides(tmp_path: Path) -> None:
-    cfg = load_config(None, environ={
-        "LOCKGATE_SERVER_SSH_LISTEN": "127.0.0.1:2022",
-        "LOCKGATE_DATABASE_URL": "postgresql+asyncpg://u:pw@db/lg",
-        "LOCKGATE_AUTH_MAX_FAILED_LOGINS": "3",
-        "LOCKGATE_CONFIG": "ignored.toml",
-        "LOCKGATE_URL": "http://x",
-    })
+    cfg = load_config(
+        None,
+        environ={
+            "LOCKGATE_SERVER_SSH_LISTEN": "127.0.0.1:2022",
+            "LOCKGATE_DATABASE_URL": "postgresql+asyncpg://u:pw@db/lg",
+            "LOCKGATE_AUTH_MAX_FAILED_LOGINS": "3",
+            "LOCKGATE_CONFIG": "ignored.toml",
+            "LOCKGATE_URL": "http://x",
+        },
+    )
     assert cfg.server.ssh_listen.port == 2022
     assert cfg.database_url == "postgresql+asyncpg://u:pw@db/lg"
     assert cfg.max_failed_logins == 3
