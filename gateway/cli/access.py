@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.cli.context import Context
+from gateway.control import SessionControl
 from policy.durations import parse_duration
 
 REQUEST_COLUMNS = ("id", "user", "target", "account", "duration", "state", "reason", "created_at")
@@ -108,3 +109,22 @@ async def _require_auditor(ctx: Context) -> None:
     user = await ctx.svc.policy.get_user(ctx.actor)
     if not user.is_auditor:
         raise AccessDenied(f"{ctx.actor} may not read the audit log")
+
+
+SESSION_COLUMNS = ("id", "user", "target", "account", "node", "started_at", "ended_at",
+                   "end_reason", "bytes_up", "bytes_down")
+
+
+def _control(ctx: Context) -> SessionControl:
+    svc = ctx.svc
+    return SessionControl(svc.maker, svc.policy, svc.audit, svc.config.server.node_name)
+
+
+async def sessions(ctx: Context) -> int:
+    result = await _control(ctx).list(ctx.actor, active_only=ctx.args.active)
+    return ctx.emit(result, SESSION_COLUMNS)
+
+
+async def terminate(ctx: Context) -> int:
+    record = await _control(ctx).terminate(ctx.actor, ctx.args.session_id, ctx.args.reason)
+    return ctx.emit(record)

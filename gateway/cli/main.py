@@ -164,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p = command("locks", access.locks, "list active locks")
 
+    p = command("sessions", access.sessions, "list sessions")
+    p.add_argument("--active", action="store_true")
+    p = command("terminate", access.terminate, "end a live session, on whichever node holds it")
+    p.add_argument("session_id", metavar="SESSION")
+    p.add_argument("--reason", required=True)
+
     audit = sub.add_parser("audit", help="the audit log")
     _common(audit)
     audit.add_argument("--since", metavar="DURATION")
