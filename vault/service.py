@@ -1,24 +1,42 @@
-"""The vault service: write-only credentials and checkout, the only way out.
+"""The vault service: write-only credentials, and checkout as the only way out.
 
-STUB: signatures are the contract shared with the gateway; bodies are being implemented.
+Nothing here returns plaintext except ``checkout`` (to the gateway, for one session, audited
+before it returns) and ``enroll_totp`` (the person's own enrolment URI, once). Every write
+and every checkout is audited inside the same transaction; if the audit write fails, the
+secret is neither stored nor returned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
+import asyncssh
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from vault import crypto, sshca, totp
 from vault.audit import AuditWriter
+from vault.errors import InvalidInput, NotFound
+from vault.keys import Keyring
 from vault.secret import Secret
+from vault.tables import credentials, totp_state
 
-CredentialKind = Literal["password", "private_key", "ssh_ca", "http_basic", "http_header", "totp_seed"]
+CredentialKind = Literal[
+    "password", "private_key", "ssh_ca", "http_basic", "http_header", "totp_seed"
+]
 CREDENTIAL_KINDS: frozenset[str] = frozenset(
     {"password", "private_key", "ssh_ca", "http_basic", "http_header", "totp_seed"}
 )
+MAX_SECRET = 64 * 1024
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -32,7 +50,7 @@ class CredentialInfo:
     key_id: str  # master key that wraps its data key
     created_at: datetime
     created_by: str
-    public: Mapping[str, str] = field(default_factory=dict)  # e.g. CA public key, header name, basic username
+    public: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -42,19 +60,99 @@ class CheckedOut:
     kind: CredentialKind
     secret: Secret
     public: Mapping[str, str]
-    passphrase: Secret | None = None
+
+
+def _info(row: Any) -> CredentialInfo:
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    return CredentialInfo(
+        row.id,
+        row.target,
+        row.account,
+        row.kind,
+        row.key_id,
+        created,
+        row.created_by,
+        json.loads(row.public),
+    )
+
+
+def _binding(row: Any) -> crypto.Binding:
+    return crypto.Binding(row.id, row.kind, row.target, row.account)
+
+
+def _sealed(row: Any) -> crypto.Sealed:
+    return crypto.Sealed(row.key_id, bytes(row.wrapped_key), bytes(row.ciphertext))
+
+
+def _normalize_private_key(data: bytes, passphrase: Secret | None) -> bytes:
+    """Parse (OpenSSH or PEM, optionally encrypted) and re-export unencrypted: the vault's
+    envelope protects it, and the gateway then needs no passphrase at checkout."""
+    try:
+        key = asyncssh.import_private_key(
+            data, passphrase.reveal() if passphrase is not None else None
+        )
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError):
+        raise InvalidInput("the private key does not parse (wrong format or passphrase)") from None
+    return bytes(key.export_private_key())
 
 
 class VaultService:
     def __init__(
         self,
         maker: async_sessionmaker[AsyncSession],
-        keyring: object,  # vault.keys.Keyring
+        keyring: Keyring,
         audit: AuditWriter,
+        clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.maker = maker
         self.keyring = keyring
         self.audit = audit
+        self.clock = clock
+
+    async def _store(
+        self,
+        db: AsyncSession,
+        actor: str,
+        target: str,
+        account: str,
+        kind: str,
+        plaintext: bytes,
+        public: Mapping[str, str],
+    ) -> CredentialInfo:
+        if not target or not account or len(target) > 80 or len(account) > 64:
+            raise InvalidInput("a credential needs a target and an account")
+        cred_id = f"cr-{secrets.token_hex(6)}"
+        sealed = crypto.seal(
+            self.keyring.current, crypto.Binding(cred_id, kind, target, account), plaintext
+        )
+        await self.audit.append(
+            db,
+            actor=actor,
+            action="credential.set",
+            subject=f"{account}@{target}",
+            details={"kind": kind},
+        )
+        await db.execute(
+            credentials.delete().where(
+                credentials.c.target == target, credentials.c.account == account
+            )
+        )
+        await db.execute(
+            credentials.insert().values(
+                id=cred_id,
+                target=target,
+                account=account,
+                kind=kind,
+                key_id=sealed.key_id,
+                wrapped_key=sealed.wrapped_key,
+                ciphertext=sealed.ciphertext,
+                public=json.dumps(dict(public), sort_keys=True),
+                created_at=self.clock(),
+                created_by=actor,
+            )
+        )
+        row = (await db.execute(sa.select(credentials).where(credentials.c.id == cred_id))).one()
+        return _info(row)
 
     async def set_credential(
         self,
@@ -67,20 +165,78 @@ class VaultService:
         public: Mapping[str, str] | None = None,
         passphrase: Secret | None = None,
     ) -> CredentialInfo:
-        """One-way write (replaces any previous credential for target+account). Validates the
-        value for its kind (a private key must parse, with its passphrase). Audited."""
-        raise NotImplementedError
+        """One-way write (replaces any credential for target+account), validated for its
+        kind. Audited. The secret cannot be read back through any method but checkout."""
+        public = dict(public or {})
+        if kind not in CREDENTIAL_KINDS - {"ssh_ca", "totp_seed"}:
+            raise InvalidInput(f"credential kind {kind!r} cannot be set this way")
+        value = secret.reveal()
+        if not value or len(value) > MAX_SECRET:
+            raise InvalidInput("the secret is empty or too large")
+        if kind == "private_key":
+            value = _normalize_private_key(value, passphrase)
+        if kind == "http_basic" and not public.get("username"):
+            raise InvalidInput("http_basic needs a username")
+        if kind == "http_header" and not public.get("header"):
+            raise InvalidInput("http_header needs a header name")
+        async with self.maker() as db, db.begin():
+            return await self._store(db, actor, target, account, kind, value, public)
 
     async def create_ssh_ca(self, actor: str, target: str, account: str) -> CredentialInfo:
-        """Generate a CA key; ``public["ca_public_key"]`` is the line for TrustedUserCAKeys."""
-        raise NotImplementedError
+        """Generate a CA; ``public["ca_public_key"]`` is the line for TrustedUserCAKeys."""
+        private, public_line = sshca.generate_ca()
+        async with self.maker() as db, db.begin():
+            return await self._store(
+                db, actor, target, account, "ssh_ca", private, {"ca_public_key": public_line}
+            )
 
     async def list_credentials(self) -> list[CredentialInfo]:
-        raise NotImplementedError
+        async with self.maker() as db:
+            rows = (
+                await db.execute(
+                    sa.select(credentials)
+                    .where(credentials.c.kind != "totp_seed")
+                    .order_by(credentials.c.target, credentials.c.account)
+                )
+            ).all()
+        return [_info(r) for r in rows]
+
+    async def _checkout(
+        self,
+        db: AsyncSession,
+        target: str,
+        account: str,
+        actor: str,
+        action: str,
+        details: dict[str, Any],
+    ) -> tuple[Any, bytes]:
+        row = (
+            await db.execute(
+                sa.select(credentials).where(
+                    credentials.c.target == target, credentials.c.account == account
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"no credential for {account}@{target}")
+        plaintext = crypto.open_sealed(self.keyring, _binding(row), _sealed(row))
+        await self.audit.append(
+            db,
+            actor=actor,
+            action=action,
+            subject=f"{account}@{target}",
+            details={"kind": row.kind, **details},
+        )
+        return row, plaintext
 
     async def checkout(self, target: str, account: str, session_id: str, actor: str) -> CheckedOut:
-        """Decrypt for one session; writes an audit event first. Raises NotFound or IntegrityError."""
-        raise NotImplementedError
+        """Decrypt for one session; the audit event is committed before the secret is
+        returned. Raises NotFound or IntegrityError."""
+        async with self.maker() as db, db.begin():
+            row, plaintext = await self._checkout(
+                db, target, account, actor, "credential.checkout", {"session": session_id}
+            )
+        return CheckedOut(row.kind, Secret(plaintext), json.loads(row.public))
 
     async def sign_user_certificate(
         self,
@@ -92,17 +248,89 @@ class VaultService:
         valid_until: datetime,
     ) -> str:
         """Sign an OpenSSH user certificate with the target's ``ssh_ca`` credential: principal =
-        account, key id = session id, valid from now-1min until ``valid_until``. Audited."""
-        raise NotImplementedError
+        account, key id = session id, valid until ``valid_until``. Audited."""
+        async with self.maker() as db, db.begin():
+            row, ca_private = await self._checkout(
+                db,
+                target,
+                account,
+                actor,
+                "credential.sign",
+                {"session": session_id, "valid_until": valid_until.isoformat()},
+            )
+            if row.kind != "ssh_ca":
+                raise InvalidInput(f"the credential for {account}@{target} is not an SSH CA")
+        return sshca.sign_user_key(
+            ca_private,
+            user_public_key,
+            principal=account,
+            key_id=session_id,
+            now=self.clock(),
+            valid_until=valid_until,
+        )
 
     async def enroll_totp(self, actor: str, user: str) -> str:
         """Create and store a fresh TOTP seed for ``user``; returns the otpauth:// URI, once."""
-        raise NotImplementedError
+        seed = totp.new_seed()
+        async with self.maker() as db, db.begin():
+            await self._store(db, actor, f"user:{user}", "totp", "totp_seed", seed, {})
+            await db.execute(totp_state.delete().where(totp_state.c.user == user))
+        return totp.provisioning_uri(seed, user)
 
     async def verify_totp(self, user: str, code: str, now: datetime) -> bool:
-        """Constant-time check with ±1 step window; a code is accepted once (replay refused)."""
-        raise NotImplementedError
+        """Constant-time check with a ±1 step window; each code is accepted once."""
+        async with self.maker() as db, db.begin():
+            row = (
+                await db.execute(
+                    sa.select(credentials).where(
+                        credentials.c.target == f"user:{user}", credentials.c.account == "totp"
+                    )
+                )
+            ).first()
+            if row is None:
+                totp.match(totp.new_seed(), code, now, -1)  # same work for unknown users
+                return False
+            seed = crypto.open_sealed(self.keyring, _binding(row), _sealed(row))
+            state = (
+                await db.execute(
+                    sa.select(totp_state.c.last_counter).where(totp_state.c.user == user)
+                )
+            ).first()
+            last = int(state.last_counter) if state else -1
+            counter = totp.match(seed, code, now, last)
+            if counter is None:
+                return False
+            if state is None:
+                await db.execute(totp_state.insert().values(user=user, last_counter=counter))
+            else:
+                result = await db.execute(
+                    totp_state.update()
+                    .where(totp_state.c.user == user, totp_state.c.last_counter == last)
+                    .values(last_counter=counter)
+                )
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    return False  # a concurrent login used a code first
+            return True
 
-    async def rotate(self, actor: str, new_keyring: object) -> int:
-        """Re-wrap every data key with the new current master key; returns how many."""
-        raise NotImplementedError
+    async def rotate(self, actor: str, new_keyring: Keyring) -> int:
+        """Re-wrap every data key under ``new_keyring.current`` in one transaction; the
+        ciphertexts are untouched. ``new_keyring`` must still hold the keys in use."""
+        new = new_keyring.current
+        async with self.maker() as db, db.begin():
+            rows = (await db.execute(sa.select(credentials))).all()
+            await self.audit.append(
+                db,
+                actor=actor,
+                action="vault.rotate",
+                subject=new.key_id,
+                details={"credentials": len(rows)},
+            )
+            for row in rows:
+                sealed = crypto.rewrap(new_keyring, new, _sealed(row), row.id)
+                await db.execute(
+                    credentials.update()
+                    .where(credentials.c.id == row.id)
+                    .values(key_id=sealed.key_id, wrapped_key=sealed.wrapped_key)
+                )
+        self.keyring = new_keyring
+        return len(rows)
