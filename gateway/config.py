@@ -19,6 +19,7 @@ from policy.errors import PolicyError
 from policy.models import Rule
 from policy.rules import parse_rule
 from recorder.anomaly import AnomalyRule, parse_anomaly_rule
+from recorder.errors import RecorderError
 
 ENV_PREFIX = "LOCKGATE_"
 # Environment variables with the prefix that are not key overrides.
@@ -199,7 +200,7 @@ def _parse_list(items: object, name: str, source: str, parse: Any) -> tuple[Any,
             raise ConfigError(f"{source}: [[{name}]] entry {index + 1} must be a table")
         try:
             parsed.append(parse(item))
-        except (PolicyError, ValueError) as exc:
+        except (PolicyError, RecorderError, ValueError) as exc:
             label = item.get("name", index + 1)
             raise ConfigError(f"{source}: [[{name}]] {label}: {exc}") from None
     names = [getattr(p, "name", None) for p in parsed]

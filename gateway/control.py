@@ -53,10 +53,19 @@ def _utc(value: datetime | None) -> datetime | None:
 
 def _record(row: Any) -> SessionRecord:
     return SessionRecord(
-        id=row.id, kind=row.kind, user=row.user, target=row.target, account=row.account,
-        grant_id=row.grant_id, node=row.node, client_addr=row.client_addr,
-        started_at=_utc(row.started_at) or row.started_at, ended_at=_utc(row.ended_at),
-        end_reason=row.end_reason, bytes_up=row.bytes_up or 0, bytes_down=row.bytes_down or 0,
+        id=row.id,
+        kind=row.kind,
+        user=row.user,
+        target=row.target,
+        account=row.account,
+        grant_id=row.grant_id,
+        node=row.node,
+        client_addr=row.client_addr,
+        started_at=_utc(row.started_at) or row.started_at,
+        ended_at=_utc(row.ended_at),
+        end_reason=row.end_reason,
+        bytes_up=row.bytes_up or 0,
+        bytes_down=row.bytes_down or 0,
     )
 
 
@@ -106,9 +115,18 @@ class SessionControl:
 
             raise InvalidTransition(f"session {session_id} has already ended")
         async with self.maker() as db, db.begin():
-            await self.audit.append(db, actor=actor, action="session.terminate",
-                                    subject=session_id, details={"reason": reason})
-            await publish(db, self.node, TERMINATE,
-                          {"session": session_id, "reason": reason, "by": actor},
-                          self.policy.now())
+            await self.audit.append(
+                db,
+                actor=actor,
+                action="session.terminate",
+                subject=session_id,
+                details={"reason": reason},
+            )
+            await publish(
+                db,
+                self.node,
+                TERMINATE,
+                {"session": session_id, "reason": reason, "by": actor},
+                self.policy.now(),
+            )
         return record

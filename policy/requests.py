@@ -47,7 +47,7 @@ def approve(
     """Record one approval; the request becomes APPROVED when the rule's count is reached."""
     _pending(request, now)
     if approver == request.user:
-        raise AccessDenied("you cannot approve your own request")
+        raise AccessDenied("self-approval is not allowed: you cannot approve your own request")
     if not may_approve(rule, approver_roles):
         raise AccessDenied(f"{approver} is not an approver for rule {rule.name}")
     if approver in approvers(request):

@@ -111,8 +111,18 @@ async def _require_auditor(ctx: Context) -> None:
         raise AccessDenied(f"{ctx.actor} may not read the audit log")
 
 
-SESSION_COLUMNS = ("id", "user", "target", "account", "node", "started_at", "ended_at",
-                   "end_reason", "bytes_up", "bytes_down")
+SESSION_COLUMNS = (
+    "id",
+    "user",
+    "target",
+    "account",
+    "node",
+    "started_at",
+    "ended_at",
+    "end_reason",
+    "bytes_up",
+    "bytes_down",
+)
 
 
 def _control(ctx: Context) -> SessionControl:

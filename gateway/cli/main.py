@@ -28,8 +28,7 @@ from vault.errors import VaultError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"lockgate: {message} (see: {self.prog} --help)\n")
-        raise SystemExit(2)
+        raise Usage(f"{message} (see: {self.prog} --help)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -232,7 +231,10 @@ def main(
     err = err or sys.stderr
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:
+    except Usage as exc:
+        err.write(f"lockgate: {exc}\n")
+        return 2
+    except SystemExit as exc:  # --help
         return int(exc.code or 0)
     try:
         return asyncio.run(_run(args, out, err))

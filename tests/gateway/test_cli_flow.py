@@ -65,8 +65,11 @@ class Cli:
 async def _pg(action: str, name: str) -> None:
     admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     async with admin.connect() as conn:
-        sql = f'CREATE DATABASE "{name}"' if action == "create" else (
-            f'DROP DATABASE "{name}" WITH (FORCE)')
+        sql = (
+            f'CREATE DATABASE "{name}"'
+            if action == "create"
+            else (f'DROP DATABASE "{name}" WITH (FORCE)')
+        )
         await conn.execute(sa.text(sql))
     await admin.dispose()
 
@@ -124,10 +127,19 @@ def test_operator_flow_end_to_end(cli: Cli, tmp_path: Path) -> None:
     assert (data / "ssh_host_ed25519_key").exists()
 
     alice_key = _ssh_key(tmp_path, "alice")
-    assert cli.json("user", "add", "alice", "--role", "dev", "--key", str(alice_key))["name"] \
+    assert (
+        cli.json("user", "add", "alice", "--role", "dev", "--key", str(alice_key))["name"]
         == "alice"
-    bob = cli.json("user", "add", "bob", "--role", "approver", "--password-stdin",
-                   stdin="bob's long passphrase\n")
+    )
+    bob = cli.json(
+        "user",
+        "add",
+        "bob",
+        "--role",
+        "approver",
+        "--password-stdin",
+        stdin="bob's long passphrase\n",
+    )
     assert bob["has_password"] is True
     assert "passphrase" not in json.dumps(bob)
     cli.json("user", "add", "carol", "--role", "approver")
@@ -135,16 +147,37 @@ def test_operator_flow_end_to_end(cli: Cli, tmp_path: Path) -> None:
     assert sorted(u["name"] for u in users) == ["alice", "bob", "carol"]
 
     host_key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
-    target = cli.json("target", "add", "db01", "--host", "127.0.0.1", "--port", "2200",
-                      "--account", "root", "--label", "env=prod",
-                      "--host-key", " ".join(host_key.split()[:2]))
+    target = cli.json(
+        "target",
+        "add",
+        "db01",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "2200",
+        "--account",
+        "root",
+        "--label",
+        "env=prod",
+        "--host-key",
+        " ".join(host_key.split()[:2]),
+    )
     assert target["default_account"] in (None, "root")
-    info = cli.json("credential", "set", "db01", "root", "--password-stdin",
-                    stdin=PLAINTEXT + "\n")
+    info = cli.json("credential", "set", "db01", "root", "--password-stdin", stdin=PLAINTEXT + "\n")
     assert info["kind"] == "password"
 
-    req = cli.json("request", "db01", "--account", "root", "--for", "1h",
-                   "--reason", "INC-4711 disk full", "--as", "alice")
+    req = cli.json(
+        "request",
+        "db01",
+        "--account",
+        "root",
+        "--for",
+        "1h",
+        "--reason",
+        "INC-4711 disk full",
+        "--as",
+        "alice",
+    )
     assert req["state"] == "pending"
 
     code, _, err = cli("approve", req["id"], "--as", "alice")
@@ -161,7 +194,8 @@ def test_operator_flow_end_to_end(cli: Cli, tmp_path: Path) -> None:
     grants = cli.json("grants", "--active", "--as", "alice")
     assert [g["id"] for g in grants] == [done["grant_id"]]
     assert cli.json("grants", "--active", "--as", "bob") == [] or all(
-        g["user"] == "alice" for g in cli.json("grants", "--active", "--as", "bob"))
+        g["user"] == "alice" for g in cli.json("grants", "--active", "--as", "bob")
+    )
 
     revoked = cli.json("revoke", done["grant_id"], "--reason", "work finished")
     assert revoked["revoked_at"]
@@ -209,8 +243,9 @@ def test_operator_flow_end_to_end(cli: Cli, tmp_path: Path) -> None:
 )
 def test_bad_input_is_one_line_and_nonzero(cli: Cli, argv: list[str], code: int) -> None:
     cli.json("user", "add", "alice", "--role", "dev")
-    cli.json("target", "add", "db01", "--host", "127.0.0.1", "--account", "root",
-             "--label", "env=prod")
+    cli.json(
+        "target", "add", "db01", "--host", "127.0.0.1", "--account", "root", "--label", "env=prod"
+    )
     got, out, err = cli(*argv)
     assert got == code, (argv, got, err)
     assert err.startswith("lockgate: "), err
@@ -254,11 +289,14 @@ def test_refuses_world_readable_master_key(cli: Cli, tmp_path: Path) -> None:
 def test_console_script_never_prints_a_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[server]\nnope = 1\n")
-    for argv in (["user", "list", "--config", str(bad)],
-                 ["user", "list", "--config", str(tmp_path / "missing.toml")],
-                 ["approve"]):
-        result = subprocess.run([sys.executable, "-m", "gateway", *argv],
-                                capture_output=True, text=True, timeout=120)
+    for argv in (
+        ["user", "list", "--config", str(bad)],
+        ["user", "list", "--config", str(tmp_path / "missing.toml")],
+        ["approve"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", *argv], capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
         assert result.stderr.startswith("lockgate: ")

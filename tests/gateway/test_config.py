@@ -79,7 +79,7 @@ def test_bad_files_name_source_and_key(tmp_path: Path, text: str, message: str) 
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("LOCKGATE_SERVER_SSH_LISTN", "names no key of [server]"),
+        ("LOCKGATE_SERVER_SSH_LISTN", r"names no key of \[server\]"),
         ("LOCKGATE_NOPE_X", "names no configuration section"),
         ("LOCKGATE_AUTH_MAX_FAILED_LOGINS", "must be a whole number"),
     ],

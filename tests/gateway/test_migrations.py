@@ -24,9 +24,13 @@ def _diff(connection: sa.Connection) -> list[object]:
     diffs = compare_metadata(context, _merged())
     # Tables a migration makes with raw SQL (full-text indexes) are not in any MetaData.
     return [
-        d for d in diffs
-        if not (isinstance(d, tuple) and d[0] == "remove_table" and "fts" in d[1].name)
-        and not (isinstance(d, tuple) and d[0] == "remove_table" and d[1].name == "alembic_version")
+        d
+        for d in diffs
+        if not (
+            isinstance(d, tuple)
+            and d[0] in ("remove_table", "remove_index")
+            and ("fts" in d[1].name or d[1].name == "alembic_version")
+        )
     ]
 
 
