@@ -1,1 +1,1 @@
-"""Session recordings: append-only files, pyte keyframes, search, replay. Depends on no sibling package."""
+"""Session recordings: append-only files, keyframes, search, replay. No sibling imports."""

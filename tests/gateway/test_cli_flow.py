@@ -201,7 +201,7 @@ def test_operator_flow_end_to_end(cli: Cli, tmp_path: Path) -> None:
     assert revoked["revoked_at"]
     assert cli.json("grants", "--active", "--as", "alice") == []
 
-    code, out, err = cli("audit", "verify")
+    code, _, err = cli("audit", "verify")
     assert code == 0, err
     events = cli.json("audit")
     actions = [e["action"] for e in events]
