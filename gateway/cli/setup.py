@@ -105,4 +105,24 @@ db_upgrade.needs_services = False  # type: ignore[attr-defined]
 
 
 async def vault_rotate(ctx: Context) -> int:
-    raise Usage("not wired yet")
+    """New master key; every data key re-wrapped in one transaction; the old key retired.
+
+    The key file first holds both keys (a crash mid-way leaves a working vault), then only
+    the new one."""
+    from vault.keys import Keyring, new_master_key, write_keyring_file
+
+    svc = ctx.svc
+    if ctx.actor != "lockgate" and not (await svc.policy.get_user(ctx.actor)).is_admin:
+        raise Usage(f"{ctx.actor} may not rotate the vault")
+    spec = svc.config.master_key
+    if not spec.startswith("file:"):
+        raise Usage("vault rotate manages file: master keys; for env: or a key provider, "
+                    "rotate the key at its source")
+    path = Path(spec[5:])
+    old = svc.keyring
+    transition = Keyring(new_master_key(), (old.current, *old.retired))
+    write_keyring_file(path, transition)
+    count = await svc.vault.rotate(ctx.actor, transition)
+    write_keyring_file(path, Keyring(transition.current))
+    return ctx.emit({"key_id": transition.current.key_id, "retired": old.current.key_id,
+                     "credentials": count})

@@ -300,3 +300,31 @@ def test_console_script_never_prints_a_traceback(tmp_path: Path) -> None:
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
         assert result.stderr.startswith("lockgate: ")
+
+
+def test_vault_rotate(cli: Cli, tmp_path: Path) -> None:
+    cli.json("target", "add", "db01", "--host", "127.0.0.1", "--account", "root")
+    cli.json("credential", "set", "db01", "root", "--password-stdin", stdin=PLAINTEXT + "\n")
+    old_id = (tmp_path / "data" / "master.key").read_text().split(":")[1]
+    result = cli.json("vault", "rotate")
+    assert result["retired"] == old_id and result["credentials"] == 1
+    text = (tmp_path / "data" / "master.key").read_text()
+    assert old_id not in text and result["key_id"] in text and text.count("\n") == 1
+    assert stat.S_IMODE((tmp_path / "data" / "master.key").stat().st_mode) == 0o600
+    creds = cli.json("credential", "list")
+    assert [c["key_id"] for c in creds] == [result["key_id"]]
+
+    async def checkout() -> str:
+        from gateway.config import load_config
+        from gateway.services import open_services
+
+        services = await open_services(load_config(cli.config))
+        try:
+            out = await services.vault.checkout("db01", "root", "s", "test")
+            return out.secret.reveal_text()
+        finally:
+            await services.aclose()
+
+    assert asyncio.run(checkout()) == PLAINTEXT
+    code, _, _ = cli("audit", "verify")
+    assert code == 0
