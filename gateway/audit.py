@@ -26,6 +26,17 @@ from gateway.tables import audit_events, audit_head
 from policy.models import Clock, utcnow
 
 GENESIS = "0" * 64
+# Actions after which live sessions must be re-checked on every node; the cluster event is
+# written in the same transaction as the audit event, so no change goes unannounced.
+RECHECK_ACTIONS = frozenset(
+    {
+        "grant.revoke",
+        "grant.extend",
+        "lock.create",
+        "user.disable",
+        "credential.set",
+    }
+)
 
 
 class AuditError(Exception):
@@ -125,6 +136,10 @@ class AuditLog:
             await db.execute(
                 audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest)
             )
+            if action in RECHECK_ACTIONS:
+                from gateway.cluster import publish
+
+                await publish(db, self.node, "recheck", {"action": action, "subject": subject}, at)
         except AuditError:
             raise
         except Exception as exc:  # any database failure means: no audit, no action

@@ -116,13 +116,16 @@ async def vault_rotate(ctx: Context) -> int:
         raise Usage(f"{ctx.actor} may not rotate the vault")
     spec = svc.config.master_key
     if not spec.startswith("file:"):
-        raise Usage("vault rotate manages file: master keys; for env: or a key provider, "
-                    "rotate the key at its source")
+        raise Usage(
+            "vault rotate manages file: master keys; for env: or a key provider, "
+            "rotate the key at its source"
+        )
     path = Path(spec[5:])
     old = svc.keyring
     transition = Keyring(new_master_key(), (old.current, *old.retired))
     write_keyring_file(path, transition)
     count = await svc.vault.rotate(ctx.actor, transition)
     write_keyring_file(path, Keyring(transition.current))
-    return ctx.emit({"key_id": transition.current.key_id, "retired": old.current.key_id,
-                     "credentials": count})
+    return ctx.emit(
+        {"key_id": transition.current.key_id, "retired": old.current.key_id, "credentials": count}
+    )

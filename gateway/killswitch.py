@@ -1,0 +1,129 @@
+"""Ending sessions on time and on change.
+
+Each live session has a watcher that warns at 5 minutes and 1 minute before its grant ends
+and terminates it at ``expires_at``. When access changes anywhere in the cluster (a
+revocation, a lock, an extension), every live session on this node is re-checked against the
+policy and ended, or its watcher re-armed, accordingly. Time comes from a ``Timer`` so tests
+drive expiry with a fake clock instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from gateway.sessions import SessionHandle, SessionRegistry
+from policy.models import utcnow
+
+WARNINGS = ((timedelta(minutes=5), "5 minutes"), (timedelta(minutes=1), "1 minute"))
+
+
+class Timer(Protocol):
+    def now(self) -> datetime: ...
+
+    async def sleep_until(self, when: datetime) -> None: ...
+
+
+class RealTimer:
+    def now(self) -> datetime:
+        return utcnow()
+
+    async def sleep_until(self, when: datetime) -> None:
+        # Sleep in bounded steps so a wall-clock jump is noticed within a minute.
+        while True:
+            left = (when - utcnow()).total_seconds()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 60.0))
+
+
+class FakeTimer:
+    """A clock tests move by hand; sleepers wake when it passes their time."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self._sleepers: list[tuple[datetime, asyncio.Future[None]]] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    def __call__(self) -> datetime:
+        return self._now
+
+    async def sleep_until(self, when: datetime) -> None:
+        if when <= self._now:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((when, future))
+        await future
+
+    async def advance(self, delta: timedelta) -> None:
+        self._now += delta
+        due = [(w, f) for w, f in self._sleepers if w <= self._now]
+        self._sleepers = [(w, f) for w, f in self._sleepers if w > self._now]
+        for _, future in sorted(due, key=lambda item: item[0]):
+            if not future.done():
+                future.set_result(None)
+        for _ in range(20):  # let woken watchers run to their next sleep
+            await asyncio.sleep(0)
+
+
+# (user, target, account) -> (allowed, reason to show, new expires_at)
+Recheck = Callable[[SessionHandle], Awaitable[tuple[bool, str, datetime | None]]]
+
+
+class KillSwitch:
+    def __init__(self, registry: SessionRegistry, timer: Timer, recheck: Recheck) -> None:
+        self.registry = registry
+        self.timer = timer
+        self.recheck = recheck
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        registry.on_change.append(self._changed)
+
+    def _changed(self, session: SessionHandle, added: bool) -> None:
+        if added:
+            self.arm(session)
+        else:
+            task = self._watchers.pop(session.id, None)
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+
+    def arm(self, session: SessionHandle) -> None:
+        old = self._watchers.pop(session.id, None)
+        if old is not None:
+            old.cancel()
+        if session.expires_at is not None:
+            self._watchers[session.id] = asyncio.ensure_future(self._watch(session))
+
+    async def _watch(self, session: SessionHandle) -> None:
+        expires = session.expires_at
+        assert expires is not None
+        for before, text in WARNINGS:
+            at = expires - before
+            if at > self.timer.now():
+                await self.timer.sleep_until(at)
+                session.notify(f"[lockgate] access to {session.target} ends in {text}")
+        await self.timer.sleep_until(expires)
+        await self.registry.terminate(session.id, "grant expired")
+
+    async def recheck_all(self) -> None:
+        """Re-decide every live session; end the refused, re-arm the extended."""
+        for session in list(self.registry.sessions.values()):
+            allowed, reason, expires = await self.recheck(session)
+            if not allowed:
+                await self.registry.terminate(session.id, reason)
+            elif expires is not None and expires != session.expires_at:
+                session.expires_at = expires
+                self.arm(session)
+
+    async def aclose(self) -> None:
+        for task in self._watchers.values():
+            task.cancel()
+        for task in list(self._watchers.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._watchers.clear()

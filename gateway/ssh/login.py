@@ -1,0 +1,41 @@
+"""The SSH login grammar: ``USER+ACCOUNT@TARGET``, ``USER+TARGET``, ``USER``.
+
+``+`` separates the parts because ``scp`` treats ``:`` as a path separator; the client
+adds ``@gateway-host`` itself, so the last ``@`` never reaches us.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+class LoginError(ValueError):
+    """The login name does not follow the grammar."""
+
+
+@dataclass(frozen=True)
+class Login:
+    user: str
+    account: str | None  # None: the target's default account
+    target: str | None  # None: the gateway shell
+
+    @property
+    def is_shell(self) -> bool:
+        return self.target is None
+
+
+def parse_login(name: str) -> Login:
+    user, plus, rest = name.partition("+")
+    if not _PART.match(user):
+        raise LoginError("user names are letters, digits, '.', '_' and '-'")
+    if not plus:
+        return Login(user, None, None)
+    account, at, target = rest.partition("@")
+    if not at:
+        account, target = "", rest
+    if not _PART.match(target) or (at and not _PART.match(account)):
+        raise LoginError("log in as USER+ACCOUNT@TARGET, USER+TARGET or USER")
+    return Login(user, account or None, target)

@@ -1,0 +1,109 @@
+"""The recording file format: timed binary records inside hash-chained chunks.
+
+File: ``MAGIC``, then chunks. A chunk is ``b"LGC1" | u32 length | u64 sequence | payload |
+sha256(previous hash | sequence | payload)``; the first chunk chains from 32 zero bytes.
+A payload is a run of records ``f64 offset-seconds | u8 kind | u32 length | data``.
+The last chunk carries a SEAL record. Editing, dropping, reordering or truncating any byte
+breaks the chain or the seal.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MAGIC = b"LOCKGATE-REC-1\n"
+CHUNK_MAGIC = b"LGC1"
+CHUNK_HEAD = struct.Struct("<4sIQ")
+RECORD_HEAD = struct.Struct("<dBI")
+HASH_LEN = 32
+GENESIS = bytes(HASH_LEN)
+MAX_CHUNK = 16 * 1024 * 1024
+
+
+class Kind(enum.IntEnum):
+    META = 0  # JSON: session facts, terminal size, start time
+    OUTPUT = 1  # bytes the target sent to the person
+    INPUT = 2  # keystrokes the target echoed back
+    MASKED = 3  # u32: count of keystrokes that were not echoed (never their text)
+    RESIZE = 4  # u16 width, u16 height
+    EXEC = 5  # UTF-8 command line
+    EXIT = 6  # JSON: status, signal
+    SFTP = 7  # JSON: one SFTP operation
+    FORWARD = 8  # JSON: host, port
+    MARKER = 9  # JSON: kind, text
+    HTTP = 10  # JSON: method, path, status, size
+    SEAL = 11  # JSON: end reason, duration
+
+
+RESIZE = struct.Struct("<HH")
+MASKED = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class Record:
+    t: float
+    kind: Kind
+    data: bytes
+
+
+def encode_record(t: float, kind: Kind, data: bytes) -> bytes:
+    return RECORD_HEAD.pack(t, kind, len(data)) + data
+
+
+def chain(prev: bytes, seq: int, payload: bytes) -> bytes:
+    return hashlib.sha256(prev + struct.pack("<Q", seq) + payload).digest()
+
+
+def encode_chunk(prev: bytes, seq: int, payload: bytes) -> tuple[bytes, bytes]:
+    digest = chain(prev, seq, payload)
+    return CHUNK_HEAD.pack(CHUNK_MAGIC, len(payload), seq) + payload + digest, digest
+
+
+def decode_records(payload: bytes) -> Iterator[Record]:
+    pos = 0
+    while pos < len(payload):
+        if pos + RECORD_HEAD.size > len(payload):
+            raise ValueError("record header truncated")
+        t, kind, length = RECORD_HEAD.unpack_from(payload, pos)
+        pos += RECORD_HEAD.size
+        if pos + length > len(payload):
+            raise ValueError("record truncated")
+        yield Record(t, Kind(kind), payload[pos : pos + length])
+        pos += length
+
+
+@dataclass(frozen=True)
+class Chunk:
+    seq: int
+    offset: int  # file offset of the chunk header
+    payload: bytes
+    digest: bytes
+
+
+def read_chunks(data: bytes) -> Iterator[Chunk]:
+    """Parse and check the chain; raises ValueError at the first inconsistency."""
+    if not data.startswith(MAGIC):
+        raise ValueError("not a Lockgate recording")
+    pos, prev, seq = len(MAGIC), GENESIS, 0
+    while pos < len(data):
+        if pos + CHUNK_HEAD.size > len(data):
+            raise ValueError(f"chunk {seq} header truncated")
+        magic, length, got_seq = CHUNK_HEAD.unpack_from(data, pos)
+        if magic != CHUNK_MAGIC or length > MAX_CHUNK:
+            raise ValueError(f"chunk {seq} is damaged")
+        if got_seq != seq:
+            raise ValueError(f"chunk {seq} is out of order")
+        start = pos + CHUNK_HEAD.size
+        end = start + length
+        if end + HASH_LEN > len(data):
+            raise ValueError(f"chunk {seq} truncated")
+        payload = data[start:end]
+        digest = data[end : end + HASH_LEN]
+        if chain(prev, seq, payload) != digest:
+            raise ValueError(f"chunk {seq} was altered")
+        yield Chunk(seq, pos, payload, digest)
+        prev, pos, seq = digest, end + HASH_LEN, seq + 1

@@ -1,0 +1,346 @@
+"""Recording one session: cheap calls on the data path, chunked appends, a seal at the end.
+
+The data-path methods only append to an in-memory buffer; it is written as one hash-chained
+chunk when it grows past ``CHUNK_BYTES`` or at least every second. A write error is reported
+once to the failure callbacks (the gateway then ends the session: there is never a live,
+unrecorded session) and every later call raises.
+
+Keystrokes are kept only when the target echoes them back. Printable input that is not
+echoed (a password at ``sudo``, ``read -s``, ``stty -echo``) is recorded only as a count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from recorder.errors import RecordingFailed
+from recorder.events import GENESIS, MAGIC, MASKED, RESIZE, Kind, encode_chunk, encode_record
+from recorder.sftp import SftpTracker
+from recorder.tables import recordings
+
+CHUNK_BYTES = 256 * 1024
+FLUSH_SECONDS = 1.0
+ECHO_WAIT = 0.5  # seconds an unechoed keystroke may wait before it counts as hidden
+MAX_SIZE = 4096
+
+
+def _clamp(value: int) -> int:
+    return max(1, min(int(value), MAX_SIZE))
+
+
+@dataclass(frozen=True)
+class Seal:
+    session_id: str
+    path: Path
+    sha256: str
+    chain_head: str
+    size: int
+    duration: float
+
+
+class SessionRecording:
+    def __init__(
+        self,
+        recorder: Recorder,
+        session_id: str,
+        path: Path,
+        fd: int,
+        width: int,
+        height: int,
+        pty: bool,
+    ) -> None:
+        self.recorder = recorder
+        self.session_id = session_id
+        self.path = path
+        self.width, self.height = width, height
+        self.pty = pty
+        self._fd = fd
+        self._t0 = recorder.clock()
+        self._buf: list[bytes] = []
+        self._buffered = 0
+        self._seq = 0
+        self._prev = GENESIS
+        self._size = len(MAGIC)
+        self._failure: BaseException | None = None
+        self._callbacks: list[Callable[[BaseException], None]] = []
+        self._pending = bytearray()  # typed, not yet echoed
+        self._pending_since = 0.0
+        self._sftp = SftpTracker(self._sftp_op)
+        self._closed = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # --- data path -----------------------------------------------------------------
+    def _now(self) -> float:
+        return self.recorder.clock() - self._t0
+
+    def _add(self, kind: Kind, data: bytes) -> None:
+        if self._failure is not None:
+            raise RecordingFailed("the recording has failed")
+        record = encode_record(self._now(), kind, data)
+        self._buf.append(record)
+        self._buffered += len(record)
+        if self._buffered >= CHUNK_BYTES:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+
+    def output(self, data: bytes) -> None:
+        if self._pending:
+            self._match_echo(data)
+        self._add(Kind.OUTPUT, data)
+
+    def input(self, data: bytes) -> None:
+        if not self.pty:
+            self._add(Kind.MASKED, MASKED.pack(len(data)))
+            return
+        if self._pending and self._now() - self._pending_since > ECHO_WAIT:
+            self._hide_pending()
+        if not self._pending:
+            self._pending_since = self._now()
+        self._pending += data
+        if b"\r" in data or b"\n" in data:
+            self._settle_line()
+
+    def _match_echo(self, out: bytes) -> None:
+        """Keep the typed bytes the target echoed; hide the printable ones it did not."""
+        n = 0
+        limit = min(len(self._pending), len(out))
+        while n < limit and self._pending[n] == out[n]:
+            n += 1
+        if n:
+            self._add(Kind.INPUT, bytes(self._pending[:n]))
+            del self._pending[:n]
+        # Control keys (Enter, Ctrl-C, arrows, backspace) are not echoed literally but are
+        # not secret either: keep them; hide anything printable left unechoed.
+        while self._pending and (self._pending[0] < 0x20 or self._pending[0] == 0x7F):
+            end = 1
+            if self._pending[0] == 0x1B:
+                end = min(len(self._pending), 3)
+            self._add(Kind.INPUT, bytes(self._pending[:end]))
+            del self._pending[:end]
+        self._pending_since = self._now()
+
+    def _settle_line(self) -> None:
+        """At Enter, what was typed before it without echo is hidden (e.g. a password)."""
+        cut = max(self._pending.rfind(b"\r"), self._pending.rfind(b"\n"))
+        head = bytes(self._pending[:cut])
+        hidden = sum(1 for b in head if 0x20 <= b < 0x7F or b >= 0x80)
+        if hidden:
+            self._add(Kind.MASKED, MASKED.pack(hidden))
+        self._add(Kind.INPUT, bytes(self._pending[cut : cut + 1]))
+        del self._pending[: cut + 1]
+
+    def _hide_pending(self) -> None:
+        printable = sum(1 for b in self._pending if 0x20 <= b < 0x7F or b >= 0x80)
+        if printable:
+            self._add(Kind.MASKED, MASKED.pack(printable))
+        self._pending.clear()
+
+    def resize(self, width: int, height: int) -> None:
+        self.width, self.height = _clamp(width), _clamp(height)
+        self._add(Kind.RESIZE, RESIZE.pack(self.width, self.height))
+
+    def exec_command(self, command: str) -> None:
+        self._add(Kind.EXEC, command.encode("utf-8", "replace"))
+
+    def exit(self, status: int | None, signal: str | None = None) -> None:
+        self._add(Kind.EXIT, json.dumps({"status": status, "signal": signal}).encode())
+
+    def sftp_client(self, data: bytes) -> None:
+        self._sftp.client(data)
+
+    def sftp_server(self, data: bytes) -> None:
+        self._sftp.server(data)
+
+    def _sftp_op(self, op: Mapping[str, Any]) -> None:
+        self._add(Kind.SFTP, json.dumps(dict(op)).encode())
+
+    def port_forward(self, host: str, port: int) -> None:
+        self._add(Kind.FORWARD, json.dumps({"host": host, "port": port}).encode())
+
+    def marker(self, kind: str, text: str) -> None:
+        self._add(Kind.MARKER, json.dumps({"kind": kind, "text": text}).encode())
+
+    def http_request(self, method: str, path: str, status: int, size: int) -> None:
+        self._add(
+            Kind.HTTP,
+            json.dumps({"method": method, "path": path, "status": status, "size": size}).encode(),
+        )
+
+    @property
+    def backlog(self) -> int:
+        return self._buffered
+
+    def add_failure_callback(self, cb: Callable[[BaseException], None]) -> None:
+        self._callbacks.append(cb)
+
+    # --- disk ------------------------------------------------------------------------
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._buf or self._failure is not None:
+            return
+        payload = b"".join(self._buf)
+        self._buf.clear()
+        self._buffered = 0
+        chunk, self._prev = encode_chunk(self._prev, self._seq, payload)
+        self._seq += 1
+        try:
+            view = memoryview(chunk)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            self._size += len(chunk)
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failure = exc
+        for cb in self._callbacks:
+            with contextlib.suppress(Exception):  # a broken callback must not hide the failure
+                cb(exc)
+
+    async def close(self, reason: str) -> Seal:
+        """Flush, append the seal, fsync, and store the file's SHA-256 and chain head."""
+        if self._closed:
+            raise RecordingFailed("the recording is already closed")
+        self._closed = True
+        if self._pending:
+            self._hide_pending()
+        self._sftp.finish()
+        duration = self._now()
+        self._buf.append(
+            encode_record(duration, Kind.SEAL, json.dumps({"reason": reason}).encode())
+        )
+        self.flush()
+        failure = self._failure
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            failure = failure or exc
+        finally:
+            os.close(self._fd)
+        if failure is not None:
+            raise RecordingFailed(f"recording {self.session_id} could not be written") from failure
+        digest = await asyncio.to_thread(_sha256_file, self.path)
+        seal = Seal(self.session_id, self.path, digest, self._prev.hex(), self._size, duration)
+        await self.recorder.sealed(seal, reason)
+        return seal
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Recorder:
+    """Opens recordings under ``root`` and records their seals in the database."""
+
+    def __init__(
+        self,
+        root: Path,
+        maker: async_sessionmaker[AsyncSession],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.root = root
+        self.maker = maker
+        self.clock = clock
+
+    def path_for(self, session_id: str, started: datetime) -> Path:
+        return self.root / started.strftime("%Y/%m/%d") / f"{session_id}.lgrec"
+
+    async def start(
+        self,
+        session_id: str,
+        *,
+        meta: Mapping[str, str],
+        width: int = 80,
+        height: int = 24,
+        term: str = "xterm",
+        pty: bool = True,
+    ) -> SessionRecording:
+        """Create the file (never overwriting) and its database row; raises RecordingFailed."""
+        started = datetime.now(UTC)
+        path = self.path_for(session_id, started)
+        width, height = _clamp(width), _clamp(height)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            os.write(fd, MAGIC)
+        except OSError as exc:
+            raise RecordingFailed(f"cannot create the recording for {session_id}") from exc
+        header = {
+            **dict(meta),
+            "term": term,
+            "width": width,
+            "height": height,
+            "started": started.isoformat(),
+        }
+        rec = SessionRecording(self, session_id, path, fd, width, height, pty)
+        rec._add(Kind.META, json.dumps(header).encode())
+        try:
+            async with self.maker() as db, db.begin():
+                await db.execute(
+                    recordings.insert().values(
+                        session_id=session_id,
+                        path=str(path.relative_to(self.root)),
+                        started_at=started,
+                        width=width,
+                        height=height,
+                        duration=0.0,
+                        size=0,
+                        meta=json.dumps(header),
+                        indexed_to=0,
+                    )
+                )
+        except Exception as exc:
+            os.close(fd)
+            raise RecordingFailed(f"cannot register the recording for {session_id}") from exc
+        return rec
+
+    async def sealed(self, seal: Seal, reason: str) -> None:
+        async with self.maker() as db, db.begin():
+            await db.execute(
+                recordings.update()
+                .where(recordings.c.session_id == seal.session_id)
+                .values(
+                    ended_at=datetime.now(UTC),
+                    duration=seal.duration,
+                    size=seal.size,
+                    sha256=seal.sha256,
+                    chain_head=seal.chain_head,
+                    end_reason=reason[:500],
+                )
+            )
+
+    async def locate(self, session_id: str) -> tuple[Path, Any]:
+        async with self.maker() as db:
+            row = (
+                await db.execute(sa.select(recordings).where(recordings.c.session_id == session_id))
+            ).first()
+        if row is None:
+            from recorder.errors import NotFound
+
+            raise NotFound(f"no recording for session {session_id}")
+        return self.root / row.path, row
+
+    async def aclose(self) -> None:
+        return None
