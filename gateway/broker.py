@@ -15,11 +15,12 @@ import sqlalchemy as sa
 
 from gateway.audit import AuditLog
 from gateway.services import Services
+from gateway.sessions import SessionHandle
 from gateway.tables import sessions
 from policy.errors import PolicyError
 from policy.models import ChannelKind, Target
 from policy.rules import match_rule
-from policy.service import SessionAuthorization
+from policy.service import SYSTEM_ACTOR, SessionAuthorization
 from vault.errors import VaultError
 from vault.secret import Secret
 
@@ -104,6 +105,22 @@ class Broker:
         except PolicyError:
             return auth
         return await self.policy.authorize_session(user, target, account, channel)
+
+    async def recheck(self, session: SessionHandle) -> tuple[bool, str, datetime | None]:
+        """Whether a live session may go on; if not, the reason shown to the person."""
+        auth = await self.policy.authorize_session(session.user, session.target,
+                                                   session.account, None)
+        if auth.decision.allowed and auth.grant is not None:
+            return True, "", auth.grant.expires_at
+        if auth.decision.reason == "no_grant" and session.grant_id:
+            try:
+                grant = await self.policy.get_grant(SYSTEM_ACTOR, session.grant_id)
+            except PolicyError:
+                return False, "grant no longer exists", None
+            if grant.revoked_at is not None:
+                return False, f"grant revoked by {grant.revoked_by}: {grant.revoke_reason}", None
+            return False, "grant expired", None
+        return False, str(auth.decision.message), None
 
     # --- upstream ----------------------------------------------------------------
     async def upstream_credential(

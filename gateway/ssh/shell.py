@@ -13,13 +13,18 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import StringIO
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import asyncssh
 
 from gateway.cli.render import emit, to_jsonable
 from policy.durations import format_duration, parse_duration
 from policy.errors import PolicyError
 from policy.models import RequestState
 from policy.service import PolicyService
+
+if TYPE_CHECKING:
+    from gateway.broker import Broker
 
 HELP = """\
 Lockgate gateway shell. Commands (each takes --json):
@@ -189,3 +194,91 @@ async def _wait(ctx: ShellContext, request_id: str) -> Any:
         if req.state is not RequestState.PENDING:
             return req
         await asyncio.sleep(ctx.wait_poll)
+
+
+class ShellChannel(asyncssh.SSHServerSession[bytes]):
+    """``ssh alice@gw [COMMAND]``: one command, or a small line-edited prompt."""
+
+    PROMPT = b"lockgate> "
+
+    def __init__(self, broker: Broker, user: str) -> None:
+        self.ctx = ShellContext(user, broker.policy, broker.gateway_host, broker.gateway_port)
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.command: str | None = None
+        self.interactive = False
+        self.line = bytearray()
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+        self.chan = chan
+
+    def pty_requested(self, term_type: str, term_size: object, term_modes: object) -> bool:
+        self.interactive = True
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.command = command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return False
+
+    def session_started(self) -> None:
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        assert self.chan is not None
+        chan = self.chan
+        if self.command is not None:
+            result = await run_command(self.ctx, self.command)
+            chan.write(_crlf(result.stdout, self.interactive))
+            chan.write_stderr(_crlf(result.stderr, self.interactive))
+            chan.exit(result.status)
+            return
+        chan.write(_crlf(f"Lockgate gateway shell for {self.ctx.user}. Type 'help'.\n", True))
+        while True:
+            chan.write(self.PROMPT)
+            line = await self.queue.get()
+            if line is None or line.strip() in ("exit", "quit", "logout"):
+                chan.exit(0)
+                return
+            result = await run_command(self.ctx, line)
+            chan.write(_crlf(result.stdout, True))
+            chan.write_stderr(_crlf(result.stderr, True))
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        assert self.chan is not None
+        for byte in data:
+            if byte in (0x0D, 0x0A):
+                self.chan.write(b"\r\n")
+                self.queue.put_nowait(self.line.decode("utf-8", "replace"))
+                self.line.clear()
+            elif byte in (0x7F, 0x08):
+                if self.line:
+                    self.line.pop()
+                    self.chan.write(b"\b \b")
+            elif byte == 0x03:
+                self.line.clear()
+                self.chan.write(b"^C\r\n" + self.PROMPT)
+            elif byte == 0x04 and not self.line:
+                self.queue.put_nowait(None)
+            elif byte >= 0x20 and len(self.line) < 4096:
+                self.line.append(byte)
+                if self.interactive:
+                    self.chan.write(bytes([byte]))
+
+    def eof_received(self) -> bool:
+        self.queue.put_nowait(None)
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+def _crlf(text: str, tty: bool) -> bytes:
+    return (text.replace("\n", "\r\n") if tty else text).encode()

@@ -1,0 +1,242 @@
+"""End-to-end fixtures: a real sshd target and a real gateway, driven by real OpenSSH clients.
+
+The sshd runs on a free loopback port with its own configuration, host key and a dedicated
+unix account (created once with useradd; tests run as root, as CI does). The gateway runs in
+the test's event loop on port 0 with real services on the test database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncssh
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.audit import AuditLog, init_chain
+from gateway.broker import Broker
+from gateway.config import load_config
+from gateway.db import SessionMaker
+from gateway.killswitch import FakeTimer, KillSwitch
+from gateway.schema import all_metadata
+from gateway.services import Services
+from gateway.sessions import SessionRegistry
+from gateway.ssh.server import SshGateway
+from gateway.ssh.throttle import Throttle
+from policy.models import Rule
+from policy.service import SYSTEM_ACTOR, PolicyService
+from recorder.anomaly import AnomalyEngine, AnomalyRule
+from recorder.writer import Recorder
+from vault.keys import Keyring, new_master_key
+from vault.secret import Secret
+from vault.service import VaultService
+
+TARGET_USER = "lgtest"
+SSHD = "/usr/sbin/sshd"
+
+if not Path(SSHD).exists() or shutil.which("ssh") is None:  # pragma: no cover
+    pytest.fail("the end-to-end tests need openssh-server and openssh-client installed",
+                pytrace=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Sshd:
+    port: int
+    host_key: str  # "TYPE BASE64"
+    password: str
+    dir: Path
+    ca_file: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.dir / "sshd.log"
+
+    def connections(self) -> int:
+        return self.log.read_text(errors="replace").count("Connection from")
+
+
+def _ensure_account(password: str) -> None:
+    if subprocess.run(["id", TARGET_USER], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-m", "-s", "/bin/bash", TARGET_USER], check=True)
+    subprocess.run(["chpasswd"], input=f"{TARGET_USER}:{password}".encode(), check=True)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    workdir = tmp_path_factory.mktemp("sshd")
+    workdir.chmod(0o755)
+    password = "target-" + secrets.token_urlsafe(12)
+    _ensure_account(password)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(workdir / "host_key")], check=True)
+    ca_file = workdir / "trusted_ca.pub"
+    ca_file.write_text("")
+    keys_dir = workdir / "authorized_keys"
+    keys_dir.mkdir()
+    port = free_port()
+    (workdir / "sshd_config").write_text(f"""
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {workdir / 'host_key'}
+PidFile {workdir / 'sshd.pid'}
+AuthorizedKeysFile {keys_dir}/%u
+TrustedUserCAKeys {ca_file}
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin no
+StrictModes no
+AllowTcpForwarding yes
+AcceptEnv LANG LC_* TZ LD_PRELOAD LOCKGATE_PROBE
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+MaxStartups 200
+MaxSessions 50
+""")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    host_key = " ".join((workdir / "host_key.pub").read_text().split()[:2])
+    server = Sshd(port, host_key, password, workdir, ca_file)
+    log = server.log.open("wb")
+    server.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(workdir / "sshd_config")],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if server.proc.poll() is not None:
+            raise RuntimeError(server.log.read_text())
+        import time
+
+        time.sleep(0.05)
+    yield server
+    server.proc.terminate()
+    server.proc.wait(10)
+    log.close()
+
+
+@dataclass
+class Client:
+    name: str
+    key_file: Path
+
+
+@dataclass
+class Gateway:
+    port: int
+    services: Services
+    gw: SshGateway
+    timer: FakeTimer
+    killswitch: KillSwitch
+    sshd: Sshd
+    workdir: Path
+    clients: dict[str, Client] = field(default_factory=dict)
+
+    @property
+    def policy(self) -> PolicyService:
+        return self.services.policy
+
+    def ssh_args(self, user: str, login: str, *extra: str) -> list[str]:
+        return ["ssh", "-p", str(self.port), "-i", str(self.clients[user].key_file),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+                "-F", "/dev/null", *extra, f"{login}@127.0.0.1"]
+
+    async def run(self, argv: list[str], stdin: bytes = b"",
+                  timeout: float = 60) -> tuple[int, bytes, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        return proc.returncode or 0, out, err
+
+    async def ssh(self, user: str, login: str, *command: str, stdin: bytes = b"",
+                  extra: tuple[str, ...] = ()) -> tuple[int, bytes, bytes]:
+        return await self.run([*self.ssh_args(user, login, *extra), *command], stdin)
+
+    async def grant(self, user: str, account: str = TARGET_USER, target: str = "db01",
+                    duration: timedelta = timedelta(hours=1)) -> str:
+        req = await self.policy.create_request(user, target, account=account,
+                                               duration=duration, reason="e2e test")
+        if req.grant_id is None:
+            await self.policy.approve("bob", req.id)
+            req = await self.policy.get_request(SYSTEM_ACTOR, req.id)
+        assert req.grant_id
+        return req.grant_id
+
+
+RULES = [
+    Rule(name="dev", roles=frozenset({"dev"}), approvals=1, approver_roles=frozenset({"approver"}),
+         require_reason=True),
+    Rule(name="fwd", roles=frozenset({"forwarder"}), approvals=0, require_reason=False,
+         channels=frozenset({"shell", "exec", "sftp", "port_forward"})),
+]
+ANOMALIES = [
+    AnomalyRule("no-wipe", "command", __import__("re").compile(r"rm\s+-rf\s+/"), "kill"),
+    AnomalyRule("no-shutdown", "command", __import__("re").compile(r"\bshutdown\b"), "block"),
+]
+
+
+@pytest.fixture
+async def gateway(engine: AsyncEngine, maker: SessionMaker, sshd: Sshd,
+                  tmp_path: Path) -> AsyncIterator[Gateway]:
+    async with engine.begin() as conn:
+        for md in all_metadata():
+            await conn.run_sync(md.create_all)
+    async with maker() as db, db.begin():
+        await init_chain(db)
+    timer = FakeTimer(datetime.now(UTC))
+    audit = AuditLog(maker, node="test-node", clock=timer)
+    keyring = Keyring(new_master_key())
+    config = load_config(None, environ={"LOCKGATE_SERVER_DATA_DIR": str(tmp_path),
+                                        "LOCKGATE_SERVER_NODE_NAME": "test-node"})
+    policy = PolicyService(maker, RULES, audit, clock=timer)
+    services = Services(config, engine, maker, audit, keyring, policy,
+                        VaultService(maker, keyring, audit, clock=timer))
+    broker = Broker(services, "127.0.0.1", 0)
+    registry = SessionRegistry()
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    gw = SshGateway(broker, registry, Recorder(tmp_path / "recordings", maker),
+                    AnomalyEngine(ANOMALIES), Throttle(5, timer), [host_key])
+    killswitch = KillSwitch(registry, timer, broker.recheck)
+    acceptor = await gw.listen("127.0.0.1", 0)
+    port = acceptor.get_port()
+    broker.gateway_port = port
+    harness = Gateway(port, services, gw, timer, killswitch, sshd, tmp_path)
+    for name, roles in (("alice", ["dev"]), ("bob", ["approver"]), ("fred", ["forwarder"]),
+                        ("mallory", ["dev"])):
+        key_file = tmp_path / f"id_{name}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_file)],
+                       check=True)
+        await policy.add_user(SYSTEM_ACTOR, name, roles=roles,
+                              public_keys=[(tmp_path / f"id_{name}.pub").read_text()])
+        harness.clients[name] = Client(name, key_file)
+    await policy.add_target(SYSTEM_ACTOR, "db01", host="127.0.0.1", port=sshd.port,
+                            host_key=sshd.host_key, accounts=[TARGET_USER])
+    await services.vault.set_credential(SYSTEM_ACTOR, "db01", TARGET_USER, "password",
+                                        Secret(sshd.password))
+    try:
+        yield harness
+    finally:
+        await registry.terminate_all("test finished")
+        await killswitch.aclose()
+        acceptor.close()
+        await acceptor.wait_closed()
+
+
+os.environ.setdefault("LANG", "C.UTF-8")

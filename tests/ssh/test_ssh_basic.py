@@ -1,0 +1,59 @@
+"""Through the gateway with real OpenSSH clients against a real sshd."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from tests.ssh.conftest import TARGET_USER, Gateway
+
+LOGIN = f"alice+{TARGET_USER}@db01"
+
+
+async def test_no_grant_refused_without_contacting_target(gateway: Gateway) -> None:
+    before = gateway.sshd.connections()
+    code, out, err = await gateway.ssh("alice", LOGIN, "id")
+    assert code != 0
+    text = err.decode()
+    assert text.startswith("lockgate: no active grant for alice -> lgtest@db01; request one: ")
+    assert text.count("\n") == 1
+    assert out == b""
+    assert gateway.sshd.connections() == before
+
+
+async def test_exec_output_and_exit_status(gateway: Gateway) -> None:
+    await gateway.grant("alice")
+    code, out, err = await gateway.ssh("alice", LOGIN, "echo hello; id -un; exit 7")
+    assert code == 7, err
+    assert out == f"hello\n{TARGET_USER}\n".encode()
+    code, out, _ = await gateway.ssh("alice", LOGIN, "cat", stdin=b"piped stdin\n")
+    assert code == 0 and out == b"piped stdin\n"
+    code, _, err = await gateway.ssh("alice", LOGIN, "echo to-stderr >&2; kill -TERM $$")
+    assert code == 255 or code == 143 or b"to-stderr" in err
+    assert b"to-stderr" in err
+    assert gateway.sshd.password.encode() not in out + err
+
+
+async def test_scp_and_sftp_byte_exact(gateway: Gateway, tmp_path: Path) -> None:
+    await gateway.grant("alice")
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    src = tmp_path / "payload.bin"
+    src.write_bytes(payload)
+    base = ["-P", str(gateway.port), "-i", str(gateway.clients["alice"].key_file),
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-F", "/dev/null"]
+    code, _, err = await gateway.run(["scp", *base, str(src),
+                                      f"{LOGIN}@127.0.0.1:/tmp/lockgate-up.bin"])
+    assert code == 0, err
+    back = tmp_path / "back.bin"
+    code, _, err = await gateway.run(["scp", *base, f"{LOGIN}@127.0.0.1:/tmp/lockgate-up.bin",
+                                      str(back)])
+    assert code == 0, err
+    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(payload).digest()
+    batch = tmp_path / "batch"
+    batch.write_text(f"put {src} /tmp/lockgate-sftp.bin\nget /tmp/lockgate-sftp.bin "
+                     f"{tmp_path / 'sftp-back.bin'}\nrm /tmp/lockgate-sftp.bin\n")
+    code, _, err = await gateway.run(["sftp", *base, "-b", str(batch), f"{LOGIN}@127.0.0.1"])
+    assert code == 0, err
+    assert (tmp_path / "sftp-back.bin").read_bytes() == payload
