@@ -108,8 +108,9 @@ class Broker:
 
     async def recheck(self, session: SessionHandle) -> tuple[bool, str, datetime | None]:
         """Whether a live session may go on; if not, the reason shown to the person."""
-        auth = await self.policy.authorize_session(session.user, session.target,
-                                                   session.account, None)
+        auth = await self.policy.authorize_session(
+            session.user, session.target, session.account, None
+        )
         if auth.decision.allowed and auth.grant is not None:
             return True, "", auth.grant.expires_at
         if auth.decision.reason == "no_grant" and session.grant_id:

@@ -148,7 +148,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             line = self.lines.feed(data[start : i + 1])
             verdict = self.live.check_shell_line(line[-1].text) if line else None
             if verdict is not None:
-                out += data[start:i] + b"\x15\x03"  # drop the line at the target's prompt
+                # End of line, erase it, then an empty Enter: the target's prompt (readline or
+                # a canonical tty) discards the line without a signal flushing typeahead.
+                out += data[start:i] + b"\x05\x15" + data[i : i + 1]
                 self.notify(f"[lockgate] command blocked by rule {verdict}")
             else:
                 out += data[start : i + 1]

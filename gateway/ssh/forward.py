@@ -6,6 +6,7 @@ port and never to the gateway itself, so a forward cannot be used to skip the ga
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +24,14 @@ def _refuse(message: str) -> asyncssh.ChannelOpenError:
 
 
 def _gateway_names(live: LiveSshSession) -> set[str]:
+    """The gateway's names and addresses as the target could reach them. Loopback is left
+    out: seen from the target, it is the target itself."""
     names = {live.gw.broker.gateway_host, socket.gethostname()}
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        names.add(probe.getsockname()[0])
-    return {n.lower() for n in names if n}
+    with contextlib.suppress(OSError):
+        names.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+    return {
+        n.lower() for n in names if n and n.lower() not in LOCAL_NAMES and not n.startswith("127.")
+    }
 
 
 async def open_forward(live: LiveSshSession, host: str, port: int) -> Any:

@@ -270,7 +270,11 @@ class LiveSshSession:
                 self._upstream.result().close()
             else:
                 self._upstream.cancel()
-        await asyncio.sleep(0)
+        # Let the exit status and the termination line reach the client before disconnecting.
+        waits = [c.chan.wait_closed() for c in self.channels if c.chan is not None]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 2.0)
         self.conn.close()
         self.gw.registry.discard(self)
         if self.recording is not None:

@@ -19,7 +19,7 @@ import asyncssh
 
 from gateway.cli.render import emit, to_jsonable
 from policy.durations import format_duration, parse_duration
-from policy.errors import PolicyError
+from policy.errors import InvalidInput, PolicyError
 from policy.models import RequestState
 from policy.service import PolicyService
 
@@ -111,6 +111,8 @@ async def run_command(ctx: ShellContext, line: str) -> ShellResult:
     out = StringIO()
     try:
         status = await _dispatch(ctx, args, out)
+    except InvalidInput as exc:
+        return ShellResult(2, out.getvalue(), f"lockgate: {exc}\n")
     except PolicyError as exc:
         return ShellResult(1, out.getvalue(), f"lockgate: {exc}\n")
     return ShellResult(status, out.getvalue(), "")

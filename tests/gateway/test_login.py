@@ -18,9 +18,21 @@ def test_grammar(name: str, login: Login) -> None:
     assert parse_login(name) == login
 
 
-@pytest.mark.parametrize("name", ["", "+db01", "alice+", "alice+@db01", "alice+root@",
-                                  "al ice", "alice+root@db01@x", "alice+ro:ot@db01",
-                                  "-alice", "a" * 70])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "+db01",
+        "alice+",
+        "alice+@db01",
+        "alice+root@",
+        "al ice",
+        "alice+root@db01@x",
+        "alice+ro:ot@db01",
+        "-alice",
+        "a" * 70,
+    ],
+)
 def test_rejects(name: str) -> None:
     with pytest.raises(LoginError):
         parse_login(name)

@@ -13,6 +13,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,8 +45,9 @@ TARGET_USER = "lgtest"
 SSHD = "/usr/sbin/sshd"
 
 if not Path(SSHD).exists() or shutil.which("ssh") is None:  # pragma: no cover
-    pytest.fail("the end-to-end tests need openssh-server and openssh-client installed",
-                pytrace=False)
+    pytest.fail(
+        "the end-to-end tests need openssh-server and openssh-client installed", pytrace=False
+    )
 
 
 def free_port() -> int:
@@ -79,12 +81,14 @@ def _ensure_account(password: str) -> None:
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    workdir = tmp_path_factory.mktemp("sshd")
+    # sshd reads authorized keys as the target account: the directory must be reachable.
+    workdir = Path(tempfile.mkdtemp(prefix="lockgate-sshd-"))
     workdir.chmod(0o755)
     password = "target-" + secrets.token_urlsafe(12)
     _ensure_account(password)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
-                    str(workdir / "host_key")], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / "host_key")], check=True
+    )
     ca_file = workdir / "trusted_ca.pub"
     ca_file.write_text("")
     keys_dir = workdir / "authorized_keys"
@@ -93,8 +97,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     (workdir / "sshd_config").write_text(f"""
 Port {port}
 ListenAddress 127.0.0.1
-HostKey {workdir / 'host_key'}
-PidFile {workdir / 'sshd.pid'}
+HostKey {workdir / "host_key"}
+PidFile {workdir / "sshd.pid"}
 AuthorizedKeysFile {keys_dir}/%u
 TrustedUserCAKeys {ca_file}
 PasswordAuthentication yes
@@ -113,8 +117,9 @@ MaxSessions 50
     host_key = " ".join((workdir / "host_key.pub").read_text().split()[:2])
     server = Sshd(port, host_key, password, workdir, ca_file)
     log = server.log.open("wb")
-    server.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(workdir / "sshd_config")],
-                                   stdout=log, stderr=subprocess.STDOUT)
+    server.proc = subprocess.Popen(
+        [SSHD, "-D", "-e", "-f", str(workdir / "sshd_config")], stdout=log, stderr=subprocess.STDOUT
+    )
     for _ in range(100):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -128,6 +133,7 @@ MaxSessions 50
     server.proc.terminate()
     server.proc.wait(10)
     log.close()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass
@@ -152,27 +158,55 @@ class Gateway:
         return self.services.policy
 
     def ssh_args(self, user: str, login: str, *extra: str) -> list[str]:
-        return ["ssh", "-p", str(self.port), "-i", str(self.clients[user].key_file),
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-                "-F", "/dev/null", *extra, f"{login}@127.0.0.1"]
+        return [
+            "ssh",
+            "-p",
+            str(self.port),
+            "-i",
+            str(self.clients[user].key_file),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-F",
+            "/dev/null",
+            *extra,
+            f"{login}@127.0.0.1",
+        ]
 
-    async def run(self, argv: list[str], stdin: bytes = b"",
-                  timeout: float = 60) -> tuple[int, bytes, bytes]:
+    async def run(
+        self, argv: list[str], stdin: bytes = b"", timeout: float = 60
+    ) -> tuple[int, bytes, bytes]:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
         return proc.returncode or 0, out, err
 
-    async def ssh(self, user: str, login: str, *command: str, stdin: bytes = b"",
-                  extra: tuple[str, ...] = ()) -> tuple[int, bytes, bytes]:
+    async def ssh(
+        self, user: str, login: str, *command: str, stdin: bytes = b"", extra: tuple[str, ...] = ()
+    ) -> tuple[int, bytes, bytes]:
         return await self.run([*self.ssh_args(user, login, *extra), *command], stdin)
 
-    async def grant(self, user: str, account: str = TARGET_USER, target: str = "db01",
-                    duration: timedelta = timedelta(hours=1)) -> str:
-        req = await self.policy.create_request(user, target, account=account,
-                                               duration=duration, reason="e2e test")
+    async def grant(
+        self,
+        user: str,
+        account: str = TARGET_USER,
+        target: str = "db01",
+        duration: timedelta = timedelta(hours=1),
+    ) -> str:
+        req = await self.policy.create_request(
+            user, target, account=account, duration=duration, reason="e2e test"
+        )
         if req.grant_id is None:
             await self.policy.approve("bob", req.id)
             req = await self.policy.get_request(SYSTEM_ACTOR, req.id)
@@ -181,10 +215,20 @@ class Gateway:
 
 
 RULES = [
-    Rule(name="dev", roles=frozenset({"dev"}), approvals=1, approver_roles=frozenset({"approver"}),
-         require_reason=True),
-    Rule(name="fwd", roles=frozenset({"forwarder"}), approvals=0, require_reason=False,
-         channels=frozenset({"shell", "exec", "sftp", "port_forward"})),
+    Rule(
+        name="dev",
+        roles=frozenset({"dev"}),
+        approvals=1,
+        approver_roles=frozenset({"approver"}),
+        require_reason=True,
+    ),
+    Rule(
+        name="fwd",
+        roles=frozenset({"forwarder"}),
+        approvals=0,
+        require_reason=False,
+        channels=frozenset({"shell", "exec", "sftp", "port_forward"}),
+    ),
 ]
 ANOMALIES = [
     AnomalyRule("no-wipe", "command", __import__("re").compile(r"rm\s+-rf\s+/"), "kill"),
@@ -193,8 +237,9 @@ ANOMALIES = [
 
 
 @pytest.fixture
-async def gateway(engine: AsyncEngine, maker: SessionMaker, sshd: Sshd,
-                  tmp_path: Path) -> AsyncIterator[Gateway]:
+async def gateway(
+    engine: AsyncEngine, maker: SessionMaker, sshd: Sshd, tmp_path: Path
+) -> AsyncIterator[Gateway]:
     async with engine.begin() as conn:
         for md in all_metadata():
             await conn.run_sync(md.create_all)
@@ -203,33 +248,64 @@ async def gateway(engine: AsyncEngine, maker: SessionMaker, sshd: Sshd,
     timer = FakeTimer(datetime.now(UTC))
     audit = AuditLog(maker, node="test-node", clock=timer)
     keyring = Keyring(new_master_key())
-    config = load_config(None, environ={"LOCKGATE_SERVER_DATA_DIR": str(tmp_path),
-                                        "LOCKGATE_SERVER_NODE_NAME": "test-node"})
+    config = load_config(
+        None,
+        environ={
+            "LOCKGATE_SERVER_DATA_DIR": str(tmp_path),
+            "LOCKGATE_SERVER_NODE_NAME": "test-node",
+        },
+    )
     policy = PolicyService(maker, RULES, audit, clock=timer)
-    services = Services(config, engine, maker, audit, keyring, policy,
-                        VaultService(maker, keyring, audit, clock=timer))
+    services = Services(
+        config,
+        engine,
+        maker,
+        audit,
+        keyring,
+        policy,
+        VaultService(maker, keyring, audit, clock=timer),
+    )
     broker = Broker(services, "127.0.0.1", 0)
     registry = SessionRegistry()
     host_key = asyncssh.generate_private_key("ssh-ed25519")
-    gw = SshGateway(broker, registry, Recorder(tmp_path / "recordings", maker),
-                    AnomalyEngine(ANOMALIES), Throttle(5, timer), [host_key])
+    gw = SshGateway(
+        broker,
+        registry,
+        Recorder(tmp_path / "recordings", maker),
+        AnomalyEngine(ANOMALIES),
+        Throttle(5, timer),
+        [host_key],
+    )
     killswitch = KillSwitch(registry, timer, broker.recheck)
     acceptor = await gw.listen("127.0.0.1", 0)
     port = acceptor.get_port()
     broker.gateway_port = port
     harness = Gateway(port, services, gw, timer, killswitch, sshd, tmp_path)
-    for name, roles in (("alice", ["dev"]), ("bob", ["approver"]), ("fred", ["forwarder"]),
-                        ("mallory", ["dev"])):
+    for name, roles in (
+        ("alice", ["dev"]),
+        ("bob", ["approver"]),
+        ("fred", ["forwarder"]),
+        ("mallory", ["dev"]),
+    ):
         key_file = tmp_path / f"id_{name}"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_file)],
-                       check=True)
-        await policy.add_user(SYSTEM_ACTOR, name, roles=roles,
-                              public_keys=[(tmp_path / f"id_{name}.pub").read_text()])
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_file)], check=True
+        )
+        await policy.add_user(
+            SYSTEM_ACTOR, name, roles=roles, public_keys=[(tmp_path / f"id_{name}.pub").read_text()]
+        )
         harness.clients[name] = Client(name, key_file)
-    await policy.add_target(SYSTEM_ACTOR, "db01", host="127.0.0.1", port=sshd.port,
-                            host_key=sshd.host_key, accounts=[TARGET_USER])
-    await services.vault.set_credential(SYSTEM_ACTOR, "db01", TARGET_USER, "password",
-                                        Secret(sshd.password))
+    await policy.add_target(
+        SYSTEM_ACTOR,
+        "db01",
+        host="127.0.0.1",
+        port=sshd.port,
+        host_key=sshd.host_key,
+        accounts=[TARGET_USER],
+    )
+    await services.vault.set_credential(
+        SYSTEM_ACTOR, "db01", TARGET_USER, "password", Secret(sshd.password)
+    )
     try:
         yield harness
     finally:

@@ -40,20 +40,37 @@ async def test_scp_and_sftp_byte_exact(gateway: Gateway, tmp_path: Path) -> None
     payload = os.urandom(3 * 1024 * 1024 + 17)
     src = tmp_path / "payload.bin"
     src.write_bytes(payload)
-    base = ["-P", str(gateway.port), "-i", str(gateway.clients["alice"].key_file),
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-F", "/dev/null"]
-    code, _, err = await gateway.run(["scp", *base, str(src),
-                                      f"{LOGIN}@127.0.0.1:/tmp/lockgate-up.bin"])
+    base = [
+        "-P",
+        str(gateway.port),
+        "-i",
+        str(gateway.clients["alice"].key_file),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "-F",
+        "/dev/null",
+    ]
+    code, _, err = await gateway.run(
+        ["scp", *base, str(src), f"{LOGIN}@127.0.0.1:/tmp/lockgate-up.bin"]
+    )
     assert code == 0, err
     back = tmp_path / "back.bin"
-    code, _, err = await gateway.run(["scp", *base, f"{LOGIN}@127.0.0.1:/tmp/lockgate-up.bin",
-                                      str(back)])
+    code, _, err = await gateway.run(
+        ["scp", *base, f"{LOGIN}@127.0.0.1:/tmp/lockgate-up.bin", str(back)]
+    )
     assert code == 0, err
     assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(payload).digest()
     batch = tmp_path / "batch"
-    batch.write_text(f"put {src} /tmp/lockgate-sftp.bin\nget /tmp/lockgate-sftp.bin "
-                     f"{tmp_path / 'sftp-back.bin'}\nrm /tmp/lockgate-sftp.bin\n")
+    batch.write_text(
+        f"put {src} /tmp/lockgate-sftp.bin\nget /tmp/lockgate-sftp.bin "
+        f"{tmp_path / 'sftp-back.bin'}\nrm /tmp/lockgate-sftp.bin\n"
+    )
     code, _, err = await gateway.run(["sftp", *base, "-b", str(batch), f"{LOGIN}@127.0.0.1"])
     assert code == 0, err
     assert (tmp_path / "sftp-back.bin").read_bytes() == payload

@@ -1,0 +1,213 @@
+"""Channel kinds, forwarding and environment rules, credentials, host keys, the gateway shell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import asyncssh
+
+from policy.service import SYSTEM_ACTOR
+from tests.ssh.conftest import TARGET_USER, Gateway, free_port
+from vault.secret import Secret
+
+LOGIN = f"alice+{TARGET_USER}@db01"
+
+
+async def test_pty_shell_with_term_and_block_rule(gateway: Gateway) -> None:
+    await gateway.grant("alice")
+    env = {**os.environ, "TERM": "xterm-256color"}
+    proc = await asyncio.create_subprocess_exec(
+        *gateway.ssh_args("alice", LOGIN, "-tt"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    script = b"echo TERM-is-$TERM\rstty size\rshutdown -h now\recho after-block\rexit 3\r"
+    out, err = await asyncio.wait_for(proc.communicate(script), 30)
+    text = out.decode(errors="replace") + err.decode(errors="replace")
+    assert "TERM-is-xterm-256color" in text
+    assert "[lockgate] command blocked by rule no-shutdown" in text
+    assert "after-block" in text
+    assert proc.returncode == 3
+
+
+async def test_refusals_agent_x11_remote_forward_env(gateway: Gateway) -> None:
+    await gateway.grant("alice")
+    env = {**os.environ, "LD_PRELOAD": "/evil.so", "LANG": "C.UTF-8", "LOCKGATE_PROBE": "x"}
+    argv = gateway.ssh_args(
+        "alice", LOGIN, "-A", "-X", "-o", "SendEnv=LD_PRELOAD LANG LOCKGATE_PROBE"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        'echo "agent=${SSH_AUTH_SOCK:-none} display=${DISPLAY:-none} '
+        'ld=${LD_PRELOAD:-none} lang=${LANG:-none} probe=${LOCKGATE_PROBE:-none}"',
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert out.decode().strip() == ("agent=none display=none ld=none lang=C.UTF-8 probe=none")
+    code, _, err = await gateway.ssh(
+        "alice", LOGIN, "true", extra=("-R", "0:127.0.0.1:22", "-o", "ExitOnForwardFailure=yes")
+    )
+    assert code != 0 and b"forwarding failed" in err.lower()
+
+
+async def _echo_server() -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.read(100))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _through_forward(gateway: Gateway, user: str, dest_port: int) -> bytes | None:
+    local = free_port()
+    login = f"{user}+{TARGET_USER}@db01"
+    proc = await asyncio.create_subprocess_exec(
+        *gateway.ssh_args(user, login, "-N", "-L", f"{local}:127.0.0.1:{dest_port}"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        for _ in range(100):
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", local)
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        else:
+            return None
+        try:
+            writer.write(b"ping through the target")
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(100), 10)
+        except ConnectionResetError:
+            return None
+        writer.close()
+        return data
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_local_forward_only_where_rule_allows(gateway: Gateway) -> None:
+    server, port = await _echo_server()
+    try:
+        await gateway.grant("alice")
+        assert await _through_forward(gateway, "alice", port) in (None, b"")
+        await gateway.policy.create_request("fred", "db01", account=TARGET_USER)
+        assert await _through_forward(gateway, "fred", port) == b"ping through the target"
+        assert await _through_forward(gateway, "fred", gateway.sshd.port) in (None, b"")
+    finally:
+        server.close()
+
+
+async def test_private_key_and_certificate_credentials(gateway: Gateway, tmp_path: Path) -> None:
+    await gateway.grant("alice")
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    keys_file = gateway.sshd.dir / "authorized_keys" / TARGET_USER
+    keys_file.write_bytes(key.export_public_key())
+    vault = gateway.services.vault
+    await vault.set_credential(
+        SYSTEM_ACTOR, "db01", TARGET_USER, "private_key", Secret(key.export_private_key())
+    )
+    code, out, err = await gateway.ssh("alice", LOGIN, "echo via-key")
+    assert (code, out) == (0, b"via-key\n"), err
+    keys_file.unlink()
+    info = await vault.create_ssh_ca(SYSTEM_ACTOR, "db01", TARGET_USER)
+    gateway.sshd.ca_file.write_text(info.public["ca_public_key"] + "\n")
+    try:
+        code, out, err = await gateway.ssh("alice", LOGIN, "echo via-cert")
+        assert (code, out) == (0, b"via-cert\n"), err
+        log = gateway.sshd.log.read_text()
+        assert "ID se-" in log  # the certificate's key id is the session id
+    finally:
+        gateway.sshd.ca_file.write_text("")
+
+
+async def test_pinned_host_key_mismatch_and_dead_target(gateway: Gateway) -> None:
+    wrong = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    policy = gateway.policy
+    await policy.add_target(
+        SYSTEM_ACTOR,
+        "db02",
+        host="127.0.0.1",
+        port=gateway.sshd.port,
+        host_key=wrong,
+        accounts=[TARGET_USER],
+    )
+    await policy.add_target(
+        SYSTEM_ACTOR,
+        "db03",
+        host="127.0.0.1",
+        port=free_port(),
+        host_key=gateway.sshd.host_key,
+        accounts=[TARGET_USER],
+    )
+    for target in ("db02", "db03"):
+        await gateway.services.vault.set_credential(
+            SYSTEM_ACTOR, target, TARGET_USER, "password", Secret(gateway.sshd.password)
+        )
+        await gateway.grant("alice", target=target)
+    await gateway.grant("alice")
+    live = asyncio.create_task(gateway.ssh("alice", LOGIN, "sleep 1; echo still-alive"))
+    code, _, err = await gateway.ssh("alice", f"alice+{TARGET_USER}@db02", "true")
+    assert code != 0 and b"does not match the pinned key" in err
+    code, _, err = await gateway.ssh("alice", f"alice+{TARGET_USER}@db03", "true")
+    assert code != 0 and b"cannot reach db03" in err
+    assert (await live)[1] == b"still-alive\n"
+
+
+async def test_gateway_shell(gateway: Gateway) -> None:
+    code, out, err = await gateway.ssh("alice", "alice", "whoami", "--json")
+    assert code == 0, err
+    assert json.loads(out)["name"] == "alice"
+    code, out, _ = await gateway.ssh("alice", "alice", "targets")
+    assert b"db01" in out
+    code, out, err = await gateway.ssh(
+        "alice",
+        "alice",
+        "request",
+        "db01",
+        "--for",
+        "30m",
+        "--reason",
+        "'INC-9 check disk'",
+        "--json",
+    )
+    assert code == 0, err
+    request = json.loads(out)
+    assert request["state"] == "pending"
+    await gateway.policy.approve("bob", request["id"])
+    code, out, _ = await gateway.ssh("alice", "alice", "grants")
+    assert b"db01" in out and f"alice+{TARGET_USER}@db01@".encode() in out
+    code, _, err = await gateway.ssh("alice", "alice", "request", "db01", "--for", "forever")
+    assert code == 2 and err.startswith(b"lockgate: ")
+    code, _, err = await gateway.ssh("alice", "alice", "frobnicate")
+    assert code == 2
+
+
+async def test_recording_is_sealed_and_holds_no_credential(gateway: Gateway) -> None:
+    from recorder.integrity import verify_file
+
+    await gateway.grant("alice")
+    code, _out, _ = await gateway.ssh("alice", LOGIN, "echo recorded-output-123")
+    assert code == 0
+    files = list((gateway.workdir / "recordings").rglob("*.lgrec"))
+    assert len(files) == 1
+    for _ in range(100):
+        if not gateway.gw.registry.sessions:
+            break
+        await asyncio.sleep(0.05)
+    data = files[0].read_bytes()
+    assert b"recorded-output-123" in data
+    assert gateway.sshd.password.encode() not in data
+    result = verify_file(files[0])
+    assert result.ok and result.sealed, result
