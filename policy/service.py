@@ -357,6 +357,28 @@ class PolicyService:
 
         return await self._write(write)
 
+    async def set_target_endpoint(
+        self, actor: str, name: str, *, host: str, port: int, host_key: str
+    ) -> Target:
+        """Admin only: move an SSH target and re-pin its host key (audited)."""
+        pinned = normalize_key(host_key)
+
+        async def write(db: AsyncSession) -> Target:
+            await self._admin(db, actor, "change targets")
+            if await store.load_target(db, name) is None:
+                raise NotFound(f"no target {name}")
+            await self._audit(db, actor, "target.endpoint", name, host=host, port=port)
+            await db.execute(
+                t.targets.update()
+                .where(t.targets.c.name == name)
+                .values(host=host, port=port, host_key=pinned)
+            )
+            target = await store.load_target(db, name)
+            assert target is not None
+            return target
+
+        return await self._write(write)
+
     async def get_target(self, name: str) -> Target:
         async with self.maker() as db:
             target = await store.load_target(db, name)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from gateway.audit import AuditError
-from gateway.cli import access, admin, setup
+from gateway.cli import access, admin, run, setup
 from gateway.cli.context import Context, Usage
 from gateway.config import ConfigError, load_config
 from gateway.services import StartupError, open_services
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("init", setup.init, "write the configuration, keys and database")
     p.add_argument("--data-dir", type=Path, help="data directory (default ./lockgate-data)")
+
+    command("serve", run.serve, "run the gateway (SSH and HTTP listeners)")
+    command("demo", run.demo, "run the gateway with a built-in demo target and user")
 
     db = group("db", "database schema")
     subcommand(db, "upgrade", setup.db_upgrade, "apply pending migrations")

@@ -1,0 +1,220 @@
+"""Building and running one gateway node: ``lockgate serve`` and ``lockgate demo``.
+
+Start-up fails closed: no database, no vault key, no writable audit log, no host key or no
+writable recordings directory means the node does not serve. On SIGTERM/SIGINT every live
+session gets the termination line and its recording is sealed before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import asyncssh
+from aiohttp import web
+
+from gateway.broker import Broker
+from gateway.cluster import ClusterBus, ClusterEvent
+from gateway.config import Config
+from gateway.control import RECHECK, TERMINATE
+from gateway.killswitch import KillSwitch, RealTimer
+from gateway.metrics import Metrics, kill_reason
+from gateway.services import Services, StartupError, check_database, open_services
+from gateway.sessions import SessionRegistry
+from gateway.ssh.server import SshGateway
+from gateway.ssh.throttle import Throttle
+from gateway.web.health import add_health_routes
+from recorder.anomaly import AnomalyEngine
+from recorder.writer import Recorder
+
+BACKSTOP_RECHECK = 30.0  # seconds; cluster events normally arrive far sooner
+
+
+def public_host(config: Config) -> str:
+    host = config.server.ssh_listen.host
+    return socket.gethostname() if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+
+
+@dataclass
+class Node:
+    config: Config
+    services: Services
+    broker: Broker
+    registry: SessionRegistry
+    gateway: SshGateway
+    killswitch: KillSwitch
+    bus: ClusterBus
+    metrics: Metrics
+    acceptor: asyncssh.SSHAcceptor | None = None
+    runner: web.AppRunner | None = None
+    extra: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def ssh_port(self) -> int:
+        assert self.acceptor is not None
+        return int(self.acceptor.get_port())
+
+    @property
+    def http_port(self) -> int:
+        assert self.runner is not None
+        site = next(iter(self.runner.sites))
+        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    async def on_event(self, event: ClusterEvent) -> None:
+        if event.kind == TERMINATE:
+            started = time.monotonic()
+            reason = str(event.payload.get("reason", "terminated"))
+            by = event.payload.get("by")
+            text = f"terminated by {by}: {reason}" if by else reason
+            if await self.registry.terminate(str(event.payload.get("session")), text):
+                self.metrics.kills_total.labels(kill_reason(text)).inc()
+                self.metrics.kill_latency.observe(time.monotonic() - started)
+        elif event.kind == RECHECK:
+            await self.killswitch.recheck_all()
+
+    async def _backstop(self) -> None:
+        while True:
+            await asyncio.sleep(BACKSTOP_RECHECK)
+            with contextlib.suppress(Exception):
+                await self.killswitch.recheck_all()
+                await self.services.policy.expire_requests()
+
+    async def stop(self, reason: str = "gateway shutdown") -> None:
+        if self.acceptor is not None:
+            self.acceptor.close()
+        await self.registry.terminate_all(reason)
+        for task in self._tasks:
+            task.cancel()
+        await self.killswitch.aclose()
+        await self.bus.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        for closer in self.extra:
+            await closer()
+        with contextlib.suppress(Exception):
+            await self.services.audit.record(
+                actor="lockgate", action="node.stop", subject=self.config.server.node_name
+            )
+        await self.services.aclose()
+
+
+def _load_host_keys(config: Config) -> list[asyncssh.SSHKey]:
+    path = config.host_key_path
+    try:
+        return [asyncssh.read_private_key(path)]
+    except (OSError, asyncssh.KeyImportError):
+        raise StartupError(f"no usable SSH host key at {path}; run: lockgate init") from None
+
+
+def _check_recordings(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{socket.gethostname()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(
+            f"recordings directory {path} is not writable ({exc.strerror})"
+        ) from None
+
+
+async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> Node:
+    """Build every part and open the listeners; raises StartupError when it cannot serve."""
+    if extra_rules:
+        config = replace(config, rules=(*config.rules, *extra_rules))
+    host_keys = _load_host_keys(config)
+    _check_recordings(config.recordings_path)
+    services = await open_services(config)
+    try:
+        try:
+            await services.audit.record(
+                actor="lockgate", action="node.start", subject=config.server.node_name
+            )
+        except Exception as exc:
+            raise StartupError(f"the audit log cannot be written ({exc})") from None
+        metrics = Metrics()
+        broker = Broker(services, public_host(config), config.server.ssh_listen.port)
+        await broker.sweep_stale_sessions()
+        registry = SessionRegistry()
+        registry.on_change.append(lambda s, added: metrics.sessions_active.set(len(registry)))
+        gateway = SshGateway(
+            broker,
+            registry,
+            Recorder(config.recordings_path, services.maker),
+            AnomalyEngine(config.anomaly_rules),
+            Throttle(config.max_failed_logins, services.policy.now),
+            host_keys,
+        )
+        killswitch = KillSwitch(registry, RealTimer(), broker.recheck)
+        bus = ClusterBus(services.maker, config.server.node_name)
+        node = Node(config, services, broker, registry, gateway, killswitch, bus, metrics)
+        bus.subscribe(node.on_event)
+        await bus.start()
+        listen = config.server.ssh_listen
+        try:
+            node.acceptor = await gateway.listen(listen.host, listen.port)
+        except OSError as exc:
+            raise StartupError(f"cannot listen for SSH on {listen} ({exc.strerror})") from None
+        broker.gateway_port = node.ssh_port
+        app = web.Application()
+
+        async def database_ok() -> bool:
+            await check_database(services.engine)
+            return True
+
+        async def vault_ok() -> bool:
+            return services.keyring.current is not None
+
+        async def listeners_ok() -> bool:
+            return node.acceptor is not None and node.acceptor.sockets != []
+
+        add_health_routes(
+            app, metrics, {"database": database_ok, "vault": vault_ok, "listeners": listeners_ok}
+        )
+        node.runner = web.AppRunner(app, access_log=None)
+        await node.runner.setup()
+        http = config.server.http_listen
+        try:
+            await web.TCPSite(node.runner, http.host, http.port).start()
+        except OSError as exc:
+            await node.stop()
+            raise StartupError(f"cannot listen for HTTP on {http} ({exc.strerror})") from None
+        node._tasks.append(asyncio.ensure_future(node._backstop()))
+        return node
+    except BaseException:
+        await services.aclose()
+        raise
+
+
+async def run_until_signalled(node: Node, out: TextIO) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        out.write("lockgate: shutting down; ending live sessions\n")
+        out.flush()
+        await node.stop("gateway shutdown")
+
+
+def describe(node: Node) -> str:
+    cfg = node.config
+    host = public_host(cfg)
+    return (
+        f"Lockgate node {cfg.server.node_name} is serving.\n"
+        f"  SSH:  {cfg.server.ssh_listen.host}:{node.ssh_port}   "
+        f"connect: ssh -p {node.ssh_port} USER+ACCOUNT@TARGET@{host}\n"
+        f"        gateway shell: ssh -p {node.ssh_port} USER@{host} help\n"
+        f"  HTTP: http://{cfg.server.http_listen.host}:{node.http_port}/healthz, /readyz, "
+        f"/metrics\n"
+    )

@@ -1,0 +1,64 @@
+"""Running a node: ``lockgate serve`` and ``lockgate demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.app import describe, public_host, run_until_signalled, start_node
+from gateway.cli.context import Context
+from gateway.config import load_config
+
+
+async def serve(ctx: Context) -> int:
+    node = await start_node(load_config(ctx.config_path))
+    ctx.out.write(describe(node))
+    ctx.out.flush()
+    await run_until_signalled(node, ctx.out)
+    return 0
+
+
+serve.needs_services = False  # type: ignore[attr-defined]
+
+
+async def demo(ctx: Context) -> int:
+    """First run: initialise ./lockgate.toml; then serve with a built-in target and user."""
+    from gateway.cli.setup import init
+    from gateway.demo import DEMO_RULE, DEMO_TARGET, DEMO_USER, provision, start_demo_target
+    from gateway.services import open_services
+
+    if ctx.config_path is None and not Path("lockgate.toml").exists():
+        ctx.args.data_dir = None
+        await init(ctx)
+        ctx.config_path = Path("lockgate.toml")
+    config = load_config(ctx.config_path)
+    acceptor, port, host_key, secret = await start_demo_target(config.server.data_dir / "demo-home")
+    try:
+        services = await open_services(config)
+        try:
+            key = await provision(services, config.server.data_dir, port, host_key, secret)
+        finally:
+            await services.aclose()
+        node = await start_node(config, extra_rules=(DEMO_RULE,))
+    except BaseException:
+        acceptor.close()
+        raise
+
+    async def close_target() -> None:
+        acceptor.close()
+
+    node.extra.append(close_target)
+    account = secret.split("\0", 1)[0]
+    ctx.out.write(describe(node))
+    ctx.out.write(
+        "\nDemo: a target named 'demo' and a user 'demo' whose key is in the data directory.\n"
+        "Paste this to get a recorded shell on the demo target through the gateway:\n\n"
+        f"  ssh -p {node.ssh_port} -i {key} -o IdentitiesOnly=yes "
+        f"{DEMO_USER}+{account}@{DEMO_TARGET}@{public_host(config)}\n\n"
+        "Press Ctrl-C to stop.\n"
+    )
+    ctx.out.flush()
+    await run_until_signalled(node, ctx.out)
+    return 0
+
+
+demo.needs_services = False  # type: ignore[attr-defined]

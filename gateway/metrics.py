@@ -1,0 +1,61 @@
+"""Prometheus metrics of one node, on a registry of its own. Labels never carry secrets:
+only fixed outcome, direction, method and reason words."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.sessions_active = Gauge(
+            "lockgate_sessions_active", "Live sessions on this node", registry=r
+        )
+        self.sessions_total = Counter(
+            "lockgate_sessions_total", "Sessions by outcome", ["outcome"], registry=r
+        )
+        self.bytes_total = Counter(
+            "lockgate_bytes_total", "Session bytes by direction", ["direction"], registry=r
+        )
+        self.auth_failures = Counter(
+            "lockgate_auth_failures_total", "Failed logins", ["method"], registry=r
+        )
+        self.grants_active = Gauge("lockgate_grants_active", "Active grants", registry=r)
+        self.requests_pending = Gauge("lockgate_requests_pending", "Pending requests", registry=r)
+        self.kills_total = Counter(
+            "lockgate_kills_total", "Sessions ended by a trigger", ["reason"], registry=r
+        )
+        self.kill_latency = Histogram(
+            "lockgate_kill_latency_seconds", "From kill request to both legs closed", registry=r
+        )
+        self.upstream_connect = Histogram(
+            "lockgate_upstream_connect_seconds",
+            "Time to connect and authenticate upstream",
+            registry=r,
+        )
+        self.index_lag = Gauge(
+            "lockgate_recording_index_lag_seconds",
+            "How far the recording indexer is behind",
+            registry=r,
+        )
+
+
+def kill_reason(reason: str) -> str:
+    """A fixed label word for a free-text termination reason."""
+    words = (
+        "expired",
+        "revoked",
+        "locked",
+        "anomaly",
+        "signal",
+        "shutdown",
+        "recording",
+        "terminated by",
+        "disconnected",
+    )
+    for word in words:
+        if word in reason:
+            return word.replace("terminated by", "admin")
+    return "other"

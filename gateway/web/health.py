@@ -1,0 +1,43 @@
+"""``/healthz`` (the process answers), ``/readyz`` (database, vault, listeners) and
+``/metrics`` (Prometheus text format)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.metrics import Metrics
+
+Check = Callable[[], Awaitable[bool]]
+METRICS = web.AppKey("metrics", Metrics)
+CHECKS = web.AppKey("checks", dict[str, Check])
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    results: dict[str, bool] = {}
+    for name, check in request.app[CHECKS].items():
+        try:
+            results[name] = bool(await check())
+        except Exception:
+            results[name] = False
+    ready = all(results.values())
+    return web.json_response({"ready": ready, "checks": results}, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_health_routes(app: web.Application, metrics_: Metrics, checks: Mapping[str, Check]) -> None:
+    app[METRICS] = metrics_
+    app[CHECKS] = dict(checks)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
