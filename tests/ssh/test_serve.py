@@ -1,0 +1,218 @@
+"""``lockgate serve`` as a real process: readiness, metrics, kills issued by the CLI in another
+process reaching the node through the database, and a clean SIGTERM shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.ssh.conftest import TARGET_USER, Sshd, free_port
+
+PY = sys.executable
+
+
+@dataclass
+class Served:
+    config: Path
+    env: dict[str, str]
+    ssh_port: int
+    http_port: int
+    key: Path
+    proc: subprocess.Popen[str]
+
+    def cli(self, *argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PY, "-m", "gateway", *argv, "--config", str(self.config)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+        )
+
+    def ssh(self, *command: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                "ssh",
+                "-p",
+                str(self.ssh_port),
+                "-i",
+                str(self.key),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-F",
+                "/dev/null",
+                "-o",
+                "IdentitiesOnly=yes",
+                f"alice+{TARGET_USER}@db01@127.0.0.1",
+                *command,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.fixture
+def served(tmp_path: Path, sshd: Sshd, db_url: str) -> Iterator[Served]:
+    ssh_port, http_port = free_port(), free_port()
+    config = tmp_path / "lockgate.toml"
+    env = {**os.environ, "LOCKGATE_DATABASE_URL": db_url}
+    run = lambda *a, stdin="": subprocess.run(  # noqa: E731
+        [PY, "-m", "gateway", *a, "--config", str(config)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run("init", "--data-dir", "data").returncode == 0
+    with config.open("a") as f:
+        f.write(
+            f'\n[[rules]]\nname = "dev"\nroles = ["dev"]\napprovals = 0\nrequire_reason = false\n'
+        )
+    text = (
+        config.read_text()
+        .replace('"0.0.0.0:2222"', f'"127.0.0.1:{ssh_port}"')
+        .replace('"127.0.0.1:8080"', f'"127.0.0.1:{http_port}"')
+    )
+    config.write_text(text)
+    key = tmp_path / "id_alice"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    assert run("user", "add", "alice", "--role", "dev", "--key", f"{key}.pub").returncode == 0
+    assert (
+        run(
+            "target",
+            "add",
+            "db01",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(sshd.port),
+            "--account",
+            TARGET_USER,
+            "--host-key",
+            sshd.host_key,
+        ).returncode
+        == 0
+    )
+    assert (
+        run(
+            "credential", "set", "db01", TARGET_USER, "--password-stdin", stdin=sshd.password + "\n"
+        ).returncode
+        == 0
+    )
+    proc = subprocess.Popen(
+        [PY, "-m", "gateway", "serve", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    banner = proc.stdout.readline()
+    assert banner.startswith("Lockgate node"), banner + proc.stdout.read()
+    served = Served(config, env, ssh_port, http_port, key, proc)
+    try:
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _wait_line(proc: subprocess.Popen[bytes]) -> bytes:
+    assert proc.stdout is not None
+    return proc.stdout.readline()
+
+
+def _session_id(served: Served) -> str:
+    for _ in range(200):
+        result = served.cli("sessions", "--active", "--json")
+        rows = json.loads(result.stdout or "[]")
+        if rows:
+            return str(rows[0]["id"])
+        import time
+
+        time.sleep(0.05)
+    raise AssertionError("no live session appeared")
+
+
+def test_serve_health_terminate_revoke_and_shutdown(served: Served) -> None:
+    assert _get(served.http_port, "/healthz")[0] == 200
+    status, body = _get(served.http_port, "/readyz")
+    assert status == 200 and json.loads(body)["checks"] == {
+        "database": True,
+        "vault": True,
+        "listeners": True,
+    }
+
+    # terminate from another process
+    client = served.ssh("echo up; sleep 60")
+    assert _wait_line(client) == b"up\n"
+    sid = _session_id(served)
+    result = served.cli("terminate", sid, "--reason", "testing terminate")
+    assert result.returncode == 0, result.stderr
+    _, err = client.communicate(timeout=30)
+    assert b"[lockgate] session terminated: terminated by lockgate: testing terminate" in err
+    assert client.returncode != 0
+
+    # revoke from another process
+    client = served.ssh("echo up; sleep 60")
+    assert _wait_line(client) == b"up\n"
+    grants = json.loads(served.cli("grants", "--active", "--json").stdout)
+    assert served.cli("revoke", grants[0]["id"], "--reason", "no longer needed").returncode == 0
+    _, err = client.communicate(timeout=30)
+    assert b"session terminated: grant revoked by lockgate: no longer needed" in err
+
+    status, body = _get(served.http_port, "/metrics")
+    assert status == 200 and "lockgate_kills_total" in body and "lockgate_sessions_active" in body
+
+    # SIGTERM: live sessions are told, recordings sealed, nothing left marked live
+    client = served.ssh("echo up; sleep 60")
+    assert _wait_line(client) == b"up\n"
+    served.proc.send_signal(signal.SIGTERM)
+    _, err = client.communicate(timeout=30)
+    assert b"[lockgate] session terminated: gateway shutdown" in err
+    assert served.proc.wait(30) == 0
+    assert json.loads(served.cli("sessions", "--active", "--json").stdout) == []
+    verify = served.cli("audit", "verify")
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_serve_refuses_without_master_key(served: Served, tmp_path: Path) -> None:
+    served.proc.send_signal(signal.SIGTERM)
+    served.proc.wait(30)
+    (tmp_path / "data" / "master.key").rename(tmp_path / "elsewhere.key")
+    result = subprocess.run(
+        [PY, "-m", "gateway", "serve", "--config", str(served.config)],
+        capture_output=True,
+        text=True,
+        env=served.env,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("lockgate: vault cannot be unsealed")
+    assert "Traceback" not in result.stderr
