@@ -91,7 +91,7 @@ def served(tmp_path: Path, sshd: Sshd, db_url: str) -> Iterator[Served]:
     assert run("init", "--data-dir", "data").returncode == 0
     with config.open("a") as f:
         f.write(
-            f'\n[[rules]]\nname = "dev"\nroles = ["dev"]\napprovals = 0\nrequire_reason = false\n'
+            '\n[[rules]]\nname = "dev"\nroles = ["dev"]\napprovals = 0\nrequire_reason = false\n'
         )
     text = (
         config.read_text()
