@@ -32,6 +32,7 @@ from gateway.ssh.server import SshGateway
 from gateway.ssh.throttle import Throttle
 from gateway.web.health import add_health_routes
 from recorder.anomaly import AnomalyEngine
+from recorder.store import RecordingStore
 from recorder.writer import Recorder
 
 BACKSTOP_RECHECK = 30.0  # seconds; cluster events normally arrive far sooner
@@ -145,10 +146,14 @@ async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> No
         await broker.sweep_stale_sessions()
         registry = SessionRegistry()
         registry.on_change.append(lambda s, added: metrics.sessions_active.set(len(registry)))
+        recordings = RecordingStore(config.recordings_path, services.maker)
+        recorder = Recorder(
+            config.recordings_path, services.maker, on_sealed=recordings.index_later
+        )
         gateway = SshGateway(
             broker,
             registry,
-            Recorder(config.recordings_path, services.maker),
+            recorder,
             AnomalyEngine(config.anomaly_rules),
             Throttle(config.max_failed_logins, services.policy.now),
             host_keys,
@@ -156,6 +161,7 @@ async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> No
         killswitch = KillSwitch(registry, RealTimer(), broker.recheck)
         bus = ClusterBus(services.maker, config.server.node_name)
         node = Node(config, services, broker, registry, gateway, killswitch, bus, metrics)
+        node.extra.append(recordings.aclose)
         bus.subscribe(node.on_event)
         await bus.start()
         listen = config.server.ssh_listen

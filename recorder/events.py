@@ -107,3 +107,20 @@ def read_chunks(data: bytes) -> Iterator[Chunk]:
             raise ValueError(f"chunk {seq} was altered")
         yield Chunk(seq, pos, payload, digest)
         prev, pos, seq = digest, end + HASH_LEN, seq + 1
+
+
+def iter_records_from(path: str, offset: int) -> Iterator[Record]:
+    """Records from the chunk at ``offset`` on, reading only what is needed (no chain
+    check: ``recorder.integrity`` verifies; this serves replay)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while True:
+            head = f.read(CHUNK_HEAD.size)
+            if len(head) < CHUNK_HEAD.size:
+                return
+            magic, length, _ = CHUNK_HEAD.unpack(head)
+            if magic != CHUNK_MAGIC or length > MAX_CHUNK:
+                raise ValueError("damaged chunk")
+            payload = f.read(length)
+            f.seek(HASH_LEN, 1)
+            yield from decode_records(payload)

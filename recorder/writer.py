@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from recorder.errors import RecordingFailed
@@ -330,17 +329,6 @@ class Recorder:
                     end_reason=reason[:500],
                 )
             )
-
-    async def locate(self, session_id: str) -> tuple[Path, Any]:
-        async with self.maker() as db:
-            row = (
-                await db.execute(sa.select(recordings).where(recordings.c.session_id == session_id))
-            ).first()
-        if row is None:
-            from recorder.errors import NotFound
-
-            raise NotFound(f"no recording for session {session_id}")
-        return self.root / row.path, row
 
     async def aclose(self) -> None:
         return None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from gateway.audit import AuditError
-from gateway.cli import access, admin, run, setup
+from gateway.cli import access, admin, recordings, run, setup
 from gateway.cli.context import Context, Usage
 from gateway.config import ConfigError, load_config
 from gateway.services import StartupError, open_services
@@ -177,6 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--since", metavar="DURATION")
     audit.add_argument("action", nargs="?", choices=["verify"], help="verify the hash chain")
     audit.set_defaults(handler=access.audit)
+
+    recs = group("recordings", "session recordings")
+    p = subcommand(recs, "search", recordings.search, "find recordings by text or command")
+    p.add_argument("text")
+    p.add_argument("--session", help="search within one recording")
+    p = subcommand(recs, "export", recordings.export, "write a recording as asciicast v2")
+    p.add_argument("session_id", metavar="SESSION")
+    p.add_argument("--format", choices=["asciicast"], default="asciicast")
+    p = subcommand(recs, "verify", recordings.verify, "check recordings against their seals")
+    p.add_argument("session_id", metavar="SESSION", nargs="?")
+    p = command("play", recordings.play, "replay a recording in this terminal")
+    p.add_argument("session_id", metavar="SESSION")
+    p.add_argument("--speed", type=float, default=1.0)
+    p.add_argument("--idle-limit", type=float, default=2.0, help="longest pause, in seconds")
 
     vault = group("vault", "the credential vault")
     subcommand(vault, "rotate", setup.vault_rotate, "new master key; re-wrap every data key")

@@ -1,0 +1,102 @@
+"""Recording commands: search, export, verify, play."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from gateway.cli.context import Context
+from policy.errors import AccessDenied, NotFound
+from policy.service import SYSTEM_ACTOR
+from recorder.asciicast import export as asciicast
+from recorder.errors import NotFound as NoRecording
+from recorder.events import iter_records_from
+from recorder.integrity import verify_file
+from recorder.replay import playback
+from recorder.store import RecordingStore
+
+
+def _store(ctx: Context) -> RecordingStore:
+    return RecordingStore(ctx.svc.config.recordings_path, ctx.svc.maker)
+
+
+async def _viewer_may_read(ctx: Context, session_user: str | None) -> None:
+    """Auditors and admins read every recording; others only their own sessions."""
+    if ctx.actor == SYSTEM_ACTOR:
+        return
+    user = await ctx.svc.policy.get_user(ctx.actor)
+    if not user.is_auditor and session_user != ctx.actor:
+        raise NotFound("no such recording")
+
+
+async def _info(ctx: Context, session_id: str):  # type: ignore[no-untyped-def]
+    try:
+        info = await _store(ctx).get(session_id)
+    except NoRecording:
+        raise NotFound(f"no recording for session {session_id}") from None
+    await _viewer_may_read(ctx, info.meta.get("user"))
+    return info
+
+
+async def search(ctx: Context) -> int:
+    if ctx.actor != SYSTEM_ACTOR and not (await ctx.svc.policy.get_user(ctx.actor)).is_auditor:
+        raise AccessDenied(f"{ctx.actor} may not search all recordings")
+    hits = await _store(ctx).search(ctx.args.text, ctx.args.session)
+    rows = [
+        {"session": h.session_id, "t": round(h.t, 3), "kind": h.kind, "line": h.line} for h in hits
+    ]
+    return ctx.emit(rows, ("session", "t", "kind", "line"))
+
+
+async def export(ctx: Context) -> int:
+    info = await _info(ctx, ctx.args.session_id)
+    for line in asciicast(iter_records_from(str(info.path), 0)):
+        ctx.out.write(line + "\n")
+    return 0
+
+
+async def verify(ctx: Context) -> int:
+    if ctx.actor != SYSTEM_ACTOR and not (await ctx.svc.policy.get_user(ctx.actor)).is_auditor:
+        raise AccessDenied(f"{ctx.actor} may not verify recordings")
+    try:
+        results = await _store(ctx).verify(ctx.args.session_id)
+    except NoRecording:
+        raise NotFound(f"no recording for session {ctx.args.session_id}") from None
+    rows = [
+        {"session": sid, "ok": problem is None, "problem": problem or ""}
+        for sid, problem in results
+    ]
+    ctx.emit(rows, ("session", "ok", "problem"))
+    bad = [r for r in rows if not r["ok"]]
+    if bad:
+        ctx.err.write(f"lockgate: {len(bad)} recording(s) failed verification\n")
+        return 1
+    return 0
+
+
+async def play(ctx: Context) -> int:
+    info = await _info(ctx, ctx.args.session_id)
+    if ctx.args.speed <= 0:
+        from gateway.cli.context import Usage
+
+        raise Usage("--speed must be more than zero")
+    check = await asyncio.to_thread(verify_file, info.path)
+    if not check.ok:
+        ctx.err.write(f"lockgate: warning: recording fails verification: {check.problem}\n")
+    out = sys.stdout.buffer if ctx.out is sys.stdout else None
+
+    def write(data: bytes) -> None:
+        if out is not None:
+            out.write(data)
+            out.flush()
+        else:
+            ctx.out.write(data.decode("utf-8", "replace"))
+
+    await asyncio.to_thread(
+        playback,
+        iter_records_from(str(info.path), 0),
+        write,
+        speed=ctx.args.speed,
+        idle_limit=ctx.args.idle_limit,
+    )
+    return 0

@@ -1,0 +1,152 @@
+"""Turning a sealed recording into keyframes, searchable text and a timeline.
+
+Runs in a worker process (``index_file`` is a plain function of a path), never on the
+gateway's event loop: pyte parses about 0.25 MB/s, while a shell moves 30-40 MB/s. Text for
+search comes from the raw output through compiled regular expressions; pyte only sees what a
+keyframe needs. In a burst of output without keystrokes, only the last 16 KB reach pyte: the
+screen after a burst is determined by its last screenful.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recorder.commandline import LineTracker
+from recorder.events import MAGIC, MASKED, RESIZE, Kind, Record, decode_records, read_chunks
+from recorder.screen import TerminalModel
+
+KEYFRAME_SECONDS = 10.0
+KEYFRAME_BYTES = 64 * 1024  # of pyte input: bounds the replay work behind any keyframe
+BURST_KEEP = 16 * 1024
+BURST_LIMIT = 64 * 1024
+MAX_LINE = 500
+MAX_LINES = 200_000
+_ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass
+class IndexResult:
+    width: int = 80
+    height: int = 24
+    duration: float = 0.0
+    keyframes: list[tuple[float, int, dict[str, Any]]] = field(default_factory=list)
+    lines: list[tuple[float, str, str]] = field(default_factory=list)  # t, kind, text
+    events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    pyte_errors: int = 0
+
+
+def text_lines(data: bytes) -> Iterator[str]:
+    """Printable lines of raw terminal output (escape sequences removed)."""
+    for raw in _ANSI.sub(b"", data).split(b"\n"):
+        line = raw.decode("utf-8", "replace").rsplit("\r", 1)[-1]
+        line = _CONTROL.sub("", line).strip()
+        if line:
+            yield line[:MAX_LINE]
+
+
+class Feeder:
+    """Feeds a TerminalModel, trimming long bursts to their tail (shared with replay)."""
+
+    def __init__(self, model: TerminalModel) -> None:
+        self.model = model
+        self.pending = bytearray()
+        self.fed = 0
+
+    def output(self, data: bytes) -> None:
+        self.pending += data
+        if len(self.pending) > BURST_LIMIT:
+            tail = self.pending[-BURST_KEEP:]
+            cut = tail.find(b"\n")
+            self.pending = bytearray(tail[cut + 1 :] if cut >= 0 else tail)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.fed += len(self.pending)
+            self.model.feed(bytes(self.pending))
+            self.pending.clear()
+
+    def apply(self, record: Record) -> None:
+        if record.kind is Kind.OUTPUT:
+            self.output(record.data)
+        elif record.kind is Kind.RESIZE:
+            self.flush()
+            self.model.resize(*RESIZE.unpack(record.data))
+        elif record.kind is Kind.INPUT:
+            self.flush()
+
+
+def meta_of(data: bytes) -> dict[str, Any]:
+    for chunk in read_chunks(data):
+        for record in decode_records(chunk.payload):
+            if record.kind is Kind.META:
+                return dict(json.loads(record.data))
+        break
+    return {}
+
+
+def index_bytes(data: bytes) -> IndexResult:
+    meta = meta_of(data)
+    result = IndexResult(int(meta.get("width", 80)), int(meta.get("height", 24)))
+    model = TerminalModel(result.width, result.height)
+    feeder = Feeder(model)
+    tracker = LineTracker()
+    last_t, keyframe_t, keyframe_fed, previous_line = 0.0, 0.0, 0, ""
+    for chunk in read_chunks(data):
+        if (
+            last_t - keyframe_t >= KEYFRAME_SECONDS
+            or feeder.fed + len(feeder.pending) - keyframe_fed >= KEYFRAME_BYTES
+        ) or not result.keyframes:
+            feeder.flush()
+            result.keyframes.append((last_t, chunk.offset, model.snapshot().as_dict()))
+            keyframe_t, keyframe_fed = last_t, feeder.fed
+        for record in decode_records(chunk.payload):
+            last_t = record.t
+            feeder.apply(record)
+            kind = record.kind
+            if kind is Kind.OUTPUT and len(result.lines) < MAX_LINES:
+                for line in text_lines(record.data):
+                    if line != previous_line:
+                        result.lines.append((record.t, "screen", line))
+                        previous_line = line
+            elif kind is Kind.INPUT:
+                for typed in tracker.feed(record.data):
+                    if typed.text.strip():
+                        result.lines.append((record.t, "command", typed.text[:MAX_LINE]))
+                        result.events.append(
+                            (record.t, "command", {"text": typed.text, "certain": typed.certain})
+                        )
+            elif kind is Kind.MASKED:
+                tracker.feed(b"")  # hidden keystrokes: their text is unknown, never guessed
+                result.events.append((record.t, "hidden", {"count": MASKED.unpack(record.data)[0]}))
+            elif kind is Kind.EXEC:
+                text = record.data.decode("utf-8", "replace")
+                result.lines.append((record.t, "command", text[:MAX_LINE]))
+                result.events.append((record.t, "command", {"text": text, "certain": True}))
+            elif kind in (Kind.MARKER, Kind.SFTP, Kind.FORWARD, Kind.EXIT, Kind.HTTP):
+                result.events.append((record.t, kind.name.lower(), json.loads(record.data)))
+            elif kind is Kind.RESIZE:
+                result.events.append(
+                    (
+                        record.t,
+                        "resize",
+                        dict(zip(("width", "height"), RESIZE.unpack(record.data), strict=True)),
+                    )
+                )
+    feeder.flush()
+    result.duration = last_t
+    result.pyte_errors = model.errors
+    return result
+
+
+def index_file(path: str) -> IndexResult:
+    """Entry point for the worker process."""
+    data = Path(path).read_bytes()
+    if not data.startswith(MAGIC):
+        raise ValueError("not a Lockgate recording")
+    return index_bytes(data)

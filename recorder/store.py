@@ -1,0 +1,257 @@
+"""Recordings in the database: index results, search, keyframes, verification.
+
+Indexing runs in one worker process (``concurrent.futures``), so pyte never shares a core
+with the gateway's event loop; the loop only writes the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from recorder.errors import NotFound
+from recorder.indexer import IndexResult, index_file
+from recorder.integrity import verify_against_seal, verify_file
+from recorder.tables import events, keyframes, recordings, text_lines
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hit:
+    session_id: str
+    t: float
+    kind: str
+    line: str
+
+
+@dataclass(frozen=True)
+class RecordingInfo:
+    session_id: str
+    path: Path
+    started_at: datetime
+    ended_at: datetime | None
+    duration: float
+    width: int
+    height: int
+    size: int
+    sealed: bool
+    meta: dict[str, Any]
+    end_reason: str | None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class RecordingStore:
+    def __init__(self, root: Path, maker: async_sessionmaker[AsyncSession]) -> None:
+        self.root = root
+        self.maker = maker
+        self._pool: ProcessPoolExecutor | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
+
+    def _info(self, row: Any) -> RecordingInfo:
+        return RecordingInfo(
+            row.session_id,
+            self.root / row.path,
+            _utc(row.started_at) or row.started_at,
+            _utc(row.ended_at),
+            float(row.duration or 0.0),
+            row.width,
+            row.height,
+            int(row.size or 0),
+            row.sha256 is not None,
+            json.loads(row.meta),
+            row.end_reason,
+        )
+
+    async def get(self, session_id: str) -> RecordingInfo:
+        async with self.maker() as db:
+            row = (
+                await db.execute(sa.select(recordings).where(recordings.c.session_id == session_id))
+            ).first()
+        if row is None:
+            raise NotFound(f"no recording for session {session_id}")
+        return self._info(row)
+
+    async def recent(self, limit: int = 200) -> list[RecordingInfo]:
+        async with self.maker() as db:
+            rows = (
+                await db.execute(
+                    sa.select(recordings).order_by(recordings.c.started_at.desc()).limit(limit)
+                )
+            ).all()
+        return [self._info(r) for r in rows]
+
+    # --- indexing --------------------------------------------------------------------
+    def index_later(self, session_id: str) -> None:
+        """Queue indexing of a sealed recording in the worker process."""
+        task = asyncio.ensure_future(self._index_logged(session_id))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _index_logged(self, session_id: str) -> None:
+        try:
+            await self.index(session_id)
+        except Exception:
+            log.exception("indexing recording %s failed", session_id)
+
+    async def index(self, session_id: str) -> IndexResult:
+        info = await self.get(session_id)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=1)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._pool, index_file, str(info.path))
+        await self.save_index(session_id, result, info.size)
+        return result
+
+    async def save_index(self, session_id: str, result: IndexResult, size: int) -> None:
+        async with self.maker() as db, db.begin():
+            for table in (keyframes, text_lines, events):
+                await db.execute(table.delete().where(table.c.session_id == session_id))
+            if result.keyframes:
+                await db.execute(
+                    keyframes.insert(),
+                    [
+                        {"session_id": session_id, "t": t, "offset": off, "screen": json.dumps(s)}
+                        for t, off, s in result.keyframes
+                    ],
+                )
+            if result.lines:
+                await db.execute(
+                    text_lines.insert(),
+                    [
+                        {"session_id": session_id, "t": t, "kind": k, "line": line}
+                        for t, k, line in result.lines
+                    ],
+                )
+            if result.events:
+                await db.execute(
+                    events.insert(),
+                    [
+                        {"session_id": session_id, "t": t, "kind": k, "data": json.dumps(d)}
+                        for t, k, d in result.events
+                    ],
+                )
+            await db.execute(
+                recordings.update()
+                .where(recordings.c.session_id == session_id)
+                .values(indexed_to=size)
+            )
+
+    async def aclose(self) -> None:
+        if self._jobs:
+            await asyncio.gather(*self._jobs, return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    # --- reading ---------------------------------------------------------------------
+    async def keyframe_before(self, session_id: str, t: float) -> tuple[float, int, dict[str, Any]]:
+        async with self.maker() as db:
+            row = (
+                await db.execute(
+                    sa.select(keyframes.c.t, keyframes.c.offset, keyframes.c.screen)
+                    .where(keyframes.c.session_id == session_id, keyframes.c.t <= t)
+                    .order_by(keyframes.c.t.desc(), keyframes.c.offset.desc())
+                    .limit(1)
+                )
+            ).first()
+            if row is None:
+                row = (
+                    await db.execute(
+                        sa.select(keyframes.c.t, keyframes.c.offset, keyframes.c.screen)
+                        .where(keyframes.c.session_id == session_id)
+                        .order_by(keyframes.c.offset)
+                        .limit(1)
+                    )
+                ).first()
+        if row is None:
+            raise NotFound(f"recording {session_id} is not indexed yet")
+        return float(row.at), int(row.offset), json.loads(row.screen)
+
+    async def timeline(self, session_id: str) -> list[dict[str, Any]]:
+        async with self.maker() as db:
+            rows = (
+                await db.execute(
+                    sa.select(events)
+                    .where(events.c.session_id == session_id)
+                    .order_by(events.c.t, events.c.id)
+                )
+            ).all()
+        return [{"t": r._mapping["t"], "kind": r.kind, **json.loads(r.data)} for r in rows]
+
+    async def search(self, text: str, session_id: str | None = None, limit: int = 200) -> list[Hit]:
+        """Lines containing ``text`` (case-insensitive), through the full-text index."""
+        text = " ".join(text.split())
+        if not text:
+            return []
+        async with self.maker() as db:
+            dialect = db.get_bind().dialect.name
+            where = []
+            if session_id is not None:
+                where.append(text_lines.c.session_id == session_id)
+            words = [w for w in _words(text) if w]
+            if dialect == "sqlite" and words:
+                phrase = " ".join('"' + w.replace('"', '""') + '"' for w in words)
+                where.append(
+                    text_lines.c.id.in_(
+                        sa.text("SELECT rowid FROM rec_text_fts WHERE rec_text_fts MATCH :q")
+                        .bindparams(q=phrase)
+                        .columns(sa.column("rowid"))
+                    )
+                )
+            elif dialect == "postgresql" and words:
+                where.append(
+                    sa.func.to_tsvector("simple", text_lines.c.line).op("@@")(
+                        sa.func.plainto_tsquery("simple", " ".join(words))
+                    )
+                )
+            where.append(sa.func.lower(text_lines.c.line).contains(text.lower(), autoescape=True))
+            rows = (
+                await db.execute(
+                    sa.select(text_lines)
+                    .where(*where)
+                    .order_by(text_lines.c.session_id, text_lines.c.t)
+                    .limit(limit)
+                )
+            ).all()
+        return [Hit(r.session_id, float(r._mapping["t"]), r.kind, r.line) for r in rows]
+
+    async def verify(self, session_id: str | None = None) -> list[tuple[str, str | None]]:
+        """(session, problem or None) for one recording or all of them."""
+        async with self.maker() as db:
+            query = sa.select(recordings)
+            if session_id is not None:
+                query = query.where(recordings.c.session_id == session_id)
+            rows = (await db.execute(query.order_by(recordings.c.started_at))).all()
+        if session_id is not None and not rows:
+            raise NotFound(f"no recording for session {session_id}")
+        results: list[tuple[str, str | None]] = []
+        for row in rows:
+            path = self.root / row.path
+            try:
+                check = await asyncio.to_thread(verify_file, path)
+            except OSError:
+                results.append((row.session_id, "the recording file is missing"))
+                continue
+            results.append((row.session_id, verify_against_seal(check, row.sha256, row.chain_head)))
+        return results
+
+
+def _words(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"\w+", text.lower())
