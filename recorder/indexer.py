@@ -41,13 +41,31 @@ class IndexResult:
     pyte_errors: int = 0
 
 
-def text_lines(data: bytes) -> Iterator[str]:
-    """Printable lines of raw terminal output (escape sequences removed)."""
-    for raw in _ANSI.sub(b"", data).split(b"\n"):
-        line = raw.decode("utf-8", "replace").rsplit("\r", 1)[-1]
-        line = _CONTROL.sub("", line).strip()
-        if line:
-            yield line[:MAX_LINE]
+def clean_line(raw: bytes) -> str:
+    """What a line of raw output shows: escapes removed, text after a bare CR wins."""
+    line = _ANSI.sub(b"", raw).decode("utf-8", "replace").rstrip("\r").rsplit("\r", 1)[-1]
+    return _CONTROL.sub("", line).strip()[:MAX_LINE]
+
+
+class LineAssembler:
+    """Complete output lines across records (an echo arrives a byte at a time)."""
+
+    def __init__(self) -> None:
+        self.partial = b""
+
+    def feed(self, data: bytes) -> Iterator[str]:
+        *complete, self.partial = (self.partial + data).split(b"\n")
+        if len(self.partial) > 4 * MAX_LINE:
+            complete.append(self.partial)
+            self.partial = b""
+        for raw in complete:
+            if line := clean_line(raw):
+                yield line
+
+    def finish(self) -> Iterator[str]:
+        if line := clean_line(self.partial):
+            yield line
+        self.partial = b""
 
 
 class Feeder:
@@ -96,6 +114,7 @@ def index_bytes(data: bytes) -> IndexResult:
     model = TerminalModel(result.width, result.height)
     feeder = Feeder(model)
     tracker = LineTracker()
+    assembler = LineAssembler()
     last_t, keyframe_t, keyframe_fed, previous_line = 0.0, 0.0, 0, ""
     for chunk in read_chunks(data):
         if (
@@ -110,7 +129,7 @@ def index_bytes(data: bytes) -> IndexResult:
             feeder.apply(record)
             kind = record.kind
             if kind is Kind.OUTPUT and len(result.lines) < MAX_LINES:
-                for line in text_lines(record.data):
+                for line in assembler.feed(record.data):
                     if line != previous_line:
                         result.lines.append((record.t, "screen", line))
                         previous_line = line
@@ -139,6 +158,7 @@ def index_bytes(data: bytes) -> IndexResult:
                     )
                 )
     feeder.flush()
+    result.lines.extend((last_t, "screen", line) for line in assembler.finish())
     result.duration = last_t
     result.pyte_errors = model.errors
     return result

@@ -163,7 +163,7 @@ class RecordingStore:
         async with self.maker() as db:
             row = (
                 await db.execute(
-                    sa.select(keyframes.c.t, keyframes.c.offset, keyframes.c.screen)
+                    sa.select(keyframes.c.t.label("at"), keyframes.c.offset, keyframes.c.screen)
                     .where(keyframes.c.session_id == session_id, keyframes.c.t <= t)
                     .order_by(keyframes.c.t.desc(), keyframes.c.offset.desc())
                     .limit(1)
@@ -172,7 +172,7 @@ class RecordingStore:
             if row is None:
                 row = (
                     await db.execute(
-                        sa.select(keyframes.c.t, keyframes.c.offset, keyframes.c.screen)
+                        sa.select(keyframes.c.t.label("at"), keyframes.c.offset, keyframes.c.screen)
                         .where(keyframes.c.session_id == session_id)
                         .order_by(keyframes.c.offset)
                         .limit(1)

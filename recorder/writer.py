@@ -36,6 +36,10 @@ ECHO_WAIT = 0.5  # seconds an unechoed keystroke may wait before it counts as hi
 MAX_SIZE = 4096
 
 
+def _printable(byte: int) -> bool:
+    return 0x20 <= byte < 0x7F or byte >= 0x80
+
+
 def _clamp(value: int) -> int:
     return max(1, min(int(value), MAX_SIZE))
 
@@ -110,8 +114,6 @@ class SessionRecording:
         if not self._pending:
             self._pending_since = self._now()
         self._pending += data
-        if b"\r" in data or b"\n" in data:
-            self._settle_line()
 
     def _match_echo(self, out: bytes) -> None:
         """Keep the typed bytes the target echoed; hide the printable ones it did not."""
@@ -122,6 +124,14 @@ class SessionRecording:
         if n:
             self._add(Kind.INPUT, bytes(self._pending[:n]))
             del self._pending[:n]
+        elif self._pending and _printable(self._pending[0]):
+            # The target answered with something other than the echo: what was typed
+            # (a password at a prompt, input under `stty -echo`) is kept only as a count.
+            k = 0
+            while k < len(self._pending) and _printable(self._pending[k]):
+                k += 1
+            self._add(Kind.MASKED, MASKED.pack(k))
+            del self._pending[:k]
         # Control keys (Enter, Ctrl-C, arrows, backspace) are not echoed literally but are
         # not secret either: keep them; hide anything printable left unechoed.
         while self._pending and (self._pending[0] < 0x20 or self._pending[0] == 0x7F):
@@ -132,18 +142,8 @@ class SessionRecording:
             del self._pending[:end]
         self._pending_since = self._now()
 
-    def _settle_line(self) -> None:
-        """At Enter, what was typed before it without echo is hidden (e.g. a password)."""
-        cut = max(self._pending.rfind(b"\r"), self._pending.rfind(b"\n"))
-        head = bytes(self._pending[:cut])
-        hidden = sum(1 for b in head if 0x20 <= b < 0x7F or b >= 0x80)
-        if hidden:
-            self._add(Kind.MASKED, MASKED.pack(hidden))
-        self._add(Kind.INPUT, bytes(self._pending[cut : cut + 1]))
-        del self._pending[: cut + 1]
-
     def _hide_pending(self) -> None:
-        printable = sum(1 for b in self._pending if 0x20 <= b < 0x7F or b >= 0x80)
+        printable = sum(1 for b in self._pending if _printable(b))
         if printable:
             self._add(Kind.MASKED, MASKED.pack(printable))
         self._pending.clear()

@@ -1,0 +1,189 @@
+"""Indexing, seeking, search and export of recordings; hostile terminal output."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recorder.asciicast import export
+from recorder.events import iter_records_from
+from recorder.indexer import index_bytes, index_file
+from recorder.replay import frame_at, playback
+from recorder.screen import TerminalModel
+from recorder.store import RecordingStore
+from recorder.writer import Recorder
+from tests.recorder.conftest import Clock
+
+COLOURED_LS = b"\x1b[0m\x1b[01;34mbin\x1b[0m  \x1b[01;32mrun.sh\x1b[0m  notes.txt\r\n"
+
+
+async def _record(recorder: Recorder, clock: Clock, session_id: str = "se-a") -> str:
+    rec = await recorder.start(
+        session_id, meta={"user": "alice", "target": "db01", "account": "root"}, width=80, height=24
+    )
+    prompt = b"root@db01:~# "
+    rec.output(prompt)
+    for minute, command in enumerate([b"ls --color", b"systemctl stop nginx", b"top"]):
+        clock.t += 30  # idle time between commands
+        for ch in command:
+            rec.input(bytes([ch]))
+            rec.output(bytes([ch]))
+        rec.input(b"\r")
+        rec.output(b"\r\n")
+        if command == b"ls --color":
+            rec.output(COLOURED_LS)
+        elif command == b"top":  # a full-screen program on the alternate screen
+            rec.output(b"\x1b[?1049h\x1b[H\x1b[2JTasks: 97 total\r\n\x1b[7m  PID USER\x1b[0m")
+            clock.t += 5
+            rec.output(b"\x1b[?1049l")
+        else:
+            rec.output(b"Stopping nginx...\r\n")
+        rec.output(prompt)
+        rec.flush()
+        assert minute >= 0
+    clock.t += 1
+    big = b"".join(b"line %06d of a long log file\r\n" % i for i in range(20000))
+    rec.output(big)  # a burst: the indexer must not feed all of it to pyte
+    rec.output(prompt)
+    rec.marker("kill", "grant expired")
+    await rec.close("grant expired")
+    return str(rec.path)
+
+
+async def test_index_commands_text_and_keyframes(recorder: Recorder, clock: Clock) -> None:
+    path = await _record(recorder, clock)
+    result = index_file(path)
+    commands = [d["text"] for _, k, d in result.events if k == "command"]
+    assert commands == ["ls --color", "systemctl stop nginx", "top"]
+    lines = [text for _, kind, text in result.lines if kind == "screen"]
+    assert "bin  run.sh  notes.txt" in lines
+    assert "line 019999 of a long log file" in lines
+    assert [d for _, k, d in result.events if k == "marker"] == [
+        {"kind": "kill", "text": "grant expired"}
+    ]
+    assert len(result.keyframes) >= 3
+    assert result.pyte_errors == 0
+
+
+async def test_seek_matches_full_replay(
+    recorder: Recorder, clock: Clock, store: RecordingStore
+) -> None:
+    path = await _record(recorder, clock)
+    result = await store.index("se-a")
+    for t in (0.0, 31.0, 45.0, 61.0, 95.0, result.duration):
+        frame = frame_at(path, await store.keyframe_before("se-a", t), t)
+        full = frame_at(path, result.keyframes[0], t)  # replay from the very start
+        assert frame["lines"] == full["lines"], t
+    end = frame_at(path, await store.keyframe_before("se-a", 1e9), 1e9)
+    assert end["lines"][-2] == "line 019999 of a long log file"
+    assert end["lines"][-1] == "root@db01:~#"
+
+
+async def test_search_across_and_within(
+    recorder: Recorder, clock: Clock, store: RecordingStore
+) -> None:
+    await _record(recorder, clock, "se-a")
+    await _record(recorder, clock, "se-b")
+    await store.index("se-a")
+    await store.index("se-b")
+    hits = await store.search("systemctl stop")
+    assert {(h.session_id, h.kind) for h in hits} == {
+        ("se-a", "command"),
+        ("se-b", "command"),
+        ("se-a", "screen"),
+        ("se-b", "screen"),
+    }
+    commands = [h for h in hits if h.kind == "command"]
+    assert all(h.line == "systemctl stop nginx" and h.t > 30 for h in commands)
+    within = await store.search("000123 of a long", session_id="se-b")
+    assert [h.line for h in within] == ["line 000123 of a long log file"]
+    assert await store.search("no such words anywhere") == []
+    assert await store.search("'; DROP TABLE rec_text; --") == []
+    assert await store.search('"unbalanced') == []
+
+
+async def test_asciicast_export(recorder: Recorder, clock: Clock) -> None:
+    path = await _record(recorder, clock)
+    lines = list(export(iter_records_from(path, 15)))
+    header = json.loads(lines[0])
+    assert header["version"] == 2 and header["width"] == 80 and header["height"] == 24
+    assert isinstance(header["timestamp"], int)
+    events = [json.loads(line) for line in lines[1:]]
+    assert all(isinstance(e, list) and len(e) == 3 and e[1] in "oirm" for e in events)
+    times = [e[0] for e in events]
+    assert times == sorted(times)
+    assert any(e[1] == "i" for e in events) and any(e[1] == "m" for e in events)
+
+
+def test_playback_skips_idle_time() -> None:
+    from recorder.events import Kind, Record
+
+    records = iter(
+        [
+            Record(0.0, Kind.OUTPUT, b"a"),
+            Record(600.0, Kind.OUTPUT, b"b"),
+            Record(601.0, Kind.MARKER, b'{"kind": "kill", "text": "expired"}'),
+        ]
+    )
+    written: list[bytes] = []
+    slept: list[float] = []
+    playback(records, written.append, speed=2.0, idle_limit=2.0, sleep=slept.append)
+    assert written[:2] == [b"a", b"b"] and b"expired" in written[2]
+    assert slept == [1.0, 0.5]
+
+
+HOSTILE = st.lists(
+    st.one_of(
+        st.binary(max_size=64),
+        st.sampled_from(
+            [
+                b"\x1b[1;2;3G",
+                b"\x1b[" + b"9" * 5000 + b"m",
+                b"\x1b]0;<b>x</b>\x07",
+                b"\x1b[?1049h",
+                b"\x1b[99999;99999H",
+                b"\x1b[38;2;255;0;0m",
+                b"\x1bP",
+                b"\x1b[?25l",
+                b"\xff\xfe",
+                b"\x1b[r",
+                b"\x1b[5;1r",
+                b"\x1b#8",
+            ]
+        ),
+        st.builds(
+            lambda a, b: b"\x1b[" + a.encode() + b,
+            st.text("0123456789;:?", max_size=40),
+            st.sampled_from([b"m", b"H", b"J", b"K", b"r", b"G", b"@", b"P", b"X", b"d"]),
+        ),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(HOSTILE, st.integers(-5, 100000), st.integers(-5, 100000))
+def test_hostile_output_never_crashes(chunks: list[bytes], width: int, height: int) -> None:
+    model = TerminalModel(width, height)
+    for chunk in chunks:
+        model.feed(chunk)
+    snap = model.snapshot()
+    assert 2 <= snap.width <= 500 and 1 <= snap.height <= 200
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(HOSTILE)
+def test_hostile_recording_indexes(chunks: list[bytes]) -> None:
+    from recorder.events import GENESIS, MAGIC, Kind, encode_chunk, encode_record
+
+    payload = encode_record(0, Kind.META, b'{"width": 80, "height": 24}')
+    payload += b"".join(encode_record(i, Kind.OUTPUT, c) for i, c in enumerate(chunks))
+    chunk, _ = encode_chunk(GENESIS, 0, payload)
+    result = index_bytes(MAGIC + chunk)
+    assert result.keyframes

@@ -1,0 +1,139 @@
+"""The recording file: masking of unechoed input, the hash chain, the seal, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import sqlalchemy as sa
+
+from gateway.db import SessionMaker
+from recorder.events import Kind, iter_records_from, read_chunks
+from recorder.integrity import verify_against_seal, verify_bytes, verify_file
+from recorder.store import RecordingStore
+from recorder.tables import recordings
+from recorder.writer import Recorder
+from tests.recorder.conftest import Clock
+
+SECRET = b"Sup3rS3cretSudoPw"
+
+
+async def _session(recorder: Recorder, clock: Clock) -> str:
+    rec = await recorder.start(
+        "se-1", meta={"user": "alice", "target": "db01", "account": "root"}, width=80, height=24
+    )
+    rec.output(b"alice@db01:~$ ")
+    for ch in b"sudo ls":  # typed one key at a time, each echoed
+        clock.t += 0.1
+        rec.input(bytes([ch]))
+        rec.output(bytes([ch]))
+    rec.input(b"\r")
+    rec.output(b"\r\n[sudo] password for alice: ")
+    clock.t += 1
+    rec.input(SECRET[:5])  # no echo while the password is typed
+    rec.input(SECRET[5:] + b"\r")
+    rec.output(b"\r\nfile1  file2\r\nalice@db01:~$ ")
+    rec.input(b"read -s X\r")
+    rec.output(b"read -s X\r\n")
+    rec.input(b"hidden-by-read\r")
+    rec.output(b"\r\n")
+    rec.resize(120, 40)
+    rec.marker("warning", "access to db01 ends in 5 minutes")
+    clock.t += 2
+    await rec.close("client disconnected")
+    return str(rec.path)
+
+
+async def test_unechoed_input_is_only_counted(
+    recorder: Recorder, clock: Clock, maker: SessionMaker
+) -> None:
+    path = await _session(recorder, clock)
+    data = open(path, "rb").read()
+    assert SECRET not in data and SECRET[:5] not in data and b"hidden-by-read" not in data
+    records = list(iter_records_from(path, len(b"LOCKGATE-REC-1\n")))
+    typed = b"".join(r.data for r in records if r.kind is Kind.INPUT)
+    assert b"sudo ls" in typed
+    masked = [r for r in records if r.kind is Kind.MASKED]
+    assert sum(int.from_bytes(r.data, "little") for r in masked) == len(SECRET) + len(
+        b"hidden-by-read"
+    )
+    async with maker() as db:
+        text = repr((await db.execute(sa.select(recordings))).all())
+    assert SECRET.decode() not in text
+
+
+async def test_seal_and_tamper_detection(
+    recorder: Recorder, clock: Clock, store: RecordingStore
+) -> None:
+    path = await _session(recorder, clock)
+    assert await store.verify("se-1") == [("se-1", None)]
+    original = open(path, "rb").read()
+    check = verify_file(__import__("pathlib").Path(path))
+    assert check.ok and check.sealed
+    chunks = list(read_chunks(original))
+    assert len(chunks) >= 1
+
+    def tampered(data: bytes) -> str | None:
+        with open(path, "wb") as f:
+            f.write(data)
+        row_check = verify_bytes(data)
+        return verify_against_seal(row_check, check.sha256, check.chain_head)
+
+    flipped = bytearray(original)
+    flipped[len(original) // 2] ^= 0x01
+    assert tampered(bytes(flipped)) is not None
+    assert tampered(original[:-1]) is not None
+    assert tampered(original[: chunks[-1].offset]) is not None  # whole last chunk dropped
+    assert tampered(original + b"extra") is not None
+    with open(path, "wb") as f:
+        f.write(bytes(flipped))
+    result = await store.verify("se-1")
+    assert result[0][1] is not None
+    with open(path, "wb") as f:
+        f.write(original)
+    assert await store.verify() == [("se-1", None)]
+
+
+async def test_reordered_chunks_detected(recorder: Recorder, clock: Clock) -> None:
+    rec = await recorder.start("se-2", meta={}, width=80, height=24)
+    for i in range(3):
+        rec.output(f"chunk {i}\r\n".encode())
+        rec.flush()
+    await rec.close("done")
+    data = open(rec.path, "rb").read()
+    chunks = list(read_chunks(data))
+    a, b = chunks[1], chunks[2]
+    swapped = (
+        data[: a.offset]
+        + data[b.offset : chunks[3].offset]
+        + data[a.offset : b.offset]
+        + data[chunks[3].offset :]
+    )
+    assert not verify_bytes(swapped).ok
+
+
+async def test_write_failure_reported_once_and_fails_closed(recorder: Recorder) -> None:
+    rec = await recorder.start("se-3", meta={}, width=80, height=24)
+    failures: list[BaseException] = []
+    rec.add_failure_callback(failures.append)
+    os.close(rec._fd)  # the disk goes away under the recording
+    rec.output(b"x" * 10)
+    rec.flush()
+    assert len(failures) == 1 and isinstance(failures[0], OSError)
+    with pytest.raises(Exception, match="failed"):
+        rec.output(b"more")
+
+
+async def test_exec_sessions_mask_all_stdin(recorder: Recorder) -> None:
+    rec = await recorder.start("se-4", meta={}, width=80, height=24, pty=False)
+    rec.exec_command("mysql -p")
+    rec.input(b"db-password-here\n")
+    rec.output(b"ok\n")
+    await rec.close("done")
+    data = open(rec.path, "rb").read()
+    assert b"db-password-here" not in data and b"mysql -p" in data
+    seal = json.loads(
+        [r for r in iter_records_from(str(rec.path), 15) if r.kind is Kind.SEAL][0].data
+    )
+    assert seal == {"reason": "done"}
