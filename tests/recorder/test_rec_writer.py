@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -49,7 +50,7 @@ async def test_unechoed_input_is_only_counted(
     recorder: Recorder, clock: Clock, maker: SessionMaker
 ) -> None:
     path = await _session(recorder, clock)
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     assert SECRET not in data and SECRET[:5] not in data and b"hidden-by-read" not in data
     records = list(iter_records_from(path, len(b"LOCKGATE-REC-1\n")))
     typed = b"".join(r.data for r in records if r.kind is Kind.INPUT)
@@ -68,8 +69,8 @@ async def test_seal_and_tamper_detection(
 ) -> None:
     path = await _session(recorder, clock)
     assert await store.verify("se-1") == [("se-1", None)]
-    original = open(path, "rb").read()
-    check = verify_file(__import__("pathlib").Path(path))
+    original = Path(path).read_bytes()
+    check = verify_file(Path(path))
     assert check.ok and check.sealed
     chunks = list(read_chunks(original))
     assert len(chunks) >= 1
@@ -101,7 +102,7 @@ async def test_reordered_chunks_detected(recorder: Recorder, clock: Clock) -> No
         rec.output(f"chunk {i}\r\n".encode())
         rec.flush()
     await rec.close("done")
-    data = open(rec.path, "rb").read()
+    data = Path(rec.path).read_bytes()
     chunks = list(read_chunks(data))
     a, b = chunks[1], chunks[2]
     swapped = (
@@ -131,9 +132,9 @@ async def test_exec_sessions_mask_all_stdin(recorder: Recorder) -> None:
     rec.input(b"db-password-here\n")
     rec.output(b"ok\n")
     await rec.close("done")
-    data = open(rec.path, "rb").read()
+    data = Path(rec.path).read_bytes()
     assert b"db-password-here" not in data and b"mysql -p" in data
     seal = json.loads(
-        [r for r in iter_records_from(str(rec.path), 15) if r.kind is Kind.SEAL][0].data
+        next(r for r in iter_records_from(str(rec.path), 15) if r.kind is Kind.SEAL).data
     )
     assert seal == {"reason": "done"}
