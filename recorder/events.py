@@ -110,9 +110,13 @@ def read_chunks(data: bytes) -> Iterator[Chunk]:
 
 
 def iter_records_from(path: str, offset: int) -> Iterator[Record]:
-    """Records from the chunk at ``offset`` on, reading only what is needed (no chain
-    check: ``recorder.integrity`` verifies; this serves replay)."""
+    """Records from the chunk at ``offset`` (0: the first) on, reading only what is needed
+    (no chain check: ``recorder.integrity`` verifies; this serves replay)."""
     with open(path, "rb") as f:
+        if offset < len(MAGIC):
+            if f.read(len(MAGIC)) != MAGIC:
+                raise ValueError("not a Lockgate recording")
+            offset = len(MAGIC)
         f.seek(offset)
         while True:
             head = f.read(CHUNK_HEAD.size)

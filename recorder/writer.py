@@ -258,10 +258,12 @@ class Recorder:
         maker: async_sessionmaker[AsyncSession],
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_sealed: Callable[[str], None] | None = None,
     ) -> None:
         self.root = root
         self.maker = maker
         self.clock = clock
+        self.on_sealed = on_sealed  # e.g. queue the recording for indexing
 
     def path_for(self, session_id: str, started: datetime) -> Path:
         return self.root / started.strftime("%Y/%m/%d") / f"{session_id}.lgrec"
@@ -329,6 +331,8 @@ class Recorder:
                     end_reason=reason[:500],
                 )
             )
+        if self.on_sealed is not None:
+            self.on_sealed(seal.session_id)
 
     async def aclose(self) -> None:
         return None

@@ -264,3 +264,12 @@ def main(
     except KeyboardInterrupt:
         err.write("lockgate: interrupted\n")
         return 130
+    except Exception as exc:  # the last resort: one line, the details only on request
+        if os.environ.get("LOCKGATE_DEBUG"):
+            import traceback
+
+            traceback.print_exc(file=err)
+        err.write(
+            f"lockgate: internal error ({type(exc).__name__}); set LOCKGATE_DEBUG=1 for details\n"
+        )
+        return 1

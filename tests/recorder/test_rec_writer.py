@@ -52,7 +52,7 @@ async def test_unechoed_input_is_only_counted(
     path = await _session(recorder, clock)
     data = Path(path).read_bytes()
     assert SECRET not in data and SECRET[:5] not in data and b"hidden-by-read" not in data
-    records = list(iter_records_from(path, len(b"LOCKGATE-REC-1\n")))
+    records = list(iter_records_from(path, 0))
     typed = b"".join(r.data for r in records if r.kind is Kind.INPUT)
     assert b"sudo ls" in typed
     masked = [r for r in records if r.kind is Kind.MASKED]
@@ -135,6 +135,6 @@ async def test_exec_sessions_mask_all_stdin(recorder: Recorder) -> None:
     data = Path(rec.path).read_bytes()
     assert b"db-password-here" not in data and b"mysql -p" in data
     seal = json.loads(
-        next(r for r in iter_records_from(str(rec.path), 15) if r.kind is Kind.SEAL).data
+        next(r for r in iter_records_from(str(rec.path), 0) if r.kind is Kind.SEAL).data
     )
     assert seal == {"reason": "done"}

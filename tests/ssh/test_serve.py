@@ -187,6 +187,21 @@ def test_serve_health_terminate_revoke_and_shutdown(served: Served) -> None:
     _, err = client.communicate(timeout=30)
     assert b"session terminated: grant revoked by lockgate: no longer needed" in err
 
+    # the sealed recordings are indexed in the worker process: search, export, verify
+    hits: list[dict[str, object]] = []
+    for _ in range(200):
+        hits = json.loads(served.cli("recordings", "search", "echo up", "--json").stdout)
+        if len(hits) >= 2:
+            break
+        import time
+
+        time.sleep(0.1)
+    assert {h["session"] for h in hits} >= {sid}
+    cast = served.cli("recordings", "export", sid).stdout.splitlines()
+    assert json.loads(cast[0])["version"] == 2
+    assert any(json.loads(e)[1] == "o" and "up" in json.loads(e)[2] for e in cast[1:])
+    assert served.cli("recordings", "verify").returncode == 0
+
     status, body = _get(served.http_port, "/metrics")
     assert status == 200 and "lockgate_kills_total" in body and "lockgate_sessions_active" in body
 
@@ -200,6 +215,12 @@ def test_serve_health_terminate_revoke_and_shutdown(served: Served) -> None:
     assert json.loads(served.cli("sessions", "--active", "--json").stdout) == []
     verify = served.cli("audit", "verify")
     assert verify.returncode == 0, verify.stderr
+    recording = next((served.config.parent / "data" / "recordings").rglob(f"{sid}.lgrec"))
+    data = bytearray(recording.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    recording.write_bytes(bytes(data))
+    bad = served.cli("recordings", "verify", sid)
+    assert bad.returncode == 1 and sid in bad.stdout
 
 
 def test_serve_refuses_without_master_key(served: Served, tmp_path: Path) -> None:

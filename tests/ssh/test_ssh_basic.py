@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
@@ -74,3 +75,57 @@ async def test_scp_and_sftp_byte_exact(gateway: Gateway, tmp_path: Path) -> None
     code, _, err = await gateway.run(["sftp", *base, "-b", str(batch), f"{LOGIN}@127.0.0.1"])
     assert code == 0, err
     assert (tmp_path / "sftp-back.bin").read_bytes() == payload
+
+
+async def test_sftp_operations_are_recorded(gateway: Gateway, tmp_path: Path) -> None:
+    from recorder.store import RecordingStore
+
+    await gateway.grant("alice")
+    payload = os.urandom(200_000)
+    src = tmp_path / "report.bin"
+    src.write_bytes(payload)
+    base = [
+        "-P",
+        str(gateway.port),
+        "-i",
+        str(gateway.clients["alice"].key_file),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "-F",
+        "/dev/null",
+    ]
+    code, _, err = await gateway.run(
+        ["scp", *base, str(src), f"{LOGIN}@127.0.0.1:/tmp/lockgate-report.bin"]
+    )
+    assert code == 0, err
+    code, _, err = await gateway.run(
+        ["scp", *base, f"{LOGIN}@127.0.0.1:/tmp/lockgate-report.bin", str(tmp_path / "again.bin")]
+    )
+    assert code == 0, err
+    store = RecordingStore(gateway.workdir / "recordings", gateway.services.maker)
+    ops = []
+    for info in await store.recent():
+        for _ in range(100):  # the session closes just after the client exits
+            if (await store.get(info.session_id)).sealed:
+                break
+            await asyncio.sleep(0.05)
+        await store.index(info.session_id)
+        ops += [e for e in await store.timeline(info.session_id) if e["kind"] == "sftp"]
+    await store.aclose()
+    assert {
+        "op": "upload",
+        "path": "/tmp/lockgate-report.bin",
+        "bytes": 200_000,
+        "result": "ok",
+    } in [
+        {k: e[k] for k in ("op", "path", "bytes", "result")}
+        for e in ops
+        if e.get("op") in ("upload", "download")
+    ]
+    assert any(e.get("op") == "download" and e.get("bytes") == 200_000 for e in ops)
