@@ -107,6 +107,16 @@ class Node:
         await self.services.aclose()
 
 
+def _raise_fd_limit() -> None:
+    """Each session holds a client socket, an upstream socket and a recording file."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _load_host_keys(config: Config) -> list[asyncssh.SSHKey]:
     path = config.host_key_path
     try:
@@ -131,6 +141,7 @@ async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> No
     """Build every part and open the listeners; raises StartupError when it cannot serve."""
     if extra_rules:
         config = replace(config, rules=(*config.rules, *extra_rules))
+    _raise_fd_limit()
     host_keys = _load_host_keys(config)
     _check_recordings(config.recordings_path)
     services = await open_services(config)

@@ -83,6 +83,8 @@ class SessionRecording:
         self._pending_since = 0.0
         self._sftp = SftpTracker(self._sftp_op)
         self._closed = False
+        self._sealing = False
+        self.dropped = 0
         self._timer: asyncio.TimerHandle | None = None
 
     # --- data path -----------------------------------------------------------------
@@ -92,6 +94,12 @@ class SessionRecording:
     def _add(self, kind: Kind, data: bytes) -> None:
         if self._failure is not None:
             raise RecordingFailed("the recording has failed")
+        if self._sealing:
+            # Bytes still in flight while the session is torn down: the person no longer
+            # sees them, and the sealed file must not change (nor its old descriptor, which
+            # the OS may already have given to another file, be written to).
+            self.dropped += len(data)
+            return
         record = encode_record(self._now(), kind, data)
         self._buf.append(record)
         self._buffered += len(record)
@@ -191,7 +199,7 @@ class SessionRecording:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._buf or self._failure is not None:
+        if not self._buf or self._failure is not None or self._sealing:
             return
         payload = b"".join(self._buf)
         self._buf.clear()
@@ -226,6 +234,7 @@ class SessionRecording:
             encode_record(duration, Kind.SEAL, json.dumps({"reason": reason}).encode())
         )
         self.flush()
+        self._sealing = True
         failure = self._failure
         try:
             os.fsync(self._fd)

@@ -138,3 +138,22 @@ async def test_exec_sessions_mask_all_stdin(recorder: Recorder) -> None:
         next(r for r in iter_records_from(str(rec.path), 0) if r.kind is Kind.SEAL).data
     )
     assert seal == {"reason": "done"}
+
+
+async def test_output_after_close_never_touches_another_file(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    """Regression: bytes in flight after the seal used to be written to the closed
+    descriptor, which the OS had handed to another file (it corrupted the database)."""
+    rec = await recorder.start("se-5", meta={}, width=80, height=24)
+    rec.output(b"before\r\n")
+    await rec.close("done")
+    victim = tmp_path / "victim.bin"
+    with victim.open("wb") as f:  # likely to get the freed descriptor number
+        f.write(b"intact")
+        rec.output(b"late bytes " * 100)
+        rec.flush()
+        rec.input(b"x")
+    assert victim.read_bytes() == b"intact"
+    assert rec.dropped > 0
+    assert verify_file(rec.path).ok and verify_file(rec.path).sealed

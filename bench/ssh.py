@@ -1,0 +1,367 @@
+"""Direct sshd vs through Lockgate, measured in one run. Not a test: prints a table.
+
+    python bench/ssh.py [--quick] [--sessions 200] [--database-url URL]
+
+Starts its own sshd (root needed: it creates the account ``lgbench``), initialises a
+gateway in a temporary directory, runs ``lockgate serve`` as a separate process (so its
+RSS is the gateway's alone), and measures with real OpenSSH clients (throughput, setup)
+and asyncssh clients (keystroke echo, idle sessions, kill latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncssh
+
+PY = sys.executable
+ACCOUNT = "lgbench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sh(*argv: str, stdin: str = "", env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])}... failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+class Setup:
+    def __init__(self, work: Path, database_url: str | None) -> None:
+        self.work = work
+        self.password = "bench-" + secrets.token_urlsafe(12)
+        self.sshd_port, self.gw_port, self.http_port = free_port(), free_port(), free_port()
+        self.env = {**os.environ}
+        if database_url:
+            self.env["LOCKGATE_DATABASE_URL"] = database_url
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        w = self.work
+        if subprocess.run(["id", ACCOUNT], capture_output=True).returncode:
+            sh("useradd", "-m", "-s", "/bin/bash", ACCOUNT)
+        sh("chpasswd", stdin=f"{ACCOUNT}:{self.password}")
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(w / "host_key"))
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(w / "client"))
+        keys = w / "keys"
+        keys.mkdir()
+        shutil.copy(w / "client.pub", keys / ACCOUNT)
+        (w / "sshd_config").write_text(
+            f"Port {self.sshd_port}\nListenAddress 127.0.0.1\nHostKey {w / 'host_key'}\n"
+            f"PidFile {w / 'sshd.pid'}\nAuthorizedKeysFile {keys}/%u\nPasswordAuthentication "
+            "yes\nUsePAM no\nStrictModes no\nMaxStartups 1000\nMaxSessions 1000\n"
+            "Subsystem sftp internal-sftp\nLogLevel ERROR\n"
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)
+        self.procs.append(
+            subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(w / "sshd_config")])
+        )
+        cfg = w / "lockgate.toml"
+
+        def run(*a, stdin=""):
+            return sh(
+                PY,
+                "-m",
+                "gateway",
+                *a,
+                "--config",
+                str(cfg),
+                stdin=stdin,
+                env=self.env,
+            )
+
+        run("init", "--data-dir", "data")
+        text = cfg.read_text().replace('"0.0.0.0:2222"', f'"127.0.0.1:{self.gw_port}"')
+        text = text.replace('"127.0.0.1:8080"', f'"127.0.0.1:{self.http_port}"')
+        cfg.write_text(
+            text + '\n[[rules]]\nname = "bench"\nroles = ["bench"]\napprovals = 0\n'
+            'require_reason = false\nmax_duration = "1d"\ndefault_duration = "1d"\n'
+        )
+        run("user", "add", "alice", "--role", "bench", "--key", str(w / "client.pub"))
+        host_key = " ".join((w / "host_key.pub").read_text().split()[:2])
+        run(
+            "target",
+            "add",
+            "t1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.sshd_port),
+            "--account",
+            ACCOUNT,
+            "--host-key",
+            host_key,
+        )
+        run("credential", "set", "t1", ACCOUNT, "--password-stdin", stdin=self.password + "\n")
+        self.config = cfg
+        self.serve_log = (w / "serve.log").open("wb")
+        serve = subprocess.Popen(
+            [PY, "-m", "gateway", "serve", "--config", str(cfg)],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=self.serve_log,
+        )
+        self.procs.append(serve)
+        self.serve = serve
+        assert serve.stdout is not None
+        serve.stdout.readline()
+        time.sleep(0.3)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+            proc.wait(30)
+
+    def ssh(self, gateway: bool, *extra: str) -> list[str]:
+        port = self.gw_port if gateway else self.sshd_port
+        login = f"alice+{ACCOUNT}@t1" if gateway else ACCOUNT
+        return [
+            "ssh",
+            "-p",
+            str(port),
+            "-i",
+            str(self.work / "client"),
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "IdentitiesOnly=yes",
+            *extra,
+            f"{login}@127.0.0.1",
+        ]
+
+    async def client(self, gateway: bool) -> asyncssh.SSHClientConnection:
+        return await asyncssh.connect(
+            "127.0.0.1",
+            self.gw_port if gateway else self.sshd_port,
+            username=f"alice+{ACCOUNT}@t1" if gateway else ACCOUNT,
+            client_keys=[str(self.work / "client")],
+            known_hosts=None,
+            config=None,
+            agent_path=None,
+        )
+
+
+def timed(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+
+
+def bulk(s: Setup, gateway: bool, megabytes: int, pty: bool) -> float:
+    if pty:
+        command = f"cat /tmp/lockgate-bench-{megabytes}.txt"
+        return megabytes / timed([*s.ssh(gateway, "-tt"), command])
+    return megabytes / timed([*s.ssh(gateway), f"head -c {megabytes}M /dev/zero"])
+
+
+async def keystrokes(s: Setup, gateway: bool, sessions: int, per_session: int) -> list[float]:
+    conns = await asyncio.gather(*(s.client(gateway) for _ in range(sessions)))
+    latencies: list[float] = []
+
+    async def one(conn: asyncssh.SSHClientConnection) -> None:
+        proc = await conn.create_process(
+            "stty -echo; stty raw; exec cat", term_type="xterm", encoding=None
+        )
+        proc.stdin.write(b"w")  # warm-up: the upstream channel is open once this echoes
+        await proc.stdout.readexactly(1)
+        for _ in range(per_session):
+            start = time.perf_counter()
+            proc.stdin.write(b"k")
+            await proc.stdout.readexactly(1)
+            latencies.append((time.perf_counter() - start) * 1000)
+            await asyncio.sleep(0.1)  # ~10 keystrokes a second per session
+        proc.close()
+
+    await asyncio.gather(*(one(c) for c in conns))
+    for conn in conns:
+        conn.close()
+    return latencies
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def idle_rss(s: Setup, count: int) -> float:
+    before = rss_kb(s.serve.pid)
+    conns = []
+    for i in range(0, count, 50):
+        batch = await asyncio.gather(*(s.client(True) for _ in range(min(50, count - i))))
+        for conn in batch:
+            await conn.create_process("sleep 600", term_type="xterm")
+        conns += batch
+    await asyncio.sleep(2)
+    after = rss_kb(s.serve.pid)
+    for conn in conns:
+        conn.close()
+    await asyncio.sleep(2)
+    return (after - before) / count
+
+
+async def kill_latency(s: Setup, rounds: int) -> list[float]:
+    import json
+
+    samples = []
+    for _ in range(rounds):
+        conn = await s.client(True)
+        proc = await conn.create_process("echo up; sleep 600")
+        await proc.stdout.readline()
+        listing = sh(
+            PY,
+            "-m",
+            "gateway",
+            "sessions",
+            "--active",
+            "--json",
+            "--config",
+            str(s.config),
+            env=s.env,
+        )
+        sid = json.loads(listing)[0]["id"]
+        # The CLI's own start-up is not the kill path: time from the request being
+        # committed (what `lockgate terminate` does) to the client seeing the channel close.
+        from gateway.cluster import ClusterBus
+        from gateway.config import load_config
+        from gateway.services import open_services
+
+        services = await open_services(load_config(s.config))
+        bus = ClusterBus(services.maker, "bench")
+        start = time.perf_counter()
+        await bus.send("terminate", {"session": sid, "reason": "bench"})
+        await proc.wait_closed()
+        samples.append((time.perf_counter() - start) * 1000)
+        await services.aclose()
+        conn.close()
+    return samples
+
+
+class Rows(list[tuple[str, str, str, str]]):
+    """Rows printed as they are measured, then as one aligned table."""
+
+    def append(self, row: tuple[str, str, str, str]) -> None:
+        print("  ..", " | ".join(row), flush=True)
+        super().append(row)
+
+    def table(self) -> None:
+        head = ("measure", "direct sshd", "via Lockgate", "ratio / added")
+        widths = [max(len(r[i]) for r in [head, *self]) for i in range(4)]
+        for row in [head, *self]:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer sessions")
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--database-url")
+    args = parser.parse_args()
+    exec_mb, pty_mb = (100, 50) if args.quick else (300, 200)
+    sessions = min(args.sessions, 50) if args.quick else args.sessions
+    work = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
+    work.chmod(0o755)
+    s = Setup(work, args.database_url)
+    text = Path(f"/tmp/lockgate-bench-{pty_mb}.txt")
+    if not text.exists():
+        line = b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod\n"
+        text.write_bytes(line * (pty_mb * 1024 * 1024 // len(line)))
+        text.chmod(0o644)
+    s.start()
+    rows = Rows()
+    try:
+        d, g = bulk(s, False, exec_mb, False), bulk(s, True, exec_mb, False)
+        rows.append((f"exec bulk ({exec_mb} MB)", f"{d:.0f} MB/s", f"{g:.0f} MB/s", f"{g / d:.2f}"))
+        d, g = bulk(s, False, pty_mb, True), bulk(s, True, pty_mb, True)
+        rows.append(
+            (f"pty bulk ({pty_mb} MB, recorded)", f"{d:.1f} MB/s", f"{g:.1f} MB/s", f"{g / d:.2f}")
+        )
+        for n, per in ((1, 200), (sessions, 20)):
+            d_l = await keystrokes(s, False, n, per)
+            g_l = await keystrokes(s, True, n, per)
+            rows.append(
+                (
+                    f"keystroke echo, {n} session(s), p50",
+                    f"{pct(d_l, 0.5):.2f} ms",
+                    f"{pct(g_l, 0.5):.2f} ms",
+                    f"+{pct(g_l, 0.5) - pct(d_l, 0.5):.2f} ms",
+                )
+            )
+            rows.append(
+                (
+                    f"keystroke echo, {n} session(s), p99",
+                    f"{pct(d_l, 0.99):.2f} ms",
+                    f"{pct(g_l, 0.99):.2f} ms",
+                    f"+{pct(g_l, 0.99) - pct(d_l, 0.99):.2f} ms",
+                )
+            )
+        d_s = statistics.median(timed([*s.ssh(False), "true"]) for _ in range(10))
+        g_s = statistics.median(timed([*s.ssh(True), "true"]) for _ in range(10))
+        rows.append(
+            (
+                "session setup (ssh true), median",
+                f"{d_s * 1000:.0f} ms",
+                f"{g_s * 1000:.0f} ms",
+                f"+{(g_s - d_s) * 1000:.0f} ms",
+            )
+        )
+        idle = 200 if args.quick else 1000
+        per = await idle_rss(s, idle)
+        rows.append(
+            (
+                f"gateway RSS per idle pty session ({idle})",
+                "-",
+                f"{per:.0f} KB",
+                f"{per * 1000 / 1024:.0f} MB per 1000",
+            )
+        )
+        kills = await kill_latency(s, 5 if args.quick else 10)
+        rows.append(
+            (
+                "kill latency (request committed -> client closed)",
+                "-",
+                f"p50 {pct(kills, 0.5):.0f} ms, max {max(kills):.0f} ms",
+                "-",
+            )
+        )
+    except Exception:
+        print((work / "serve.log").read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    rows.table()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
