@@ -53,8 +53,9 @@ async def publish(
             at=now, origin=origin, kind=kind, payload=json.dumps(dict(payload), sort_keys=True)
         )
     )
-    if db.bind.dialect.name == "postgresql":
-        event_id = result.inserted_primary_key[0] if result.inserted_primary_key else ""
+    if db.get_bind().dialect.name == "postgresql":
+        key = getattr(result, "inserted_primary_key", None)
+        event_id = key[0] if key else ""
         await db.execute(sa.select(sa.func.pg_notify(CHANNEL, str(event_id))))
 
 

@@ -206,7 +206,9 @@ def _parse_list(items: object, name: str, source: str, parse: Any) -> tuple[Any,
     names = [getattr(p, "name", None) for p in parsed]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
-        raise ConfigError(f"{source}: [[{name}]] names used twice: {', '.join(sorted(dupes))}")
+        raise ConfigError(
+            f"{source}: [[{name}]] names used twice: {', '.join(sorted(map(str, dupes)))}"
+        )
     return tuple(parsed)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 from gateway.cli.context import Context, Usage
 from policy.durations import parse_duration
 from vault.secret import Secret
+from vault.service import CredentialKind
 
 USER_COLUMNS = ("name", "roles", "public_keys", "has_password", "totp_enabled", "disabled")
 TARGET_COLUMNS = ("name", "kind", "host", "port", "url", "accounts", "default_account", "labels")
@@ -87,8 +89,8 @@ async def _scan_and_confirm(ctx: Context, host: str, port: int) -> str:
     import asyncssh
 
     try:
-        key = await asyncssh.get_server_host_key(host, port, login_timeout=10)
-    except (OSError, asyncssh.Error) as exc:
+        key = await asyncio.wait_for(asyncssh.get_server_host_key(host, port), 15)
+    except (OSError, TimeoutError, asyncssh.Error) as exc:
         raise Usage(f"cannot fetch the host key of {host}:{port}: {exc}") from None
     if key is None:
         raise Usage(f"{host}:{port} offered no host key")
@@ -141,7 +143,7 @@ async def credential_set(ctx: Context) -> int:
             ctx.actor, target.name, a.account, "private_key", Secret(data), passphrase=passphrase
         )
     else:
-        kind = "http_basic" if target.kind == "http" else "password"
+        kind: CredentialKind = "http_basic" if target.kind == "http" else "password"
         public = {"username": a.account} if kind == "http_basic" else None
         info = await vault.set_credential(
             ctx.actor,

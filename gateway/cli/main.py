@@ -224,7 +224,7 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             services=None,
             actor=args.actor or SYSTEM_ACTOR,
         )
-        return await handler(ctx)
+        return int(await handler(ctx))
     config = load_config(path)
     services = await open_services(config)
     try:
@@ -236,7 +236,7 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             services=services,
             actor=args.actor or SYSTEM_ACTOR,
         )
-        return await handler(ctx)
+        return int(await handler(ctx))
     finally:
         await services.aclose()
 

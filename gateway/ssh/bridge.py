@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import asyncssh
 
@@ -50,7 +50,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self.closed = False
 
     # --- requests ----------------------------------------------------------------
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
 
     def pty_requested(
@@ -100,7 +100,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 term_type=term_type,
                 term_size=term_size,
                 term_modes=term_modes or {},
-                env=env,
+                env=cast("dict[str | bytes, str | bytes]", env),
                 encoding=None,
             )
         except Exception as exc:

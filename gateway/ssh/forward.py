@@ -28,7 +28,7 @@ def _gateway_names(live: LiveSshSession) -> set[str]:
     out: seen from the target, it is the target itself."""
     names = {live.gw.broker.gateway_host, socket.gethostname()}
     with contextlib.suppress(OSError):
-        names.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+        names.update(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
     return {
         n.lower() for n in names if n and n.lower() not in LOCAL_NAMES and not n.startswith("127.")
     }

@@ -462,7 +462,7 @@ class _RefusedChannel(asyncssh.SSHServerSession[bytes]):
         self.message = message
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
 
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
 
     def pty_requested(self, *args: Any) -> bool:

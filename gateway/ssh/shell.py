@@ -159,8 +159,8 @@ async def _dispatch(ctx: ShellContext, args: argparse.Namespace, out: StringIO) 
         ]
         return show(rows, ("id", "target", "account", "time_left", "connect"))
     if args.cmd == "requests":
-        rows = await policy.list_requests(ctx.user, mine_only=True)
-        return show(rows, ("id", "target", "account", "duration", "state", "reason"))
+        requests = await policy.list_requests(ctx.user, mine_only=True)
+        return show(requests, ("id", "target", "account", "duration", "state", "reason"))
     if args.cmd == "cancel":
         return show(await policy.cancel(ctx.user, args.request))
     if args.cmd == "extend":
@@ -212,7 +212,7 @@ class ShellChannel(asyncssh.SSHServerSession[bytes]):
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
 
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
 
     def pty_requested(self, term_type: str, term_size: object, term_modes: object) -> bool:

@@ -62,7 +62,7 @@ async def connect_upstream(
             login_timeout=CONNECT_TIMEOUT,
             keepalive_interval=30,
             keepalive_count_max=3,
-            **options,  # type: ignore[arg-type]
+            **options,
         )
     except asyncssh.HostKeyNotVerifiable:
         raise UpstreamError(
