@@ -171,11 +171,11 @@ def timed(argv: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def bulk(s: Setup, gateway: bool, megabytes: int, pty: bool) -> float:
+def bulk(s: Setup, gateway: bool, megabytes: int, pty: bool, *extra: str) -> float:
     if pty:
         command = f"cat /tmp/lockgate-bench-{megabytes}.txt"
-        return megabytes / timed([*s.ssh(gateway, "-tt"), command])
-    return megabytes / timed([*s.ssh(gateway), f"head -c {megabytes}M /dev/zero"])
+        return megabytes / timed([*s.ssh(gateway, "-tt", *extra), command])
+    return megabytes / timed([*s.ssh(gateway, *extra), f"head -c {megabytes}M /dev/zero"])
 
 
 async def keystrokes(s: Setup, gateway: bool, sessions: int, per_session: int) -> list[float]:
@@ -200,6 +200,35 @@ async def keystrokes(s: Setup, gateway: bool, sessions: int, per_session: int) -
     for conn in conns:
         conn.close()
     return latencies
+
+
+async def wait_indexed(s: Setup) -> None:
+    """Let the gateway's indexer finish, so it does not load the next measurement."""
+    import sqlalchemy as sa
+
+    from gateway.config import load_config
+    from gateway.services import open_services
+    from recorder.tables import recordings
+
+    services = await open_services(load_config(s.config))
+    try:
+        for _ in range(1200):
+            async with services.maker() as db:
+                pending = (
+                    await db.execute(
+                        sa.select(sa.func.count())
+                        .select_from(recordings)
+                        .where(
+                            recordings.c.sha256.is_not(None),
+                            recordings.c.indexed_to < recordings.c.size,
+                        )
+                    )
+                ).scalar()
+            if not pending:
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await services.aclose()
 
 
 def rss_kb(pid: int) -> int:
@@ -300,12 +329,28 @@ async def main() -> None:
     s.start()
     rows = Rows()
     try:
-        d, g = bulk(s, False, exec_mb, False), bulk(s, True, exec_mb, False)
-        rows.append((f"exec bulk ({exec_mb} MB)", f"{d:.0f} MB/s", f"{g:.0f} MB/s", f"{g / d:.2f}"))
-        d, g = bulk(s, False, pty_mb, True), bulk(s, True, pty_mb, True)
-        rows.append(
-            (f"pty bulk ({pty_mb} MB, recorded)", f"{d:.1f} MB/s", f"{g:.1f} MB/s", f"{g / d:.2f}")
-        )
+        gcm = ("-c", "aes128-gcm@openssh.com")
+        for label, extra in (("", ()), (", client leg aes128-gcm", gcm)):
+            d, g = bulk(s, False, exec_mb, False, *extra), bulk(s, True, exec_mb, False, *extra)
+            rows.append(
+                (
+                    f"exec bulk ({exec_mb} MB){label}",
+                    f"{d:.0f} MB/s",
+                    f"{g:.0f} MB/s",
+                    f"{g / d:.2f}",
+                )
+            )
+            await wait_indexed(s)
+            d, g = bulk(s, False, pty_mb, True, *extra), bulk(s, True, pty_mb, True, *extra)
+            rows.append(
+                (
+                    f"pty bulk ({pty_mb} MB, recorded){label}",
+                    f"{d:.1f} MB/s",
+                    f"{g:.1f} MB/s",
+                    f"{g / d:.2f}",
+                )
+            )
+            await wait_indexed(s)
         for n, per in ((1, 200), (sessions, 20)):
             d_l = await keystrokes(s, False, n, per)
             g_l = await keystrokes(s, True, n, per)

@@ -173,6 +173,7 @@ async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> No
         bus = ClusterBus(services.maker, config.server.node_name)
         node = Node(config, services, broker, registry, gateway, killswitch, bus, metrics)
         node.extra.append(recordings.aclose)
+        await recordings.index_pending()
         bus.subscribe(node.on_event)
         await bus.start()
         listen = config.server.ssh_listen

@@ -65,7 +65,7 @@ class ClusterBus:
         maker: SessionMaker,
         node: str,
         *,
-        poll_interval: float = 0.25,
+        poll_interval: float = 0.1,
         clock: Clock = utcnow,
     ) -> None:
         self.maker = maker

@@ -151,12 +151,33 @@ class RecordingStore:
                 .values(indexed_to=size)
             )
 
+    async def index_pending(self) -> int:
+        """Queue every sealed recording not fully indexed (e.g. after a restart)."""
+        async with self.maker() as db:
+            rows = (
+                await db.execute(
+                    sa.select(recordings.c.session_id).where(
+                        recordings.c.sha256.is_not(None),
+                        recordings.c.indexed_to < recordings.c.size,
+                    )
+                )
+            ).all()
+        for row in rows:
+            self.index_later(row.session_id)
+        return len(rows)
+
     async def aclose(self) -> None:
+        """Stop at once: unfinished indexing is redone by ``index_pending`` next start."""
+        for job in self._jobs:
+            job.cancel()
+        if self._pool is not None:
+            workers = list(getattr(self._pool, "_processes", {}).values())
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for worker in workers:
+                worker.terminate()
+            self._pool = None
         if self._jobs:
             await asyncio.gather(*self._jobs, return_exceptions=True)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
 
     # --- reading ---------------------------------------------------------------------
     async def keyframe_before(self, session_id: str, t: float) -> tuple[float, int, dict[str, Any]]:

@@ -1,0 +1,148 @@
+"""Recorder costs, measured. Not a test: prints a table.
+
+    python bench/recorder.py [--size-mb 1024] [--hours 8]
+
+1. the hot path: ``SessionRecording.output()`` calls/s and MB/s into a real file;
+2. the indexer (the worker-process function) on plain, coloured and full-screen streams;
+3. seeking in a synthetic recording of ``--hours`` hours and ``--size-mb`` MB: keyframe
+   lookup in SQLite plus replay to the moment, at random points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from gateway.db import create_engine, sessionmaker
+from gateway.schema import upgrade
+from recorder.indexer import index_file
+from recorder.replay import frame_at
+from recorder.store import RecordingStore
+from recorder.writer import Recorder
+
+PLAIN = b"".join(b"%06d the quick brown fox jumps over the lazy dog\r\n" % i for i in range(2000))
+COLOURED = b"".join(
+    b"\x1b[01;34mdir%04d\x1b[0m  \x1b[01;32mrun%04d.sh\x1b[0m  file%04d.txt\r\n" % (i, i, i)
+    for i in range(2000)
+)
+FULLSCREEN = b"".join(
+    b"\x1b[H\x1b[2J"
+    + b"".join(
+        b"\x1b[%d;1H\x1b[7m%5d root  20 0 %6d S %4.1f\x1b[0m" % (row, 1000 + row, row * 37, row / 3)
+        for row in range(1, 24)
+    )
+    for _ in range(60)
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--hours", type=float, default=8.0)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="lockgate-recbench-"))
+    engine = create_engine(f"sqlite+aiosqlite:///{work / 'db.sqlite'}")
+    await upgrade(engine)
+    maker = sessionmaker(engine)
+    rows: list[tuple[str, str]] = []
+
+    # 1. hot path
+    recorder = Recorder(work / "rec", maker)
+    rec = await recorder.start("hot", meta={}, width=120, height=40)
+    packet = PLAIN[:4096]
+    n = 50_000
+    start = time.perf_counter()
+    for _ in range(n):
+        rec.output(packet)
+    rec.flush()
+    spent = time.perf_counter() - start
+    await rec.close("done")
+    rows.append(
+        (
+            "output() on the data path, 4 KB packets",
+            f"{n / spent:,.0f} calls/s = {n * len(packet) / spent / 1e6:.0f} MB/s "
+            f"({spent / n * 1e6:.1f} us per packet)",
+        )
+    )
+
+    # 2. indexer throughput
+    for name, sample in (
+        ("plain text", PLAIN),
+        ("coloured ls", COLOURED),
+        ("full-screen (top-like)", FULLSCREEN),
+    ):
+        rec = await recorder.start(f"ix-{name[:4]}", meta={}, width=120, height=40)
+        total = 0
+        while total < 32 * 1024 * 1024:
+            rec.output(sample[:16384])
+            sample = sample[16384:] + sample[:16384]
+            total += 16384
+        await rec.close("done")
+        start = time.perf_counter()
+        index_file(str(rec.path))
+        spent = time.perf_counter() - start
+        rows.append((f"indexer, {name}, 32 MB", f"{total / spent / 1e6:.1f} MB/s"))
+
+    # 3. seek in a long recording
+    clock = FakeClock()
+    long_rec = Recorder(work / "rec", maker, clock=clock)
+    rec = await long_rec.start("long", meta={}, width=120, height=40)
+    target = args.size_mb * 1024 * 1024
+    step = args.hours * 3600 / (target / 4096)
+    written = 0
+    start = time.perf_counter()
+    samples = (PLAIN, COLOURED, FULLSCREEN)
+    i = 0
+    while written < target:
+        clock.t += step
+        chunk = samples[(i // 2000) % 3][(i * 4096) % 60000 : (i * 4096) % 60000 + 4096]
+        rec.output(chunk or PLAIN[:4096])
+        written += len(chunk or PLAIN[:4096])
+        i += 1
+    await rec.close("done")
+    rows.append(
+        (
+            f"writing the {args.hours:g} h, {args.size_mb} MB recording",
+            f"{time.perf_counter() - start:.1f} s",
+        )
+    )
+    store = RecordingStore(work / "rec", maker)
+    start = time.perf_counter()
+    await store.index("long")
+    rows.append(("indexing it (worker process)", f"{time.perf_counter() - start:.1f} s"))
+    await store.aclose()
+    seeks = []
+    rng = random.Random(7)
+    for _ in range(30):
+        t = rng.uniform(0, args.hours * 3600)
+        start = time.perf_counter()
+        keyframe = await store.keyframe_before("long", t)
+        frame_at(str(rec.path), keyframe, t)
+        seeks.append((time.perf_counter() - start) * 1000)
+    rows.append(
+        (
+            "seek to a random moment (30 tries)",
+            f"median {statistics.median(seeks):.0f} ms, max {max(seeks):.0f} ms",
+        )
+    )
+    await engine.dispose()
+    width = max(len(r[0]) for r in rows)
+    for label, value in rows:
+        print(f"{label.ljust(width)}  {value}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
