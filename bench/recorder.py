@@ -1,6 +1,6 @@
 """Recorder costs, measured. Not a test: prints a table.
 
-    python bench/recorder.py [--size-mb 1024] [--hours 8]
+    python -m bench.recorder [--size-mb 1024] [--hours 8]
 
 1. the hot path: ``SessionRecording.output()`` calls/s and MB/s into a real file;
 2. the indexer (the worker-process function) on plain, coloured and full-screen streams;

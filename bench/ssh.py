@@ -1,6 +1,6 @@
 """Direct sshd vs through Lockgate, measured in one run. Not a test: prints a table.
 
-    python bench/ssh.py [--quick] [--sessions 200] [--database-url URL]
+    python -m bench.ssh [--quick] [--sessions 200] [--database-url URL]
 
 Starts its own sshd (root needed: it creates the account ``lgbench``), initialises a
 gateway in a temporary directory, runs ``lockgate serve`` as a separate process (so its

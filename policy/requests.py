@@ -32,6 +32,21 @@ def _comment(text: str) -> str:
     return text
 
 
+def _may_decide(
+    request: AccessRequest,
+    rule: Rule,
+    approver: str,
+    approver_roles: frozenset[str],
+    now: datetime,
+    self_message: str,
+) -> None:
+    _pending(request, now)
+    if approver == request.user:
+        raise AccessDenied(self_message)
+    if not may_approve(rule, approver_roles):
+        raise AccessDenied(f"{approver} is not an approver for rule {rule.name}")
+
+
 def approvers(request: AccessRequest) -> set[str]:
     return {a.approver for a in request.approvals if a.decision == "approve"}
 
@@ -45,11 +60,14 @@ def approve(
     now: datetime,
 ) -> AccessRequest:
     """Record one approval; the request becomes APPROVED when the rule's count is reached."""
-    _pending(request, now)
-    if approver == request.user:
-        raise AccessDenied("self-approval is not allowed: you cannot approve your own request")
-    if not may_approve(rule, approver_roles):
-        raise AccessDenied(f"{approver} is not an approver for rule {rule.name}")
+    _may_decide(
+        request,
+        rule,
+        approver,
+        approver_roles,
+        now,
+        "self-approval is not allowed: you cannot approve your own request",
+    )
     if approver in approvers(request):
         raise Conflict(f"{approver} has already approved request {request.id}")
     approvals = (*request.approvals, Approval(approver, "approve", _comment(comment), now))
@@ -70,11 +88,14 @@ def deny(
     now: datetime,
 ) -> AccessRequest:
     """One denial ends the request, whatever approvals it had."""
-    _pending(request, now)
-    if approver == request.user:
-        raise AccessDenied("you cannot decide on your own request; cancel it instead")
-    if not may_approve(rule, approver_roles):
-        raise AccessDenied(f"{approver} is not an approver for rule {rule.name}")
+    _may_decide(
+        request,
+        rule,
+        approver,
+        approver_roles,
+        now,
+        "you cannot decide on your own request; cancel it instead",
+    )
     text = _comment(comment)
     if not text:
         raise InvalidInput("a denial needs a comment")

@@ -215,30 +215,21 @@ def config_path(args: argparse.Namespace) -> Path | None:
 async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path = config_path(args)
     handler = args.handler
-    if getattr(handler, "needs_services", True) is False:
-        ctx = Context(
-            args=args,
-            out=out,
-            err=err,
-            config_path=path,
-            services=None,
-            actor=args.actor or SYSTEM_ACTOR,
-        )
-        return int(await handler(ctx))
-    config = load_config(path)
-    services = await open_services(config)
+    needs_services = getattr(handler, "needs_services", True)
+    services = await open_services(load_config(path)) if needs_services else None
+    ctx = Context(
+        args=args,
+        out=out,
+        err=err,
+        config_path=path,
+        services=services,
+        actor=args.actor or SYSTEM_ACTOR,
+    )
     try:
-        ctx = Context(
-            args=args,
-            out=out,
-            err=err,
-            config_path=path,
-            services=services,
-            actor=args.actor or SYSTEM_ACTOR,
-        )
         return int(await handler(ctx))
     finally:
-        await services.aclose()
+        if services is not None:
+            await services.aclose()
 
 
 def main(

@@ -12,6 +12,26 @@ from tests.ssh.conftest import TARGET_USER, Gateway
 LOGIN = f"alice+{TARGET_USER}@db01"
 
 
+def scp_options(gateway: Gateway) -> list[str]:
+    """Options shared by the scp and sftp clients in these tests."""
+    return [
+        "-P",
+        str(gateway.port),
+        "-i",
+        str(gateway.clients["alice"].key_file),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "-F",
+        "/dev/null",
+    ]
+
+
 async def test_no_grant_refused_without_contacting_target(gateway: Gateway) -> None:
     before = gateway.sshd.connections()
     code, out, err = await gateway.ssh("alice", LOGIN, "id")
@@ -41,22 +61,7 @@ async def test_scp_and_sftp_byte_exact(gateway: Gateway, tmp_path: Path) -> None
     payload = os.urandom(3 * 1024 * 1024 + 17)
     src = tmp_path / "payload.bin"
     src.write_bytes(payload)
-    base = [
-        "-P",
-        str(gateway.port),
-        "-i",
-        str(gateway.clients["alice"].key_file),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "LogLevel=ERROR",
-        "-F",
-        "/dev/null",
-    ]
+    base = scp_options(gateway)
     code, _, err = await gateway.run(
         ["scp", *base, str(src), f"{LOGIN}@127.0.0.1:/tmp/lockgate-up.bin"]
     )
@@ -84,22 +89,7 @@ async def test_sftp_operations_are_recorded(gateway: Gateway, tmp_path: Path) ->
     payload = os.urandom(200_000)
     src = tmp_path / "report.bin"
     src.write_bytes(payload)
-    base = [
-        "-P",
-        str(gateway.port),
-        "-i",
-        str(gateway.clients["alice"].key_file),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "LogLevel=ERROR",
-        "-F",
-        "/dev/null",
-    ]
+    base = scp_options(gateway)
     code, _, err = await gateway.run(
         ["scp", *base, str(src), f"{LOGIN}@127.0.0.1:/tmp/lockgate-report.bin"]
     )
