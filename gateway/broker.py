@@ -77,6 +77,11 @@ class Broker:
         except VaultError:
             return False
 
+    async def mfa_required(self, user: str, target: str, account: str | None) -> bool:
+        """Whether the rule behind the user's grant demands a fresh TOTP for every session."""
+        auth = await self.policy.authorize_session(user, target, account, None)
+        return bool(auth.decision.allowed and auth.rule is not None and auth.rule.mfa_per_session)
+
     async def record(self, actor: str, action: str, subject: str, **details: object) -> None:
         await self.audit.record(actor=actor, action=action, subject=subject, details=details)
 

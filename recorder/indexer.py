@@ -170,3 +170,36 @@ def index_file(path: str) -> IndexResult:
     if not data.startswith(MAGIC):
         raise ValueError("not a Lockgate recording")
     return index_bytes(data)
+
+
+def to_json(result: IndexResult) -> str:
+    return json.dumps(
+        {
+            "width": result.width,
+            "height": result.height,
+            "duration": result.duration,
+            "keyframes": result.keyframes,
+            "lines": result.lines,
+            "events": result.events,
+            "pyte_errors": result.pyte_errors,
+        }
+    )
+
+
+def from_json(text: str) -> IndexResult:
+    data = json.loads(text)
+    return IndexResult(
+        data["width"],
+        data["height"],
+        data["duration"],
+        [(t, int(o), s) for t, o, s in data["keyframes"]],
+        [(t, k, line) for t, k, line in data["lines"]],
+        [(t, k, d) for t, k, d in data["events"]],
+        data["pyte_errors"],
+    )
+
+
+if __name__ == "__main__":  # the worker process: python -m recorder.indexer PATH
+    import sys
+
+    sys.stdout.write(to_json(index_file(sys.argv[1])))

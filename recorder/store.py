@@ -1,15 +1,16 @@
 """Recordings in the database: index results, search, keyframes, verification.
 
-Indexing runs in one worker process (``concurrent.futures``), so pyte never shares a core
-with the gateway's event loop; the loop only writes the results.
+Indexing runs in a child process (``python -m recorder.indexer``), so pyte never shares a
+core with the gateway's event loop; the loop only writes the results.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from concurrent.futures import ProcessPoolExecutor
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from recorder.errors import NotFound
-from recorder.indexer import IndexResult, index_file
+from recorder.indexer import IndexResult, from_json
 from recorder.integrity import verify_against_seal, verify_file
 from recorder.tables import events, keyframes, recordings, text_lines
 
@@ -59,7 +60,7 @@ class RecordingStore:
     def __init__(self, root: Path, maker: async_sessionmaker[AsyncSession]) -> None:
         self.root = root
         self.maker = maker
-        self._pool: ProcessPoolExecutor | None = None
+        self._children: set[asyncio.subprocess.Process] = set()
         self._jobs: set[asyncio.Task[None]] = set()
 
     def _info(self, row: Any) -> RecordingInfo:
@@ -109,11 +110,26 @@ class RecordingStore:
             log.exception("indexing recording %s failed", session_id)
 
     async def index(self, session_id: str) -> IndexResult:
+        """Index in a child process (pyte never runs in this one); killed at shutdown."""
         info = await self.get(session_id)
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=1)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._pool, index_file, str(info.path))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "recorder.indexer",
+            str(info.path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._children.add(proc)
+        try:
+            out, err = await proc.communicate()
+        finally:
+            self._children.discard(proc)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"indexing {session_id} failed: {err.decode(errors='replace').strip()[-300:]}"
+            )
+        result = from_json(out.decode())
         await self.save_index(session_id, result, info.size)
         return result
 
@@ -168,14 +184,11 @@ class RecordingStore:
 
     async def aclose(self) -> None:
         """Stop at once: unfinished indexing is redone by ``index_pending`` next start."""
+        for proc in list(self._children):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
         for job in self._jobs:
             job.cancel()
-        if self._pool is not None:
-            workers = list(getattr(self._pool, "_processes", {}).values())
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            for worker in workers:
-                worker.terminate()
-            self._pool = None
         if self._jobs:
             await asyncio.gather(*self._jobs, return_exceptions=True)
 

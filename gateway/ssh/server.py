@@ -347,8 +347,15 @@ class GatewayConnection(asyncssh.SSHServer):
         if login is None or self.gw.throttle.blocked(*self._keys(login, username)):
             return await self._failed(username, "publickey")
         if await self.gw.broker.key_allowed(login.user, key):
-            return True
+            # Per-session MFA: a key is not enough; the client moves on to
+            # keyboard-interactive, where a fresh TOTP code is asked for.
+            return not await self._needs_mfa(login)
         return await self._failed(username, "publickey")
+
+    async def _needs_mfa(self, login: Login) -> bool:
+        if login.target is None:
+            return False
+        return await self.gw.broker.mfa_required(login.user, login.target, login.account)
 
     def password_auth_supported(self) -> bool:
         return True
@@ -358,7 +365,7 @@ class GatewayConnection(asyncssh.SSHServer):
         if login is None or self.gw.throttle.blocked(*self._keys(login, username)):
             return await self._failed(username, "password")
         ok, has_totp = await self.gw.broker.password_ok(login.user, password)
-        if ok and not has_totp:
+        if ok and not has_totp and not await self._needs_mfa(login):
             return True
         return await self._failed(username, "password")
 
@@ -383,6 +390,8 @@ class GatewayConnection(asyncssh.SSHServer):
             if not ok:
                 return await self._failed(username, "keyboard-interactive")
             if not has_totp:
+                if await self._needs_mfa(login):  # the rule demands a code it cannot get
+                    return await self._failed(username, "totp-not-enrolled")
                 return True
             self._kbd[username] = 1
             return "", "", "", [("Verification code: ", True)]

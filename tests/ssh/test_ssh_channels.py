@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import asyncssh
+import pytest
 
 from policy.service import SYSTEM_ACTOR
 from tests.ssh.conftest import TARGET_USER, Gateway, free_port
@@ -211,3 +212,76 @@ async def test_recording_is_sealed_and_holds_no_credential(gateway: Gateway) -> 
     assert gateway.sshd.password.encode() not in data
     result = verify_file(files[0])
     assert result.ok and result.sealed, result
+
+
+async def test_per_session_mfa(gateway: Gateway) -> None:
+    """A rule with mfa_per_session: the key alone is refused; password + fresh TOTP pass."""
+    import base64
+    from dataclasses import replace
+
+    from vault import totp
+
+    policy = gateway.policy
+    policy.rules = tuple(
+        replace(r, mfa_per_session=True) if r.name == "dev" else r for r in policy.rules
+    )
+    await policy.set_password(SYSTEM_ACTOR, "alice", "alice's long password")
+    uri = await gateway.services.vault.enroll_totp(SYSTEM_ACTOR, "alice")
+    await policy.set_totp_enabled(SYSTEM_ACTOR, "alice", True)
+    secret = uri.split("secret=")[1].split("&")[0]
+    seed = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    await gateway.grant("alice")
+
+    code, _, _ = await gateway.ssh("alice", LOGIN, "true")
+    assert code != 0  # the key alone no longer opens this target
+
+    answers: list[str] = []
+
+    class Client(asyncssh.SSHClient):
+        def kbdint_auth_requested(self) -> str:
+            return ""
+
+        def kbdint_challenge_received(
+            self, name: str, instructions: str, lang: str, prompts: list[tuple[str, bool]]
+        ) -> list[str] | None:
+            self.rounds = getattr(self, "rounds", 0) + any("Password" in p for p, _ in prompts)
+            if self.rounds > 1:
+                return None  # one round only: a refused login must end, not retry
+            replies = []
+            for prompt, _ in prompts:
+                answers.append(prompt)
+                replies.append(
+                    "alice's long password"
+                    if "Password" in prompt
+                    else totp.code_at(seed, gateway.timer.now())
+                )
+            return replies
+
+    conn, _ = await asyncssh.create_connection(
+        Client,
+        "127.0.0.1",
+        gateway.port,
+        username=LOGIN,
+        known_hosts=None,
+        config=None,
+        client_keys=[str(gateway.clients["alice"].key_file)],
+        agent_path=None,
+        preferred_auth="publickey,keyboard-interactive",
+    )
+    async with conn:
+        result = await conn.run("echo with-mfa", check=False)
+    assert result.stdout == "with-mfa\n"
+    assert answers == ["Password: ", "Verification code: "]
+    # the same code cannot be used again (replay): the login is refused
+    with pytest.raises((asyncssh.PermissionDenied, asyncssh.ConnectionLost)):
+        await asyncssh.create_connection(
+            Client,
+            "127.0.0.1",
+            gateway.port,
+            username=LOGIN,
+            known_hosts=None,
+            config=None,
+            client_keys=None,
+            agent_path=None,
+            preferred_auth="keyboard-interactive",
+        )
