@@ -78,6 +78,7 @@ class ClusterBus:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
+        self._stopping = False
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
@@ -88,6 +89,7 @@ class ClusterBus:
             await publish(db, self.node, kind, payload, self.clock())
 
     async def start(self) -> None:
+        self._stopping = False
         # Only events from now on matter: older kills concern sessions that no longer exist.
         self._since = self.clock().astimezone(UTC) - timedelta(seconds=1)
         dialect = self.maker.kw["bind"].dialect.name
@@ -104,25 +106,26 @@ class ClusterBus:
         await self._listener.add_listener(CHANNEL, lambda *_: self._wake.set())
 
     async def stop(self) -> None:
+        # A flag and a wake-up, not cancel(): on Python 3.11 a cancellation racing with the
+        # NOTIFY wake-up could be swallowed by wait_for and the follower never stopped.
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.poll_once()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("cluster: reading events failed; retrying")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def poll_once(self) -> int:
