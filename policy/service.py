@@ -168,6 +168,11 @@ class PolicyService:
             if not _ROLE.match(role):
                 raise InvalidInput(f"invalid role {role!r}")
         keys = list(dict.fromkeys(normalize_key(k) for k in public_keys))
+        if password is not None:
+            # Check the actor before argon2 runs: hashing is deliberately expensive, and only
+            # an admin may make the gateway spend it here.
+            async with self.maker() as db:
+                await self._admin(db, actor, "add users")
         hashed = hash_password(password) if password is not None else None
 
         async def write(db: AsyncSession) -> User:
@@ -241,8 +246,15 @@ class PolicyService:
             name,
             "user.password",
             "set passwords",
-            {"password_hash": hash_password(password)},
+            {"password_hash": await self._hash_as(actor, name, password)},
         )
+
+    async def _hash_as(self, actor: str, name: str, password: str) -> str:
+        """argon2 only for an actor allowed to set this password (admin or the user)."""
+        if actor != name:
+            async with self.maker() as db:
+                await self._admin(db, actor, "set passwords")
+        return hash_password(password)
 
     async def set_totp_enabled(self, actor: str, name: str, enabled: bool) -> User:
         return await self._update_user(

@@ -262,3 +262,17 @@ async def test_audit_failure_aborts_action(
         await broken.add_user(SYSTEM_ACTOR, "zed")
     with pytest.raises(NotFound):
         await svc.get_user("zed")
+
+
+async def test_password_hashing_needs_authorization_first(
+    svc: PolicyService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import policy.service as service_module
+
+    calls: list[str] = []
+    monkeypatch.setattr(service_module, "hash_password", lambda p: calls.append(p) or "x")
+    with pytest.raises(AccessDenied):
+        await svc.add_user("alice", "zed", password="a long enough password")
+    with pytest.raises(AccessDenied):
+        await svc.set_password("alice", "bob", "a long enough password")
+    assert calls == []
