@@ -133,6 +133,19 @@ class Broker:
         self, target: Target, account: str, session_id: str, user: str, valid_until: datetime
     ) -> UpstreamCredential:
         try:
+            if await self.vault.credential_kind(target.name, account) == "ssh_ca":
+                key = asyncssh.generate_private_key("ssh-ed25519")
+                cert = await self.vault.sign_user_certificate(
+                    target.name,
+                    account,
+                    session_id,
+                    user,
+                    key.export_public_key().decode(),
+                    valid_until,
+                )
+                return UpstreamCredential(
+                    account, key=key, certificate=asyncssh.import_certificate(cert)
+                )
             out = await self.vault.checkout(target.name, account, session_id, actor=user)
         except VaultError as exc:
             raise UpstreamRefused(
@@ -142,19 +155,6 @@ class Broker:
             return UpstreamCredential(account, password=out.secret)
         if out.kind == "private_key":
             return UpstreamCredential(account, key=asyncssh.import_private_key(out.secret.reveal()))
-        if out.kind == "ssh_ca":
-            key = asyncssh.generate_private_key("ssh-ed25519")
-            cert = await self.vault.sign_user_certificate(
-                target.name,
-                account,
-                session_id,
-                user,
-                key.export_public_key().decode(),
-                valid_until,
-            )
-            return UpstreamCredential(
-                account, key=key, certificate=asyncssh.import_certificate(cert)
-            )
         raise UpstreamRefused(f"the credential for {account}@{target.name} is not for SSH")
 
     # --- session records ---------------------------------------------------------

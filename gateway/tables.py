@@ -71,3 +71,12 @@ cluster_events = sa.Table(
     sa.Column("kind", sa.String(40), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
 )
+
+# Signatures of accepted SIEM signals, so a replay is refused on every node. Rows older than
+# the timestamp window are pruned: a replay that old fails the window check anyway.
+signals_seen = sa.Table(
+    "gw_signals_seen",
+    metadata,
+    sa.Column("signature", sa.String(64), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+)

@@ -11,14 +11,20 @@ from recorder.events import Kind, Record, iter_records_from
 from recorder.indexer import Feeder
 from recorder.screen import Snapshot, TerminalModel
 
+Keyframe = tuple[float, int, dict[str, Any]]  # time, file offset, screen
 
-def frame_at(path: str, keyframe: tuple[float, int, dict[str, Any]], t: float) -> dict[str, Any]:
-    """The screen at ``t``: the keyframe's screen plus the records after it up to ``t``."""
-    _, offset, screen = keyframe
-    snap = Snapshot.from_dict(screen)
+
+def _restore(keyframe: Keyframe) -> tuple[TerminalModel, Feeder]:
+    snap = Snapshot.from_dict(keyframe[2])
     model = TerminalModel(snap.width, snap.height)
     model.restore(snap)
-    feeder = Feeder(model)
+    return model, Feeder(model)
+
+
+def frame_at(path: str, keyframe: Keyframe, t: float) -> dict[str, Any]:
+    """The screen at ``t``: the keyframe's screen plus the records after it up to ``t``."""
+    offset = keyframe[1]
+    model, feeder = _restore(keyframe)
     reached = keyframe[0]
     for record in iter_records_from(path, offset):
         if record.t > t:
@@ -27,6 +33,49 @@ def frame_at(path: str, keyframe: tuple[float, int, dict[str, Any]], t: float) -
         reached = record.t
     feeder.flush()
     return {"t": reached, **model.snapshot().as_dict()}
+
+
+def frames_between(
+    path: str,
+    keyframe: Keyframe,
+    start: float,
+    end: float,
+    *,
+    step: float = 0.1,
+    limit: int = 300,
+) -> list[dict[str, Any]]:
+    """The screens shown between ``start`` and ``end``: the one at ``start``, then one each
+    time the screen changed, at most one per ``step`` seconds and ``limit`` in all. Times
+    with nothing on screen changing are absent, which is what idle skipping needs."""
+    offset = keyframe[1]
+    model, feeder = _restore(keyframe)
+    frames: list[dict[str, Any]] = []
+    last: Snapshot | None = None
+    last_emit = start
+    applied: float | None = None  # time of the last record applied at or after start
+
+    def emit(t: float) -> None:
+        nonlocal last, last_emit
+        feeder.flush()
+        current = model.snapshot()
+        if current != last:
+            frames.append({"t": t, **current.as_dict()})
+            last = current
+        last_emit = t
+
+    for record in iter_records_from(path, offset):
+        if record.t > end or len(frames) >= limit:
+            break
+        if record.t >= start:
+            if last is None:
+                emit(start)
+            elif applied is not None and applied > last_emit and record.t - last_emit >= step:
+                emit(applied)
+            applied = record.t
+        feeder.apply(record)
+    if len(frames) < limit:
+        emit(applied if applied is not None else start)
+    return frames
 
 
 def playback(

@@ -182,6 +182,20 @@ class RecordingStore:
             self.index_later(row.session_id)
         return len(rows)
 
+    async def index_lag(self, now: datetime) -> float:
+        """Seconds since the oldest sealed recording still waiting for its index ended."""
+        async with self.maker() as db:
+            oldest = (
+                await db.execute(
+                    sa.select(sa.func.min(recordings.c.ended_at)).where(
+                        recordings.c.sha256.is_not(None),
+                        recordings.c.indexed_to < recordings.c.size,
+                    )
+                )
+            ).scalar()
+        ended = _utc(oldest)
+        return max(0.0, (now - ended).total_seconds()) if ended is not None else 0.0
+
     async def aclose(self) -> None:
         """Stop at once: unfinished indexing is redone by ``index_pending`` next start."""
         for proc in list(self._children):

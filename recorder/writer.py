@@ -86,10 +86,15 @@ class SessionRecording:
         self._sealing = False
         self.dropped = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._watchers: list[Callable[[bytes], None]] = []
 
     # --- data path -----------------------------------------------------------------
     def _now(self) -> float:
         return self.recorder.clock() - self._t0
+
+    def elapsed(self) -> float:
+        """Seconds since the recording started, on the recording's own time axis."""
+        return self._now()
 
     def _add(self, kind: Kind, data: bytes) -> None:
         if self._failure is not None:
@@ -112,6 +117,14 @@ class SessionRecording:
         if self._pending:
             self._match_echo(data)
         self._add(Kind.OUTPUT, data)
+        for watcher in self._watchers:
+            watcher(data)
+
+    def watch(self, callback: Callable[[bytes], None]) -> Callable[[], None]:
+        """Call ``callback`` with each output chunk as it is recorded (a live view); returns
+        the function that stops it. Only output: input is never shown, echoed or not."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback) if callback in self._watchers else None
 
     def input(self, data: bytes) -> None:
         if not self.pty:

@@ -33,6 +33,9 @@ CREDENTIAL_KINDS: frozenset[str] = frozenset(
     {"password", "private_key", "ssh_ca", "http_basic", "http_header", "totp_seed"}
 )
 MAX_SECRET = 64 * 1024
+# What ``checkout`` hands out: secrets presented upstream as they are. An ``ssh_ca`` key only
+# signs (``sign_user_certificate``); a ``totp_seed`` only verifies codes.
+CHECKOUT_KINDS: frozenset[str] = frozenset({"password", "private_key", "http_basic", "http_header"})
 
 
 def _utcnow() -> datetime:
@@ -190,6 +193,17 @@ class VaultService:
                 db, actor, target, account, "ssh_ca", private, {"ca_public_key": public_line}
             )
 
+    async def credential_kind(self, target: str, account: str) -> str | None:
+        """The kind of the credential for target+account (no decryption, no audit)."""
+        async with self.maker() as db:
+            return (
+                await db.execute(
+                    sa.select(credentials.c.kind).where(
+                        credentials.c.target == target, credentials.c.account == account
+                    )
+                )
+            ).scalar()
+
     async def list_credentials(self) -> list[CredentialInfo]:
         async with self.maker() as db:
             rows = (
@@ -209,6 +223,7 @@ class VaultService:
         actor: str,
         action: str,
         details: dict[str, Any],
+        kinds: frozenset[str],
     ) -> tuple[Any, bytes]:
         row = (
             await db.execute(
@@ -219,6 +234,9 @@ class VaultService:
         ).first()
         if row is None:
             raise NotFound(f"no credential for {account}@{target}")
+        if row.kind not in kinds:
+            # Checked before decryption: a CA key or a TOTP seed never leaves the vault.
+            raise InvalidInput(f"the credential for {account}@{target} cannot be used this way")
         plaintext = crypto.open_sealed(self.keyring, _binding(row), _sealed(row))
         await self.audit.append(
             db,
@@ -231,10 +249,17 @@ class VaultService:
 
     async def checkout(self, target: str, account: str, session_id: str, actor: str) -> CheckedOut:
         """Decrypt for one session; the audit event is committed before the secret is
-        returned. Raises NotFound or IntegrityError."""
+        returned. Only ``CHECKOUT_KINDS`` leave the vault. Raises NotFound, InvalidInput
+        (another kind, refused before decryption) or IntegrityError."""
         async with self.maker() as db, db.begin():
             row, plaintext = await self._checkout(
-                db, target, account, actor, "credential.checkout", {"session": session_id}
+                db,
+                target,
+                account,
+                actor,
+                "credential.checkout",
+                {"session": session_id},
+                CHECKOUT_KINDS,
             )
         return CheckedOut(row.kind, Secret(plaintext), json.loads(row.public))
 
@@ -250,16 +275,15 @@ class VaultService:
         """Sign an OpenSSH user certificate with the target's ``ssh_ca`` credential: principal =
         account, key id = session id, valid until ``valid_until``. Audited."""
         async with self.maker() as db, db.begin():
-            row, ca_private = await self._checkout(
+            _, ca_private = await self._checkout(
                 db,
                 target,
                 account,
                 actor,
                 "credential.sign",
                 {"session": session_id, "valid_until": valid_until.isoformat()},
+                frozenset({"ssh_ca"}),
             )
-            if row.kind != "ssh_ca":
-                raise InvalidInput(f"the credential for {account}@{target} is not an SSH CA")
         return sshca.sign_user_key(
             ca_private,
             user_public_key,

@@ -181,3 +181,27 @@ async def test_totp_accept_replay_window(vault: VaultService) -> None:
     assert not await vault.verify_totp("alice", "12345x", far)
     assert not await vault.verify_totp("nobody", "123456", far)
     assert all(c.kind != "totp_seed" for c in await vault.list_credentials())
+
+
+async def test_checkout_never_hands_out_a_ca_key_or_totp_seed(
+    vault: VaultService, audit: AuditLog, maker: SessionMaker
+) -> None:
+    await vault.create_ssh_ca("admin", "db01", "deploy")
+    uri = await vault.enroll_totp("admin", "alice")
+    async with maker() as db:
+        seed_row = (
+            await db.execute(sa.select(credentials).where(credentials.c.kind == "totp_seed"))
+        ).one()
+    for target, account in (("db01", "deploy"), (seed_row.target, seed_row.account)):
+        with pytest.raises(InvalidInput) as refused:
+            await vault.checkout(target, account, "se-9", "alice")
+        assert "PRIVATE KEY" not in str(refused.value) and uri not in repr(refused.value)
+        assert await vault.credential_kind(target, account) in ("ssh_ca", "totp_seed")
+    await vault.set_credential("admin", "db01", "root", "password", Secret(PLAINTEXT))
+    with pytest.raises(InvalidInput):
+        await vault.sign_user_certificate(
+            "db01", "root", "se-9", "alice", "ssh-ed25519 AAAA", datetime.now(UTC)
+        )
+    actions = [e.action for e in await audit.events()]
+    assert "credential.checkout" not in actions and "credential.sign" not in actions
+    assert await vault.credential_kind("db01", "nothing") is None
