@@ -23,14 +23,17 @@ from aiohttp import web
 from gateway.broker import Broker
 from gateway.cluster import ClusterBus, ClusterEvent
 from gateway.config import Config
-from gateway.control import RECHECK, TERMINATE
+from gateway.control import RECHECK, TERMINATE, SessionControl
 from gateway.killswitch import KillSwitch, RealTimer
 from gateway.metrics import Metrics, kill_reason
 from gateway.services import Services, StartupError, check_database, open_services
 from gateway.sessions import SessionRegistry
 from gateway.ssh.server import SshGateway
 from gateway.ssh.throttle import Throttle
-from gateway.web.health import add_health_routes
+from gateway.web.app import build_app
+from gateway.web.auth import BrowserSessions, SignIn
+from gateway.web.deps import Deps
+from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
 from recorder.store import RecordingStore
 from recorder.writer import Recorder
@@ -55,6 +58,7 @@ class Node:
     metrics: Metrics
     acceptor: asyncssh.SSHAcceptor | None = None
     runner: web.AppRunner | None = None
+    deps: Deps | None = None
     extra: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -168,6 +172,7 @@ async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> No
             AnomalyEngine(config.anomaly_rules),
             Throttle(config.max_failed_logins, services.policy.now),
             host_keys,
+            metrics,
         )
         killswitch = KillSwitch(registry, RealTimer(), broker.recheck)
         bus = ClusterBus(services.maker, config.server.node_name)
@@ -182,7 +187,6 @@ async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> No
         except OSError as exc:
             raise StartupError(f"cannot listen for SSH on {listen} ({exc.strerror})") from None
         broker.gateway_port = node.ssh_port
-        app = web.Application()
 
         async def database_ok() -> bool:
             await check_database(services.engine)
@@ -194,8 +198,31 @@ async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> No
         async def listeners_ok() -> bool:
             return node.acceptor is not None and node.acceptor.sockets != []
 
-        add_health_routes(
-            app, metrics, {"database": database_ok, "vault": vault_ok, "listeners": listeners_ok}
+        async def refresh_gauges() -> None:
+            now = services.policy.now()
+            grants = await services.policy.list_grants(SYSTEM_ACTOR, active_only=True)
+            pending = await services.policy.list_requests(SYSTEM_ACTOR, pending_only=True)
+            metrics.grants_active.set(len(grants))
+            metrics.requests_pending.set(len(pending))
+            metrics.index_lag.set(await recordings.index_lag(now))
+
+        browser = BrowserSessions(services.policy.now)
+        deps = Deps(
+            services=services,
+            control=SessionControl(
+                services.maker, services.policy, services.audit, config.server.node_name
+            ),
+            recordings=recordings,
+            registry=registry,
+            metrics=metrics,
+            browser=browser,
+            signin=SignIn(services, gateway.throttle, browser, metrics),
+        )
+        node.deps = deps
+        app = build_app(
+            deps,
+            {"database": database_ok, "vault": vault_ok, "listeners": listeners_ok},
+            [refresh_gauges],
         )
         node.runner = web.AppRunner(app, access_log=None)
         await node.runner.setup()
@@ -233,6 +260,6 @@ def describe(node: Node) -> str:
         f"  SSH:  {cfg.server.ssh_listen.host}:{node.ssh_port}   "
         f"connect: ssh -p {node.ssh_port} USER+ACCOUNT@TARGET@{host}\n"
         f"        gateway shell: ssh -p {node.ssh_port} USER@{host} help\n"
-        f"  HTTP: http://{cfg.server.http_listen.host}:{node.http_port}/healthz, /readyz, "
-        f"/metrics\n"
+        f"  Web:  http://{cfg.server.http_listen.host}:{node.http_port}/  "
+        f"(API: /api/v1/openapi.json; /healthz, /readyz, /metrics)\n"
     )

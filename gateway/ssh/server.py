@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncssh
 
 from gateway.broker import Broker, UpstreamRefused, new_session_id
+from gateway.metrics import Metrics, kill_reason
 from gateway.sessions import SessionRegistry
 from gateway.ssh.bridge import ClientChannel
 from gateway.ssh.login import Login, LoginError, parse_login
@@ -72,6 +74,7 @@ class SshGateway:
     anomaly: AnomalyEngine
     throttle: Throttle
     host_keys: Sequence[asyncssh.SSHKey]
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def listen(self, host: str, port: int) -> asyncssh.SSHAcceptor:
         return await asyncssh.listen(
@@ -165,7 +168,10 @@ class LiveSshSession:
         cred = await self.gw.broker.upstream_credential(
             self.target_obj, self.account, self.id, self.user, valid_until
         )
-        return await connect_upstream(self.target_obj, cred)
+        started = time.monotonic()
+        conn = await connect_upstream(self.target_obj, cred)
+        self.gw.metrics.upstream_connect.observe(time.monotonic() - started)
+        return conn
 
     async def upstream(self) -> asyncssh.SSHClientConnection:
         assert self._upstream is not None
@@ -280,6 +286,10 @@ class LiveSshSession:
         if self.recording is not None:
             with contextlib.suppress(Exception):
                 await self.recording.close(reason)
+        metrics = self.gw.metrics
+        metrics.sessions_total.labels(kill_reason(reason)).inc()
+        metrics.bytes_total.labels("up").inc(self.bytes_up)
+        metrics.bytes_total.labels("down").inc(self.bytes_down)
         try:
             await self.gw.broker.session_ended(
                 self.id, self.user, reason, self.bytes_up, self.bytes_down
@@ -323,6 +333,7 @@ class GatewayConnection(asyncssh.SSHServer):
     async def _failed(self, username: str, method: str) -> bool:
         login = self._parse(username)
         self.gw.throttle.failed(*self._keys(login, username))
+        self.gw.metrics.auth_failures.labels(method).inc()
         with contextlib.suppress(Exception):
             await self.gw.broker.record(
                 login.user if login else "?",

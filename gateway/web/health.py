@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -10,9 +11,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.metrics import Metrics
 
+log = logging.getLogger(__name__)
 Check = Callable[[], Awaitable[bool]]
 METRICS = web.AppKey("metrics", Metrics)
 CHECKS = web.AppKey("checks", dict[str, Check])
+Refresh = Callable[[], Awaitable[None]]
+REFRESH = web.AppKey("refresh", list[Refresh])
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -31,13 +35,25 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    for refresh in request.app.get(REFRESH, []):
+        try:
+            await refresh()
+        except Exception:
+            log.warning("refreshing gauges before a scrape failed", exc_info=True)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def add_health_routes(app: web.Application, metrics_: Metrics, checks: Mapping[str, Check]) -> None:
+def add_health_routes(
+    app: web.Application,
+    metrics_: Metrics,
+    checks: Mapping[str, Check],
+    refresh: list[Refresh] | None = None,
+) -> None:
+    """``refresh`` callables update gauges read from the database just before a scrape."""
     app[METRICS] = metrics_
     app[CHECKS] = dict(checks)
+    app[REFRESH] = list(refresh or [])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

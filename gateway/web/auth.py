@@ -1,0 +1,228 @@
+"""Who is calling: bearer tokens for scripts, a signed-in cookie for browsers, and CSRF.
+
+- ``Authorization: Bearer lgt_...`` is checked by the policy service (hashed at rest,
+  constant-time compare, expiry, disabled users refused). Requests with a token carry no
+  ambient credential, so they need no CSRF token.
+- Browser sign-in takes a password and, when the user has one, a TOTP code. Failures are
+  throttled per user and per address with the same throttle as SSH, audited, and answered
+  alike whether or not the user exists. The cookie is an opaque random id (HttpOnly,
+  SameSite=Strict, Secure behind TLS); this node keeps only its SHA-256.
+- Every state change made with the cookie needs an ``Origin`` (or ``Referer``) of this site and
+  the session's CSRF token in ``X-CSRF-Token`` (or a ``csrf`` form field), compared in
+  constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from gateway.metrics import Metrics
+from gateway.services import Services
+from gateway.ssh.throttle import Throttle
+from gateway.web.problems import Handler, Problem
+from policy.models import User
+from policy.service import PolicyService
+from vault.errors import VaultError
+
+COOKIE = "lockgate_session"
+SESSION_TTL = timedelta(hours=8)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    via: str  # "token" or "cookie"
+    csrf: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.user.name
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+@dataclass
+class _BrowserSession:
+    user: str
+    csrf: str
+    expires: datetime
+
+
+class BrowserSessions:
+    """Signed-in browsers of this node, keyed by the SHA-256 of the cookie value."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self._by_digest: dict[str, _BrowserSession] = {}
+
+    @staticmethod
+    def _digest(cookie: str) -> str:
+        return hashlib.sha256(cookie.encode()).hexdigest()
+
+    def create(self, user: str) -> tuple[str, str]:
+        """(cookie value, csrf token) for a fresh session."""
+        now = self.clock()
+        for key in [k for k, s in self._by_digest.items() if s.expires <= now]:
+            del self._by_digest[key]
+        cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        self._by_digest[self._digest(cookie)] = _BrowserSession(user, csrf, now + SESSION_TTL)
+        return cookie, csrf
+
+    def lookup(self, cookie: str) -> _BrowserSession | None:
+        session = self._by_digest.get(self._digest(cookie))
+        if session is None or session.expires <= self.clock():
+            return None
+        return session
+
+    def end(self, cookie: str) -> None:
+        self._by_digest.pop(self._digest(cookie), None)
+
+    def end_user(self, user: str) -> None:
+        for key in [k for k, s in self._by_digest.items() if s.user == user]:
+            del self._by_digest[key]
+
+
+def principal(request: web.Request) -> Principal:
+    """The signed-in caller, or 401."""
+    who = request.get(PRINCIPAL)
+    if who is None:
+        raise Problem(401, "unauthorized", "sign in or send a bearer token")
+    assert isinstance(who, Principal)
+    return who
+
+
+def scheme(request: web.Request) -> str:
+    """``https`` behind a TLS-terminating proxy that says so, else the connection's own."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return forwarded if forwarded in ("http", "https") else request.scheme
+
+
+def same_origin(request: web.Request) -> bool:
+    """The request comes from a page of this site (Origin, else Referer)."""
+    source = request.headers.get("Origin") or request.headers.get("Referer")
+    if not source:
+        return False
+    parts = urlsplit(source)
+    return parts.scheme == scheme(request) and parts.netloc == request.host
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or "?"
+
+
+class Authenticator:
+    def __init__(self, policy: PolicyService, sessions: BrowserSessions) -> None:
+        self.policy = policy
+        self.sessions = sessions
+
+    async def identify(self, request: web.Request) -> Principal | None:
+        header = request.headers.get("Authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Problem(401, "unauthorized", "use: Authorization: Bearer <token>")
+            user = await self.policy.authenticate_token(token.strip())
+            if user is None:
+                raise Problem(401, "unauthorized", "the token is unknown, expired or revoked")
+            return Principal(user, "token")
+        cookie = request.cookies.get(COOKIE)
+        if cookie:
+            session = self.sessions.lookup(cookie)
+            if session is not None:
+                try:
+                    user = await self.policy.get_user(session.user)
+                except Exception:
+                    return None
+                if not user.disabled:
+                    return Principal(user, "cookie", session.csrf)
+        return None
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/static/") or request.path in ("/healthz", "/readyz"):
+            return await handler(request)
+        who = await self.identify(request)
+        if who is not None:
+            request[PRINCIPAL] = who
+            # Sign-in has no session yet and checks its Origin itself.
+            if (
+                who.via == "cookie"
+                and request.method not in SAFE_METHODS
+                and request.path != "/login"
+            ):
+                await check_csrf(request, who.csrf)
+        return await handler(request)
+
+
+async def check_csrf(request: web.Request, expected: str) -> None:
+    if not same_origin(request):
+        raise Problem(403, "csrf", "the request does not come from a Lockgate page")
+    sent = request.headers.get("X-CSRF-Token", "")
+    if not sent and request.content_type == "application/x-www-form-urlencoded":
+        sent = str((await request.post()).get("csrf", ""))
+    if not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise Problem(403, "csrf", "missing or wrong CSRF token; reload the page")
+
+
+class SignIn:
+    """Password + TOTP sign-in for browsers, throttled like SSH logins. Users without an
+    enrolled TOTP cannot sign in to the web UI (they can still use API tokens)."""
+
+    def __init__(
+        self, services: Services, throttle: Throttle, sessions: BrowserSessions, metrics: Metrics
+    ) -> None:
+        self.services = services
+        self.metrics = metrics
+        self.throttle = throttle
+        self.sessions = sessions
+
+    async def attempt(
+        self, name: str, password: str, code: str, address: str
+    ) -> tuple[str, str] | None:
+        """(cookie, csrf) or None; the caller shows one message for every failure."""
+        name = name.strip()[:64]
+        keys = (f"user:{name}", f"addr:{address}")
+        if not name or self.throttle.blocked(*keys):
+            await self._failed(name, address, keys, "throttled")
+            return None
+        user = await self.services.policy.verify_password(name, password)
+        # Like SSH: a password alone never signs in; the second factor is always required.
+        ok = user is not None and not user.disabled and user.totp_enabled
+        if ok:
+            ok = await self._totp(name, code)
+        if not ok:
+            await self._failed(name, address, keys, "password+totp")
+            return None
+        self.throttle.succeeded(*keys)
+        await self.services.audit.record(
+            actor=name, action="auth.success", subject=name, details={"via": "web", "addr": address}
+        )
+        return self.sessions.create(name)
+
+    async def _totp(self, name: str, code: str) -> bool:
+        try:
+            return await self.services.vault.verify_totp(
+                name, code.strip(), self.services.policy.now()
+            )
+        except VaultError:
+            return False
+
+    async def _failed(self, name: str, address: str, keys: tuple[str, str], method: str) -> None:
+        self.throttle.failed(*keys)
+        self.metrics.auth_failures.labels("web").inc()
+        await self.services.audit.record(
+            actor=name or "?",
+            action="auth.failure",
+            subject=name or "?",
+            details={"via": "web", "method": method, "addr": address},
+        )
