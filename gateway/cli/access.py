@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.cli.context import Context
+from gateway.cli.render import to_jsonable
 from gateway.control import SessionControl
 from policy.durations import parse_duration
 
 REQUEST_COLUMNS = ("id", "user", "target", "account", "duration", "state", "reason", "created_at")
+LOCK_COLUMNS = ("id", "kind", "name", "reason", "created_by", "expires_at")
+AUDIT_COLUMNS = ("seq", "at", "actor", "action", "subject", "details")
 GRANT_COLUMNS = ("id", "user", "target", "account", "expires_at", "revoked_at", "request_id")
 
 
@@ -79,25 +82,28 @@ async def unlock(ctx: Context) -> int:
 
 
 async def locks(ctx: Context) -> int:
-    result = await ctx.svc.policy.list_locks()
-    return ctx.emit(result, ("id", "kind", "name", "reason", "created_by", "expires_at"))
+    return ctx.emit(await ctx.svc.policy.list_locks(), LOCK_COLUMNS)
 
 
 async def audit(ctx: Context) -> int:
     log = ctx.svc.audit
     await _require_auditor(ctx)
     if ctx.args.action == "verify":
-        result = await log.verify()
-        ctx.emit(result)
-        if not result.ok:
-            ctx.err.write(f"lockgate: audit chain broken: {result.problem}\n")
-            return 1
-        return 0
+        return show_verify(ctx, await log.verify())
     since = None
     if ctx.args.since:
         since = ctx.svc.policy.now() - parse_duration(ctx.args.since)
     events = await log.events(since=since)
-    return ctx.emit(events, ("seq", "at", "actor", "action", "subject", "details"))
+    return ctx.emit(events, AUDIT_COLUMNS)
+
+
+def show_verify(ctx: Context, result: Any) -> int:
+    data = to_jsonable(result)
+    ctx.emit(data)
+    if not data["ok"]:
+        ctx.err.write(f"lockgate: audit chain broken: {data['problem']}\n")
+        return 1
+    return 0
 
 
 async def _require_auditor(ctx: Context) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 from gateway.cli.context import Context, Usage
+from gateway.cli.render import to_jsonable
 from policy.durations import parse_duration
 from vault.secret import Secret
 from vault.service import CredentialKind
 
 USER_COLUMNS = ("name", "roles", "public_keys", "has_password", "totp_enabled", "disabled")
+CREDENTIAL_COLUMNS = ("id", "target", "account", "kind", "key_id", "created_at")
 TARGET_COLUMNS = ("name", "kind", "host", "port", "url", "accounts", "default_account", "labels")
 
 
@@ -51,7 +54,7 @@ async def user_disable(ctx: Context) -> int:
     return ctx.emit(await ctx.svc.policy.disable_user(ctx.actor, ctx.args.name))
 
 
-def _labels(items: list[str]) -> dict[str, str]:
+def parse_labels(items: list[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -78,7 +81,7 @@ async def target_add(ctx: Context) -> int:
         port=a.port,
         host_key=host_key,
         url=a.url,
-        labels=_labels(a.label),
+        labels=parse_labels(a.label),
         accounts=a.account,
         default_account=a.default_account,
     )
@@ -157,17 +160,42 @@ async def credential_set(ctx: Context) -> int:
 
 
 async def credential_list(ctx: Context) -> int:
-    result = await ctx.svc.vault.list_credentials()
-    return ctx.emit(result, ("id", "target", "account", "kind", "key_id", "created_at"))
+    return ctx.emit(await ctx.svc.vault.list_credentials(), CREDENTIAL_COLUMNS)
+
+
+async def signal_secret(ctx: Context) -> int:
+    """The SIEM's shared secret goes into the vault like any credential; ``--generate``
+    shows the new one once, for the SIEM's configuration."""
+    from gateway.web.signals import SIGNAL_ACCOUNT, SIGNAL_TARGET
+
+    if ctx.args.generate:
+        import secrets
+
+        value = secrets.token_urlsafe(32)
+    else:
+        value = ctx.read_stdin_secret("signal secret")
+    if len(value) < 16:
+        raise Usage("a signal secret needs at least 16 characters")
+    info = await ctx.svc.vault.set_credential(
+        ctx.actor, SIGNAL_TARGET, SIGNAL_ACCOUNT, "password", Secret(value)
+    )
+    if ctx.args.generate:
+        ctx.out.write(f"{value}\n")
+        ctx.err.write(f"signal secret {info.id}: shown once, configure your SIEM with it now\n")
+        return 0
+    return ctx.emit(info)
 
 
 async def token_create(ctx: Context) -> int:
     duration = parse_duration(ctx.args.duration) if ctx.args.duration else None
     token, info = await ctx.svc.policy.create_token(ctx.actor, ctx.args.user, duration)
-    if ctx.args.json:
-        from gateway.cli.render import to_jsonable
+    return show_token(ctx, token, to_jsonable(info))
 
-        return ctx.emit({**to_jsonable(info), "token": token})
+
+def show_token(ctx: Context, token: str, info: dict[str, Any]) -> int:
+    """The token alone on stdout (or the JSON object), once; its facts on stderr."""
+    if ctx.args.json:
+        return ctx.emit({**info, "token": token})
     ctx.out.write(f"{token}\n")
-    ctx.err.write(f"token {info.id} for {info.user}: shown once, store it now\n")
+    ctx.err.write(f"token {info['id']} for {info['user']}: shown once, store it now\n")
     return 0

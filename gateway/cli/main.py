@@ -18,6 +18,7 @@ from typing import NoReturn, TextIO
 from gateway.audit import AuditError
 from gateway.cli import access, admin, recordings, run, setup
 from gateway.cli.context import Context, Usage
+from gateway.cli.remote import run_remote
 from gateway.config import ConfigError, load_config
 from gateway.services import StartupError, open_services
 from policy.errors import InvalidInput, PolicyError
@@ -195,6 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     vault = group("vault", "the credential vault")
     subcommand(vault, "rotate", setup.vault_rotate, "new master key; re-wrap every data key")
 
+    signals = group("signals", "SIEM signals (POST /api/v1/signals)")
+    p = subcommand(
+        signals, "secret", admin.signal_secret, "store the HMAC secret that signs signals"
+    )
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--value-stdin", action="store_true", help="read the secret from stdin")
+    how.add_argument(
+        "--generate", action="store_true", help="generate one and print it once, on stdout"
+    )
+
     tokens = group("token", "API tokens")
     p = subcommand(tokens, "create", admin.token_create, "create an API token for USER")
     p.add_argument("user")
@@ -213,6 +224,12 @@ def config_path(args: argparse.Namespace) -> Path | None:
 
 
 async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    url, token = os.environ.get("LOCKGATE_URL", ""), os.environ.get("LOCKGATE_TOKEN", "")
+    if url or token:
+        if not (url and token):
+            raise Usage("set both LOCKGATE_URL and LOCKGATE_TOKEN to use the HTTP API")
+        ctx = Context(args, out, err, None, None, "")
+        return await run_remote(ctx, url, token)
     path = config_path(args)
     handler = args.handler
     needs_services = getattr(handler, "needs_services", True)

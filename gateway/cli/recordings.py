@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 from gateway.cli.context import Context
 from policy.errors import AccessDenied, NotFound
@@ -14,6 +15,8 @@ from recorder.events import iter_records_from
 from recorder.integrity import verify_file
 from recorder.replay import playback
 from recorder.store import RecordingStore
+
+HIT_COLUMNS = ("session", "t", "kind", "line")
 
 
 def _store(ctx: Context) -> RecordingStore:
@@ -45,7 +48,7 @@ async def search(ctx: Context) -> int:
     rows = [
         {"session": h.session_id, "t": round(h.t, 3), "kind": h.kind, "line": h.line} for h in hits
     ]
-    return ctx.emit(rows, ("session", "t", "kind", "line"))
+    return ctx.emit(rows, HIT_COLUMNS)
 
 
 async def export(ctx: Context) -> int:
@@ -66,6 +69,10 @@ async def verify(ctx: Context) -> int:
         {"session": sid, "ok": problem is None, "problem": problem or ""}
         for sid, problem in results
     ]
+    return show_verification(ctx, rows)
+
+
+def show_verification(ctx: Context, rows: list[dict[str, Any]]) -> int:
     ctx.emit(rows, ("session", "ok", "problem"))
     bad = [r for r in rows if not r["ok"]]
     if bad:
