@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from gateway.db import SessionMaker, create_engine, sessionmaker
+from tests.target import sshd  # noqa: F401  (the session-wide SSH target fixture)
 
 PG_URL = os.environ.get("LOCKGATE_TEST_DATABASE_URL", "")
 DB_KINDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]

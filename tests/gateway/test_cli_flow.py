@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from gateway.cli.main import main
+from policy.tokens import TOKEN
 from tests.conftest import DB_KINDS, PG_URL
 
 PLAINTEXT = "Pl41ntext-Cr3dential-7d1f0c"
@@ -260,7 +261,10 @@ def test_token_shown_once_and_stored_hashed(cli: Cli, tmp_path: Path) -> None:
     assert len(token) >= 32
     url = cli.db_url or f"sqlite+aiosqlite:///{tmp_path / 'data' / 'lockgate.db'}"
     assert token not in asyncio.run(_all_db_text(url))
-    secret_part = token.rsplit("_", 1)[-1]
+    # The secret itself may contain "_", so split with the token grammar, not on the last "_".
+    match = TOKEN.match(token)
+    assert match is not None
+    secret_part = match.group(2)
     assert secret_part not in asyncio.run(_all_db_text(url))
 
 

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-import shutil
-import socket
 import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,103 +33,10 @@ from policy.models import Rule
 from policy.service import SYSTEM_ACTOR, PolicyService
 from recorder.anomaly import AnomalyEngine, AnomalyRule
 from recorder.writer import Recorder
+from tests.target import TARGET_USER, Sshd, free_port, ssh_argv  # noqa: F401
 from vault.keys import Keyring, new_master_key
 from vault.secret import Secret
 from vault.service import VaultService
-
-TARGET_USER = "lgtest"
-SSHD = "/usr/sbin/sshd"
-
-if not Path(SSHD).exists() or shutil.which("ssh") is None:  # pragma: no cover
-    pytest.fail(
-        "the end-to-end tests need openssh-server and openssh-client installed", pytrace=False
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Sshd:
-    port: int
-    host_key: str  # "TYPE BASE64"
-    password: str
-    dir: Path
-    ca_file: Path
-    proc: subprocess.Popen[bytes] | None = None
-    log: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.log = self.dir / "sshd.log"
-
-    def connections(self) -> int:
-        return self.log.read_text(errors="replace").count("Connection from")
-
-
-def _ensure_account(password: str) -> None:
-    if subprocess.run(["id", TARGET_USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", TARGET_USER], check=True)
-    subprocess.run(["chpasswd"], input=f"{TARGET_USER}:{password}".encode(), check=True)
-
-
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    # sshd reads authorized keys as the target account: the directory must be reachable.
-    workdir = Path(tempfile.mkdtemp(prefix="lockgate-sshd-"))
-    workdir.chmod(0o755)
-    password = "target-" + secrets.token_urlsafe(12)
-    _ensure_account(password)
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / "host_key")], check=True
-    )
-    ca_file = workdir / "trusted_ca.pub"
-    ca_file.write_text("")
-    keys_dir = workdir / "authorized_keys"
-    keys_dir.mkdir()
-    port = free_port()
-    (workdir / "sshd_config").write_text(f"""
-Port {port}
-ListenAddress 127.0.0.1
-HostKey {workdir / "host_key"}
-PidFile {workdir / "sshd.pid"}
-AuthorizedKeysFile {keys_dir}/%u
-TrustedUserCAKeys {ca_file}
-PasswordAuthentication yes
-KbdInteractiveAuthentication no
-UsePAM no
-PermitRootLogin no
-StrictModes no
-AllowTcpForwarding yes
-AcceptEnv LANG LC_* TZ LD_PRELOAD LOCKGATE_PROBE
-Subsystem sftp internal-sftp
-LogLevel VERBOSE
-MaxStartups 200
-MaxSessions 50
-""")
-    Path("/run/sshd").mkdir(exist_ok=True)
-    host_key = " ".join((workdir / "host_key.pub").read_text().split()[:2])
-    server = Sshd(port, host_key, password, workdir, ca_file)
-    log = server.log.open("wb")
-    server.proc = subprocess.Popen(
-        [SSHD, "-D", "-e", "-f", str(workdir / "sshd_config")], stdout=log, stderr=subprocess.STDOUT
-    )
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if server.proc.poll() is not None:
-            raise RuntimeError(server.log.read_text())
-        import time
-
-        time.sleep(0.05)
-    yield server
-    server.proc.terminate()
-    server.proc.wait(10)
-    log.close()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass
@@ -158,27 +61,7 @@ class Gateway:
         return self.services.policy
 
     def ssh_args(self, user: str, login: str, *extra: str) -> list[str]:
-        return [
-            "ssh",
-            "-p",
-            str(self.port),
-            "-i",
-            str(self.clients[user].key_file),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "-F",
-            "/dev/null",
-            *extra,
-            f"{login}@127.0.0.1",
-        ]
+        return ssh_argv(self.port, self.clients[user].key_file, login, *extra)
 
     async def run(
         self, argv: list[str], stdin: bytes = b"", timeout: float = 60

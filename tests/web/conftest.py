@@ -1,0 +1,178 @@
+"""A real gateway node (``start_node``: SSH, HTTP, cluster bus) on ports 0 with the test
+database, people in every role, a real sshd target, and an HTTP client that speaks as any of
+them."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+
+from gateway.app import Node, start_node
+from gateway.cli.setup import generate_host_key, migrate
+from gateway.config import load_config
+from policy.models import Rule
+from policy.service import SYSTEM_ACTOR
+from tests.target import TARGET_USER, Sshd, ssh_argv
+from vault import totp
+from vault.keys import generate_master_key_file
+from vault.secret import Secret
+
+RULES = (
+    Rule(
+        name="dev",
+        roles=frozenset({"dev"}),
+        approvals=1,
+        approver_roles=frozenset({"approver"}),
+        require_reason=True,
+    ),
+)
+# role name in the tests -> (user, roles)
+PEOPLE = {
+    "requester": ("alice", ["dev"]),
+    "other": ("mallory", ["dev"]),
+    "approver": ("bob", ["approver"]),
+    "auditor": ("audrey", ["auditor"]),
+    "admin": ("ada", ["admin", "approver"]),
+}
+ROLES = ("anonymous", *PEOPLE)
+
+
+@dataclass
+class Web:
+    node: Node
+    sshd: Sshd
+    workdir: Path
+    http: aiohttp.ClientSession
+    tokens: dict[str, str] = field(default_factory=dict)
+    passwords: dict[str, str] = field(default_factory=dict)
+    totp_seeds: dict[str, bytes] = field(default_factory=dict)
+    keys: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.node.http_port}"
+
+    @property
+    def policy(self) -> Any:
+        return self.node.services.policy
+
+    def user(self, role: str) -> str:
+        return PEOPLE[role][0]
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        role: str = "anonymous",
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, Any]:
+        """(status, parsed JSON or text, headers) as ``role`` with its bearer token."""
+        hdrs = dict(headers or {})
+        if role != "anonymous":
+            hdrs["Authorization"] = f"Bearer {self.tokens[role]}"
+        async with self.http.request(
+            method, self.base + path, json=json, data=data, headers=hdrs
+        ) as response:
+            raw = await response.read()
+            ctype = response.headers.get("Content-Type", "")
+            body: Any = raw.decode(errors="replace")
+            if "json" in ctype and raw:
+                import json as _json
+
+                body = _json.loads(raw)
+            return response.status, body, response.headers
+
+    def totp_code(self, role: str, when: datetime | None = None) -> str:
+        return totp.code_at(self.totp_seeds[role], when or datetime.now(UTC))
+
+    def ssh_argv(self, role: str, login: str, *command: str) -> list[str]:
+        return [*ssh_argv(self.node.ssh_port, self.keys[role], login), *command]
+
+    async def grant(self, role: str = "requester") -> tuple[str, str]:
+        """An approved request (by the approver) for ``role`` on db01: (request, grant)."""
+        user = self.user(role)
+        for old in await self.policy.list_requests(user, pending_only=True, mine_only=True):
+            await self.policy.cancel(user, old.id)
+        req = await self.policy.create_request(
+            user, "db01", account=TARGET_USER, duration=timedelta(hours=1), reason="INC-1 test"
+        )
+        await self.policy.approve("bob", req.id, "ok")
+        req = await self.policy.get_request(SYSTEM_ACTOR, req.id)
+        assert req.grant_id
+        return req.id, req.grant_id
+
+
+def _seed(uri: str) -> bytes:
+    secret = parse_qs(urlsplit(uri).query)["secret"][0]
+    return base64.b32decode(secret + "=" * (-len(secret) % 8))
+
+
+@pytest.fixture
+async def web(db_url: str, sshd: Sshd, tmp_path: Path) -> AsyncIterator[Web]:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    config = load_config(
+        None,
+        environ={
+            "LOCKGATE_SERVER_DATA_DIR": str(data),
+            "LOCKGATE_DATABASE_URL": db_url,
+            "LOCKGATE_SERVER_SSH_LISTEN": "127.0.0.1:0",
+            "LOCKGATE_SERVER_HTTP_LISTEN": "127.0.0.1:0",
+            "LOCKGATE_SERVER_NODE_NAME": "web-node",
+        },
+    )
+    generate_host_key(config.host_key_path)
+    generate_master_key_file(data / "master.key")
+    await migrate(config)
+    node = await start_node(config, extra_rules=RULES)
+    http = aiohttp.ClientSession()
+    harness = Web(node, sshd, tmp_path, http)
+    try:
+        policy = node.services.policy
+        for role, (name, roles) in PEOPLE.items():
+            key = tmp_path / f"id_{name}"
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
+            )
+            password = f"pw-{name}-correct-horse"
+            await policy.add_user(
+                SYSTEM_ACTOR,
+                name,
+                roles=roles,
+                public_keys=[(tmp_path / f"id_{name}.pub").read_text()],
+                password=password,
+            )
+            uri = await node.services.vault.enroll_totp(SYSTEM_ACTOR, name)
+            await policy.set_totp_enabled(SYSTEM_ACTOR, name, True)
+            token, _ = await policy.create_token(SYSTEM_ACTOR, name)
+            harness.tokens[role] = token
+            harness.passwords[role] = password
+            harness.totp_seeds[role] = _seed(uri)
+            harness.keys[role] = key
+        await policy.add_target(
+            SYSTEM_ACTOR,
+            "db01",
+            host="127.0.0.1",
+            port=sshd.port,
+            host_key=sshd.host_key,
+            accounts=[TARGET_USER],
+        )
+        await node.services.vault.set_credential(
+            SYSTEM_ACTOR, "db01", TARGET_USER, "password", Secret(sshd.password)
+        )
+        yield harness
+    finally:
+        await http.close()
+        await node.stop("test finished")

@@ -1,0 +1,60 @@
+"""The live view's WebSocket: who may open it, from where, and what it shows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from tests.target import TARGET_USER
+from tests.web.conftest import Web
+
+
+@pytest.mark.timeout(300)
+async def test_live_view_roles_origin_and_frames(web: Web) -> None:
+    await web.grant("requester")
+    ssh = await asyncio.create_subprocess_exec(
+        *web.ssh_argv("requester", f"alice+{TARGET_USER}@db01", "-tt"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert ssh.stdin is not None
+    for _ in range(300):
+        if web.node.registry.sessions:
+            break
+        await asyncio.sleep(0.05)
+    session_id = next(iter(web.node.registry.sessions))
+    ssh.stdin.write(b"echo before-$((6*7))\n")
+    await ssh.stdin.drain()
+    url = f"{web.base.replace('http', 'ws', 1)}/api/v1/sessions/{session_id}/live"
+
+    for role, status in (("anonymous", 401), ("requester", 403), ("approver", 403)):
+        headers = {} if role == "anonymous" else {"Authorization": f"Bearer {web.tokens[role]}"}
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await web.http.ws_connect(url, headers=headers)
+        assert refused.value.status == status
+    auditor = {"Authorization": f"Bearer {web.tokens['auditor']}"}
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await web.http.ws_connect(url, headers={**auditor, "Origin": "http://evil.example"})
+    assert refused.value.status == 403
+
+    async with web.http.ws_connect(url, headers=auditor) as ws:
+        seen = ""
+        while "before-42" not in seen:  # output from before the viewer joined
+            seen = "\n".join((await asyncio.wait_for(ws.receive_json(), 30))["lines"])
+        ssh.stdin.write(b"echo after-$((6*7))\n")
+        await ssh.stdin.drain()
+        while "after-42" not in seen:
+            seen = "\n".join((await asyncio.wait_for(ws.receive_json(), 30))["lines"])
+        await web.node.registry.terminate(session_id, "live test over")
+        ended = False
+        while not ended:
+            frame = await asyncio.wait_for(ws.receive_json(), 30)
+            ended = frame.get("ended", False)
+    await asyncio.wait_for(ssh.communicate(), 30)
+    status, body, _ = await web.call("GET", f"/api/v1/sessions/{session_id}/live", "auditor")
+    assert status == 409 and "ended" in body["detail"]
+    events = [e for e in await web.node.services.audit.events() if e.action == "session.watch"]
+    assert [(e.actor, e.subject) for e in events] == [("audrey", session_id)]
