@@ -3,7 +3,8 @@
 An event is a row in ``gw_cluster_events`` written in the same transaction as the change it
 announces. Every node follows the table: on PostgreSQL a ``NOTIFY`` wakes the followers at
 once (with a slow poll as a backstop); on SQLite, where several processes share one file,
-a short poll. Handlers get every event exactly once per node, including the node's own.
+a commit rings the followers' doorbells (``gateway.doorbell``) and a short poll is the backstop.
+Handlers get every event exactly once per node, including the node's own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
+from gateway import doorbell
 from gateway.db import SessionMaker
 from gateway.tables import cluster_events
 from policy.models import Clock, utcnow
@@ -30,6 +33,7 @@ CHANNEL = "lockgate_events"
 # Out-of-order commits on PostgreSQL can make a lower id visible after a higher one; the
 # follower therefore re-reads a trailing window and remembers what it has delivered.
 _WINDOW = timedelta(minutes=2)
+_RING = "lockgate.doorbell"
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,21 @@ async def publish(
             at=now, origin=origin, kind=kind, payload=json.dumps(dict(payload), sort_keys=True)
         )
     )
-    if db.get_bind().dialect.name == "postgresql":
+    bind = db.get_bind()
+    if bind.dialect.name == "postgresql":
         key = getattr(result, "inserted_primary_key", None)
         event_id = key[0] if key else ""
         await db.execute(sa.select(sa.func.pg_notify(CHANNEL, str(event_id))))
+    elif (directory := doorbell.directory_for(bind.engine.url)) is not None:
+        db.sync_session.info[_RING] = directory
+
+
+@sa.event.listens_for(Session, "after_commit")
+def _ring_after_commit(session: Session) -> None:
+    # Ring only once the event is visible: a follower woken before the commit would miss it.
+    directory = session.info.pop(_RING, None)
+    if directory is not None:
+        doorbell.ring(directory)
 
 
 class ClusterBus:
@@ -78,6 +93,7 @@ class ClusterBus:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
+        self._doorbell: doorbell.Doorbell | None = None
         self._stopping = False
 
     def subscribe(self, handler: Handler) -> None:
@@ -96,6 +112,19 @@ class ClusterBus:
         if dialect == "postgresql":
             await self._listen()
             self.poll_interval = max(self.poll_interval, 2.0)
+        elif (directory := doorbell.directory_for(self.maker.kw["bind"].url)) is not None:
+            bell = doorbell.Doorbell(directory)
+            try:
+                bell.listen(self._wake.set)
+                self._doorbell = bell
+                self.poll_interval = max(self.poll_interval, 1.0)
+            except OSError as exc:
+                log.warning(
+                    "cluster: no doorbell (%s); polling every %.2fs", exc, self.poll_interval
+                )
+        # Caught up before start() returns: whatever is published afterwards needs a wake-up
+        # (or the backstop poll) to arrive, never the follower's first read.
+        await self._poll_logged()
         self._task = asyncio.create_task(self._run(), name="cluster-follower")
 
     async def _listen(self) -> None:
@@ -116,17 +145,24 @@ class ClusterBus:
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
+        if self._doorbell is not None:
+            self._doorbell.close()
+            self._doorbell = None
 
     async def _run(self) -> None:
         while not self._stopping:
-            try:
-                await self.poll_once()
-            except Exception:
-                log.exception("cluster: reading events failed; retrying")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
             self._wake.clear()
+            if not self._stopping:
+                await self._poll_logged()
+
+    async def _poll_logged(self) -> None:
+        try:
+            await self.poll_once()
+        except Exception:
+            log.exception("cluster: reading events failed; retrying")
 
     async def poll_once(self) -> int:
         """Deliver events not yet seen; returns how many were delivered."""

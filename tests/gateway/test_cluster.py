@@ -87,11 +87,12 @@ async def test_failing_handler_does_not_stop_others(tables: None, maker: Session
 
 
 async def test_running_follower_delivers(tables: None, db_url: str) -> None:
-    """The live path: LISTEN/NOTIFY wake-up on PostgreSQL, polling on SQLite."""
+    """The live path: a LISTEN/NOTIFY wake-up on PostgreSQL, the doorbell on SQLite. The
+    follower's backstop poll is an hour away, so only the wake-up can deliver in time."""
     import asyncio
 
     sender_engine, follower_engine = create_engine(db_url), create_engine(db_url)
-    follower = ClusterBus(sessionmaker(follower_engine), node="follower")
+    follower = ClusterBus(sessionmaker(follower_engine), node="follower", poll_interval=3600)
     arrived = asyncio.Event()
 
     async def handler(event: ClusterEvent) -> None:
