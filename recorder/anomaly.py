@@ -8,6 +8,7 @@ the audit trail are what hold people accountable.
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,11 @@ Match = Literal["command", "output"]
 Action = Literal["alert", "block", "kill", "kill_and_lock"]
 _KEYS = {"name", "match", "pattern", "action"}
 ACTIONS = ("alert", "block", "kill", "kill_and_lock")
+# CSI, OSC (ended by BEL or ST), and two-byte escapes: what colours and moves the cursor,
+# not what a person reads on the screen.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[ -Z\\^-~]")
+_LINE_END = re.compile(r"[\r\n]+")
+MAX_LINE = 4096  # characters; a longer run without a newline is checked in pieces
 
 
 @dataclass(frozen=True)
@@ -74,3 +80,34 @@ class AnomalyEngine:
 
     def check_output(self, line: str) -> list[AnomalyHit]:
         return [AnomalyHit(r.name, r.action, line) for r in self.outputs if r.pattern.search(line)]
+
+
+class OutputWatcher:
+    """Feeds one session's output stream to the output rules a line at a time.
+
+    Output arrives in arbitrary pieces: a line, a UTF-8 character or an escape sequence may
+    be split between two of them, so the unfinished end is carried over to the next piece.
+    Escape sequences are removed so that a colour change in the middle of a word does not
+    hide it from a rule.
+    """
+
+    def __init__(self, engine: AnomalyEngine) -> None:
+        self.engine = engine
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._tail = ""
+
+    def feed(self, data: bytes) -> list[AnomalyHit]:
+        text = self._tail + self._decoder.decode(data)
+        # Hold back an escape sequence that may still be incomplete.
+        cut = text.rfind("\x1b")
+        if cut != -1 and len(text) - cut < 64 and not _ESCAPES.match(text, cut):
+            text, held = text[:cut], text[cut:]
+        else:
+            held = ""
+        parts = _LINE_END.split(_ESCAPES.sub("", text))
+        rest = parts.pop()
+        if len(rest) > MAX_LINE:
+            parts.append(rest)
+            rest = ""
+        self._tail = rest + held
+        return [hit for line in parts if line for hit in self.engine.check_output(line)]

@@ -160,3 +160,18 @@ async def test_kill_and_lock_rule(gateway: Gateway) -> None:
     assert code != 0 and b"session terminated: anomaly rule exfil" in err
     code, _, err = await gateway.ssh("alice", LOGIN, "true")
     assert code != 0 and b"user alice is locked: anomaly rule exfil" in err
+
+
+async def test_output_rule_kills_on_a_line_split_across_packets(gateway: Gateway) -> None:
+    import re
+
+    from recorder.anomaly import AnomalyEngine, AnomalyRule
+
+    gateway.gw.anomaly = AnomalyEngine(
+        [AnomalyRule("key-leak", "output", re.compile(r"BEGIN RSA PRIVATE"), "kill")]
+    )
+    await gateway.grant("alice")
+    # The line arrives in two writes with a colour change in the middle of it.
+    command = r"printf 'BEG'; sleep 0.5; printf 'IN \033[1mRSA\033[0m PRIVATE KEY\n'; sleep 60"
+    code, _, err = await gateway.ssh("alice", LOGIN, command)
+    assert code != 0 and b"session terminated: anomaly rule key-leak" in err
