@@ -8,8 +8,10 @@ build engines themselves.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -22,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 SessionMaker = async_sessionmaker[AsyncSession]
+T = TypeVar("T")
 
 
 def is_sqlite(url: str) -> bool:
@@ -63,3 +66,23 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 def sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def completed(work: Awaitable[T]) -> T:
+    """Await database work to its end even if the caller is cancelled meanwhile; the
+    cancellation is then re-raised. Cancelled in the middle of a call, aiosqlite leaves the
+    connection open, and with it SQLite's write lock: every later transaction of every
+    process then fails with "database is locked" (aiosqlite issue 259)."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result

@@ -1,9 +1,12 @@
 """Recording one session: cheap calls on the data path, chunked appends, a seal at the end.
 
-The data-path methods only append to an in-memory buffer; it is written as one hash-chained
-chunk when it grows past ``CHUNK_BYTES`` or at least every second. A write error is reported
-once to the failure callbacks (the gateway then ends the session: there is never a live,
-unrecorded session) and every later call raises.
+The data-path methods only append to an in-memory buffer; it becomes one hash-chained chunk
+when it grows past ``CHUNK_BYTES`` or at least every second, and the chunk goes to the
+recorder's writer thread, so the event loop never waits on the disk. What is queued for the
+disk is bounded: past ``HIGH_WATER`` bytes the pressure callbacks are told to stop reading
+from the target, and below ``LOW_WATER`` to go on. A write error is reported once to the
+failure callbacks (the gateway then ends the session: there is never a live, unrecorded
+session) and every later call raises.
 
 Keystrokes are kept only when the target echoes them back. Printable input that is not
 echoed (a password at ``sudo``, ``read -s``, ``stty -echo``) is recorded only as a count.
@@ -16,6 +19,8 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +39,8 @@ CHUNK_BYTES = 256 * 1024
 FLUSH_SECONDS = 1.0
 ECHO_WAIT = 0.5  # seconds an unechoed keystroke may wait before it counts as hidden
 MAX_SIZE = 4096
+HIGH_WATER = 8 * 1024 * 1024  # bytes queued for the disk before the session is paused
+LOW_WATER = 2 * 1024 * 1024
 
 
 def _printable(byte: int) -> bool:
@@ -87,6 +94,11 @@ class SessionRecording:
         self.dropped = 0
         self._timer: asyncio.TimerHandle | None = None
         self._watchers: list[Callable[[bytes], None]] = []
+        self._loop = asyncio.get_running_loop()
+        self._queued = 0  # bytes handed to the writer thread and not yet written
+        self._pressed = False
+        self._pressure: list[Callable[[bool], None]] = []
+        self._broken = False  # set by the writer thread after a failed write
 
     # --- data path -----------------------------------------------------------------
     def _now(self) -> float:
@@ -202,10 +214,16 @@ class SessionRecording:
 
     @property
     def backlog(self) -> int:
-        return self._buffered
+        """Bytes recorded and not yet on disk (buffered or queued for the writer thread)."""
+        return self._buffered + self._queued
 
     def add_failure_callback(self, cb: Callable[[BaseException], None]) -> None:
         self._callbacks.append(cb)
+
+    def add_pressure_callback(self, cb: Callable[[bool], None]) -> None:
+        """``cb(True)``: the disk is behind, stop reading from the target; ``cb(False)``:
+        it has caught up."""
+        self._pressure.append(cb)
 
     # --- disk ------------------------------------------------------------------------
     def flush(self) -> None:
@@ -219,16 +237,44 @@ class SessionRecording:
         self._buffered = 0
         chunk, self._prev = encode_chunk(self._prev, self._seq, payload)
         self._seq += 1
+        self._size += len(chunk)
+        self._queued += len(chunk)
+        self.recorder.writer.submit(lambda: self._write(chunk))
+        if not self._pressed and self._queued > HIGH_WATER:
+            self._press(True)
+
+    def _write(self, chunk: bytes) -> None:
+        """In the writer thread."""
         try:
-            view = memoryview(chunk)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-            self._size += len(chunk)
+            if not self._broken:
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
         except OSError as exc:
-            self._fail(exc)
+            self._broken = True
+            _post(self._loop, self._fail, exc)
+        finally:
+            _post(self._loop, self._written, len(chunk))
+
+    def _written(self, size: int) -> None:
+        self._queued -= size
+        if self._pressed and self._queued <= LOW_WATER:
+            self._press(False)
+
+    def _press(self, on: bool) -> None:
+        self._pressed = on
+        for cb in self._pressure:
+            with contextlib.suppress(Exception):
+                cb(on)
+
+    async def synced(self) -> None:
+        """Wait until everything flushed so far has been written (or has failed)."""
+        await self.recorder.writer.run(lambda: None)
 
     def _fail(self, exc: BaseException) -> None:
+        if self._failure is not None:
+            return
         self._failure = exc
         for cb in self._callbacks:
             with contextlib.suppress(Exception):  # a broken callback must not hide the failure
@@ -248,19 +294,95 @@ class SessionRecording:
         )
         self.flush()
         self._sealing = True
-        failure = self._failure
+        failure: BaseException | None = None
         try:
-            os.fsync(self._fd)
+            # Queued after every chunk of this file, so it runs once they are all written.
+            await self.recorder.writer.run(self._sync_and_close)
         except OSError as exc:
-            failure = failure or exc
-        finally:
-            os.close(self._fd)
+            failure = exc
+        failure = self._failure or failure
         if failure is not None:
             raise RecordingFailed(f"recording {self.session_id} could not be written") from failure
         digest = await asyncio.to_thread(_sha256_file, self.path)
         seal = Seal(self.session_id, self.path, digest, self._prev.hex(), self._size, duration)
         await self.recorder.sealed(seal, reason)
         return seal
+
+    def abandon(self) -> None:
+        """Give up a recording that never started: nothing more is written, the file is shut."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._closed = self._sealing = True
+        os.close(self._fd)
+
+    def _sync_and_close(self) -> None:
+        """In the writer thread."""
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+
+
+class DiskWriter:
+    """One thread that runs a recorder's file writes in order, off the event loop."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="lockgate-recording-writer", daemon=True
+                )
+                self._thread.start()
+        self._jobs.put(job)
+
+    async def run(self, job: Callable[[], None]) -> None:
+        """Run ``job`` after every job submitted before it; its exception is raised here."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def wrapped() -> None:
+            try:
+                job()
+            except BaseException as exc:  # handed to the awaiting coroutine, not lost
+                _post(loop, _settle, done, exc)
+            else:
+                _post(loop, _settle, done, None)
+
+        self.submit(wrapped)
+        await done
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join()
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    """Hand a result back to the event loop; a loop that has closed has no one left to
+    tell, and the writer thread must live on for the others."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
+
+
+def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)
 
 
 def _sha256_file(path: Path) -> str:
@@ -286,6 +408,7 @@ class Recorder:
         self.maker = maker
         self.clock = clock
         self.on_sealed = on_sealed  # e.g. queue the recording for indexing
+        self.writer = DiskWriter()
 
     def path_for(self, session_id: str, started: datetime) -> Path:
         return self.root / started.strftime("%Y/%m/%d") / f"{session_id}.lgrec"
@@ -335,7 +458,7 @@ class Recorder:
                     )
                 )
         except Exception as exc:
-            os.close(fd)
+            rec.abandon()
             raise RecordingFailed(f"cannot register the recording for {session_id}") from exc
         return rec
 
@@ -357,4 +480,4 @@ class Recorder:
             self.on_sealed(seal.session_id)
 
     async def aclose(self) -> None:
-        return None
+        await asyncio.to_thread(self.writer.stop)

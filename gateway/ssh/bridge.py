@@ -47,7 +47,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self.early: list[bytes] = []
         self.eof_pending = False
         self.lines = LineTracker()
+        self.watcher = live.output_watcher()
         self.closed = False
+        self.holds: set[str] = {"recording"} if live.disk_behind else set()
 
     # --- requests ----------------------------------------------------------------
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
@@ -106,6 +108,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         except Exception as exc:
             self.refuse(self.live.describe_upstream_error(exc))
             return
+        if self.holds:
+            self.upstream.pause_reading()
         for data in self.early:
             self.upstream.write(data)
         self.early.clear()
@@ -183,12 +187,24 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         return False
 
     def pause_writing(self) -> None:
-        if self.upstream is not None:
-            self.upstream.pause_reading()
+        self.hold("client", True)
 
     def resume_writing(self) -> None:
-        if self.upstream is not None:
-            self.upstream.resume_reading()
+        self.hold("client", False)
+
+    def hold(self, reason: str, on: bool) -> None:
+        """Stop reading from the target while any reason holds: the person's side cannot
+        take more ("client"), or the recording's disk is behind ("recording")."""
+        held = bool(self.holds)
+        if on:
+            self.holds.add(reason)
+        else:
+            self.holds.discard(reason)
+        if self.upstream is not None and held != bool(self.holds):
+            if self.holds:
+                self.upstream.pause_reading()
+            else:
+                self.upstream.resume_reading()
 
     def notify(self, line: str) -> None:
         if self.chan is not None and not self.closed:
@@ -236,14 +252,18 @@ class UpstreamChannel(asyncssh.SSHClientSession[bytes]):
                     rec.sftp_server(data)
                 else:
                     rec.output(data)
-                    live.observe_output(data)
+            if self.client.watcher is not None and self.client.kind != "sftp":
+                live.observe_output(self.client.watcher, data)
             chan.write(data)
         if self.err:
             data = b"".join(self.err)
             self.err.clear()
             live.bytes_down += len(data)
-            if rec is not None and self.client.kind != "sftp":
-                rec.output(data)
+            if self.client.kind != "sftp":
+                if rec is not None:
+                    rec.output(data)
+                if self.client.watcher is not None:
+                    live.observe_output(self.client.watcher, data)
             chan.write_stderr(data)
 
     def eof_received(self) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 import asyncssh
 
 from gateway.broker import Broker, UpstreamRefused, new_session_id
+from gateway.db import completed
 from gateway.metrics import Metrics, kill_reason
 from gateway.sessions import SessionRegistry
 from gateway.ssh.bridge import ClientChannel
@@ -33,7 +34,7 @@ from gateway.ssh.shell import ShellChannel
 from gateway.ssh.throttle import Throttle
 from gateway.ssh.upstream import UpstreamError, connect_upstream
 from policy.models import Target
-from recorder.anomaly import AnomalyEngine, AnomalyHit
+from recorder.anomaly import AnomalyEngine, AnomalyHit, OutputWatcher
 from recorder.writer import Recorder, SessionRecording
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ class SshGateway:
     throttle: Throttle
     host_keys: Sequence[asyncssh.SSHKey]
     metrics: Metrics = field(default_factory=Metrics)
+    # Session set-ups that may touch the database at once. A burst of hundreds of sessions
+    # starting together otherwise queues on SQLite's write lock, whose sleep-and-retry
+    # waiting starves some of them past the busy timeout; the rest wait here, in order.
+    admission: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
 
     async def listen(self, host: str, port: int) -> asyncssh.SSHAcceptor:
         return await asyncssh.listen(
@@ -135,6 +140,7 @@ class LiveSshSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ended = False
         self.has_command_rules = bool(gw.anomaly.commands)
+        self.disk_behind = False
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -160,13 +166,16 @@ class LiveSshSession:
         self.recording.add_failure_callback(
             lambda exc: self.spawn(self.gw.registry.terminate(self.id, "recording failed"))
         )
+        self.recording.add_pressure_callback(self._disk_pressure)
         self.gw.registry.add(self)
         self._upstream = asyncio.ensure_future(self._connect())
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         valid_until = self.expires_at or self.gw.broker.now()
-        cred = await self.gw.broker.upstream_credential(
-            self.target_obj, self.account, self.id, self.user, valid_until
+        cred = await completed(
+            self.gw.broker.upstream_credential(
+                self.target_obj, self.account, self.id, self.user, valid_until
+            )
         )
         started = time.monotonic()
         conn = await connect_upstream(self.target_obj, cred)
@@ -183,8 +192,14 @@ class LiveSshSession:
         return f"the target {self.target} could not be reached ({type(exc).__name__})"
 
     async def authorize_channel(self, kind: str, command: str | None) -> str | None:
-        """None if the channel may open, else the one-line reason."""
-        auth = await self.gw.broker.authorize(self.user, self.target, self.account, kind)  # type: ignore[arg-type]
+        """None if the channel may open, else the one-line reason. Fails closed: if the
+        decision cannot be made (the database is unavailable or busy), the channel is refused."""
+        try:
+            async with self.gw.admission:
+                auth = await self.gw.broker.authorize(self.user, self.target, self.account, kind)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("session %s: checking a %s channel failed", self.id, kind)
+            return "the gateway could not check this channel's access right now; try again"
         if not auth.decision.allowed:
             return str(auth.decision.message)
         if command is not None:
@@ -208,13 +223,20 @@ class LiveSshSession:
                 return hit.rule
         return None
 
-    def observe_output(self, data: bytes) -> None:
-        if not self.gw.anomaly.outputs:
-            return
-        text = data.decode("utf-8", "replace")
-        for line in text.splitlines():
-            for hit in self.gw.anomaly.check_output(line):
-                self.spawn(self._act(hit))
+    def _disk_pressure(self, behind: bool) -> None:
+        # Nothing may go unrecorded, and the queue for the disk is bounded: while the disk is
+        # behind, the target is not read (its SSH window then stops it).
+        self.disk_behind = behind
+        for channel in self.channels:
+            channel.hold("recording", behind)
+
+    def output_watcher(self) -> OutputWatcher | None:
+        """A watcher for one channel's output, or None when no rule looks at output."""
+        return OutputWatcher(self.gw.anomaly) if self.gw.anomaly.outputs else None
+
+    def observe_output(self, watcher: OutputWatcher, data: bytes) -> None:
+        for hit in watcher.feed(data):
+            self.spawn(self._act(hit))
 
     async def _act(self, hit: AnomalyHit) -> None:
         if self.recording is not None:
@@ -272,20 +294,22 @@ class LiveSshSession:
             return
         self._ended = True
         if self._upstream is not None:
-            if self._upstream.done() and not self._upstream.exception():
-                self._upstream.result().close()
-            else:
-                self._upstream.cancel()
+            upstream = self._upstream
+            if not upstream.done():
+                upstream.cancel()
+            elif not upstream.cancelled() and upstream.exception() is None:
+                upstream.result().close()
         # Let the exit status and the termination line reach the client before disconnecting.
         waits = [c.chan.wait_closed() for c in self.channels if c.chan is not None]
         if waits:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 2.0)
         self.conn.close()
-        self.gw.registry.discard(self)
         if self.recording is not None:
             with contextlib.suppress(Exception):
                 await self.recording.close(reason)
+        # Only a sealed session leaves the registry: "not live" means "recording complete".
+        self.gw.registry.discard(self)
         metrics = self.gw.metrics
         metrics.sessions_total.labels(kill_reason(reason)).inc()
         metrics.bytes_total.labels("up").inc(self.bytes_up)
@@ -307,6 +331,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self.refusal: str | None = None
         self.live: LiveSshSession | None = None
         self.prepared: asyncio.Task[None] | None = None
+        self.gone = False
         self._kbd: dict[str, int] = {}
 
     # --- connection ----------------------------------------------------------------
@@ -316,8 +341,9 @@ class GatewayConnection(asyncssh.SSHServer):
         self.addr = str(peer[0]) if peer else "?"
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self.prepared is not None and not self.prepared.done():
-            self.prepared.cancel()
+        # The grant check is not cancelled (a cancel in the middle of a database call can
+        # leave SQLite locked); _prepare sees the flag and ends what it opened.
+        self.gone = True
         if self.live is not None:
             self.live.spawn(self.live.finish("client disconnected"))
 
@@ -423,24 +449,27 @@ class GatewayConnection(asyncssh.SSHServer):
         while the client is still setting up its channel."""
         assert self.conn is not None and login.target is not None
         try:
-            auth = await self.gw.broker.authorize(
-                login.user, login.target, login.account, None, auto_request=True
-            )
-            if not auth.decision.allowed or auth.target is None or auth.account is None:
-                self.refusal = str(auth.decision.message)
-                return
-            live = LiveSshSession(
-                self.gw,
-                self.conn,
-                login,
-                auth.target,
-                auth.account,
-                auth.grant.id if auth.grant else None,
-                auth.grant.expires_at if auth.grant else None,
-                self.addr,
-            )
-            await live.open()
+            async with self.gw.admission:
+                auth = await self.gw.broker.authorize(
+                    login.user, login.target, login.account, None, auto_request=True
+                )
+                if not auth.decision.allowed or auth.target is None or auth.account is None:
+                    self.refusal = str(auth.decision.message)
+                    return
+                live = LiveSshSession(
+                    self.gw,
+                    self.conn,
+                    login,
+                    auth.target,
+                    auth.account,
+                    auth.grant.id if auth.grant else None,
+                    auth.grant.expires_at if auth.grant else None,
+                    self.addr,
+                )
+                await live.open()
             self.live = live
+            if self.gone:
+                await live.finish("client disconnected")
         except Exception:
             log.exception("opening a session for %s failed", login.user)
             self.refusal = "the session could not be opened (audit or recording unavailable)"

@@ -47,13 +47,14 @@ class ShellResult:
     stderr: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class ShellContext:
     user: str
     policy: PolicyService
     gateway_host: str
     gateway_port: int
     wait_poll: float = 1.0
+    gone: bool = False  # the person disconnected: stop waiting
 
     def connect_hint(self, account: str, target: str) -> str:
         return f"ssh -p {self.gateway_port} {self.user}+{account}@{target}@{self.gateway_host}"
@@ -193,7 +194,7 @@ async def _dispatch(ctx: ShellContext, args: argparse.Namespace, out: StringIO) 
 async def _wait(ctx: ShellContext, request_id: str) -> Any:
     while True:
         req = await ctx.policy.get_request(ctx.user, request_id)
-        if req.state is not RequestState.PENDING:
+        if req.state is not RequestState.PENDING or ctx.gone:
             return req
         await asyncio.sleep(ctx.wait_poll)
 
@@ -237,6 +238,8 @@ class ShellChannel(asyncssh.SSHServerSession[bytes]):
         chan = self.chan
         if self.command is not None:
             result = await run_command(self.ctx, self.command)
+            if self.ctx.gone:
+                return
             chan.write(_crlf(result.stdout, self.interactive))
             chan.write_stderr(_crlf(result.stderr, self.interactive))
             chan.exit(result.status)
@@ -245,10 +248,14 @@ class ShellChannel(asyncssh.SSHServerSession[bytes]):
         while True:
             chan.write(self.PROMPT)
             line = await self.queue.get()
+            if self.ctx.gone:
+                return
             if line is None or line.strip() in ("exit", "quit", "logout"):
                 chan.exit(0)
                 return
             result = await run_command(self.ctx, line)
+            if self.ctx.gone:
+                return
             chan.write(_crlf(result.stdout, True))
             chan.write_stderr(_crlf(result.stderr, True))
 
@@ -278,8 +285,10 @@ class ShellChannel(asyncssh.SSHServerSession[bytes]):
         return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        # Not cancelled (a cancel in the middle of a database call can leave SQLite
+        # locked): the command in progress ends on its own, a wait at its next poll.
+        self.ctx.gone = True
+        self.queue.put_nowait(None)
 
 
 def _crlf(text: str, tty: bool) -> bytes:

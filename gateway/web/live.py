@@ -86,9 +86,11 @@ async def live_session(call: Call) -> Any:
     screen = LiveScreen(recording.width, recording.height)
     stop_watching = recording.watch(screen.feed)
     try:
-        # Everything before this instant is on disk; everything after reaches the watcher.
+        # Everything before this instant goes to disk; everything after reaches the watcher.
         recording.flush()
-        await _replay_so_far(screen, recording)
+        until = recording.elapsed()
+        await recording.synced()
+        await _replay_so_far(screen, recording, until)
         await _stream(ws, screen, recording, call, record.id)
     finally:
         stop_watching()
@@ -97,11 +99,10 @@ async def live_session(call: Call) -> Any:
     return ws
 
 
-async def _replay_so_far(screen: LiveScreen, recording: SessionRecording) -> None:
+async def _replay_so_far(screen: LiveScreen, recording: SessionRecording, t: float) -> None:
     path = recording.path
     if path.stat().st_size > REPLAY_LIMIT:
         return
-    t = recording.elapsed()
     blank = Snapshot(screen.size[0], screen.size[1], (), (0, 0)).as_dict()
     frame = await asyncio.to_thread(frame_at, str(path), (0.0, 0, blank), t)
     screen.model.restore(Snapshot.from_dict(frame))

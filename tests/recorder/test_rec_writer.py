@@ -121,6 +121,7 @@ async def test_write_failure_reported_once_and_fails_closed(recorder: Recorder) 
     os.close(rec._fd)  # the disk goes away under the recording
     rec.output(b"x" * 10)
     rec.flush()
+    await rec.synced()
     assert len(failures) == 1 and isinstance(failures[0], OSError)
     with pytest.raises(Exception, match="failed"):
         rec.output(b"more")
@@ -157,3 +158,32 @@ async def test_output_after_close_never_touches_another_file(
     assert victim.read_bytes() == b"intact"
     assert rec.dropped > 0
     assert verify_file(rec.path).ok and verify_file(rec.path).sealed
+
+
+async def test_a_stalled_disk_presses_back_and_loses_nothing(recorder: Recorder) -> None:
+    """The writer thread stalls (a slow disk): the data path does not wait, the queue grows
+    only to the high-water mark before the session is told to stop reading, and once the
+    disk answers again everything reaches the file."""
+    import threading
+
+    from recorder.writer import HIGH_WATER, LOW_WATER
+
+    rec = await recorder.start("se-6", meta={}, width=80, height=24)
+    pressure: list[bool] = []
+    rec.add_pressure_callback(pressure.append)
+    stall = threading.Event()
+    recorder.writer.submit(stall.wait)
+    block = b"y" * 65536
+    sent = 0
+    while not pressure:
+        rec.output(block)
+        sent += len(block)
+        assert sent <= 2 * HIGH_WATER, "no back-pressure while the disk was stalled"
+    assert pressure == [True] and rec.backlog > HIGH_WATER
+    stall.set()
+    await rec.synced()
+    assert pressure == [True, False] and rec.backlog <= LOW_WATER
+    await rec.close("done")
+    records = iter_records_from(str(rec.path), 0)
+    assert sum(len(r.data) for r in records if r.kind is Kind.OUTPUT) == sent
+    assert verify_file(rec.path).ok

@@ -285,3 +285,38 @@ async def test_per_session_mfa(gateway: Gateway) -> None:
             agent_path=None,
             preferred_auth="keyboard-interactive",
         )
+
+
+async def test_a_stalled_recording_disk_pauses_the_target(gateway: Gateway) -> None:
+    """Nothing goes unrecorded and nothing piles up: while the recording's disk is stalled
+    the gateway stops reading from the target; when it recovers, every byte arrives."""
+    import threading
+
+    from recorder.writer import HIGH_WATER
+
+    await gateway.grant("alice")
+    stall = threading.Event()
+    gateway.gw.recorder.writer.submit(stall.wait)
+    size = 64 * 1024 * 1024
+    proc = await asyncio.create_subprocess_exec(
+        *gateway.ssh_args("alice", LOGIN),
+        f"head -c {size} /dev/zero",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    transfer = asyncio.ensure_future(proc.communicate())
+    try:
+        readings: list[int] = []
+        for _ in range(600):
+            await asyncio.sleep(0.1)
+            sessions = list(gateway.gw.registry.sessions.values())
+            readings.append(sessions[0].bytes_down if sessions else 0)
+            if readings[-1] and readings[-5:] == [readings[-1]] * 5:
+                break  # no progress for half a second: the target is paused
+        assert not transfer.done()
+        assert 0 < readings[-1] <= HIGH_WATER + 8 * 1024 * 1024
+    finally:
+        stall.set()
+    out, _ = await asyncio.wait_for(transfer, 120)
+    assert proc.returncode == 0 and len(out) == size
