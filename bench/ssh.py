@@ -196,9 +196,12 @@ async def keystrokes(s: Setup, gateway: bool, sessions: int, per_session: int) -
             await asyncio.sleep(0.1)  # ~10 keystrokes a second per session
         proc.close()
 
-    await asyncio.gather(*(one(c) for c in conns))
+    results = await asyncio.gather(*(one(c) for c in conns), return_exceptions=True)
     for conn in conns:
         conn.close()
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        print(f"  !! {len(failed)} of {sessions} sessions failed: {failed[0]!r}", flush=True)
     return latencies
 
 

@@ -58,10 +58,13 @@ keyframes = sa.Table(
         primary_key=True,
         autoincrement=True,
     ),
-    sa.Column("session_id", sa.String(40), nullable=False, index=True),
+    sa.Column("session_id", sa.String(40), nullable=False),
     sa.Column("t", sa.Float, nullable=False),
     sa.Column("offset", sa.BigInteger, nullable=False),
     sa.Column("screen", sa.Text, nullable=False),  # JSON: width, height, lines, cursor
+    # A seek asks for the last keyframe at or before t: an index lookup, not a scan of the
+    # thousands of keyframes of a long recording.
+    sa.Index("ix_rec_keyframes_session_t", "session_id", "t"),
 )
 
 # Timeline items for the viewer and audit: commands, markers, SFTP operations, forwards.

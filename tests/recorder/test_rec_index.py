@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.asciicast import export
-from recorder.events import iter_records_from
+from recorder.events import Kind, iter_records_from
 from recorder.indexer import index_bytes, index_file
 from recorder.replay import frame_at, playback
 from recorder.screen import TerminalModel
@@ -115,6 +118,31 @@ async def test_asciicast_export(recorder: Recorder, clock: Clock) -> None:
     times = [e[0] for e in events]
     assert times == sorted(times)
     assert any(e[1] == "i" for e in events) and any(e[1] == "m" for e in events)
+
+
+async def test_asciinema_plays_the_export(recorder: Recorder, clock: Clock, tmp_path: Path) -> None:
+    """asciinema's own player (the ``asciinema`` package's CLI) reads the file and shows
+    exactly the recorded output."""
+    path = await _record(recorder, clock)
+    cast = tmp_path / "session.cast"
+    cast.write_text("\n".join(export(iter_records_from(path, 0))) + "\n")
+    recorded = b"".join(r.data for r in iter_records_from(path, 0) if r.kind is Kind.OUTPUT)
+    shown = subprocess.run(
+        [sys.executable, "-m", "asciinema", "cat", str(cast)],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == recorded
+    played = subprocess.run(
+        [sys.executable, "-m", "asciinema", "play", "-s", "1000", "-i", "0.01", str(cast)],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert played.returncode == 0, played.stderr
+    assert b"line 019999 of a long log file" in played.stdout
 
 
 def test_playback_skips_idle_time() -> None:
