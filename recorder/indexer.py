@@ -23,7 +23,7 @@ from recorder.screen import TerminalModel
 KEYFRAME_SECONDS = 10.0
 KEYFRAME_BYTES = 64 * 1024  # of pyte input: bounds the replay work behind any keyframe
 BURST_KEEP = 16 * 1024
-BURST_LIMIT = 64 * 1024
+BURST_LIMIT = 32 * 1024
 MAX_LINE = 500
 MAX_LINES = 200_000
 _ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
