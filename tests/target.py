@@ -17,8 +17,12 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from gateway.services import Services
 
 PASSWORD_FILE = Path("/root/.lockgate-test-target-password")
 
@@ -153,3 +157,21 @@ MaxSessions 50
     server.proc.wait(10)
     log.close()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def register_target(services: Services, sshd: Sshd, name: str = "db01") -> None:
+    """The sshd as a gateway target, pinned, with its password vaulted."""
+    from policy.service import SYSTEM_ACTOR
+    from vault.secret import Secret
+
+    await services.policy.add_target(
+        SYSTEM_ACTOR,
+        name,
+        host="127.0.0.1",
+        port=sshd.port,
+        host_key=sshd.host_key,
+        accounts=[TARGET_USER],
+    )
+    await services.vault.set_credential(
+        SYSTEM_ACTOR, name, TARGET_USER, "password", Secret(sshd.password)
+    )

@@ -33,9 +33,8 @@ from policy.models import Rule
 from policy.service import SYSTEM_ACTOR, PolicyService
 from recorder.anomaly import AnomalyEngine, AnomalyRule
 from recorder.writer import Recorder
-from tests.target import TARGET_USER, Sshd, free_port, ssh_argv  # noqa: F401
+from tests.target import TARGET_USER, Sshd, free_port, register_target, ssh_argv  # noqa: F401
 from vault.keys import Keyring, new_master_key
-from vault.secret import Secret
 from vault.service import VaultService
 
 
@@ -178,17 +177,7 @@ async def gateway(
             SYSTEM_ACTOR, name, roles=roles, public_keys=[(tmp_path / f"id_{name}.pub").read_text()]
         )
         harness.clients[name] = Client(name, key_file)
-    await policy.add_target(
-        SYSTEM_ACTOR,
-        "db01",
-        host="127.0.0.1",
-        port=sshd.port,
-        host_key=sshd.host_key,
-        accounts=[TARGET_USER],
-    )
-    await services.vault.set_credential(
-        SYSTEM_ACTOR, "db01", TARGET_USER, "password", Secret(sshd.password)
-    )
+    await register_target(services, sshd)
     try:
         yield harness
     finally:

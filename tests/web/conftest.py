@@ -21,10 +21,9 @@ from gateway.cli.setup import generate_host_key, migrate
 from gateway.config import load_config
 from policy.models import Rule
 from policy.service import SYSTEM_ACTOR
-from tests.target import TARGET_USER, Sshd, ssh_argv
+from tests.target import TARGET_USER, Sshd, register_target, ssh_argv
 from vault import totp
 from vault.keys import generate_master_key_file
-from vault.secret import Secret
 
 RULES = (
     Rule(
@@ -161,17 +160,7 @@ async def web(db_url: str, sshd: Sshd, tmp_path: Path) -> AsyncIterator[Web]:
             harness.passwords[role] = password
             harness.totp_seeds[role] = _seed(uri)
             harness.keys[role] = key
-        await policy.add_target(
-            SYSTEM_ACTOR,
-            "db01",
-            host="127.0.0.1",
-            port=sshd.port,
-            host_key=sshd.host_key,
-            accounts=[TARGET_USER],
-        )
-        await node.services.vault.set_credential(
-            SYSTEM_ACTOR, "db01", TARGET_USER, "password", Secret(sshd.password)
-        )
+        await register_target(node.services, sshd)
         yield harness
     finally:
         await http.close()
