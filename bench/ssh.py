@@ -74,7 +74,7 @@ class Setup:
         )
         cfg = w / "lockgate.toml"
 
-        def run(*a, stdin=""):
+        def run(*a: str, stdin: str = "") -> str:
             return sh(
                 PY,
                 "-m",
@@ -184,10 +184,11 @@ async def keystrokes(s: Setup, gateway: bool, sessions: int, per_session: int) -
 
     async def one(conn: asyncssh.SSHClientConnection) -> None:
         proc = await conn.create_process(
-            "stty -echo; stty raw; exec cat", term_type="xterm", encoding=None
+            "stty -echo raw; printf R; exec cat", term_type="xterm", encoding=None
         )
-        proc.stdin.write(b"w")  # warm-up: the upstream channel is open once this echoes
-        await proc.stdout.readexactly(1)
+        # Nothing is typed before the terminal's own echo is off: a byte echoed twice (by
+        # the tty and by cat) would pair every later read with the previous keystroke.
+        await proc.stdout.readuntil(b"R")
         for _ in range(per_session):
             start = time.perf_counter()
             proc.stdin.write(b"k")
@@ -384,13 +385,13 @@ async def main() -> None:
             )
         )
         idle = 200 if args.quick else 1000
-        per = await idle_rss(s, idle)
+        rss = await idle_rss(s, idle)
         rows.append(
             (
                 f"gateway RSS per idle pty session ({idle})",
                 "-",
-                f"{per:.0f} KB",
-                f"{per * 1000 / 1024:.0f} MB per 1000",
+                f"{rss:.0f} KB",
+                f"{rss * 1000 / 1024:.0f} MB per 1000",
             )
         )
         kills = await kill_latency(s, 5 if args.quick else 10)

@@ -35,6 +35,7 @@ from gateway.web.auth import BrowserSessions, SignIn
 from gateway.web.deps import Deps
 from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
+from recorder.follow import LiveIndexer
 from recorder.store import RecordingStore
 from recorder.writer import Recorder
 
@@ -233,6 +234,7 @@ async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> No
             await node.stop()
             raise StartupError(f"cannot listen for HTTP on {http} ({exc.strerror})") from None
         node._tasks.append(asyncio.ensure_future(node._backstop()))
+        node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node
     except BaseException:
         await services.aclose()

@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import NullPool
 
 SessionMaker = async_sessionmaker[AsyncSession]
 T = TypeVar("T")
+SQLITE_POOL = 4
 
 
 def is_sqlite(url: str) -> bool:
@@ -40,8 +40,16 @@ def create_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # A few pooled connections: a new aiosqlite connection costs a thread and ~4 ms, and
+        # with every transaction taking the write lock, waiting in the pool's FIFO is fair
+        # where SQLite's sleep-and-retry busy wait starves some writers.
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, poolclass=NullPool, hide_parameters=True
+            url,
+            connect_args={"timeout": 30},
+            pool_size=SQLITE_POOL,
+            max_overflow=0,
+            pool_timeout=30,
+            hide_parameters=True,
         )
         _configure_sqlite(engine)
         return engine

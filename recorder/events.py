@@ -19,6 +19,7 @@ MAGIC = b"LOCKGATE-REC-1\n"
 CHUNK_MAGIC = b"LGC1"
 CHUNK_HEAD = struct.Struct("<4sIQ")
 RECORD_HEAD = struct.Struct("<dBI")
+SEQ = struct.Struct("<Q")
 HASH_LEN = 32
 GENESIS = bytes(HASH_LEN)
 MAX_CHUNK = 16 * 1024 * 1024
@@ -55,7 +56,12 @@ def encode_record(t: float, kind: Kind, data: bytes) -> bytes:
 
 
 def chain(prev: bytes, seq: int, payload: bytes) -> bytes:
-    return hashlib.sha256(prev + struct.pack("<Q", seq) + payload).digest()
+    # update() rather than one concatenation: no copy of the payload, and hashlib lets
+    # other threads run while it hashes a large buffer.
+    h = hashlib.sha256(prev)
+    h.update(SEQ.pack(seq))
+    h.update(payload)
+    return h.digest()
 
 
 def encode_chunk(prev: bytes, seq: int, payload: bytes) -> tuple[bytes, bytes]:
@@ -84,13 +90,17 @@ class Chunk:
     digest: bytes
 
 
-def read_chunks(data: bytes) -> Iterator[Chunk]:
-    """Parse and check the chain; raises ValueError at the first inconsistency."""
+def read_chunks(data: bytes, complete_only: bool = False) -> Iterator[Chunk]:
+    """Parse and check the chain; raises ValueError at the first inconsistency. With
+    ``complete_only`` (a recording still being written), a truncated last chunk ends the
+    iteration instead."""
     if not data.startswith(MAGIC):
         raise ValueError("not a Lockgate recording")
     pos, prev, seq = len(MAGIC), GENESIS, 0
     while pos < len(data):
         if pos + CHUNK_HEAD.size > len(data):
+            if complete_only:
+                return
             raise ValueError(f"chunk {seq} header truncated")
         magic, length, got_seq = CHUNK_HEAD.unpack_from(data, pos)
         if magic != CHUNK_MAGIC or length > MAX_CHUNK:
@@ -100,6 +110,8 @@ def read_chunks(data: bytes) -> Iterator[Chunk]:
         start = pos + CHUNK_HEAD.size
         end = start + length
         if end + HASH_LEN > len(data):
+            if complete_only:
+                return
             raise ValueError(f"chunk {seq} truncated")
         payload = data[start:end]
         digest = data[end : end + HASH_LEN]

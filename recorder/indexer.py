@@ -1,4 +1,4 @@
-"""Turning a sealed recording into keyframes, searchable text and a timeline.
+"""Turning a recording into keyframes, searchable text and a timeline.
 
 Runs in a worker process (``index_file`` is a plain function of a path), never on the
 gateway's event loop: pyte parses about 0.25 MB/s, while a shell moves 30-40 MB/s. Text for
@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from recorder.commandline import LineTracker
-from recorder.events import MAGIC, MASKED, RESIZE, Kind, Record, decode_records, read_chunks
+from recorder.events import (
+    CHUNK_HEAD,
+    HASH_LEN,
+    MAGIC,
+    MASKED,
+    RESIZE,
+    Kind,
+    Record,
+    decode_records,
+    read_chunks,
+)
 from recorder.screen import TerminalModel
 
 KEYFRAME_SECONDS = 10.0
@@ -39,6 +49,7 @@ class IndexResult:
     lines: list[tuple[float, str, str]] = field(default_factory=list)  # t, kind, text
     events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
     pyte_errors: int = 0
+    size: int = 0  # bytes of the file covered: all of it, or the complete chunks of a live one
 
 
 def clean_line(raw: bytes) -> str:
@@ -108,7 +119,8 @@ def meta_of(data: bytes) -> dict[str, Any]:
     return {}
 
 
-def index_bytes(data: bytes) -> IndexResult:
+def index_bytes(data: bytes, live: bool = False) -> IndexResult:
+    """Index a recording; ``live``: one still being written, up to its last complete chunk."""
     meta = meta_of(data)
     result = IndexResult(int(meta.get("width", 80)), int(meta.get("height", 24)))
     model = TerminalModel(result.width, result.height)
@@ -116,7 +128,9 @@ def index_bytes(data: bytes) -> IndexResult:
     tracker = LineTracker()
     assembler = LineAssembler()
     last_t, keyframe_t, keyframe_fed, previous_line = 0.0, 0.0, 0, ""
-    for chunk in read_chunks(data):
+    result.size = len(MAGIC)
+    for chunk in read_chunks(data, complete_only=live):
+        result.size = chunk.offset + CHUNK_HEAD.size + len(chunk.payload) + HASH_LEN
         if (
             last_t - keyframe_t >= KEYFRAME_SECONDS
             or feeder.fed + len(feeder.pending) - keyframe_fed >= KEYFRAME_BYTES
@@ -164,12 +178,12 @@ def index_bytes(data: bytes) -> IndexResult:
     return result
 
 
-def index_file(path: str) -> IndexResult:
+def index_file(path: str, live: bool = False) -> IndexResult:
     """Entry point for the worker process."""
     data = Path(path).read_bytes()
     if not data.startswith(MAGIC):
         raise ValueError("not a Lockgate recording")
-    return index_bytes(data)
+    return index_bytes(data, live)
 
 
 def to_json(result: IndexResult) -> str:
@@ -182,6 +196,7 @@ def to_json(result: IndexResult) -> str:
             "lines": result.lines,
             "events": result.events,
             "pyte_errors": result.pyte_errors,
+            "size": result.size,
         }
     )
 
@@ -196,10 +211,11 @@ def from_json(text: str) -> IndexResult:
         [(t, k, line) for t, k, line in data["lines"]],
         [(t, k, d) for t, k, d in data["events"]],
         data["pyte_errors"],
+        data["size"],
     )
 
 
-if __name__ == "__main__":  # the worker process: python -m recorder.indexer PATH
+if __name__ == "__main__":  # the worker process: python -m recorder.indexer PATH [--live]
     import sys
 
-    sys.stdout.write(to_json(index_file(sys.argv[1])))
+    sys.stdout.write(to_json(index_file(sys.argv[1], live="--live" in sys.argv[2:])))

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,9 @@ from recorder.integrity import verify_against_seal, verify_file
 from recorder.tables import events, keyframes, recordings, text_lines
 
 log = logging.getLogger(__name__)
+# Index processes at once: a burst of sessions ending together must not start one pyte
+# process each (about 30 MB and a core apiece); the rest wait their turn.
+INDEX_WORKERS = max(1, (os.cpu_count() or 2) // 2)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class RecordingInfo:
     sealed: bool
     meta: dict[str, Any]
     end_reason: str | None
+    indexed: bool  # sealed, and the index covers all of it
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -57,9 +62,12 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 class RecordingStore:
-    def __init__(self, root: Path, maker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, root: Path, maker: async_sessionmaker[AsyncSession], workers: int = INDEX_WORKERS
+    ) -> None:
         self.root = root
         self.maker = maker
+        self._workers = asyncio.Semaphore(workers)
         self._children: set[asyncio.subprocess.Process] = set()
         self._jobs: set[asyncio.Task[None]] = set()
 
@@ -76,6 +84,7 @@ class RecordingStore:
             row.sha256 is not None,
             json.loads(row.meta),
             row.end_reason,
+            row.sha256 is not None and row.indexed_to >= (row.size or 0) > 0,
         )
 
     async def get(self, session_id: str) -> RecordingInfo:
@@ -109,32 +118,48 @@ class RecordingStore:
         except Exception:
             log.exception("indexing recording %s failed", session_id)
 
-    async def index(self, session_id: str) -> IndexResult:
-        """Index in a child process (pyte never runs in this one); killed at shutdown."""
+    async def index(self, session_id: str, live: bool = False) -> IndexResult:
+        """Index in a child process (pyte never runs in this one), at most ``workers`` at
+        once; killed at shutdown. ``live``: a recording still being written, up to its last
+        complete chunk; its result is dropped if the recording was sealed meanwhile (the
+        sealed recording's own index is complete and must not be replaced)."""
         info = await self.get(session_id)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "recorder.indexer",
-            str(info.path),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        self._children.add(proc)
-        try:
-            out, err = await proc.communicate()
-        finally:
-            self._children.discard(proc)
+        async with self._workers:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "recorder.indexer",
+                str(info.path),
+                *(["--live"] if live else []),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            self._children.add(proc)
+            try:
+                out, err = await proc.communicate()
+            finally:
+                self._children.discard(proc)
         if proc.returncode != 0:
             raise RuntimeError(
                 f"indexing {session_id} failed: {err.decode(errors='replace').strip()[-300:]}"
             )
         result = from_json(out.decode())
-        await self.save_index(session_id, result, info.size)
+        await self.save_index(session_id, result, result.size if live else info.size, live)
         return result
 
-    async def save_index(self, session_id: str, result: IndexResult, size: int) -> None:
+    async def save_index(
+        self, session_id: str, result: IndexResult, size: int, live: bool = False
+    ) -> bool:
+        """Replace the session's index; a ``live`` one only while the recording is unsealed."""
         async with self.maker() as db, db.begin():
+            if live:
+                sealed = (
+                    await db.execute(
+                        sa.select(recordings.c.sha256).where(recordings.c.session_id == session_id)
+                    )
+                ).scalar()
+                if sealed is not None:
+                    return False
             for table in (keyframes, text_lines, events):
                 await db.execute(table.delete().where(table.c.session_id == session_id))
             if result.keyframes:
@@ -166,6 +191,7 @@ class RecordingStore:
                 .where(recordings.c.session_id == session_id)
                 .values(indexed_to=size)
             )
+        return True
 
     async def index_pending(self) -> int:
         """Queue every sealed recording not fully indexed (e.g. after a restart)."""

@@ -31,7 +31,19 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from recorder.errors import RecordingFailed
-from recorder.events import GENESIS, MAGIC, MASKED, RESIZE, Kind, encode_chunk, encode_record
+from recorder.events import (
+    CHUNK_HEAD,
+    CHUNK_MAGIC,
+    GENESIS,
+    HASH_LEN,
+    MAGIC,
+    MASKED,
+    RECORD_HEAD,
+    RESIZE,
+    Kind,
+    chain,
+    encode_record,
+)
 from recorder.sftp import SftpTracker
 from recorder.tables import recordings
 
@@ -117,9 +129,10 @@ class SessionRecording:
             # the OS may already have given to another file, be written to).
             self.dropped += len(data)
             return
-        record = encode_record(self._now(), kind, data)
-        self._buf.append(record)
-        self._buffered += len(record)
+        # Header and data stay separate: the data is copied once, in the writer thread.
+        self._buf.append(RECORD_HEAD.pack(self._now(), kind, len(data)))
+        self._buf.append(data)
+        self._buffered += RECORD_HEAD.size + len(data)
         if self._buffered >= CHUNK_BYTES:
             self.flush()
         elif self._timer is None:
@@ -213,6 +226,11 @@ class SessionRecording:
         )
 
     @property
+    def size(self) -> int:
+        """Bytes of the file so far, counting chunks still queued for the writer thread."""
+        return self._size
+
+    @property
     def backlog(self) -> int:
         """Bytes recorded and not yet on disk (buffered or queued for the writer thread)."""
         return self._buffered + self._queued
@@ -232,30 +250,30 @@ class SessionRecording:
             self._timer = None
         if not self._buf or self._failure is not None or self._sealing:
             return
-        payload = b"".join(self._buf)
-        self._buf.clear()
+        parts, self._buf = self._buf, []
+        length = CHUNK_HEAD.size + self._buffered + HASH_LEN
         self._buffered = 0
-        chunk, self._prev = encode_chunk(self._prev, self._seq, payload)
-        self._seq += 1
-        self._size += len(chunk)
-        self._queued += len(chunk)
-        self.recorder.writer.submit(lambda: self._write(chunk))
+        seq, self._seq = self._seq, self._seq + 1
+        self._size += length
+        self._queued += length
+        self.recorder.writer.submit(lambda: self._write(seq, parts, length))
         if not self._pressed and self._queued > HIGH_WATER:
             self._press(True)
 
-    def _write(self, chunk: bytes) -> None:
-        """In the writer thread."""
+    def _write(self, seq: int, parts: list[bytes], length: int) -> None:
+        """In the writer thread, in ``seq`` order: join, chain and append one chunk. The
+        hashing happens here, off the event loop (hashlib releases the GIL)."""
         try:
             if not self._broken:
-                view = memoryview(chunk)
-                while view:
-                    written = os.write(self._fd, view)
-                    view = view[written:]
+                payload = b"".join(parts)
+                self._prev = chain(self._prev, seq, payload)
+                head = CHUNK_HEAD.pack(CHUNK_MAGIC, len(payload), seq)
+                _write_all(self._fd, [head, payload, self._prev])
         except OSError as exc:
             self._broken = True
             _post(self._loop, self._fail, exc)
         finally:
-            _post(self._loop, self._written, len(chunk))
+            _post(self._loop, self._written, length)
 
     def _written(self, size: int) -> None:
         self._queued -= size
@@ -285,13 +303,14 @@ class SessionRecording:
         if self._closed:
             raise RecordingFailed("the recording is already closed")
         self._closed = True
+        self.recorder.live.pop(self.session_id, None)
         if self._pending:
             self._hide_pending()
         self._sftp.finish()
         duration = self._now()
-        self._buf.append(
-            encode_record(duration, Kind.SEAL, json.dumps({"reason": reason}).encode())
-        )
+        last = encode_record(duration, Kind.SEAL, json.dumps({"reason": reason}).encode())
+        self._buf.append(last)
+        self._buffered += len(last)
         self.flush()
         self._sealing = True
         failure: BaseException | None = None
@@ -385,6 +404,17 @@ def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
         future.set_exception(exc)
 
 
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    views = [memoryview(p) for p in parts]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -409,6 +439,7 @@ class Recorder:
         self.clock = clock
         self.on_sealed = on_sealed  # e.g. queue the recording for indexing
         self.writer = DiskWriter()
+        self.live: dict[str, SessionRecording] = {}  # started, not yet closing
 
     def path_for(self, session_id: str, started: datetime) -> Path:
         return self.root / started.strftime("%Y/%m/%d") / f"{session_id}.lgrec"
@@ -460,6 +491,7 @@ class Recorder:
         except Exception as exc:
             rec.abandon()
             raise RecordingFailed(f"cannot register the recording for {session_id}") from exc
+        self.live[session_id] = rec
         return rec
 
     async def sealed(self, seal: Seal, reason: str) -> None:

@@ -148,16 +148,8 @@ async def get_recording(call: Call) -> Any:
         ]
     except NoRecording:
         facts["markers"] = []
-    facts["indexed"] = await _indexed(call, info.session_id)
+    facts["indexed"] = info.indexed
     return facts
-
-
-async def _indexed(call: Call, session_id: str) -> bool:
-    try:
-        await call.deps.recordings.keyframe_before(session_id, 0.0)
-    except NoRecording:
-        return False
-    return True
 
 
 async def _grant_facts(call: Call, grant_id: str) -> dict[str, Any] | None:

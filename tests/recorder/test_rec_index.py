@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.asciicast import export
-from recorder.events import Kind, iter_records_from
+from recorder.events import GENESIS, MAGIC, Kind, encode_chunk, encode_record, iter_records_from
+from recorder.follow import LiveIndexer
 from recorder.indexer import index_bytes, index_file
 from recorder.replay import frame_at, playback
 from recorder.screen import TerminalModel
@@ -105,6 +108,66 @@ async def test_search_across_and_within(
     assert await store.search("no such words anywhere") == []
     assert await store.search("'; DROP TABLE rec_text; --") == []
     assert await store.search('"unbalanced') == []
+
+
+async def test_index_workers_are_bounded(recorder: Recorder, clock: Clock) -> None:
+    """Sessions ending together queue for the index workers instead of each starting a
+    pyte process at once; every recording is indexed in the end."""
+    ids = [f"se-{i}" for i in range(3)]
+    for sid in ids:
+        await _record(recorder, clock, sid)
+    store = RecordingStore(recorder.root, recorder.maker, workers=1)
+    for sid in ids:
+        store.index_later(sid)
+    most = 0
+    while store._jobs:
+        most = max(most, len(store._children))
+        await asyncio.sleep(0.01)
+    assert most == 1
+    for sid in ids:
+        assert await store.search("systemctl stop nginx", session_id=sid)
+
+
+async def test_live_recording_is_followed(recorder: Recorder, clock: Clock) -> None:
+    """An open recording is indexed up to its last complete chunk and found by search while
+    the session goes on; a pass without growth does nothing; once sealed, the full index
+    replaces the live one and a late live result cannot overwrite it."""
+    store = RecordingStore(recorder.root, recorder.maker)
+    follower = LiveIndexer(recorder, store, interval=3600)
+    rec = await recorder.start("se-live", meta={"user": "alice"}, width=80, height=24)
+    for ch in b"systemctl stop nginx\r":
+        rec.input(bytes([ch]))
+        rec.output(bytes([ch]) if ch != 0x0D else b"\r\nStopping nginx...\r\n")
+    rec.flush()
+    clock.t += 5
+    rec.output(b"not flushed yet\r\n")
+    assert await follower.follow_once() == ["se-live"]
+    hits = await store.search("systemctl stop nginx", session_id="se-live")
+    assert {h.kind for h in hits} == {"command", "screen"}
+    assert await store.search("not flushed yet") == []
+    assert not (await store.get("se-live")).indexed  # live: partial, not "indexed"
+    assert await follower.follow_once() == []  # nothing new on disk
+    partial = await store.index("se-live", live=True)
+
+    await rec.close("done")
+    assert await follower.follow_once() == []  # closed: no longer followed
+    await store.index("se-live")
+    assert (await store.get("se-live")).indexed
+    assert await store.search("not flushed yet", session_id="se-live")
+    assert not await store.save_index("se-live", partial, partial.size, live=True)
+    assert await store.search("not flushed yet", session_id="se-live")
+
+
+def test_live_index_stops_at_a_truncated_chunk() -> None:
+    payload = encode_record(0, Kind.META, b'{"width": 80, "height": 24}')
+    first, prev = encode_chunk(GENESIS, 0, payload + encode_record(1, Kind.OUTPUT, b"one\n"))
+    second, _ = encode_chunk(prev, 1, encode_record(2, Kind.OUTPUT, b"two\n"))
+    data = MAGIC + first + second[:-7]
+    result = index_bytes(data, live=True)
+    assert result.size == len(MAGIC) + len(first)
+    assert [line for _, _, line in result.lines] == ["one"]
+    with pytest.raises(ValueError, match="truncated"):
+        index_bytes(data)
 
 
 async def test_asciicast_export(recorder: Recorder, clock: Clock) -> None:
@@ -208,7 +271,6 @@ def test_hostile_output_never_crashes(chunks: list[bytes], width: int, height: i
 )
 @given(HOSTILE)
 def test_hostile_recording_indexes(chunks: list[bytes]) -> None:
-    from recorder.events import GENESIS, MAGIC, Kind, encode_chunk, encode_record
 
     payload = encode_record(0, Kind.META, b'{"width": 80, "height": 24}')
     payload += b"".join(encode_record(i, Kind.OUTPUT, c) for i, c in enumerate(chunks))

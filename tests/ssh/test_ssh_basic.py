@@ -119,3 +119,43 @@ async def test_sftp_operations_are_recorded(gateway: Gateway, tmp_path: Path) ->
         if e.get("op") in ("upload", "download")
     ]
     assert any(e.get("op") == "download" and e.get("bytes") == 200_000 for e in ops)
+
+
+async def test_live_session_is_searchable_before_it_ends(gateway: Gateway) -> None:
+    import sqlalchemy as sa
+
+    from recorder.follow import LiveIndexer
+    from recorder.store import RecordingStore
+    from recorder.tables import text_lines
+
+    await gateway.grant("alice")
+    proc = await asyncio.create_subprocess_exec(
+        *gateway.ssh_args("alice", LOGIN),
+        "echo live-$((6 * 7))-marker; sleep 60",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"live-42-marker\n"
+    (session_id,) = list(gateway.gw.registry.sessions)
+    store = RecordingStore(gateway.workdir / "recordings", gateway.services.maker)
+    follower = LiveIndexer(gateway.gw.recorder, store, interval=3600)
+    try:
+        gateway.gw.recorder.live[session_id].flush()  # else up to a second in memory
+        assert await follower.follow_once() == [session_id]
+        async with gateway.services.maker() as db:  # this harness has no full-text table
+            lines = (
+                await db.execute(
+                    sa.select(text_lines.c.kind, text_lines.c.line).where(
+                        text_lines.c.session_id == session_id
+                    )
+                )
+            ).all()
+        assert ("screen", "live-42-marker") in lines
+        assert ("command", "echo live-$((6 * 7))-marker; sleep 60") in lines
+        assert len(gateway.gw.registry) == 1  # still live
+    finally:
+        await gateway.gw.registry.terminate(session_id, "test over")
+        await asyncio.wait_for(proc.communicate(), 30)
+        await store.aclose()

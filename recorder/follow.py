@@ -1,0 +1,62 @@
+"""Indexing recordings while they are written, so a live session can be searched.
+
+Every ``interval`` seconds, each open recording that has grown since its last pass is
+indexed again up to its last complete chunk, in the store's worker processes: the same
+bounded queue as sealed recordings, so many live sessions never start more pyte processes
+than the store allows, and a busy session is never slowed (the indexer lags and catches up
+from the file). A pass reads the file from its start, so recordings are followed only up to
+``max_size``; a larger one is indexed once it is sealed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from recorder.store import RecordingStore
+from recorder.writer import Recorder
+
+log = logging.getLogger(__name__)
+
+LIVE_INDEX_SECONDS = 30.0
+LIVE_INDEX_MAX = 64 * 1024 * 1024
+
+
+class LiveIndexer:
+    def __init__(
+        self,
+        recorder: Recorder,
+        store: RecordingStore,
+        *,
+        interval: float = LIVE_INDEX_SECONDS,
+        max_size: int = LIVE_INDEX_MAX,
+    ) -> None:
+        self.recorder = recorder
+        self.store = store
+        self.interval = interval
+        self.max_size = max_size
+        self._seen: dict[str, int] = {}  # session -> size at its last pass
+
+    async def follow_once(self) -> list[str]:
+        """One pass over the open recordings; returns the sessions indexed."""
+        indexed = []
+        for session_id, rec in list(self.recorder.live.items()):
+            size = rec.size
+            if size <= self._seen.get(session_id, 0) or size > self.max_size:
+                continue
+            await rec.synced()  # what was flushed so far is in the file
+            try:
+                await self.store.index(session_id, live=True)
+            except Exception:
+                log.exception("indexing live recording %s failed", session_id)
+                continue
+            self._seen[session_id] = size
+            indexed.append(session_id)
+        for gone in self._seen.keys() - self.recorder.live.keys():
+            del self._seen[gone]
+        return indexed
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.follow_once()
