@@ -4,6 +4,7 @@ them."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import pytest
 from gateway.app import Node, start_node
 from gateway.cli.setup import generate_host_key, migrate
 from gateway.config import load_config
+from gateway.web.routes import API
 from policy.models import Rule
 from policy.service import SYSTEM_ACTOR
 from tests.target import TARGET_USER, Sshd, register_target, ssh_argv
@@ -92,6 +94,16 @@ class Web:
 
                 body = _json.loads(raw)
             return response.status, body, response.headers
+
+    async def indexed_recording(self, session_id: str, role: str = "requester") -> Any:
+        """The recording's facts once its sealed recording is indexed (a child process
+        indexes it just after the seal)."""
+        for _ in range(300):
+            status, info, _ = await self.call("GET", f"{API}/recordings/{session_id}", role)
+            if status == 200 and info["indexed"]:
+                return info
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"recording {session_id} was not indexed")
 
     def totp_code(self, role: str, when: datetime | None = None) -> str:
         return totp.code_at(self.totp_seeds[role], when or datetime.now(UTC))

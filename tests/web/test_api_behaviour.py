@@ -394,11 +394,7 @@ async def test_frames_window_and_cast(web: Web) -> None:
     deps = web.node.deps
     assert deps is not None
     session = (await deps.control.list(SYSTEM_ACTOR))[0]
-    for _ in range(200):
-        status, info, _ = await web.call("GET", f"{API}/recordings/{session.id}", "requester")
-        if status == 200 and info["indexed"]:
-            break
-        await asyncio.sleep(0.1)
+    info = await web.indexed_recording(session.id)
     assert info["user"] == "alice" and info["grant"]["reason"] == "INC-1 test"
     assert info["grant"]["approvers"] == ["bob"]
     status, window, _ = await web.call(

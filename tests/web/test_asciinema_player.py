@@ -111,12 +111,7 @@ async def test_export_plays_in_asciinema_web_player(
     deps = web.node.deps
     assert deps is not None
     session = (await deps.control.list(SYSTEM_ACTOR))[0]
-    for _ in range(300):
-        status, info, _ = await web.call("GET", f"{API}/recordings/{session.id}", "requester")
-        if status == 200 and info["indexed"]:
-            break
-        await asyncio.sleep(0.1)
-    assert info["indexed"]
+    info = await web.indexed_recording(session.id)
     status, cast, _ = await web.call("GET", f"{API}/recordings/{session.id}/cast", "requester")
     assert status == 200
     status, window, _ = await web.call(
