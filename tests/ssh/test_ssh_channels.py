@@ -94,7 +94,9 @@ async def _through_forward(gateway: Gateway, user: str, dest_port: int) -> bytes
         writer.close()
         return data
     finally:
-        proc.terminate()
+        # SIGKILL, not SIGTERM: OpenSSH 9.2's client can take a SIGTERM just before it sleeps
+        # in poll() and then sleeps on until the next packet (the gateway's keepalive, 60 s).
+        proc.kill()
         await proc.wait()
 
 
