@@ -137,6 +137,10 @@ class RecordingStore:
             self._children.add(proc)
             try:
                 out, err = await proc.communicate()
+            except BaseException:  # cancelled: the child must not outlive its reader
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                raise
             finally:
                 self._children.discard(proc)
         if proc.returncode != 0:

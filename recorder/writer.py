@@ -129,7 +129,10 @@ class SessionRecording:
             # the OS may already have given to another file, be written to).
             self.dropped += len(data)
             return
-        # Header and data stay separate: the data is copied once, in the writer thread.
+        # Header and data stay separate: the data is copied once, in the writer thread; a
+        # mutable buffer is copied now, as its owner may reuse it.
+        if type(data) is not bytes:
+            data = bytes(data)
         self._buf.append(RECORD_HEAD.pack(self._now(), kind, len(data)))
         self._buf.append(data)
         self._buffered += RECORD_HEAD.size + len(data)

@@ -187,3 +187,16 @@ async def test_a_stalled_disk_presses_back_and_loses_nothing(recorder: Recorder)
     records = iter_records_from(str(rec.path), 0)
     assert sum(len(r.data) for r in records if r.kind is Kind.OUTPUT) == sent
     assert verify_file(rec.path).ok
+
+
+async def test_a_reused_buffer_is_recorded_as_it_was(recorder: Recorder) -> None:
+    """The data path keeps references until the writer thread joins a chunk: a caller's
+    mutable buffer, changed after the call, must not change what was recorded."""
+    rec = await recorder.start("se-buf", meta={}, pty=False)
+    buffer = bytearray(b"first")
+    rec.output(buffer)
+    buffer[:] = b"XXXXX"
+    rec.output(b"second")
+    await rec.close("done")
+    outputs = [r.data for r in iter_records_from(str(rec.path), 0) if r.kind is Kind.OUTPUT]
+    assert outputs == [b"first", b"second"]
