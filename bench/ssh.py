@@ -1,6 +1,6 @@
 """Direct sshd vs through Lockgate, measured in one run. Not a test: prints a table.
 
-    python -m bench.ssh [--quick] [--sessions 200] [--database-url URL]
+    python -m bench.ssh [--quick] [--pairs 3] [--sessions 200] [--database-url URL]
 
 Starts its own sshd (root needed: it creates the account ``lgbench``), initialises a
 gateway in a temporary directory, runs ``lockgate serve`` as a separate process (so its
@@ -319,9 +319,11 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer sessions")
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--database-url")
+    parser.add_argument("--pairs", type=int, help="direct/gateway pairs per bulk row (3)")
     args = parser.parse_args()
     exec_mb, pty_mb = (100, 50) if args.quick else (300, 200)
     sessions = min(args.sessions, 50) if args.quick else args.sessions
+    args.pairs = args.pairs or (1 if args.quick else 3)
     work = Path(tempfile.mkdtemp(prefix="lockgate-bench-"))
     work.chmod(0o755)
     s = Setup(work, args.database_url)
@@ -335,26 +337,22 @@ async def main() -> None:
     try:
         gcm = ("-c", "aes128-gcm@openssh.com")
         for label, extra in (("", ()), (", client leg aes128-gcm", gcm)):
-            d, g = bulk(s, False, exec_mb, False, *extra), bulk(s, True, exec_mb, False, *extra)
-            rows.append(
-                (
-                    f"exec bulk ({exec_mb} MB){label}",
-                    f"{d:.0f} MB/s",
-                    f"{g:.0f} MB/s",
-                    f"{g / d:.2f}",
+            for name, mb, pty in (("exec bulk", exec_mb, False), ("pty bulk", pty_mb, True)):
+                direct, via, ratios = [], [], []
+                for _ in range(args.pairs):  # alternating, so drift hits both columns
+                    direct.append(bulk(s, False, mb, pty, *extra))
+                    via.append(bulk(s, True, mb, pty, *extra))
+                    ratios.append(via[-1] / direct[-1])
+                    await wait_indexed(s)
+                spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+                rows.append(
+                    (
+                        f"{name} ({mb} MB{', recorded' if pty else ''}){label}, median",
+                        f"{statistics.median(direct):.1f} MB/s",
+                        f"{statistics.median(via):.1f} MB/s",
+                        f"{statistics.median(ratios):.2f}{spread}",
+                    )
                 )
-            )
-            await wait_indexed(s)
-            d, g = bulk(s, False, pty_mb, True, *extra), bulk(s, True, pty_mb, True, *extra)
-            rows.append(
-                (
-                    f"pty bulk ({pty_mb} MB, recorded){label}",
-                    f"{d:.1f} MB/s",
-                    f"{g:.1f} MB/s",
-                    f"{g / d:.2f}",
-                )
-            )
-            await wait_indexed(s)
         for n, per in ((1, 200), (sessions, 20)):
             d_l = await keystrokes(s, False, n, per)
             g_l = await keystrokes(s, True, n, per)
