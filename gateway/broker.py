@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncssh
 import sqlalchemy as sa
@@ -197,6 +198,21 @@ class Broker:
                     bytes_down=0,
                 )
             )
+
+    async def sftp_operations(
+        self, session_id: str, user: str, target: str, account: str, ops: list[dict[str, Any]]
+    ) -> None:
+        """Audit a session's SFTP operations (which file, which way, how many bytes), in
+        order, in one transaction."""
+        async with self.services.maker() as db, db.begin():
+            for op in ops:
+                await self.audit.append(
+                    db,
+                    actor=user,
+                    action=f"sftp.{op.get('op', 'unknown')}",
+                    subject=session_id,
+                    details={"target": target, "account": account, **op},
+                )
 
     async def session_ended(
         self, session_id: str, user: str, reason: str, bytes_up: int, bytes_down: int

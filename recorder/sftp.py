@@ -141,7 +141,7 @@ class SftpTracker:
                 "op": "upload" if writing else "download",
                 "path": info["path"],
                 "bytes": info["written"] if writing else info["read"],
-                "result": "ok",
+                "result": info.get("result", "ok"),
             }
         )
 

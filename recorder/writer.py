@@ -101,6 +101,7 @@ class SessionRecording:
         self._pending = bytearray()  # typed, not yet echoed
         self._pending_since = 0.0
         self._sftp = SftpTracker(self._sftp_op)
+        self._sftp_callbacks: list[Callable[[Mapping[str, Any]], None]] = []
         self._closed = False
         self._sealing = False
         self.dropped = 0
@@ -215,6 +216,13 @@ class SessionRecording:
 
     def _sftp_op(self, op: Mapping[str, Any]) -> None:
         self._add(Kind.SFTP, json.dumps(dict(op)).encode())
+        for cb in self._sftp_callbacks:
+            with contextlib.suppress(Exception):
+                cb(op)
+
+    def add_sftp_callback(self, cb: Callable[[Mapping[str, Any]], None]) -> None:
+        """``cb(op)`` for each SFTP operation recorded (e.g. to audit it)."""
+        self._sftp_callbacks.append(cb)
 
     def port_forward(self, host: str, port: int) -> None:
         self._add(Kind.FORWARD, json.dumps({"host": host, "port": port}).encode())

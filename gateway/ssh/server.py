@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -138,6 +138,8 @@ class LiveSshSession:
         self.channels: list[ClientChannel] = []
         self._upstream: asyncio.Future[asyncssh.SSHClientConnection] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._sftp_ops: list[dict[str, Any]] = []
+        self._sftp_audit: asyncio.Task[None] | None = None
         self._ended = False
         self.has_command_rules = bool(gw.anomaly.commands)
         self.disk_behind = False
@@ -167,6 +169,7 @@ class LiveSshSession:
             lambda exc: self.spawn(self.gw.registry.terminate(self.id, "recording failed"))
         )
         self.recording.add_pressure_callback(self._disk_pressure)
+        self.recording.add_sftp_callback(self._sftp_op)
         self.gw.registry.add(self)
         self._upstream = asyncio.ensure_future(self._connect())
 
@@ -229,6 +232,27 @@ class LiveSshSession:
         self.disk_behind = behind
         for channel in self.channels:
             channel.hold("recording", behind)
+
+    def _sftp_op(self, op: Mapping[str, Any]) -> None:
+        self._sftp_ops.append(dict(op))
+        if self._sftp_audit is None or self._sftp_audit.done():
+            self._sftp_audit = asyncio.ensure_future(self._audit_sftp())
+
+    async def _audit_sftp(self) -> None:
+        """Write the SFTP operations to the audit log off the data path, a batch per
+        transaction; if the audit log cannot be written, the session ends."""
+        while self._sftp_ops:
+            batch, self._sftp_ops = self._sftp_ops, []
+            try:
+                await completed(
+                    self.gw.broker.sftp_operations(
+                        self.id, self.user, self.target, self.account, batch
+                    )
+                )
+            except Exception:
+                log.exception("session %s: auditing SFTP operations failed", self.id)
+                self.spawn(self.gw.registry.terminate(self.id, "the audit log is unavailable"))
+                return
 
     def output_watcher(self) -> OutputWatcher | None:
         """A watcher for one channel's output, or None when no rule looks at output."""
@@ -308,6 +332,8 @@ class LiveSshSession:
         if self.recording is not None:
             with contextlib.suppress(Exception):
                 await self.recording.close(reason)
+        while self._sftp_audit is not None and not self._sftp_audit.done():
+            await asyncio.shield(self._sftp_audit)  # files still open at the end included
         # Only a sealed session leaves the registry: "not live" means "recording complete".
         self.gw.registry.discard(self)
         metrics = self.gw.metrics

@@ -119,6 +119,64 @@ async def test_sftp_operations_are_recorded(gateway: Gateway, tmp_path: Path) ->
         if e.get("op") in ("upload", "download")
     ]
     assert any(e.get("op") == "download" and e.get("bytes") == 200_000 for e in ops)
+    audited = [
+        (e.action, e.details.get("path"), e.details.get("bytes"), e.details.get("target"))
+        for e in await gateway.services.audit.events()
+        if e.action.startswith("sftp.")
+    ]
+    assert ("sftp.upload", "/tmp/lockgate-report.bin", 200_000, "db01") in audited
+    assert ("sftp.download", "/tmp/lockgate-report.bin", 200_000, "db01") in audited
+
+
+async def test_sftp_stops_when_its_audit_cannot_be_written(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """No audit, no transfer: an SFTP operation that cannot be audited ends the session."""
+    import sqlalchemy as sa
+
+    from gateway.tables import audit_head, sessions
+
+    await gateway.grant("alice")
+    src = tmp_path / "x.bin"
+    src.write_bytes(b"x" * 1000)
+    proc = await asyncio.create_subprocess_exec(
+        "sftp",
+        *scp_options(gateway),
+        "-b",
+        "-",
+        f"{LOGIN}@127.0.0.1",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"pwd\n")
+    await proc.stdin.drain()
+    await asyncio.wait_for(proc.stdout.readuntil(b"Remote working directory"), 30)
+    async with gateway.services.maker() as db, db.begin():
+        head = (await db.execute(sa.select(audit_head))).one()
+        await db.execute(sa.delete(audit_head))
+    try:
+        proc.stdin.write(f"put {src} /tmp/lockgate-unaudited.bin\n".encode())
+        await proc.stdin.drain()
+        for _ in range(300):  # the upload is audited when its file is closed
+            if not gateway.gw.registry.sessions:
+                break
+            await asyncio.sleep(0.1)
+        # The client is still connected and idle: only the gateway can have ended the session
+        # (and its end cannot be recorded either: the audit log is down).
+        assert not gateway.gw.registry.sessions
+        proc.stdin.write(b"ls /tmp\n")  # the next command finds the connection gone
+        proc.stdin.close()
+        await asyncio.wait_for(proc.wait(), 30)
+        assert proc.returncode != 0
+    finally:
+        async with gateway.services.maker() as db, db.begin():
+            await db.execute(sa.insert(audit_head).values(**head._mapping))
+    async with gateway.services.maker() as db:
+        assert (await db.execute(sa.select(sessions.c.end_reason))).scalars().all() == [None]
+    events = await gateway.services.audit.events()
+    assert not [e for e in events if e.action.startswith("sftp.")]
 
 
 async def test_live_session_is_searchable_before_it_ends(gateway: Gateway) -> None:
