@@ -59,4 +59,7 @@ class LiveIndexer:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            await self.follow_once()
+            try:
+                await self.follow_once()
+            except Exception:  # the next pass tries again; the loop must not die
+                log.exception("following live recordings failed")
