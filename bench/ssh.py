@@ -207,7 +207,8 @@ async def keystrokes(s: Setup, gateway: bool, sessions: int, per_session: int) -
 
 
 async def wait_indexed(s: Setup) -> None:
-    """Let the gateway's indexer finish, so it does not load the next measurement."""
+    """Let the gateway seal and index every recording, so the indexer does not load the next
+    measurement (a recording not yet sealed when this starts counts as pending too)."""
     import sqlalchemy as sa
 
     from gateway.config import load_config
@@ -223,8 +224,10 @@ async def wait_indexed(s: Setup) -> None:
                         sa.select(sa.func.count())
                         .select_from(recordings)
                         .where(
-                            recordings.c.sha256.is_not(None),
-                            recordings.c.indexed_to < recordings.c.size,
+                            sa.or_(
+                                recordings.c.sha256.is_(None),
+                                recordings.c.indexed_to < recordings.c.size,
+                            )
                         )
                     )
                 ).scalar()
