@@ -5,7 +5,10 @@ indexed again up to its last complete chunk, in the store's worker processes: th
 bounded queue as sealed recordings, so many live sessions never start more pyte processes
 than the store allows, and a busy session is never slowed (the indexer lags and catches up
 from the file). A pass reads the file from its start, so recordings are followed only up to
-``max_size``; a larger one is indexed once it is sealed.
+``max_size``; a larger one is indexed once it is sealed. Each index is a process start, so a
+pass takes at most ``per_pass`` recordings, those that grew most since their last index:
+with a thousand busy sessions the cost stays bounded, the others wait for a later pass, and
+a sealed recording never queues behind more than one live one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 
 LIVE_INDEX_SECONDS = 30.0
 LIVE_INDEX_MAX = 64 * 1024 * 1024
+LIVE_PER_PASS = 4
 
 
 class LiveIndexer:
@@ -30,27 +34,37 @@ class LiveIndexer:
         *,
         interval: float = LIVE_INDEX_SECONDS,
         max_size: int = LIVE_INDEX_MAX,
+        per_pass: int = LIVE_PER_PASS,
     ) -> None:
         self.recorder = recorder
         self.store = store
         self.interval = interval
         self.max_size = max_size
+        self.per_pass = per_pass
         self._seen: dict[str, int] = {}  # session -> size at its last pass
 
     async def follow_once(self) -> list[str]:
         """One pass over the open recordings; returns the sessions indexed."""
+        grown = sorted(
+            (
+                (rec.size - self._seen.get(session_id, 0), session_id, rec)
+                for session_id, rec in self.recorder.live.items()
+                if self._seen.get(session_id, 0) < rec.size <= self.max_size
+            ),
+            key=lambda item: item[0],
+            reverse=True,
+        )
         indexed = []
-        for session_id, rec in list(self.recorder.live.items()):
-            size = rec.size
-            if size <= self._seen.get(session_id, 0) or size > self.max_size:
-                continue
+        for _, session_id, rec in grown[: self.per_pass]:
+            # Counted as seen even if it fails: a failing recording must not take a slot in
+            # every pass; its sealed index comes anyway.
+            self._seen[session_id] = rec.size
             await rec.synced()  # what was flushed so far is in the file
             try:
                 await self.store.index(session_id, live=True)
             except Exception:
                 log.exception("indexing live recording %s failed", session_id)
                 continue
-            self._seen[session_id] = size
             indexed.append(session_id)
         for gone in self._seen.keys() - self.recorder.live.keys():
             del self._seen[gone]

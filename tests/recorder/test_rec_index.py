@@ -158,6 +158,24 @@ async def test_live_recording_is_followed(recorder: Recorder, clock: Clock) -> N
     assert await store.search("not flushed yet", session_id="se-live")
 
 
+async def test_live_passes_take_the_most_grown_first(recorder: Recorder) -> None:
+    """Each index is a process start: a pass takes at most ``per_pass`` recordings, the ones
+    that grew most, and the others get their turn in a later pass."""
+    store = RecordingStore(recorder.root, recorder.maker)
+    follower = LiveIndexer(recorder, store, interval=3600, per_pass=1)
+    small = await recorder.start("se-small", meta={}, width=80, height=24)
+    big = await recorder.start("se-big", meta={}, width=80, height=24)
+    small.output(b"a little\r\n")
+    big.output(b"a lot of output\r\n" * 1000)
+    small.flush()
+    big.flush()
+    assert await follower.follow_once() == ["se-big"]
+    assert await follower.follow_once() == ["se-small"]
+    assert await follower.follow_once() == []
+    for rec in (small, big):
+        await rec.close("done")
+
+
 def test_live_index_stops_at_a_truncated_chunk() -> None:
     payload = encode_record(0, Kind.META, b'{"width": 80, "height": 24}')
     first, prev = encode_chunk(GENESIS, 0, payload + encode_record(1, Kind.OUTPUT, b"one\n"))
