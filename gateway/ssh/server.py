@@ -40,6 +40,9 @@ from recorder.writer import Recorder, SessionRecording
 log = logging.getLogger(__name__)
 
 KEX = (
+    # Post-quantum hybrid first (OpenSSH 9.9+ clients): a recorded session carries what a
+    # future quantum computer must not be able to decrypt.
+    "mlkem768x25519-sha256",
     "curve25519-sha256",
     "curve25519-sha256@libssh.org",
     "ecdh-sha2-nistp256",

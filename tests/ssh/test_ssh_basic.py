@@ -217,3 +217,41 @@ async def test_live_session_is_searchable_before_it_ends(gateway: Gateway) -> No
         await gateway.gw.registry.terminate(session_id, "test over")
         await asyncio.wait_for(proc.communicate(), 30)
         await store.aclose()
+
+
+async def test_weak_algorithms_refused_and_strict_kex(gateway: Gateway) -> None:
+    """A client limited to a weak algorithm finds no match; a modern one agrees on strict key
+    exchange (the Terrapin countermeasure) with the gateway."""
+    await gateway.grant("alice")
+    for weak in (
+        ("-o", "KexAlgorithms=diffie-hellman-group1-sha1"),
+        ("-o", "KexAlgorithms=diffie-hellman-group14-sha1"),
+        ("-o", "Ciphers=aes128-cbc"),
+        ("-o", "Ciphers=aes128-ctr", "-o", "MACs=hmac-sha1"),
+        ("-o", "HostKeyAlgorithms=ssh-rsa"),
+    ):
+        code, out, err = await gateway.ssh("alice", LOGIN, "echo reached", extra=("-v", *weak))
+        assert (code, out) == (255, b""), weak
+        assert b"no matching" in err, (weak, err)
+    code, out, err = await gateway.ssh("alice", LOGIN, "echo reached", extra=("-vvv",))
+    assert (code, out) == (0, b"reached\n"), err
+    assert b"will use strict KEX ordering" in err
+
+
+async def test_post_quantum_key_exchange_offered(gateway: Gateway) -> None:
+    """A client that speaks ML-KEM (OpenSSH 9.9+; here asyncssh) gets the hybrid exchange."""
+    import asyncssh
+
+    await gateway.grant("alice")
+    async with asyncssh.connect(
+        "127.0.0.1",
+        gateway.port,
+        username=LOGIN,
+        client_keys=[str(gateway.clients["alice"].key_file)],
+        known_hosts=None,
+        config=None,
+        agent_path=None,
+        kex_algs=["mlkem768x25519-sha256"],
+    ) as conn:
+        result = await conn.run("echo pq", check=True)
+    assert result.stdout == "pq\n"
