@@ -55,12 +55,15 @@ def encode_record(t: float, kind: Kind, data: bytes) -> bytes:
     return RECORD_HEAD.pack(t, kind, len(data)) + data
 
 
-def chain(prev: bytes, seq: int, payload: bytes) -> bytes:
+def chain(prev: bytes, seq: int, *payload: bytes) -> bytes:
+    """The chunk's link: SHA-256 of the previous link, the sequence number and the payload
+    (given whole or in consecutive parts)."""
     # update() rather than one concatenation: no copy of the payload, and hashlib lets
     # other threads run while it hashes a large buffer.
     h = hashlib.sha256(prev)
     h.update(SEQ.pack(seq))
-    h.update(payload)
+    for part in payload:
+        h.update(part)
     return h.digest()
 
 

@@ -51,6 +51,7 @@ CHUNK_BYTES = 256 * 1024
 FLUSH_SECONDS = 1.0
 ECHO_WAIT = 0.5  # seconds an unechoed keystroke may wait before it counts as hidden
 MAX_SIZE = 4096
+WRITEV_PARTS = 64  # up to this many records of a chunk are written without joining them
 HIGH_WATER = 8 * 1024 * 1024  # bytes queued for the disk before the session is paused
 LOW_WATER = 2 * 1024 * 1024
 
@@ -272,14 +273,15 @@ class SessionRecording:
             self._press(True)
 
     def _write(self, seq: int, parts: list[bytes], length: int) -> None:
-        """In the writer thread, in ``seq`` order: join, chain and append one chunk. The
-        hashing happens here, off the event loop (hashlib releases the GIL)."""
+        """In the writer thread, in ``seq`` order: chain and append one chunk. The hashing
+        happens here, off the event loop (hashlib releases the GIL)."""
         try:
             if not self._broken:
-                payload = b"".join(parts)
-                self._prev = chain(self._prev, seq, payload)
-                head = CHUNK_HEAD.pack(CHUNK_MAGIC, len(payload), seq)
-                _write_all(self._fd, [head, payload, self._prev])
+                if len(parts) > WRITEV_PARTS:  # many small records: one buffer is cheaper
+                    parts = [b"".join(parts)]
+                self._prev = chain(self._prev, seq, *parts)
+                head = CHUNK_HEAD.pack(CHUNK_MAGIC, length - CHUNK_HEAD.size - HASH_LEN, seq)
+                _write_all(self._fd, [head, *parts, self._prev])
         except OSError as exc:
             self._broken = True
             _post(self._loop, self._fail, exc)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, cast
 
 import asyncssh
 
+from gateway.ssh.fastpath import write_data
 from recorder.commandline import LineTracker
 
 if TYPE_CHECKING:
@@ -254,7 +255,7 @@ class UpstreamChannel(asyncssh.SSHClientSession[bytes]):
                     rec.output(data)
             if self.client.watcher is not None and self.client.kind != "sftp":
                 live.observe_output(self.client.watcher, data)
-            chan.write(data)
+            write_data(chan, data)
         if self.err:
             data = b"".join(self.err)
             self.err.clear()

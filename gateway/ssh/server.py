@@ -28,6 +28,7 @@ from gateway.broker import Broker, UpstreamRefused, new_session_id
 from gateway.db import completed
 from gateway.metrics import Metrics, kill_reason
 from gateway.sessions import SessionRegistry
+from gateway.ssh import fastpath
 from gateway.ssh.bridge import ClientChannel
 from gateway.ssh.login import Login, LoginError, parse_login
 from gateway.ssh.shell import ShellChannel
@@ -85,6 +86,7 @@ class SshGateway:
     admission: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
 
     async def listen(self, host: str, port: int) -> asyncssh.SSHAcceptor:
+        fastpath.install()
         return await asyncssh.listen(
             host,
             port,
