@@ -3,29 +3,28 @@
 Exec bulk through the gateway is bound by CPU on the two-core machines we measure on, and
 asyncssh's cost is per packet, not per byte (PERF-NOTES #6). Profiling `head -c 300M` through
 the gateway (``bench.ssh``) found the costs below, which are how asyncssh does things rather
-than the protocol. Each change sends the same packets as asyncssh would, except the third,
+than the protocol. Each change sends the same packets as asyncssh would, except the second,
 which leaves out packets that carry nothing. Together they took the gateway's event-loop
-thread from ~7 to ~3 CPU-seconds per GB of exec output.
+thread from ~5 to ~3 CPU-seconds per GB of exec output.
 
 1. **Received data is parsed at most 64 KB at a time.** asyncssh appends what the socket
    returned (up to 256 KB) to a ``bytes`` buffer and re-slices that buffer for every packet,
    copying the rest of it twice per packet: a byte of a 256 KB read was copied ~8 times.
-2. **One socket write per event-loop pass and connection** (a cork). asyncssh writes every
-   packet on its own, and on loopback every write wakes the reader, which on a busy two-core
-   machine preempts the gateway: context switches fell from ~50 to ~28 per MB.
-3. **No empty ``MSG_IGNORE`` before every packet.** asyncssh sends one ahead of each packet
+2. **No empty ``MSG_IGNORE`` before every packet.** asyncssh sends one ahead of each packet
    once encrypting, a countermeasure for CBC ciphers' predictable IVs; neither leg offers a
    CBC cipher (``server.CIPHERS``, ``upstream.UPSTREAM_CIPHERS``; a test holds both to that),
    so it only doubled the encryptions and writes.
-4. **No packet log line built for nothing**: asyncssh formats a description of every packet
+3. **No packet log line built for nothing**: asyncssh formats a description of every packet
    sent and received (type name, byte count) and only then finds debug level 3 is off.
-5. **Cipher set-up once, not per packet**: AES-GCM keeps one ``AESGCM`` per key (asyncssh
+4. **Cipher set-up once, not per packet**: AES-GCM keeps one ``AESGCM`` per key (asyncssh
    builds one per packet), and chacha20-poly1305 takes the Poly1305 key and the payload from
    one ChaCha20 stream and feeds Poly1305 without joining length and payload first.
-6. **Channel data in one copy** (:func:`write_data`, the bridge's write to the person): the
-   packets of what the window allows are built straight from the data and encrypted;
-   asyncssh's ``write`` copies each byte about a dozen times on its way out (buffer, slice,
-   string, channel and connection payloads, padding, MAC).
+5. **Channel data in one copy and one write** (:func:`write_data`, the bridge's write to the
+   person): the packets of what the window allows are built straight from the data,
+   encrypted, and handed to the socket in one write. asyncssh's ``write`` copies each byte
+   about a dozen times on its way out (buffer, slice, string, channel and connection
+   payloads, padding, MAC) and writes each packet on its own; on loopback every write wakes
+   the reader, which on a busy two-core machine preempts the gateway.
 
 Only the asyncssh release these were written against gets them (:data:`TESTED`); another one
 runs stock, correct and slower, and the log says so once.
@@ -33,7 +32,6 @@ runs stock, correct and slower, and the log says so once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -83,7 +81,6 @@ def install() -> bool:
         _installed = False
         return False
     _SSHConnection.data_received = _data_received
-    _SSHConnection.connection_made = _corked(_SSHConnection.connection_made)
     _SSHConnection.send_packet = _without_empty_ignore(_SSHConnection.send_packet)
     _PacketLogger._log_packet = _quiet(_PacketLogger._log_packet)
     _GCMCipher.encrypt_and_sign = _gcm_encrypt_and_sign
@@ -110,59 +107,7 @@ def _data_received(self: Any, data: bytes, datatype: object = None) -> None:
         self._recv_data()
 
 
-# --- 2. one write per pass ------------------------------------------------------------------
-class CorkedTransport:
-    """A transport whose writes within one event-loop pass reach the socket as one write.
-
-    Everything that ends the transport (``close``, ``abort``, ``write_eof``) writes what is
-    pending first, so a last packet (a disconnect, an exit status) is never dropped; the
-    rest is the wrapped transport's."""
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-        self._pending: list[bytes] = []
-        self._loop = asyncio.get_running_loop()
-
-    def write(self, data: bytes) -> None:
-        if not self._pending:
-            self._loop.call_soon(self.flush)
-        self._pending.append(data)
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        if self._transport.is_closing():
-            return
-        with contextlib.suppress(ConnectionError):  # as asyncssh's own write: the loss is seen
-            self._transport.write(b"".join(pending) if len(pending) > 1 else pending[0])
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self.flush()
-        self._transport.abort()
-
-    def write_eof(self) -> None:
-        self.flush()
-        self._transport.write_eof()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-def _corked(connection_made: Any) -> Any:
-    def corked_connection_made(self: Any, transport: asyncio.BaseTransport) -> None:
-        if isinstance(transport, asyncio.Transport):
-            transport = CorkedTransport(transport)  # type: ignore[assignment]
-        connection_made(self, transport)
-
-    return corked_connection_made
-
-
-# --- 3. no empty MSG_IGNORE --------------------------------------------------------------
+# --- 2. no empty MSG_IGNORE --------------------------------------------------------------
 def _without_empty_ignore(send_packet: Any) -> Any:
     def send_packet_without_empty_ignore(
         self: Any, pkttype: int, *args: bytes, handler: object = None
@@ -174,7 +119,7 @@ def _without_empty_ignore(send_packet: Any) -> Any:
     return send_packet_without_empty_ignore
 
 
-# --- 4. no packet log line built for nothing ----------------------------------------------
+# --- 3. no packet log line built for nothing ----------------------------------------------
 def _quiet(log_packet: Any) -> Any:
     def log_packet_if_logged(self: Any, *args: Any) -> None:
         if self.logger._debug_level >= 3:  # where asyncssh's SSHLogger.packet() would log
@@ -183,7 +128,7 @@ def _quiet(log_packet: Any) -> Any:
     return log_packet_if_logged
 
 
-# --- 5. cipher set-up once ------------------------------------------------------------------
+# --- 4. cipher set-up once ------------------------------------------------------------------
 def _aead(self: Any) -> AESGCM:
     aead: AESGCM | None = self.__dict__.get("_lockgate_aead")
     if aead is None:
@@ -221,7 +166,7 @@ def _chacha_encrypt_and_sign(
     return length + body, mac.finalize()
 
 
-# --- 6. channel data in one copy -------------------------------------------------------------
+# --- 5. channel data in one copy and one write --------------------------------------------
 def write_data(chan: asyncssh.SSHServerChannel[bytes], data: bytes) -> None:
     """``chan.write(data)``, same packets on the wire, with the copies left out.
 
@@ -252,8 +197,8 @@ def write_data(chan: asyncssh.SSHServerChannel[bytes], data: bytes) -> None:
     limit = min(len(data), c._send_window)
     head = bytes((MSG_CHANNEL_DATA,)) + c._send_chan.to_bytes(4, "big")
     encrypt = conn._send_encryption.encrypt_packet
-    transport = conn._transport
     blocksize, enchdrlen = conn._send_blocksize, conn._send_enchdrlen
+    out: list[bytes] = []
     sent = 0
     while sent < limit and conn._rekey_bytes_sent < conn._rekey_bytes:
         n = min(limit - sent, c._send_pktsize)
@@ -264,12 +209,13 @@ def write_data(chan: asyncssh.SSHServerChannel[bytes], data: bytes) -> None:
         packet = b"".join((prefix, view[sent : sent + n], os.urandom(padlen)))
         seq = conn._send_seq
         body, mac = encrypt(seq, len(packet).to_bytes(4, "big"), packet)
-        with contextlib.suppress(ConnectionError):  # as asyncssh's own send
-            transport.write(body)
-            transport.write(mac)
+        out += (body, mac)
         conn._send_seq = (seq + 1) & 0xFFFFFFFF
         conn._rekey_bytes_sent += len(packet)
         sent += n
+    if out:
+        with contextlib.suppress(ConnectionError):  # as asyncssh's own send
+            conn._transport.write(b"".join(out))
     c._send_window -= sent
     c._pause_resume_writing()
     if sent < len(data):

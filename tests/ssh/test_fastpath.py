@@ -3,7 +3,6 @@ with real OpenSSH clients they are in test_ssh_basic.py."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 
@@ -57,57 +56,6 @@ def test_gcm_keeps_its_invocation_counter_per_packet() -> None:
         assert reference.decrypt(nonce, sealed[4:] + tag, header) == data
         assert receiver.verify_and_decrypt(header, sealed[4:], tag) == data
     assert receiver.verify_and_decrypt(b"\0\0\0\0", b"x" * 16, b"\0" * 16) is None
-
-
-class Sink(asyncio.Transport):
-    """The transport under the cork: what reached it, write by write."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.ended: str | None = None
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.ended is not None
-
-    def close(self) -> None:
-        self.ended = "close"
-
-    def abort(self) -> None:
-        self.ended = "abort"
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return {"peername": ("127.0.0.1", 1)}.get(name, default)
-
-
-async def test_cork_writes_once_per_pass_in_order() -> None:
-    sink = Sink()
-    cork = fastpath.CorkedTransport(sink)
-    cork.write(b"one ")
-    cork.write(b"two ")
-    cork.write(b"three")
-    assert sink.writes == []
-    await asyncio.sleep(0)
-    assert sink.writes == [b"one two three"]
-    cork.write(b"four")
-    await asyncio.sleep(0)
-    assert sink.writes == [b"one two three", b"four"]
-    assert cork.get_extra_info("peername") == ("127.0.0.1", 1)
-
-
-@pytest.mark.parametrize("end", ["close", "abort"])
-async def test_cork_delivers_pending_bytes_before_the_end(end: str) -> None:
-    sink = Sink()
-    cork = fastpath.CorkedTransport(sink)
-    cork.write(b"exit-status")
-    getattr(cork, end)()
-    assert sink.writes == [b"exit-status"] and sink.ended == end
-    cork.write(b"late")
-    await asyncio.sleep(0)
-    assert sink.writes == [b"exit-status"]
 
 
 async def test_connection_over_loopback_sends_no_empty_ignore() -> None:

@@ -261,8 +261,8 @@ async def test_post_quantum_key_exchange_offered(gateway: Gateway) -> None:
 
 async def test_bulk_both_ways_with_each_client_cipher(gateway: Gateway) -> None:
     """4 MB each way through ``cat`` with each cipher the client can pick, byte for byte, in
-    reads far larger than a packet (the gateway parses them in steps and writes once per
-    event-loop pass); no empty MSG_IGNORE reaches the client (OpenSSH logs its type, 2)."""
+    reads far larger than a packet (the gateway parses them in steps and writes a batch of
+    packets at once); no empty MSG_IGNORE reaches the client (OpenSSH logs its type, 2)."""
     await gateway.grant("alice")
     payload = os.urandom(4 * 1024 * 1024 + 5)
     runs = [(c, ()) for c in ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com")]
