@@ -245,7 +245,20 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-async def idle_rss(s: Setup, count: int) -> float:
+def active_sessions(s: Setup) -> list[dict[str, str]]:
+    import json
+
+    listing = sh(
+        PY, "-m", "gateway", "sessions", "--active", "--json", "--config", str(s.config), env=s.env
+    )
+    sessions: list[dict[str, str]] = json.loads(listing)
+    return sessions
+
+
+async def idle_rss(s: Setup, count: int) -> tuple[float, float]:
+    """KB of gateway RSS per idle pty session, and the seconds until all of them were
+    recorded as ended after their clients closed at once (the kill-latency rounds that
+    follow must not queue behind that teardown)."""
     before = rss_kb(s.serve.pid)
     conns = []
     for i in range(0, count, 50):
@@ -257,30 +270,21 @@ async def idle_rss(s: Setup, count: int) -> float:
     after = rss_kb(s.serve.pid)
     for conn in conns:
         conn.close()
-    await asyncio.sleep(2)
-    return (after - before) / count
+    closed = time.perf_counter()
+    for _ in range(600):
+        if not active_sessions(s):
+            break
+        await asyncio.sleep(0.5)
+    return (after - before) / count, time.perf_counter() - closed
 
 
 async def kill_latency(s: Setup, rounds: int) -> list[float]:
-    import json
-
     samples = []
     for _ in range(rounds):
         conn = await s.client(True)
         proc = await conn.create_process("echo up; sleep 600")
         await proc.stdout.readline()
-        listing = sh(
-            PY,
-            "-m",
-            "gateway",
-            "sessions",
-            "--active",
-            "--json",
-            "--config",
-            str(s.config),
-            env=s.env,
-        )
-        sid = json.loads(listing)[0]["id"]
+        sid = active_sessions(s)[0]["id"]
         # The CLI's own start-up is not the kill path: time from the request being
         # committed (what `lockgate terminate` does) to the client seeing the channel close.
         from gateway.cluster import ClusterBus
@@ -364,7 +368,7 @@ async def main() -> None:
                     f"keystroke echo, {n} session(s), p50",
                     f"{pct(d_l, 0.5):.2f} ms",
                     f"{pct(g_l, 0.5):.2f} ms",
-                    f"+{pct(g_l, 0.5) - pct(d_l, 0.5):.2f} ms",
+                    f"{pct(g_l, 0.5) - pct(d_l, 0.5):+.2f} ms",
                 )
             )
             rows.append(
@@ -372,7 +376,7 @@ async def main() -> None:
                     f"keystroke echo, {n} session(s), p99",
                     f"{pct(d_l, 0.99):.2f} ms",
                     f"{pct(g_l, 0.99):.2f} ms",
-                    f"+{pct(g_l, 0.99) - pct(d_l, 0.99):.2f} ms",
+                    f"{pct(g_l, 0.99) - pct(d_l, 0.99):+.2f} ms",
                 )
             )
         d_s = statistics.median(timed([*s.ssh(False), "true"]) for _ in range(10))
@@ -382,11 +386,11 @@ async def main() -> None:
                 "session setup (ssh true), median",
                 f"{d_s * 1000:.0f} ms",
                 f"{g_s * 1000:.0f} ms",
-                f"+{(g_s - d_s) * 1000:.0f} ms",
+                f"{(g_s - d_s) * 1000:+.0f} ms",
             )
         )
         idle = 200 if args.quick else 1000
-        rss = await idle_rss(s, idle)
+        rss, teardown = await idle_rss(s, idle)
         rows.append(
             (
                 f"gateway RSS per idle pty session ({idle})",
@@ -394,6 +398,9 @@ async def main() -> None:
                 f"{rss:.0f} KB",
                 f"{rss * 1000 / 1024:.0f} MB per 1000",
             )
+        )
+        rows.append(
+            (f"{idle} idle sessions closed at once: all ended", "-", f"{teardown:.1f} s", "-")
         )
         kills = await kill_latency(s, 5 if args.quick else 10)
         rows.append(
