@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import asyncssh
@@ -32,6 +33,22 @@ def scp_options(gateway: Gateway) -> list[str]:
         "-F",
         "/dev/null",
     ]
+
+
+def asyncssh_client(
+    gateway: Gateway, **options: object
+) -> AbstractAsyncContextManager[asyncssh.SSHClientConnection]:
+    """An asyncssh client of the gateway as alice on LOGIN, for what OpenSSH cannot do here."""
+    return asyncssh.connect(
+        "127.0.0.1",
+        gateway.port,
+        username=LOGIN,
+        client_keys=[str(gateway.clients["alice"].key_file)],
+        known_hosts=None,
+        config=None,
+        agent_path=None,
+        **options,
+    )
 
 
 async def test_no_grant_refused_without_contacting_target(gateway: Gateway) -> None:
@@ -242,19 +259,8 @@ async def test_weak_algorithms_refused_and_strict_kex(gateway: Gateway) -> None:
 
 async def test_post_quantum_key_exchange_offered(gateway: Gateway) -> None:
     """A client that speaks ML-KEM (OpenSSH 9.9+; here asyncssh) gets the hybrid exchange."""
-    import asyncssh
-
     await gateway.grant("alice")
-    async with asyncssh.connect(
-        "127.0.0.1",
-        gateway.port,
-        username=LOGIN,
-        client_keys=[str(gateway.clients["alice"].key_file)],
-        known_hosts=None,
-        config=None,
-        agent_path=None,
-        kex_algs=["mlkem768x25519-sha256"],
-    ) as conn:
+    async with asyncssh_client(gateway, kex_algs=["mlkem768x25519-sha256"]) as conn:
         result = await conn.run("echo pq", check=True)
     assert result.stdout == "pq\n"
 
@@ -265,8 +271,9 @@ async def test_bulk_both_ways_with_each_client_cipher(gateway: Gateway) -> None:
     packets at once); no empty MSG_IGNORE reaches the client (OpenSSH logs its type, 2)."""
     await gateway.grant("alice")
     payload = os.urandom(4 * 1024 * 1024 + 5)
-    runs = [(c, ()) for c in ("chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com")]
-    runs += [("aes256-ctr", ()), ("chacha20-poly1305@openssh.com", ("-o", "RekeyLimit=1M"))]
+    chacha, rekey = "chacha20-poly1305@openssh.com", ("-o", "RekeyLimit=1M")
+    runs: list[tuple[str, tuple[str, ...]]] = [(chacha, ()), ("aes128-gcm@openssh.com", ())]
+    runs += [("aes256-ctr", ()), (chacha, rekey)]
     for cipher, options in runs:  # the last one has the client re-key every megabyte
         code, out, err = await gateway.ssh(
             "alice", LOGIN, "cat", stdin=payload, extra=("-c", cipher, "-vvv", *options)
@@ -297,15 +304,7 @@ async def test_a_client_that_stops_reading_pauses_the_target(gateway: Gateway) -
         def connection_lost(self, exc: Exception | None) -> None:
             done.set_result(None)
 
-    async with asyncssh.connect(
-        "127.0.0.1",
-        gateway.port,
-        username=LOGIN,
-        client_keys=[str(gateway.clients["alice"].key_file)],
-        known_hosts=None,
-        config=None,
-        agent_path=None,
-    ) as conn:
+    async with asyncssh_client(gateway) as conn:
         chan, _ = await conn.create_session(Reader, f"head -c {total} /dev/zero", encoding=None)
         chan.pause_reading()
         (session,) = gateway.gw.registry.sessions.values()
