@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyte
+from wcwidth import wcwidth
 
 MAX_COLS, MAX_ROWS = 500, 200
 _LONG_CSI = re.compile(rb"\x1b\[[0-9;:?<=>]{24,}[@-~]?")
@@ -80,10 +81,27 @@ class TerminalModel:
         self.feed(f"\x1b[{snap.cursor[1] + 1};{snap.cursor[0] + 1}H".encode())
 
     def snapshot(self) -> Snapshot:
-        lines = tuple(line.rstrip() for line in self.screen.display)
+        screen = self.screen
+        lines = tuple(_text(screen.buffer[y], screen.columns).rstrip() for y in range(screen.lines))
         return Snapshot(
             self.screen.columns,
             self.screen.lines,
             lines,
             (self.screen.cursor.x, self.screen.cursor.y),
         )
+
+
+def _text(row: Any, columns: int) -> str:
+    """One screen row as text. pyte's own ``display`` raises on the right half of a wide
+    character whose left half was overwritten (an empty cell it does not expect); a
+    terminal shows a blank there, and so does this."""
+    out: list[str] = []
+    stub = False
+    for x in range(columns):
+        data = row[x].data
+        if stub and not data:  # the right half of the wide character just drawn
+            stub = False
+            continue
+        stub = bool(data) and wcwidth(data[0]) == 2
+        out.append(data or " ")
+    return "".join(out)

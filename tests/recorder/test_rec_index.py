@@ -272,6 +272,17 @@ HOSTILE = st.lists(
 )
 
 
+def test_wide_character_half_overwritten() -> None:
+    """Found by the test below: text over the left half of a wide (CJK) character leaves
+    pyte an empty right half, which its own rendering cannot show; a terminal shows a
+    blank there."""
+    model = TerminalModel(12, 2)
+    model.feed("abc\u3000def\r\x1b[3Cx".encode())  # "x" over the left half of U+3000
+    assert model.snapshot().lines[0] == "abcx def"
+    model.feed("\r\n\u65e5\u672c".encode())
+    assert model.snapshot().lines[1] == "\u65e5\u672c"
+
+
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(HOSTILE, st.integers(-5, 100000), st.integers(-5, 100000))
 def test_hostile_output_never_crashes(chunks: list[bytes], width: int, height: int) -> None:
