@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -237,3 +238,60 @@ def test_serve_refuses_without_master_key(served: Served, tmp_path: Path) -> Non
     assert result.returncode == 1
     assert result.stderr.startswith("lockgate: vault cannot be unsealed")
     assert "Traceback" not in result.stderr
+
+
+def test_demo_prints_an_ssh_line_that_works_pasted(tmp_path: Path) -> None:
+    """The README's run command on the embedded default (SQLite, local recordings, file master
+    key): the line it prints, pasted as it is, runs a command and a pty shell on the demo
+    target through the gateway, both recorded as sessions; SIGTERM stops it cleanly."""
+    ssh_port, http_port = free_port(), free_port()
+    config = tmp_path / "lockgate.toml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
+    init = [PY, "-m", "gateway", "init", "--data-dir", "data", "--config", str(config)]
+    assert subprocess.run(init, capture_output=True, env=env, timeout=120).returncode == 0
+    config.write_text(
+        config.read_text()
+        .replace('"0.0.0.0:2222"', f'"127.0.0.1:{ssh_port}"')
+        .replace('"127.0.0.1:8080"', f'"127.0.0.1:{http_port}"')
+    )
+    proc = subprocess.Popen(
+        [PY, "-m", "gateway", "demo", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        printed = [proc.stdout.readline()]
+        while printed[-1] and not printed[-1].startswith("  ssh ") and len(printed) < 40:
+            printed.append(proc.stdout.readline())
+        assert printed[-1].startswith("  ssh "), "".join(printed)
+        pasted = shlex.split(printed[-1])
+        assert pasted[:3] == ["ssh", "-p", str(ssh_port)]
+        # Only so that this test neither asks nor writes ~/.ssh/known_hosts:
+        quiet = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        argv = [*pasted[:-1], *quiet, "-o", "BatchMode=yes", pasted[-1]]
+        done = subprocess.run([*argv, "echo demo-$((6 * 7))"], capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == b"demo-42\n"
+        shell = subprocess.run(
+            [*argv, "-tt"], input=b"echo pty-$((6 * 7))\nexit\n", capture_output=True, timeout=60
+        )
+        assert shell.returncode == 0, shell.stderr
+        assert b"pty-42" in shell.stdout
+        listed = subprocess.run(
+            [PY, "-m", "gateway", "sessions", "--json", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        sessions = json.loads(listed.stdout)
+        assert [(s["user"], s["target"]) for s in sessions] == [("demo", "demo")] * 2
+        proc.terminate()
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
