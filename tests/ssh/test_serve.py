@@ -76,6 +76,26 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
+def _listen_on(config: Path, ssh_port: int, http_port: int) -> None:
+    """Point a config written by ``lockgate init`` at free loopback ports."""
+    config.write_text(
+        config.read_text()
+        .replace('"0.0.0.0:2222"', f'"127.0.0.1:{ssh_port}"')
+        .replace('"127.0.0.1:8080"', f'"127.0.0.1:{http_port}"')
+    )
+
+
+def _start(command: str, config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``lockgate serve`` or ``lockgate demo`` in its own process, output piped."""
+    return subprocess.Popen(
+        [PY, "-m", "gateway", command, "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 @pytest.fixture
 def served(tmp_path: Path, sshd: Sshd, db_url: str) -> Iterator[Served]:
     ssh_port, http_port = free_port(), free_port()
@@ -94,12 +114,7 @@ def served(tmp_path: Path, sshd: Sshd, db_url: str) -> Iterator[Served]:
         f.write(
             '\n[[rules]]\nname = "dev"\nroles = ["dev"]\napprovals = 0\nrequire_reason = false\n'
         )
-    text = (
-        config.read_text()
-        .replace('"0.0.0.0:2222"', f'"127.0.0.1:{ssh_port}"')
-        .replace('"127.0.0.1:8080"', f'"127.0.0.1:{http_port}"')
-    )
-    config.write_text(text)
+    _listen_on(config, ssh_port, http_port)
     key = tmp_path / "id_alice"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     assert run("user", "add", "alice", "--role", "dev", "--key", f"{key}.pub").returncode == 0
@@ -125,13 +140,7 @@ def served(tmp_path: Path, sshd: Sshd, db_url: str) -> Iterator[Served]:
         ).returncode
         == 0
     )
-    proc = subprocess.Popen(
-        [PY, "-m", "gateway", "serve", "--config", str(config)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _start("serve", config, env)
     assert proc.stdout is not None
     banner = proc.stdout.readline()
     assert banner.startswith("Lockgate node"), banner + proc.stdout.read()
@@ -249,18 +258,8 @@ def test_demo_prints_an_ssh_line_that_works_pasted(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
     init = [PY, "-m", "gateway", "init", "--data-dir", "data", "--config", str(config)]
     assert subprocess.run(init, capture_output=True, env=env, timeout=120).returncode == 0
-    config.write_text(
-        config.read_text()
-        .replace('"0.0.0.0:2222"', f'"127.0.0.1:{ssh_port}"')
-        .replace('"127.0.0.1:8080"', f'"127.0.0.1:{http_port}"')
-    )
-    proc = subprocess.Popen(
-        [PY, "-m", "gateway", "demo", "--config", str(config)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    _listen_on(config, ssh_port, http_port)
+    proc = _start("demo", config, env)
     try:
         assert proc.stdout is not None
         printed = [proc.stdout.readline()]
