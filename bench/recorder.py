@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from gateway.db import create_engine, sessionmaker
-from gateway.schema import upgrade
+from gateway.db.schema import upgrade
 from recorder.indexer import index_file
 from recorder.replay import frame_at
 from recorder.store import RecordingStore

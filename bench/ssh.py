@@ -287,7 +287,7 @@ async def kill_latency(s: Setup, rounds: int) -> list[float]:
         sid = active_sessions(s)[0]["id"]
         # The CLI's own start-up is not the kill path: time from the request being
         # committed (what `lockgate terminate` does) to the client seeing the channel close.
-        from gateway.cluster import ClusterBus
+        from gateway.cluster.bus import ClusterBus
         from gateway.config import load_config
         from gateway.services import open_services
 

@@ -20,16 +20,16 @@ from typing import Any, TextIO
 import asyncssh
 from aiohttp import web
 
-from gateway.broker import Broker
-from gateway.cluster import ClusterBus, ClusterEvent
+from gateway.cluster.bus import ClusterBus, ClusterEvent, EventKind
 from gateway.config import Config
-from gateway.control import RECHECK, TERMINATE, SessionControl
-from gateway.killswitch import KillSwitch, RealTimer
+from gateway.errors import StartupError
 from gateway.metrics import Metrics, kill_reason
-from gateway.services import Services, StartupError, check_database, open_services
-from gateway.sessions import SessionRegistry
-from gateway.ssh.server import SshGateway
-from gateway.ssh.throttle import Throttle
+from gateway.services import Services, check_database, open_services
+from gateway.sessions.enforce import Enforcer
+from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
+from gateway.sessions.registry import SessionRegistry
+from gateway.ssh.listener import SshGateway
+from gateway.throttle import Throttle
 from gateway.web.app import build_app
 from gateway.web.auth import BrowserSessions, SignIn
 from gateway.web.deps import Deps
@@ -51,7 +51,6 @@ def public_host(config: Config) -> str:
 class Node:
     config: Config
     services: Services
-    broker: Broker
     registry: SessionRegistry
     gateway: SshGateway
     killswitch: KillSwitch
@@ -75,7 +74,7 @@ class Node:
         return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
     async def on_event(self, event: ClusterEvent) -> None:
-        if event.kind == TERMINATE:
+        if event.kind == EventKind.TERMINATE:
             started = time.monotonic()
             reason = str(event.payload.get("reason", "terminated"))
             by = event.payload.get("by")
@@ -83,7 +82,7 @@ class Node:
             if await self.registry.terminate(str(event.payload.get("session")), text):
                 self.metrics.kills_total.labels(kill_reason(text)).inc()
                 self.metrics.kill_latency.observe(time.monotonic() - started)
-        elif event.kind == RECHECK:
+        elif event.kind == EventKind.RECHECK:
             await self.killswitch.recheck_all()
 
     async def _backstop(self) -> None:
@@ -142,14 +141,18 @@ def _check_recordings(path: Path) -> None:
         ) from None
 
 
-async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> Node:
-    """Build every part and open the listeners; raises StartupError when it cannot serve."""
+async def start_node(
+    config: Config, *, timer: Timer | None = None, extra_rules: tuple[Any, ...] = ()
+) -> Node:
+    """Build every part and open the listeners; raises StartupError when it cannot serve.
+    ``timer`` is the clock of policy decisions and expiry (tests pass a fake one)."""
     if extra_rules:
         config = replace(config, rules=(*config.rules, *extra_rules))
     _raise_fd_limit()
     host_keys = _load_host_keys(config)
     _check_recordings(config.recordings_path)
-    services = await open_services(config)
+    timer = timer or RealTimer()
+    services = await open_services(config, clock=timer.now)
     try:
         try:
             await services.audit.record(
@@ -158,26 +161,28 @@ async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> No
         except Exception as exc:
             raise StartupError(f"the audit log cannot be written ({exc})") from None
         metrics = Metrics()
-        broker = Broker(services, public_host(config), config.server.ssh_listen.port)
-        await broker.sweep_stale_sessions()
+        await services.sessions.sweep_stale()
         registry = SessionRegistry()
         registry.on_change.append(lambda s, added: metrics.sessions_active.set(len(registry)))
         recordings = RecordingStore(config.recordings_path, services.maker)
         recorder = Recorder(
             config.recordings_path, services.maker, on_sealed=recordings.index_later
         )
+        enforcer = Enforcer(registry, services.sessions, services.policy, services.audit)
         gateway = SshGateway(
-            broker,
+            services,
+            enforcer,
             registry,
             recorder,
             AnomalyEngine(config.anomaly_rules),
             Throttle(config.max_failed_logins, services.policy.now),
             host_keys,
             metrics,
+            gateway_host=public_host(config),
         )
-        killswitch = KillSwitch(registry, RealTimer(), broker.recheck)
-        bus = ClusterBus(services.maker, config.server.node_name)
-        node = Node(config, services, broker, registry, gateway, killswitch, bus, metrics)
+        killswitch = KillSwitch(registry, timer, services.access.recheck)
+        bus = ClusterBus(services.maker, config.server.node_name, clock=timer.now)
+        node = Node(config, services, registry, gateway, killswitch, bus, metrics)
         node.extra.append(recordings.aclose)
         await recordings.index_pending()
         bus.subscribe(node.on_event)
@@ -187,7 +192,6 @@ async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> No
             node.acceptor = await gateway.listen(listen.host, listen.port)
         except OSError as exc:
             raise StartupError(f"cannot listen for SSH on {listen} ({exc.strerror})") from None
-        broker.gateway_port = node.ssh_port
 
         async def database_ok() -> bool:
             await check_database(services.engine)
@@ -210,9 +214,8 @@ async def start_node(config: Config, *, extra_rules: tuple[Any, ...] = ()) -> No
         browser = BrowserSessions(services.policy.now)
         deps = Deps(
             services=services,
-            control=SessionControl(
-                services.maker, services.policy, services.audit, config.server.node_name
-            ),
+            sessions=services.sessions,
+            enforcer=enforcer,
             recordings=recordings,
             registry=registry,
             metrics=metrics,

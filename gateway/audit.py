@@ -21,8 +21,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.cluster.bus import publish_recheck
 from gateway.db import SessionMaker
-from gateway.tables import audit_events, audit_head
+from gateway.db.tables import audit_events, audit_head
+from gateway.errors import AuditError
 from policy.models import Clock, utcnow
 
 GENESIS = "0" * 64
@@ -37,10 +39,6 @@ RECHECK_ACTIONS = frozenset(
         "credential.set",
     }
 )
-
-
-class AuditError(Exception):
-    """The audit log could not be written; the action it guarded did not happen."""
 
 
 @dataclass(frozen=True)
@@ -137,9 +135,7 @@ class AuditLog:
                 audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest)
             )
             if action in RECHECK_ACTIONS:
-                from gateway.cluster import publish
-
-                await publish(db, self.node, "recheck", {"action": action, "subject": subject}, at)
+                await publish_recheck(db, self.node, action, subject, at)
         except AuditError:
             raise
         except Exception as exc:  # any database failure means: no audit, no action

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import ConfigError
 from policy.errors import PolicyError
 from policy.models import Rule
 from policy.rules import parse_rule
@@ -24,10 +25,6 @@ from recorder.errors import RecorderError
 ENV_PREFIX = "LOCKGATE_"
 # Environment variables with the prefix that are not key overrides.
 _NOT_OVERRIDES = {"LOCKGATE_CONFIG", "LOCKGATE_URL", "LOCKGATE_TOKEN", "LOCKGATE_TEST_DATABASE_URL"}
-
-
-class ConfigError(Exception):
-    """The configuration is invalid. The message names the source and key."""
 
 
 @dataclass(frozen=True)

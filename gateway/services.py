@@ -1,4 +1,4 @@
-"""Wires the libraries into one set of services over one database.
+"""Wires the libraries and the gateway's session core into one set of services.
 
 Used by the CLI on the gateway host, by ``lockgate serve`` and by the HTTP API, so all
 three go through the same service layer. Opening fails closed: an unreachable database, a
@@ -14,19 +14,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.access import Access
 from gateway.audit import AuditLog
 from gateway.config import Config
+from gateway.credentials import Credentials
 from gateway.db import SessionMaker, create_engine, sessionmaker
-from gateway.tables import audit_head
+from gateway.db.tables import audit_head
+from gateway.errors import StartupError
+from gateway.sessions.records import SessionStore
 from policy.models import Clock, utcnow
 from policy.service import PolicyService
 from vault.errors import VaultError
 from vault.keys import Keyring, load_keyring
 from vault.service import VaultService
-
-
-class StartupError(Exception):
-    """Lockgate cannot serve: the message says what is missing. Never contains a secret."""
 
 
 @dataclass
@@ -38,6 +38,9 @@ class Services:
     keyring: Keyring
     policy: PolicyService
     vault: VaultService
+    sessions: SessionStore
+    access: Access
+    credentials: Credentials
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -80,12 +83,17 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
         raise
     maker = sessionmaker(engine)
     audit = AuditLog(maker, node=config.server.node_name, clock=clock)
+    policy = PolicyService(maker, config.rules, audit, clock=clock)
+    vault = VaultService(maker, keyring, audit, clock=clock)
     return Services(
         config=config,
         engine=engine,
         maker=maker,
         audit=audit,
         keyring=keyring,
-        policy=PolicyService(maker, config.rules, audit, clock=clock),
-        vault=VaultService(maker, keyring, audit),
+        policy=policy,
+        vault=vault,
+        sessions=SessionStore(maker, policy, audit, config.server.node_name),
+        access=Access(policy, vault),
+        credentials=Credentials(vault),
     )

@@ -6,7 +6,6 @@ from typing import Any
 
 from gateway.cli.context import Context
 from gateway.cli.render import to_jsonable
-from gateway.control import SessionControl
 from policy.durations import parse_duration
 
 REQUEST_COLUMNS = ("id", "user", "target", "account", "duration", "state", "reason", "created_at")
@@ -131,16 +130,11 @@ SESSION_COLUMNS = (
 )
 
 
-def _control(ctx: Context) -> SessionControl:
-    svc = ctx.svc
-    return SessionControl(svc.maker, svc.policy, svc.audit, svc.config.server.node_name)
-
-
 async def sessions(ctx: Context) -> int:
-    result = await _control(ctx).list(ctx.actor, active_only=ctx.args.active)
+    result = await ctx.svc.sessions.list(ctx.actor, active_only=ctx.args.active)
     return ctx.emit(result, SESSION_COLUMNS)
 
 
 async def terminate(ctx: Context) -> int:
-    record = await _control(ctx).terminate(ctx.actor, ctx.args.session_id, ctx.args.reason)
+    record = await ctx.svc.sessions.terminate(ctx.actor, ctx.args.session_id, ctx.args.reason)
     return ctx.emit(record)

@@ -166,7 +166,7 @@ async def credential_list(ctx: Context) -> int:
 async def signal_secret(ctx: Context) -> int:
     """The SIEM's shared secret goes into the vault like any credential; ``--generate``
     shows the new one once, for the SIEM's configuration."""
-    from gateway.web.signals import SIGNAL_ACCOUNT, SIGNAL_TARGET
+    from gateway.signals import SIGNAL_ACCOUNT, SIGNAL_TARGET
 
     if ctx.args.generate:
         import secrets

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from gateway.audit import AuditError
 from gateway.cli import access, admin, recordings, run, setup
 from gateway.cli.context import Context, Usage
 from gateway.cli.remote import run_remote
-from gateway.config import ConfigError, load_config
-from gateway.services import StartupError, open_services
+from gateway.config import load_config
+from gateway.errors import AuditError, ConfigError, StartupError
+from gateway.services import open_services
 from policy.errors import InvalidInput, PolicyError
 from policy.service import SYSTEM_ACTOR
 from vault.errors import InvalidInput as VaultInvalidInput

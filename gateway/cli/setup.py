@@ -8,8 +8,9 @@ from pathlib import Path
 from gateway.cli.context import Context, Usage
 from gateway.config import Config, load_config
 from gateway.db import create_engine
-from gateway.schema import upgrade
-from gateway.services import StartupError, safe_url
+from gateway.db.schema import upgrade
+from gateway.errors import StartupError
+from gateway.services import safe_url
 
 CONFIG_TEMPLATE = """\
 # Lockgate configuration, written by `lockgate init`.

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import asyncssh
 
 from gateway.ssh.fastpath import write_data
+from gateway.ssh.ports import ChannelHost
 from recorder.commandline import LineTracker
-
-if TYPE_CHECKING:
-    from gateway.ssh.server import LiveSshSession
 
 ENV_ALLOW_PREFIXES = ("LC_",)
 ENV_ALLOW = frozenset({"LANG", "TZ"})
@@ -38,7 +36,7 @@ def allowed_env(env: Mapping[str, str]) -> dict[str, str]:
 class ClientChannel(asyncssh.SSHServerSession[bytes]):
     """The person's side of one channel (shell, exec or sftp)."""
 
-    def __init__(self, live: LiveSshSession) -> None:
+    def __init__(self, live: ChannelHost) -> None:
         self.live = live
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
         self.kind = "shell"

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncssh
 
-if TYPE_CHECKING:
-    from gateway.ssh.server import LiveSshSession
+from gateway.ssh.ports import ChannelHost
 
 # Names for "this host" as seen from the target (compared, never bound).
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "ip6-localhost"}  # noqa: S104
@@ -23,10 +22,10 @@ def _refuse(message: str) -> asyncssh.ChannelOpenError:
     return asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, message)
 
 
-def _gateway_names(live: LiveSshSession) -> set[str]:
+def _gateway_names(live: ChannelHost) -> set[str]:
     """The gateway's names and addresses as the target could reach them. Loopback is left
     out: seen from the target, it is the target itself."""
-    names = {live.gw.broker.gateway_host, socket.gethostname()}
+    names = {live.gateway_host, socket.gethostname()}
     with contextlib.suppress(OSError):
         names.update(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
     return {
@@ -34,7 +33,7 @@ def _gateway_names(live: LiveSshSession) -> set[str]:
     }
 
 
-async def open_forward(live: LiveSshSession, host: str, port: int) -> Any:
+async def open_forward(live: ChannelHost, host: str, port: int) -> Any:
     refusal = await live.authorize_channel("port_forward", None)
     if refusal is not None:
         raise _refuse(refusal)
@@ -58,7 +57,7 @@ async def open_forward(live: LiveSshSession, host: str, port: int) -> Any:
 
 
 class TcpBridge(asyncssh.SSHTCPSession[bytes]):
-    def __init__(self, live: LiveSshSession) -> None:
+    def __init__(self, live: ChannelHost) -> None:
         self.live = live
         self.chan: Any = None
         self.upstream: Any = None

@@ -9,11 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gateway.errors import LoginError
+
 _PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-
-
-class LoginError(ValueError):
-    """The login name does not follow the grammar."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import StringIO
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import asyncssh
 
@@ -22,9 +22,6 @@ from policy.durations import format_duration, parse_duration
 from policy.errors import InvalidInput, PolicyError
 from policy.models import RequestState
 from policy.service import PolicyService
-
-if TYPE_CHECKING:
-    from gateway.broker import Broker
 
 HELP = """\
 Lockgate gateway shell. Commands (each takes --json):
@@ -204,8 +201,8 @@ class ShellChannel(asyncssh.SSHServerSession[bytes]):
 
     PROMPT = b"lockgate> "
 
-    def __init__(self, broker: Broker, user: str) -> None:
-        self.ctx = ShellContext(user, broker.policy, broker.gateway_host, broker.gateway_port)
+    def __init__(self, ctx: ShellContext) -> None:
+        self.ctx = ctx
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
         self.command: str | None = None
         self.interactive = False

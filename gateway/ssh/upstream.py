@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncssh
 
-from gateway.broker import UpstreamCredential
+from gateway.credentials import UpstreamCredential
+from gateway.errors import UpstreamError
 from gateway.ssh import fastpath
 from policy.models import Target
 
@@ -22,10 +23,6 @@ UPSTREAM_CIPHERS = (
     "aes256-ctr",
 )
 CONNECT_TIMEOUT = 15.0
-
-
-class UpstreamError(Exception):
-    """The target could not be reached or refused us. ``str()`` is safe to show."""
 
 
 async def connect_upstream(

@@ -12,15 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.web.routes import ADMIN, AUDITOR, PUBLIC, TABLE, USER, Call, F, openapi
-from gateway.web.signals import (
+from gateway.signals import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    apply_signal,
     check_signature,
     remember,
     signal_secret,
 )
+from gateway.web.routes import ADMIN, AUDITOR, PUBLIC, TABLE, USER, Call, F, openapi
 from policy.durations import parse_duration
 from policy.errors import InvalidInput, NotFound
 from recorder.asciicast import export as asciicast
@@ -41,12 +40,12 @@ MAX_WINDOW = 60.0  # seconds of frames per request
     tag="sessions",
 )
 async def list_sessions(call: Call) -> Any:
-    return await call.deps.control.list(call.actor, active_only=call.flag("active"))
+    return await call.deps.sessions.list(call.actor, active_only=call.flag("active"))
 
 
 @route("GET", "/sessions/{id}", "One session", tag="sessions")
 async def get_session(call: Call) -> Any:
-    return await call.deps.control.get(call.actor, call.arg("id"))
+    return await call.deps.sessions.get(call.actor, call.arg("id"))
 
 
 @route(
@@ -58,7 +57,7 @@ async def get_session(call: Call) -> Any:
     tag="sessions",
 )
 async def terminate_session(call: Call) -> Any:
-    return await call.deps.control.terminate(call.actor, call.arg("id"), call.body["reason"])
+    return await call.deps.sessions.terminate(call.actor, call.arg("id"), call.body["reason"])
 
 
 async def readable_recording(call: Call, session_id: str) -> RecordingInfo:
@@ -291,9 +290,7 @@ async def post_signal(call: Call) -> Any:
     )
     await remember(deps.services.maker, digest, now)
     b = call.body
-    return await apply_signal(
-        deps.control,
-        deps.services.policy,
+    return await deps.enforcer.signal(
         b["action"],
         b.get("reason") or "",
         session=b.get("session"),

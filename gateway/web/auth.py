@@ -24,13 +24,13 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway.access import Factor, Where, factors_suffice
 from gateway.metrics import Metrics
 from gateway.services import Services
-from gateway.ssh.throttle import Throttle
+from gateway.throttle import Throttle
 from gateway.web.problems import Handler, Problem
 from policy.models import User
 from policy.service import PolicyService
-from vault.errors import VaultError
 
 COOKIE = "lockgate_session"
 SESSION_TTL = timedelta(hours=8)
@@ -175,8 +175,8 @@ async def check_csrf(request: web.Request, expected: str) -> None:
 
 
 class SignIn:
-    """Password + TOTP sign-in for browsers, throttled like SSH logins. Users without an
-    enrolled TOTP cannot sign in to the web UI (they can still use API tokens)."""
+    """Password + TOTP sign-in for browsers, throttled like SSH logins; which factors
+    suffice is ``gateway.access.factors_suffice`` (for the web: always both)."""
 
     def __init__(
         self, services: Services, throttle: Throttle, sessions: BrowserSessions, metrics: Metrics
@@ -195,12 +195,13 @@ class SignIn:
         if not name or self.throttle.blocked(*keys):
             await self._failed(name, address, keys, "throttled")
             return None
-        user = await self.services.policy.verify_password(name, password)
-        # Like SSH: a password alone never signs in; the second factor is always required.
-        ok = user is not None and not user.disabled and user.totp_enabled
-        if ok:
-            ok = await self._totp(name, code)
-        if not ok:
+        user = await self.services.access.password_user(name, password)
+        presented = {Factor.PASSWORD}
+        if user is not None and user.totp_enabled and await self.services.access.totp_ok(
+            name, code
+        ):
+            presented.add(Factor.TOTP)
+        if user is None or not factors_suffice(user, presented, Where.WEB):
             await self._failed(name, address, keys, "password+totp")
             return None
         self.throttle.succeeded(*keys)
@@ -208,14 +209,6 @@ class SignIn:
             actor=name, action="auth.success", subject=name, details={"via": "web", "addr": address}
         )
         return self.sessions.create(name)
-
-    async def _totp(self, name: str, code: str) -> bool:
-        try:
-            return await self.services.vault.verify_totp(
-                name, code.strip(), self.services.policy.now()
-            )
-        except VaultError:
-            return False
 
     async def _failed(self, name: str, address: str, keys: tuple[str, str], method: str) -> None:
         self.throttle.failed(*keys)

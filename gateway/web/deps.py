@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.control import SessionControl
 from gateway.metrics import Metrics
 from gateway.services import Services
-from gateway.sessions import SessionRegistry
+from gateway.sessions.enforce import Enforcer
+from gateway.sessions.records import SessionStore
+from gateway.sessions.registry import SessionRegistry
 from gateway.web.auth import BrowserSessions, SignIn
 from recorder.store import RecordingStore
 
@@ -17,7 +18,8 @@ from recorder.store import RecordingStore
 @dataclass
 class Deps:
     services: Services
-    control: SessionControl
+    sessions: SessionStore
+    enforcer: Enforcer
     recordings: RecordingStore
     registry: SessionRegistry
     metrics: Metrics

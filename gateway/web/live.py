@@ -69,7 +69,7 @@ async def live_session(call: Call) -> Any:
     assert call.who is not None
     if (call.who.via == "cookie" or "Origin" in request.headers) and not same_origin(request):
         raise Problem(403, "csrf", "the live view must be opened from a Lockgate page")
-    record = await call.deps.control.get(call.actor, call.arg("id"))
+    record = await call.deps.sessions.get(call.actor, call.arg("id"))
     if not record.active:
         raise InvalidTransition(f"session {record.id} has ended; replay its recording instead")
     handle = call.deps.registry.get(record.id)

@@ -15,7 +15,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from gateway.audit import AuditError
+from gateway import errors as ge
+from gateway.errors import AuditError
 from policy import errors as pe
 from recorder import errors as re_
 from vault import errors as ve
@@ -57,6 +58,9 @@ TITLES = {
 
 # Most specific first: subclasses before their roots.
 _MAPPING: tuple[tuple[type[BaseException], int, str], ...] = (
+    (ge.SignalRejected, 401, "unauthorized"),
+    (ge.SignalReplayed, 409, "conflict"),
+    (ge.SignalsNotConfigured, 503, "unavailable"),
     (pe.NotFound, 404, "not-found"),
     (ve.NotFound, 404, "not-found"),
     (re_.NotFound, 404, "not-found"),
@@ -100,7 +104,8 @@ def translate(exc: BaseException) -> web.Response:
         return problem_response(exc.status, exc.slug, exc.detail, **exc.extra)
     for kind, status, slug in _MAPPING:
         if isinstance(exc, kind):
-            detail = str(exc) if status != 503 else "a required service is unavailable; retry"
+            shown = status != 503 or isinstance(exc, ge.SignalsNotConfigured)
+            detail = str(exc) if shown else "a required service is unavailable; retry"
             return problem_response(status, slug, detail)
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         slug = _HTTP_SLUGS.get(exc.status, "bad-request")

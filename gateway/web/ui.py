@@ -288,7 +288,7 @@ async def approvals(request: web.Request) -> web.Response:
 async def sessions_page(request: web.Request) -> web.Response:
     who = signed_in(request)
     deps = request.app[DEPS]
-    live = await deps.control.list(who.name, active_only=True)
+    live = await deps.sessions.list(who.name, active_only=True)
     rows = []
     for s in live:
         handle = deps.registry.get(s.id)
@@ -327,7 +327,7 @@ async def live_page(request: web.Request) -> web.Response:
     need_auditor(who)
     deps = request.app[DEPS]
     try:
-        s = await deps.control.get(who.name, request.match_info["id"])
+        s = await deps.sessions.get(who.name, request.match_info["id"])
     except NotFound:
         raise web.HTTPNotFound(text="No such session.") from None
     terminate = ""

@@ -9,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit import AuditError, AuditLog, init_chain
+from gateway.audit import AuditLog, init_chain
 from gateway.db import SessionMaker
-from gateway.tables import audit_events, audit_head, metadata
+from gateway.db.tables import audit_events, audit_head, metadata
+from gateway.errors import AuditError
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.cluster import ClusterBus, ClusterEvent
+from gateway.cluster.bus import ClusterBus, ClusterEvent
 from gateway.db import SessionMaker, create_engine, sessionmaker
-from gateway.tables import metadata
+from gateway.db.tables import metadata
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_config
+from gateway.config import load_config
+from gateway.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

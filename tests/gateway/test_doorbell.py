@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from gateway.doorbell import Doorbell, directory_for, ring
+from gateway.cluster.doorbell import Doorbell, directory_for, ring
 
 
 def test_only_file_backed_sqlite_has_a_doorbell(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ssh.login import Login, LoginError, parse_login
+from gateway.errors import LoginError
+from gateway.ssh.login import Login, parse_login
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.schema import all_metadata, upgrade
-from gateway.tables import audit_head
+from gateway.db.schema import all_metadata, upgrade
+from gateway.db.tables import audit_head
 
 
 def _merged() -> sa.MetaData:

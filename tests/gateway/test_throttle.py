@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from gateway.ssh.throttle import Throttle
+from gateway.throttle import Throttle
 
 
 def test_lockout_and_backoff() -> None:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import AuditLog, init_chain
 from gateway.db import SessionMaker
-from gateway.tables import metadata as gateway_tables
+from gateway.db.tables import metadata as gateway_tables
 from policy.errors import AccessDenied, Conflict, InvalidInput, InvalidTransition, NotFound
 from policy.models import RequestState, Rule
 from policy.service import SYSTEM_ACTOR, PolicyService

@@ -28,7 +28,7 @@ def clock() -> Clock:
 async def recorder(
     engine: AsyncEngine, maker: SessionMaker, tmp_path: Path, clock: Clock
 ) -> Recorder:
-    from gateway.schema import upgrade
+    from gateway.db.schema import upgrade
 
     await upgrade(engine)  # the real schema, with its full-text index
     return Recorder(tmp_path / "rec", maker, clock=clock)

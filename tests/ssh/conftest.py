@@ -1,8 +1,9 @@
 """End-to-end fixtures: a real sshd target and a real gateway, driven by real OpenSSH clients.
 
 The sshd runs on a free loopback port with its own configuration, host key and a dedicated
-unix account (created once with useradd; tests run as root, as CI does). The gateway runs in
-the test's event loop on port 0 with real services on the test database.
+unix account (created once with useradd; tests run as root, as CI does). The gateway is a
+real node (``start_node``) in the test's event loop on port 0, on the test database, with a
+fake clock.
 """
 
 from __future__ import annotations
@@ -15,27 +16,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncssh
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit import AuditLog, init_chain
-from gateway.broker import Broker
-from gateway.config import load_config
-from gateway.db import SessionMaker
-from gateway.killswitch import FakeTimer, KillSwitch
-from gateway.schema import all_metadata
 from gateway.services import Services
-from gateway.sessions import SessionRegistry
-from gateway.ssh.server import SshGateway
-from gateway.ssh.throttle import Throttle
+from gateway.sessions.killswitch import KillSwitch
+from gateway.ssh.listener import SshGateway
 from policy.models import Rule
 from policy.service import SYSTEM_ACTOR, PolicyService
-from recorder.anomaly import AnomalyEngine, AnomalyRule
-from recorder.writer import Recorder
+from recorder.anomaly import AnomalyRule
+from tests.clock import FakeTimer
+from tests.nodes import start_test_node
 from tests.target import TARGET_USER, Sshd, free_port, register_target, ssh_argv  # noqa: F401
-from vault.keys import Keyring, new_master_key
-from vault.service import VaultService
 
 
 @dataclass
@@ -119,72 +110,43 @@ ANOMALIES = [
 
 
 @pytest.fixture
-async def gateway(
-    engine: AsyncEngine, maker: SessionMaker, sshd: Sshd, tmp_path: Path
-) -> AsyncIterator[Gateway]:
-    async with engine.begin() as conn:
-        for md in all_metadata():
-            await conn.run_sync(md.create_all)
-    async with maker() as db, db.begin():
-        await init_chain(db)
+async def gateway(db_url: str, sshd: Sshd, tmp_path: Path) -> AsyncIterator[Gateway]:
     timer = FakeTimer(datetime.now(UTC))
-    audit = AuditLog(maker, node="test-node", clock=timer)
-    keyring = Keyring(new_master_key())
-    config = load_config(
-        None,
-        environ={
-            "LOCKGATE_SERVER_DATA_DIR": str(tmp_path),
-            "LOCKGATE_SERVER_NODE_NAME": "test-node",
-        },
+    node = await start_test_node(
+        db_url,
+        tmp_path,
+        name="test-node",
+        rules=tuple(RULES),
+        anomaly_rules=tuple(ANOMALIES),
+        timer=timer,
+        recordings_path=tmp_path / "recordings",
     )
-    policy = PolicyService(maker, RULES, audit, clock=timer)
-    services = Services(
-        config,
-        engine,
-        maker,
-        audit,
-        keyring,
-        policy,
-        VaultService(maker, keyring, audit, clock=timer),
+    harness = Gateway(
+        node.ssh_port, node.services, node.gateway, timer, node.killswitch, sshd, tmp_path
     )
-    broker = Broker(services, "127.0.0.1", 0)
-    registry = SessionRegistry()
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    gw = SshGateway(
-        broker,
-        registry,
-        Recorder(tmp_path / "recordings", maker),
-        AnomalyEngine(ANOMALIES),
-        Throttle(5, timer),
-        [host_key],
-    )
-    killswitch = KillSwitch(registry, timer, broker.recheck)
-    acceptor = await gw.listen("127.0.0.1", 0)
-    port = acceptor.get_port()
-    broker.gateway_port = port
-    harness = Gateway(port, services, gw, timer, killswitch, sshd, tmp_path)
-    for name, roles in (
-        ("alice", ["dev"]),
-        ("bob", ["approver"]),
-        ("fred", ["forwarder"]),
-        ("mallory", ["dev"]),
-    ):
-        key_file = tmp_path / f"id_{name}"
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_file)], check=True
-        )
-        await policy.add_user(
-            SYSTEM_ACTOR, name, roles=roles, public_keys=[(tmp_path / f"id_{name}.pub").read_text()]
-        )
-        harness.clients[name] = Client(name, key_file)
-    await register_target(services, sshd)
     try:
+        policy = node.services.policy
+        for name, roles in (
+            ("alice", ["dev"]),
+            ("bob", ["approver"]),
+            ("fred", ["forwarder"]),
+            ("mallory", ["dev"]),
+        ):
+            key_file = tmp_path / f"id_{name}"
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_file)], check=True
+            )
+            await policy.add_user(
+                SYSTEM_ACTOR,
+                name,
+                roles=roles,
+                public_keys=[(tmp_path / f"id_{name}.pub").read_text()],
+            )
+            harness.clients[name] = Client(name, key_file)
+        await register_target(node.services, sshd)
         yield harness
     finally:
-        await registry.terminate_all("test finished")
-        await killswitch.aclose()
-        acceptor.close()
-        await acceptor.wait_closed()
+        await node.stop("test finished")
 
 
 os.environ.setdefault("LANG", "C.UTF-8")

@@ -14,7 +14,7 @@ from asyncssh.crypto.cipher import GCMCipher
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.ssh import fastpath
-from gateway.ssh.server import CIPHERS
+from gateway.ssh.listener import CIPHERS
 from gateway.ssh.upstream import UPSTREAM_CIPHERS
 
 

@@ -153,7 +153,7 @@ async def test_sftp_stops_when_its_audit_cannot_be_written(
     """No audit, no transfer: an SFTP operation that cannot be audited ends the session."""
     import sqlalchemy as sa
 
-    from gateway.tables import audit_head, sessions
+    from gateway.db.tables import audit_head, sessions
 
     await gateway.grant("alice")
     src = tmp_path / "x.bin"

@@ -110,7 +110,7 @@ async def test_exec_anomaly_kill_and_block(gateway: Gateway) -> None:
 async def _session_rows(gateway: Gateway) -> dict[str, dict[str, object]]:
     import sqlalchemy as sa
 
-    from gateway.tables import sessions
+    from gateway.db.tables import sessions
 
     async with gateway.services.maker() as db:
         rows = (await db.execute(sa.select(sessions))).all()

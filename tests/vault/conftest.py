@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gateway.audit import AuditLog, init_chain
 from gateway.db import SessionMaker
-from gateway.tables import metadata as gateway_tables
+from gateway.db.tables import metadata as gateway_tables
 from vault.keys import Keyring, new_master_key
 from vault.service import VaultService
 from vault.tables import metadata as vault_tables

@@ -17,15 +17,13 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from gateway.app import Node, start_node
-from gateway.cli.setup import generate_host_key, migrate
-from gateway.config import load_config
+from gateway.app import Node
 from gateway.web.routes import API
 from policy.models import Rule
 from policy.service import SYSTEM_ACTOR
+from tests.nodes import start_test_node
 from tests.target import TARGET_USER, Sshd, register_target, ssh_argv
 from vault import totp
-from vault.keys import generate_master_key_file
 
 RULES = (
     Rule(
@@ -132,22 +130,7 @@ def _seed(uri: str) -> bytes:
 
 @pytest.fixture
 async def web(db_url: str, sshd: Sshd, tmp_path: Path) -> AsyncIterator[Web]:
-    data = tmp_path / "data"
-    data.mkdir(mode=0o700)
-    config = load_config(
-        None,
-        environ={
-            "LOCKGATE_SERVER_DATA_DIR": str(data),
-            "LOCKGATE_DATABASE_URL": db_url,
-            "LOCKGATE_SERVER_SSH_LISTEN": "127.0.0.1:0",
-            "LOCKGATE_SERVER_HTTP_LISTEN": "127.0.0.1:0",
-            "LOCKGATE_SERVER_NODE_NAME": "web-node",
-        },
-    )
-    generate_host_key(config.host_key_path)
-    generate_master_key_file(data / "master.key")
-    await migrate(config)
-    node = await start_node(config, extra_rules=RULES)
+    node = await start_test_node(db_url, tmp_path, name="web-node", rules=RULES)
     http = aiohttp.ClientSession()
     harness = Web(node, sshd, tmp_path, http)
     try:

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
+from gateway.signals import SIGNAL_ACCOUNT, SIGNAL_TARGET, sign
 from gateway.web.routes import API, MAX_BODY
-from gateway.web.signals import SIGNAL_ACCOUNT, SIGNAL_TARGET, sign
 from policy.service import SYSTEM_ACTOR
 from tests.target import TARGET_USER
 from tests.web.conftest import Web
@@ -393,7 +393,7 @@ async def test_frames_window_and_cast(web: Web) -> None:
     await asyncio.wait_for(proc.communicate(), 60)
     deps = web.node.deps
     assert deps is not None
-    session = (await deps.control.list(SYSTEM_ACTOR))[0]
+    session = (await deps.sessions.list(SYSTEM_ACTOR))[0]
     info = await web.indexed_recording(session.id)
     assert info["user"] == "alice" and info["grant"]["reason"] == "INC-1 test"
     assert info["grant"]["approvers"] == ["bob"]

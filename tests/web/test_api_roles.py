@@ -58,7 +58,7 @@ async def finished_session(web: Web) -> tuple[str, str]:
     deps = web.node.deps
     assert deps is not None
     for _ in range(200):  # the recording is indexed by a child process after the seal
-        mine = [s for s in await deps.control.list(SYSTEM_ACTOR) if s.user == "alice"]
+        mine = [s for s in await deps.sessions.list(SYSTEM_ACTOR) if s.user == "alice"]
         if mine and not mine[0].active:
             with contextlib.suppress(NoRecording):
                 if (await deps.recordings.get(mine[0].id)).indexed:

@@ -112,7 +112,7 @@ async def test_export_plays_in_asciinema_web_player(
     assert proc.returncode == 0, err
     deps = web.node.deps
     assert deps is not None
-    session = (await deps.control.list(SYSTEM_ACTOR))[0]
+    session = (await deps.sessions.list(SYSTEM_ACTOR))[0]
     info = await web.indexed_recording(session.id)
     status, cast, _ = await web.call("GET", f"{API}/recordings/{session.id}/cast", "requester")
     assert status == 200

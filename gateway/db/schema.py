@@ -14,7 +14,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def all_metadata() -> list[sa.MetaData]:
-    from gateway.tables import metadata as gateway_tables
+    from gateway.db.tables import metadata as gateway_tables
     from policy.tables import metadata as policy_tables
     from recorder.tables import metadata as recorder_tables
     from vault.tables import metadata as vault_tables

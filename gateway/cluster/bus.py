@@ -3,7 +3,8 @@
 An event is a row in ``gw_cluster_events`` written in the same transaction as the change it
 announces. Every node follows the table: on PostgreSQL a ``NOTIFY`` wakes the followers at
 once (with a slow poll as a backstop); on SQLite, where several processes share one file,
-a commit rings the followers' doorbells (``gateway.doorbell``) and a short poll is the backstop.
+a commit rings the followers' doorbells (``gateway.cluster.doorbell``) and a short poll is
+the backstop.
 Handlers get every event exactly once per node, including the node's own.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,9 +25,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from gateway import doorbell
+from gateway.cluster import doorbell
 from gateway.db import SessionMaker
-from gateway.tables import cluster_events
+from gateway.db.tables import cluster_events
 from policy.models import Clock, utcnow
 
 log = logging.getLogger(__name__)
@@ -36,20 +38,41 @@ _WINDOW = timedelta(minutes=2)
 _RING = "lockgate.doorbell"
 
 
+class EventKind(enum.StrEnum):
+    TERMINATE = "terminate"  # end one session, wherever it is: {session, reason, by}
+    RECHECK = "recheck"  # access changed: every node re-decides its live sessions
+
+
 @dataclass(frozen=True)
 class ClusterEvent:
     id: int
     at: datetime
     origin: str
-    kind: str  # "terminate" | "recheck"
+    kind: str  # an EventKind value; unknown kinds (from a newer node) are ignored
     payload: Mapping[str, Any]
 
 
 Handler = Callable[[ClusterEvent], Awaitable[None]]
 
 
+async def publish_terminate(
+    db: AsyncSession, origin: str, session: str, reason: str, by: str, now: datetime
+) -> None:
+    """Ask, inside ``db``'s transaction, for one session to end on whichever node holds it."""
+    payload = {"session": session, "reason": reason, "by": by}
+    await publish(db, origin, EventKind.TERMINATE, payload, now)
+
+
+async def publish_recheck(
+    db: AsyncSession, origin: str, action: str, subject: str, now: datetime
+) -> None:
+    """Announce, inside ``db``'s transaction, that someone's access changed (``action`` on
+    ``subject``): every node re-decides its live sessions when this commits."""
+    await publish(db, origin, EventKind.RECHECK, {"action": action, "subject": subject}, now)
+
+
 async def publish(
-    db: AsyncSession, origin: str, kind: str, payload: Mapping[str, Any], now: datetime
+    db: AsyncSession, origin: str, kind: EventKind, payload: Mapping[str, Any], now: datetime
 ) -> None:
     """Add an event inside ``db``'s transaction; it is delivered when that commits."""
     result = await db.execute(
@@ -99,7 +122,7 @@ class ClusterBus:
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
 
-    async def send(self, kind: str, payload: Mapping[str, Any]) -> None:
+    async def send(self, kind: EventKind, payload: Mapping[str, Any]) -> None:
         """Publish an event in a transaction of its own."""
         async with self.maker() as db, db.begin():
             await publish(db, self.node, kind, payload, self.clock())

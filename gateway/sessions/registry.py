@@ -22,6 +22,7 @@ class SessionHandle(Protocol):
     """What the registry needs from a protocol's live session."""
 
     id: str
+    kind: str  # ssh | http
     user: str
     target: str
     account: str
@@ -29,10 +30,14 @@ class SessionHandle(Protocol):
     expires_at: datetime | None
 
     def notify(self, line: str) -> None:
-        """Show one line on the person's terminal."""
+        """Show one line to the person (their terminal; a web session's next page)."""
+
+    def mark(self, kind: str, text: str) -> None:
+        """Add a marker (alert, block, kill, warning) to the session's recording."""
 
     async def close(self, reason: str) -> None:
-        """Print the termination line, close both legs, seal the recording, record the end."""
+        """Tell the person why, close both legs (cutting what is in flight), seal the
+        recording, record the end."""
 
 
 @dataclass

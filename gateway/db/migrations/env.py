@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from gateway.db import create_engine
-from gateway.schema import all_metadata
+from gateway.db.schema import all_metadata
 
 config = context.config
 target_metadata = all_metadata()

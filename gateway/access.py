@@ -1,0 +1,135 @@
+"""Who may sign in with what, and whether a session or channel may go on — for SSH and web.
+
+The protocol edges only collect what the person presented and ask here; every answer comes
+from the policy service and the vault. The one table of which login factors suffice:
+
+| where            | factors that suffice                                              |
+|------------------|-------------------------------------------------------------------|
+| SSH, no MFA rule | a registered key; or password + TOTP; or password alone when the  |
+|                  | user has no TOTP enrolled                                         |
+| SSH, MFA rule    | password + a fresh TOTP code, even after a key (`mfa_per_session`)|
+| web sign-in      | password + TOTP, always: a browser session lasts hours and can    |
+|                  | approve access, so a user without TOTP uses API tokens instead    |
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection
+from datetime import datetime
+
+import asyncssh
+
+from gateway.sessions.registry import SessionHandle
+from policy.errors import PolicyError
+from policy.models import ChannelKind, User
+from policy.rules import match_rule
+from policy.service import SYSTEM_ACTOR, PolicyService, SessionAuthorization
+from vault.errors import VaultError
+from vault.service import VaultService
+
+
+class Factor(enum.StrEnum):
+    KEY = "key"
+    PASSWORD = "password"  # noqa: S105  (a factor's name)
+    TOTP = "totp"
+
+
+class Where(enum.StrEnum):
+    SSH = "ssh"
+    WEB = "web"
+
+
+def factors_suffice(
+    user: User, presented: Collection[Factor], where: Where, *, mfa_per_session: bool = False
+) -> bool:
+    """Whether the verified ``presented`` factors sign ``user`` in (the table above).
+    A disabled user never signs in."""
+    if user.disabled:
+        return False
+    has = set(presented)
+    password_and_code = {Factor.PASSWORD, Factor.TOTP} <= has
+    if where is Where.WEB or mfa_per_session:
+        return password_and_code
+    if Factor.KEY in has or password_and_code:
+        return True
+    return Factor.PASSWORD in has and not user.totp_enabled
+
+
+class Access:
+    """The access questions the SSH edge, the web sign-in and the kill switch ask."""
+
+    def __init__(self, policy: PolicyService, vault: VaultService) -> None:
+        self.policy = policy
+        self.vault = vault
+
+    def now(self) -> datetime:
+        return self.policy.now()
+
+    # --- login factors ---------------------------------------------------------------
+    async def key_user(self, user: str, key: asyncssh.SSHKey) -> User | None:
+        """The user ``key`` is registered to under that name (the signature is the SSH
+        library's to verify)."""
+        return await self.policy.user_for_key(user, key.export_public_key().decode())
+
+    async def password_user(self, user: str, password: str) -> User | None:
+        """The user, if the password is theirs (argon2id, constant time)."""
+        return await self.policy.verify_password(user, password)
+
+    async def totp_ok(self, user: str, code: str) -> bool:
+        """A current TOTP code of the user's enrolled seed; an unknown user or a vault
+        failure is a wrong code."""
+        try:
+            return await self.vault.verify_totp(user, code.strip(), self.now())
+        except VaultError:
+            return False
+
+    async def mfa_per_session(self, user: str, target: str, account: str | None) -> bool:
+        """Whether the rule behind the user's grant demands a fresh TOTP for every session."""
+        auth = await self.policy.authorize_session(user, target, account, None)
+        return bool(auth.decision.allowed and auth.rule is not None and auth.rule.mfa_per_session)
+
+    # --- sessions and channels -------------------------------------------------------
+    async def authorize(
+        self,
+        user: str,
+        target: str,
+        account: str | None,
+        channel: ChannelKind | None,
+        *,
+        auto_request: bool = False,
+    ) -> SessionAuthorization:
+        """The policy decision for a session (``channel`` None) or one channel. With
+        ``auto_request``, a zero-approval rule that needs no reason or ticket creates the
+        grant on connect (DESIGN §2)."""
+        auth = await self.policy.authorize_session(user, target, account, channel)
+        if auth.decision.allowed or auth.decision.reason != "no_grant" or not auto_request:
+            return auth
+        if auth.user is None or auth.target is None or not auth.account:
+            return auth
+        rule = match_rule(self.policy.rules, auth.user.roles, auth.target, auth.account)
+        if rule is None or rule.approvals or rule.require_reason or rule.ticket_pattern:
+            return auth
+        try:
+            await self.policy.create_request(user, target, account=auth.account)
+        except PolicyError:
+            return auth
+        return await self.policy.authorize_session(user, target, account, channel)
+
+    async def recheck(self, session: SessionHandle) -> tuple[bool, str, datetime | None]:
+        """Whether a live session may go on: (allowed, the reason shown to the person when
+        not, the grant's current end)."""
+        auth = await self.policy.authorize_session(
+            session.user, session.target, session.account, None
+        )
+        if auth.decision.allowed and auth.grant is not None:
+            return True, "", auth.grant.expires_at
+        if auth.decision.reason == "no_grant" and session.grant_id:
+            try:
+                grant = await self.policy.get_grant(SYSTEM_ACTOR, session.grant_id)
+            except PolicyError:
+                return False, "grant no longer exists", None
+            if grant.revoked_at is not None:
+                return False, f"grant revoked by {grant.revoked_by}: {grant.revoke_reason}", None
+            return False, "grant expired", None
+        return False, str(auth.decision.message), None

@@ -1,0 +1,1 @@
+"""Events between gateway nodes: the bus (PostgreSQL LISTEN/NOTIFY, SQLite doorbells)."""

@@ -1,0 +1,49 @@
+"""The gateway's own errors: one root, one class per reason.
+
+Each message is written for the person or operator who sees it and never holds a secret.
+The edges translate them once: the SSH edge into a one-line ``lockgate:`` refusal, the HTTP
+middleware (``gateway.web.problems``) into a problem document, the CLI into an exit status.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of the gateway's errors. ``str()`` is safe to show."""
+
+
+class StartupError(GatewayError):
+    """The node cannot serve: the database, the vault key, the audit log or a listener is
+    missing. Start-up fails closed with this one line."""
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid. The message names the source and key."""
+
+
+class AuditError(GatewayError):
+    """The audit log could not be written; the action it guarded did not happen."""
+
+
+class LoginError(GatewayError, ValueError):
+    """An SSH login name does not follow the grammar."""
+
+
+class UpstreamError(GatewayError):
+    """The target could not be reached, or refused the gateway."""
+
+
+class UpstreamRefused(UpstreamError):
+    """No usable credential or pinned host key for the target; nothing was sent to it."""
+
+
+class SignalRejected(GatewayError):
+    """A SIEM signal's timestamp or signature does not verify (HTTP 401)."""
+
+
+class SignalReplayed(GatewayError):
+    """A SIEM signal that was already accepted, on this or another node (HTTP 409)."""
+
+
+class SignalsNotConfigured(GatewayError):
+    """No signal secret is stored in the vault (HTTP 503)."""

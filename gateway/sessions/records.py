@@ -1,0 +1,230 @@
+"""Session records: the one owner of ``gw_sessions``, for every protocol.
+
+A session's start is audited and recorded before its upstream is used (raising refuses the
+session); its end is recorded with the reason and byte counts. The CLI, the HTTP API and
+SIEM signals ask for a kill with ``terminate``: it audits the request and publishes a
+``terminate`` event in the same transaction, and whichever node holds the session (this one
+or another) ends it through its registry.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.audit import AuditLog
+from gateway.cluster.bus import publish_terminate
+from gateway.db import SessionMaker
+from gateway.db.tables import sessions
+from policy.errors import AccessDenied, InvalidInput, InvalidTransition, NotFound
+from policy.service import SYSTEM_ACTOR, PolicyService
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    kind: str
+    user: str
+    target: str
+    account: str
+    grant_id: str | None
+    node: str
+    client_addr: str
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    bytes_up: int
+    bytes_down: int
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _record(row: Any) -> SessionRecord:
+    return SessionRecord(
+        id=row.id,
+        kind=row.kind,
+        user=row.user,
+        target=row.target,
+        account=row.account,
+        grant_id=row.grant_id,
+        node=row.node,
+        client_addr=row.client_addr,
+        started_at=_utc(row.started_at) or row.started_at,
+        ended_at=_utc(row.ended_at),
+        end_reason=row.end_reason,
+        bytes_up=row.bytes_up or 0,
+        bytes_down=row.bytes_down or 0,
+    )
+
+
+def new_session_id() -> str:
+    return f"se-{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """What is known of a session when it opens."""
+
+    id: str
+    kind: str  # ssh | http
+    user: str
+    target: str
+    account: str
+    grant_id: str | None
+    client_addr: str
+
+
+class SessionStore:
+    def __init__(
+        self, maker: SessionMaker, policy: PolicyService, audit: AuditLog, node: str
+    ) -> None:
+        self.maker = maker
+        self.policy = policy
+        self.audit = audit
+        self.node = node
+
+    async def started(self, session: NewSession) -> None:
+        """Audit and record the start; raising refuses the session (nothing unaudited runs)."""
+        async with self.maker() as db, db.begin():
+            await self.audit.append(
+                db,
+                actor=session.user,
+                action="session.start",
+                subject=session.id,
+                details={
+                    "kind": session.kind,
+                    "target": session.target,
+                    "account": session.account,
+                    "grant": session.grant_id,
+                    "client": session.client_addr,
+                    "node": self.node,
+                },
+            )
+            await db.execute(
+                sessions.insert().values(
+                    id=session.id,
+                    kind=session.kind,
+                    user=session.user,
+                    target=session.target,
+                    account=session.account,
+                    grant_id=session.grant_id,
+                    node=self.node,
+                    client_addr=session.client_addr,
+                    started_at=self.policy.now(),
+                    bytes_up=0,
+                    bytes_down=0,
+                )
+            )
+
+    async def operations(
+        self, session: NewSession, ops: list[dict[str, Any]], *, prefix: str
+    ) -> None:
+        """Audit a session's operations (SFTP: which file, which way, how many bytes) in
+        order, in one transaction, as ``<prefix>.<op>``."""
+        async with self.maker() as db, db.begin():
+            for op in ops:
+                await self.audit.append(
+                    db,
+                    actor=session.user,
+                    action=f"{prefix}.{op.get('op', 'unknown')}",
+                    subject=session.id,
+                    details={"target": session.target, "account": session.account, **op},
+                )
+
+    async def ended(
+        self, session_id: str, user: str, reason: str, bytes_up: int, bytes_down: int
+    ) -> None:
+        async with self.maker() as db, db.begin():
+            await self.audit.append(
+                db,
+                actor=user,
+                action="session.end",
+                subject=session_id,
+                details={"reason": reason, "bytes_up": bytes_up, "bytes_down": bytes_down},
+            )
+            await db.execute(
+                sessions.update()
+                .where(sessions.c.id == session_id)
+                .values(
+                    ended_at=self.policy.now(),
+                    end_reason=reason[:255],
+                    bytes_up=bytes_up,
+                    bytes_down=bytes_down,
+                )
+            )
+
+    async def sweep_stale(self) -> int:
+        """Sessions this node left live when it last stopped: mark them ended."""
+        async with self.maker() as db, db.begin():
+            result = await db.execute(
+                sessions.update()
+                .where(sessions.c.node == self.node, sessions.c.ended_at.is_(None))
+                .values(ended_at=self.policy.now(), end_reason="gateway restarted")
+            )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def live_elsewhere(self) -> int:
+        async with self.maker() as db:
+            query = (
+                sa.select(sa.func.count())
+                .select_from(sessions)
+                .where(sessions.c.ended_at.is_(None), sessions.c.node != self.node)
+            )
+            return int((await db.execute(query)).scalar_one())
+
+    async def _can_see_all(self, viewer: str) -> bool:
+        if viewer == SYSTEM_ACTOR:
+            return True
+        return (await self.policy.get_user(viewer)).is_auditor
+
+    async def list(
+        self, viewer: str, *, active_only: bool = False, limit: int = 500
+    ) -> list[SessionRecord]:
+        """Newest first. Requesters see their own sessions; auditors and admins see all."""
+        query = sa.select(sessions).order_by(sessions.c.started_at.desc()).limit(limit)
+        if active_only:
+            query = query.where(sessions.c.ended_at.is_(None))
+        if not await self._can_see_all(viewer):
+            query = query.where(sessions.c.user == viewer)
+        async with self.maker() as db:
+            return [_record(r) for r in (await db.execute(query)).all()]
+
+    async def get(self, viewer: str, session_id: str) -> SessionRecord:
+        async with self.maker() as db:
+            row = (await db.execute(sa.select(sessions).where(sessions.c.id == session_id))).first()
+        if row is None or (row.user != viewer and not await self._can_see_all(viewer)):
+            raise NotFound(f"no session {session_id}")
+        return _record(row)
+
+    async def terminate(self, actor: str, session_id: str, reason: str) -> SessionRecord:
+        """Admins only. Audited; reaches the node holding the session through the cluster."""
+        reason = " ".join(reason.split())
+        if not reason:
+            raise InvalidInput("a reason is required to terminate a session")
+        if actor != SYSTEM_ACTOR and not (await self.policy.get_user(actor)).is_admin:
+            raise AccessDenied(f"{actor} may not terminate sessions")
+        record = await self.get(SYSTEM_ACTOR, session_id)
+        if not record.active:
+            raise InvalidTransition(f"session {session_id} has already ended")
+        async with self.maker() as db, db.begin():
+            await self.audit.append(
+                db,
+                actor=actor,
+                action="session.terminate",
+                subject=session_id,
+                details={"reason": reason},
+            )
+            await publish_terminate(db, self.node, session_id, reason, actor, self.policy.now())
+        return record

@@ -1,0 +1,260 @@
+"""The asyncssh callback class: each callback turns a protocol event into a question for the
+core (``gateway.access``) and its answer into a protocol reply. Each override states its
+security decision; no decision is taken here that the core does not make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from gateway.access import Factor, Where, factors_suffice
+from gateway.errors import LoginError
+from gateway.ssh.bridge import ClientChannel
+from gateway.ssh.forward import open_forward
+from gateway.ssh.login import Login, parse_login
+from gateway.ssh.session import LiveSshSession
+from gateway.ssh.shell import ShellChannel, ShellContext
+from policy.models import User
+
+if TYPE_CHECKING:
+    from gateway.ssh.listener import SshGateway
+
+log = logging.getLogger(__name__)
+
+
+class GatewayConnection(asyncssh.SSHServer):
+    """One client connection. Identity is taken from the user name of the attempt that
+    succeeded, so switching names between attempts never mixes states; failures are
+    throttled per user and per address and answered alike for unknown users."""
+
+    def __init__(self, gw: SshGateway) -> None:
+        self.gw = gw
+        self.access = gw.services.access
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.addr = "?"
+        self.login: Login | None = None
+        self.refusal: str | None = None
+        self.live: LiveSshSession | None = None
+        self.prepared: asyncio.Task[None] | None = None
+        self.gone = False
+        self._kbd: dict[str, User] = {}  # user name -> password verified, code pending
+
+    # --- connection ----------------------------------------------------------------
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername")
+        self.addr = str(peer[0]) if peer else "?"
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The grant check is not cancelled (a cancel in the middle of a database call can
+        leave SQLite locked); ``_prepare`` sees the flag and ends what it opened."""
+        self.gone = True
+        if self.live is not None:
+            self.live.spawn(self.live.finish("client disconnected"))
+
+    def _parse(self, username: str) -> Login | None:
+        try:
+            return parse_login(username)
+        except LoginError:
+            return None
+
+    def _keys(self, login: Login | None, username: str) -> tuple[str, str]:
+        return (f"user:{login.user if login else username}", f"addr:{self.addr}")
+
+    def _blocked(self, login: Login | None, username: str) -> bool:
+        return login is None or self.gw.throttle.blocked(*self._keys(login, username))
+
+    async def _failed(self, username: str, method: str) -> bool:
+        login = self._parse(username)
+        self.gw.throttle.failed(*self._keys(login, username))
+        self.gw.metrics.auth_failures.labels(method).inc()
+        with contextlib.suppress(Exception):
+            await self.gw.services.audit.record(
+                actor=login.user if login else "?",
+                action="auth.failure",
+                subject=username[:64],
+                details={"method": method, "client": self.addr},
+            )
+        return False
+
+    async def _suffice(self, login: Login, user: User, presented: set[Factor]) -> bool:
+        mfa = login.target is not None and await self.access.mfa_per_session(
+            login.user, login.target, login.account
+        )
+        return factors_suffice(user, presented, Where.SSH, mfa_per_session=mfa)
+
+    # --- authentication -------------------------------------------------------------
+    def begin_auth(self, username: str) -> bool:
+        """Authentication is always required: there is no anonymous access."""
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        """A key registered to the user. Called for the key query and again for the signed
+        request; asyncssh completes authentication only once the signature over the session
+        id has verified. Under a per-session MFA rule a key is not enough: refused here, the
+        client moves on to keyboard-interactive, which asks for a password and a fresh code."""
+        login = self._parse(username)
+        if login is None or self._blocked(login, username):
+            return await self._failed(username, "publickey")
+        user = await self.access.key_user(login.user, key)
+        if user is not None:
+            return await self._suffice(login, user, {Factor.KEY})
+        return await self._failed(username, "publickey")
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        """Plain password auth signs in only a user who needs no second factor (no TOTP
+        enrolled, no MFA rule); everyone else goes through keyboard-interactive."""
+        login = self._parse(username)
+        if login is None or self._blocked(login, username):
+            return await self._failed(username, "password")
+        user = await self.access.password_user(login.user, password)
+        if user is not None and await self._suffice(login, user, {Factor.PASSWORD}):
+            return True
+        return await self._failed(username, "password")
+
+    def kbdint_auth_supported(self) -> bool:
+        return True
+
+    def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
+        self._kbd.pop(username, None)
+        return "", "", "", [("Password: ", False)]
+
+    async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> Any:
+        """First the password, then — when the user has TOTP — the code (echo off). A rule
+        demanding MFA refuses a user without TOTP enrolled: the code cannot be asked."""
+        login = self._parse(username)
+        if login is None or len(responses) != 1 or self._blocked(login, username):
+            return await self._failed(username, "keyboard-interactive")
+        user = self._kbd.pop(username, None)
+        if user is None:
+            user = await self.access.password_user(login.user, responses[0])
+            if user is None:
+                return await self._failed(username, "keyboard-interactive")
+            if await self._suffice(login, user, {Factor.PASSWORD}):
+                return True
+            if not user.totp_enabled:
+                return await self._failed(username, "totp-not-enrolled")
+            self._kbd[username] = user
+            return "", "", "", [("Verification code: ", True)]
+        if await self.access.totp_ok(login.user, responses[0]) and await self._suffice(
+            login, user, {Factor.PASSWORD, Factor.TOTP}
+        ):
+            return True
+        return await self._failed(username, "totp")
+
+    async def auth_completed(self) -> None:
+        """For a target login, the grant check starts now, while the client sets up its
+        channel; the target is contacted only once it passed."""
+        assert self.conn is not None
+        username = self.conn.get_extra_info("username")
+        self.login = parse_login(username)
+        self.gw.throttle.succeeded(*self._keys(self.login, username))
+        if not self.login.is_shell:
+            self.prepared = asyncio.ensure_future(self._prepare(self.login))
+
+    async def _prepare(self, login: Login) -> None:
+        """The grant check; when it passes, the session opens and the upstream connects
+        while the client is still setting up its channel."""
+        assert self.conn is not None and login.target is not None
+        try:
+            async with self.gw.admission:
+                auth = await self.access.authorize(
+                    login.user, login.target, login.account, None, auto_request=True
+                )
+                if not auth.decision.allowed or auth.target is None or auth.account is None:
+                    self.refusal = str(auth.decision.message)
+                    return
+                live = LiveSshSession(
+                    self.gw,
+                    self.conn,
+                    login,
+                    auth.target,
+                    auth.account,
+                    auth.grant.id if auth.grant else None,
+                    auth.grant.expires_at if auth.grant else None,
+                    self.addr,
+                )
+                await live.open()
+            self.live = live
+            if self.gone:
+                await live.finish("client disconnected")
+        except Exception:
+            log.exception("opening a session for %s failed", login.user)
+            self.refusal = "the session could not be opened (audit or recording unavailable)"
+
+    # --- channels -------------------------------------------------------------------
+    async def session_requested(self) -> Any:
+        """The gateway shell for a plain ``USER`` login; for a target login a bridged
+        channel only once the grant check passed (each channel is authorized again when it
+        says what it is), else a channel that prints the one-line refusal and exits 1."""
+        assert self.login is not None
+        if self.login.is_shell:
+            gw = self.gw
+            context = ShellContext(
+                self.login.user, gw.services.policy, gw.gateway_host, gw.gateway_port
+            )
+            return ShellChannel(context)
+        if self.prepared is not None:
+            await self.prepared
+        if self.live is None:
+            return _RefusedChannel(self.refusal or "access refused")
+        channel = ClientChannel(self.live)
+        self.live.channels.append(channel)
+        return channel
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        """Remote forwarding is never allowed."""
+        return False
+
+    async def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> Any:
+        """Local forwarding (``-L``, ``-W``): only after the grant check, and only where the
+        rule allows ``port_forward`` to that destination (``gateway.ssh.forward``)."""
+        if self.prepared is not None:
+            await self.prepared
+        if self.live is None:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, self.refusal or "access refused"
+            )
+        return await open_forward(self.live, dest_host, dest_port)
+
+
+class _RefusedChannel(asyncssh.SSHServerSession[bytes]):
+    """A channel that says why the session was refused and exits non-zero."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.chan = chan
+
+    def pty_requested(self, *args: Any) -> bool:
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return True
+
+    def session_started(self) -> None:
+        assert self.chan is not None
+        self.chan.write_stderr(f"lockgate: {self.message}\r\n".encode())
+        self.chan.exit(1)

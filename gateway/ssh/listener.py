@@ -1,0 +1,99 @@
+"""The SSH listener: the algorithms offered and everything the SSH edge shares in a process.
+
+The gateway offers only algorithms without known weaknesses (no CBC, no SHA-1 MACs, no
+small groups); strict KEX keeps Terrapin out. Each accepted connection gets its own
+``GatewayConnection`` (the callback class); the parts below are shared by all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncssh
+
+from gateway.metrics import Metrics
+from gateway.services import Services
+from gateway.sessions.enforce import Enforcer
+from gateway.sessions.registry import SessionRegistry
+from gateway.ssh import fastpath
+from gateway.ssh.connection import GatewayConnection
+from gateway.throttle import Throttle
+from recorder.anomaly import AnomalyEngine
+from recorder.writer import Recorder
+
+KEX = (
+    # Post-quantum hybrid first (OpenSSH 9.9+ clients): a recorded session carries what a
+    # future quantum computer must not be able to decrypt.
+    "mlkem768x25519-sha256",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp256",
+    "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp521",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+    "diffie-hellman-group14-sha256",
+)
+CIPHERS = (
+    "chacha20-poly1305@openssh.com",
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+)
+MACS = (
+    "hmac-sha2-256-etm@openssh.com",
+    "hmac-sha2-512-etm@openssh.com",
+    "hmac-sha2-256",
+    "hmac-sha2-512",
+)
+
+
+@dataclass
+class SshGateway:
+    """Everything the SSH edge needs, built once per process."""
+
+    services: Services
+    enforcer: Enforcer
+    registry: SessionRegistry
+    recorder: Recorder
+    anomaly: AnomalyEngine
+    throttle: Throttle
+    host_keys: Sequence[asyncssh.SSHKey]
+    metrics: Metrics = field(default_factory=Metrics)
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 0
+    # Session set-ups that may touch the database at once. A burst of hundreds of sessions
+    # starting together otherwise queues on SQLite's write lock, whose sleep-and-retry
+    # waiting starves some of them past the busy timeout; the rest wait here, in order.
+    admission: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
+
+    def set_address(self, host: str, port: int) -> None:
+        """Where people reach this gateway; refusals tell them how to request access."""
+        self.gateway_host, self.gateway_port = host, port
+        self.services.policy.gateway_hint = f"ssh -p {port} {{user}}@{host}"
+
+    async def listen(self, host: str, port: int) -> asyncssh.SSHAcceptor:
+        fastpath.install()
+        acceptor = await asyncssh.listen(
+            host,
+            port,
+            server_factory=lambda: GatewayConnection(self),
+            server_host_keys=list(self.host_keys),
+            kex_algs=list(KEX),
+            encryption_algs=list(CIPHERS),
+            mac_algs=list(MACS),
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_scp=False,
+            encoding=None,
+            line_editor=False,
+            login_timeout=60,
+            keepalive_interval=60,
+            keepalive_count_max=3,
+        )
+        self.set_address(self.gateway_host, int(acceptor.get_port()))
+        return acceptor

@@ -1,0 +1,271 @@
+"""One person's live SSH session to one target: the registry's handle for it.
+
+It opens the session record and the recording before the upstream is used, connects the
+upstream with the vaulted credential once the grant check passed, and asks the core for
+every decision: channel authorization (``gateway.access``), what an anomaly hit does
+(``gateway.sessions.enforce``), the session's record (``gateway.sessions.records``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from gateway.db import completed
+from gateway.errors import UpstreamError
+from gateway.metrics import kill_reason
+from gateway.sessions.records import NewSession, new_session_id
+from gateway.ssh.bridge import ClientChannel
+from gateway.ssh.login import Login
+from gateway.ssh.upstream import connect_upstream
+from policy.models import Target
+from recorder.anomaly import AnomalyHit, OutputWatcher
+from recorder.writer import SessionRecording
+
+if TYPE_CHECKING:
+    from gateway.ssh.listener import SshGateway
+
+log = logging.getLogger(__name__)
+
+class LiveSshSession:
+    """One person's connection to one target: the registry's handle for it."""
+
+    def __init__(
+        self,
+        gw: SshGateway,
+        conn: asyncssh.SSHServerConnection,
+        login: Login,
+        target: Target,
+        account: str,
+        grant_id: str | None,
+        expires_at: datetime | None,
+        client_addr: str,
+    ) -> None:
+        self.gw = gw
+        self.conn = conn
+        self.kind = "ssh"
+        self.id = new_session_id()
+        self.user = login.user
+        self.login = login
+        self.target_obj = target
+        self.target = target.name
+        self.account = account
+        self.grant_id = grant_id
+        self.expires_at = expires_at
+        self.client_addr = client_addr
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.recording: SessionRecording | None = None
+        self.channels: list[ClientChannel] = []
+        self._upstream: asyncio.Future[asyncssh.SSHClientConnection] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sftp_ops: list[dict[str, Any]] = []
+        self._sftp_audit: asyncio.Task[None] | None = None
+        self._ended = False
+        self.has_command_rules = bool(gw.anomaly.commands)
+        self.disk_behind = False
+        self.gateway_host = gw.gateway_host
+        self.record = NewSession(
+            self.id, "ssh", self.user, self.target, account, grant_id, client_addr
+        )
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def open(self) -> None:
+        """Audit and record the start, then begin the upstream connection at once."""
+        await self.gw.services.sessions.started(self.record)
+        self.recording = await self.gw.recorder.start(
+            self.id,
+            meta={
+                "user": self.user,
+                "target": self.target,
+                "account": self.account,
+                "grant": self.grant_id or "",
+                "client": self.client_addr,
+                "kind": "ssh",
+            },
+        )
+        self.recording.add_failure_callback(
+            lambda exc: self.spawn(self.gw.registry.terminate(self.id, "recording failed"))
+        )
+        self.recording.add_pressure_callback(self._disk_pressure)
+        self.recording.add_sftp_callback(self._sftp_op)
+        self.gw.registry.add(self)
+        self._upstream = asyncio.ensure_future(self._connect())
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        valid_until = self.expires_at or self.gw.services.policy.now()
+        cred = await completed(
+            self.gw.services.credentials.ssh(
+                self.target_obj, self.account, self.id, self.user, valid_until
+            )
+        )
+        started = time.monotonic()
+        conn = await connect_upstream(self.target_obj, cred)
+        self.gw.metrics.upstream_connect.observe(time.monotonic() - started)
+        return conn
+
+    async def upstream(self) -> asyncssh.SSHClientConnection:
+        assert self._upstream is not None
+        return await asyncio.shield(self._upstream)
+
+    def describe_upstream_error(self, exc: BaseException) -> str:
+        if isinstance(exc, UpstreamError):
+            return str(exc)
+        return f"the target {self.target} could not be reached ({type(exc).__name__})"
+
+    async def authorize_channel(self, kind: str, command: str | None) -> str | None:
+        """None if the channel may open, else the one-line reason. Fails closed: if the
+        decision cannot be made (the database is unavailable or busy), the channel is refused."""
+        try:
+            async with self.gw.admission:
+                auth = await self.gw.services.access.authorize(
+                    self.user,
+                    self.target,
+                    self.account,
+                    kind,  # type: ignore[arg-type]
+                )
+        except Exception:
+            log.exception("session %s: checking a %s channel failed", self.id, kind)
+            return "the gateway could not check this channel's access right now; try again"
+        if not auth.decision.allowed:
+            return str(auth.decision.message)
+        if command is not None:
+            if self.recording is not None:
+                self.recording.exec_command(command)
+            return await self._check_command(command)
+        return None
+
+    async def _check_command(self, command: str) -> str | None:
+        for hit in self.gw.anomaly.check_command(command):
+            await self._act(hit)
+            if hit.action != "alert":
+                return f"command refused by rule {hit.rule}"
+        return None
+
+    def check_shell_line(self, line: str) -> str | None:
+        """The rule that blocks this line at Enter, if any; kill rules end the session."""
+        for hit in self.gw.anomaly.check_command(line):
+            self.spawn(self._act(hit))
+            if hit.action != "alert":
+                return hit.rule
+        return None
+
+    def _disk_pressure(self, behind: bool) -> None:
+        # Nothing may go unrecorded, and the queue for the disk is bounded: while the disk is
+        # behind, the target is not read (its SSH window then stops it).
+        self.disk_behind = behind
+        for channel in self.channels:
+            channel.hold("recording", behind)
+
+    def _sftp_op(self, op: Mapping[str, Any]) -> None:
+        self._sftp_ops.append(dict(op))
+        if self._sftp_audit is None or self._sftp_audit.done():
+            self._sftp_audit = asyncio.ensure_future(self._audit_sftp())
+
+    async def _audit_sftp(self) -> None:
+        """Write the SFTP operations to the audit log off the data path, a batch per
+        transaction; if the audit log cannot be written, the session ends."""
+        while self._sftp_ops:
+            batch, self._sftp_ops = self._sftp_ops, []
+            try:
+                await completed(
+                    self.gw.services.sessions.operations(self.record, batch, prefix="sftp")
+                )
+            except Exception:
+                log.exception("session %s: auditing SFTP operations failed", self.id)
+                self.spawn(self.gw.registry.terminate(self.id, "the audit log is unavailable"))
+                return
+
+    def output_watcher(self) -> OutputWatcher | None:
+        """A watcher for one channel's output, or None when no rule looks at output."""
+        return OutputWatcher(self.gw.anomaly) if self.gw.anomaly.outputs else None
+
+    def observe_output(self, watcher: OutputWatcher, data: bytes) -> None:
+        for hit in watcher.feed(data):
+            self.spawn(self._act(hit))
+
+    async def _act(self, hit: AnomalyHit) -> None:
+        await self.gw.enforcer.anomaly(self, hit)
+
+    def mark(self, kind: str, text: str) -> None:
+        if self.recording is not None:
+            self.recording.marker(kind, text)
+
+    def notify(self, line: str) -> None:
+        if self.recording is not None:
+            with contextlib.suppress(Exception):
+                self.recording.marker("warning", line)
+        for channel in self.channels:
+            channel.notify(line)
+
+    def channel_closed(self, channel: ClientChannel) -> None:
+        if channel in self.channels:
+            self.channels.remove(channel)
+        if not self.channels and not self._ended:
+            self.spawn(self._end_quietly())
+
+    async def _end_quietly(self) -> None:
+        await asyncio.sleep(0.2)  # a client may open its next channel right away
+        if not self.channels and not self._ended:
+            self.conn.close()
+
+    async def close(self, reason: str) -> None:
+        """Terminate: tell the person why, close both legs, seal, record the end."""
+        if self._ended:
+            return
+        line = f"[lockgate] session terminated: {reason}"
+        if self.recording is not None:
+            with contextlib.suppress(Exception):
+                self.recording.marker("kill", reason)
+        for channel in list(self.channels):
+            channel.notify(line)
+            if channel.chan is not None:
+                channel.chan.exit(1)
+        await self.finish(reason)
+
+    async def finish(self, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._upstream is not None:
+            upstream = self._upstream
+            if not upstream.done():
+                upstream.cancel()
+            elif not upstream.cancelled() and upstream.exception() is None:
+                upstream.result().close()
+        # Let the exit status and the termination line reach the client before disconnecting.
+        waits = [c.chan.wait_closed() for c in self.channels if c.chan is not None]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 2.0)
+        self.conn.close()
+        if self.recording is not None:
+            with contextlib.suppress(Exception):
+                await self.recording.close(reason)
+        while self._sftp_audit is not None and not self._sftp_audit.done():
+            await asyncio.shield(self._sftp_audit)  # files still open at the end included
+        # Only a sealed session leaves the registry: "not live" means "recording complete".
+        self.gw.registry.discard(self)
+        metrics = self.gw.metrics
+        metrics.sessions_total.labels(kill_reason(reason)).inc()
+        metrics.bytes_total.labels("up").inc(self.bytes_up)
+        metrics.bytes_total.labels("down").inc(self.bytes_down)
+        try:
+            await self.gw.services.sessions.ended(
+                self.id, self.user, reason, self.bytes_up, self.bytes_down
+            )
+        except Exception:
+            log.exception("recording the end of session %s failed", self.id)
+
+

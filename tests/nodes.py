@@ -1,0 +1,47 @@
+"""One way to start a real gateway node in a test: ``start_node``, as production does, with
+an initialised data directory, the test database and every listener on port 0."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from gateway.app import Node, start_node
+from gateway.cli.setup import generate_host_key, migrate
+from gateway.config import load_config
+from gateway.sessions.killswitch import Timer
+from policy.models import Rule
+from recorder.anomaly import AnomalyRule
+from vault.keys import generate_master_key_file
+
+
+async def start_test_node(
+    db_url: str,
+    workdir: Path,
+    *,
+    name: str,
+    rules: tuple[Rule, ...] = (),
+    anomaly_rules: tuple[AnomalyRule, ...] = (),
+    timer: Timer | None = None,
+    **overrides: Any,
+) -> Node:
+    """A node with its own data directory under ``workdir`` (host key, master key, migrated
+    database); ``overrides`` replace top-level Config fields."""
+    data = workdir / "data"
+    data.mkdir(mode=0o700)
+    config = load_config(
+        None,
+        environ={
+            "LOCKGATE_SERVER_DATA_DIR": str(data),
+            "LOCKGATE_DATABASE_URL": db_url,
+            "LOCKGATE_SERVER_SSH_LISTEN": "127.0.0.1:0",
+            "LOCKGATE_SERVER_HTTP_LISTEN": "127.0.0.1:0",
+            "LOCKGATE_SERVER_NODE_NAME": name,
+        },
+    )
+    config = replace(config, anomaly_rules=(*config.anomaly_rules, *anomaly_rules), **overrides)
+    generate_host_key(config.host_key_path)
+    generate_master_key_file(data / "master.key")
+    await migrate(config)
+    return await start_node(config, timer=timer, extra_rules=rules)
