@@ -86,7 +86,7 @@ class SshGateway:
     admission: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
 
     async def listen(self, host: str, port: int) -> asyncssh.SSHAcceptor:
-        fastpath.install()
+        fastpath.install(self.broker.services.config.server.ssh_fastpath)
         return await asyncssh.listen(
             host,
             port,

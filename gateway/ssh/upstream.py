@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncssh
 
 from gateway.broker import UpstreamCredential
-from gateway.ssh import fastpath
 from policy.models import Target
 
 UPSTREAM_CIPHERS = (
@@ -36,7 +35,6 @@ async def connect_upstream(
             f"target {target.name} has no pinned host key; pin one with "
             f"'lockgate target add --host-key' or '--scan'"
         )
-    fastpath.install()
     pinned = asyncssh.import_public_key(target.host_key)
     options: dict[str, object] = {}
     if cred.password is not None:
