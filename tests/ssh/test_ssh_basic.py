@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncssh
 
+from gateway.ssh import fastpath
 from tests.ssh.conftest import TARGET_USER, Gateway
 
 LOGIN = f"alice+{TARGET_USER}@db01"
@@ -282,7 +283,8 @@ async def test_bulk_both_ways_with_each_client_cipher(gateway: Gateway) -> None:
         assert hashlib.sha256(out).digest() == hashlib.sha256(payload).digest(), cipher
         log = err.decode(errors="replace")
         assert f"cipher: {cipher}" in log
-        assert "receive packet: type 2\r\n" not in log and "receive packet: type 2\n" not in log
+        if fastpath.installed():  # stock asyncssh sends one before every packet
+            assert "receive packet: type 2\r\n" not in log and "receive packet: type 2\n" not in log
         assert "receive packet: type 20" in log  # the -vvv lines it checks are there
         assert log.count("SSH2_MSG_NEWKEYS received") >= (5 if options else 1)
 
