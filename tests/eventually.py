@@ -17,13 +17,17 @@ T = TypeVar("T")
 
 @overload
 async def eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = ..., interval: float = ..., what: str
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    what: str,
 ) -> T: ...
 
 
 @overload
 async def eventually(
-    check: Callable[[], T], *, timeout: float = ..., interval: float = ..., what: str
+    check: Callable[[], T | None], *, timeout: float = ..., interval: float = ..., what: str
 ) -> T: ...
 
 
@@ -47,7 +51,7 @@ async def eventually(
 
 
 def eventually_blocking(
-    check: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.05, what: str
+    check: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.05, what: str
 ) -> T:
     """``eventually`` for code that has no event loop (sync tests and fixtures): the same
     polling on a private loop. Called inside a running loop it raises RuntimeError."""

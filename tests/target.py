@@ -142,7 +142,7 @@ MaxSessions 50
     host_key = " ".join((workdir / "host_key.pub").read_text().split()[:2])
     server = Sshd(port, host_key, password, workdir, ca_file)
     log = server.log.open("wb")
-    server.proc = subprocess.Popen(
+    server.proc = proc = subprocess.Popen(
         [SSHD, "-D", "-e", "-f", str(workdir / "sshd_config")], stdout=log, stderr=subprocess.STDOUT
     )
 
@@ -150,7 +150,7 @@ MaxSessions 50
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return True
-        if server.proc.poll() is not None:
+        if proc.poll() is not None:
             raise RuntimeError(server.log.read_text())
         return False
 

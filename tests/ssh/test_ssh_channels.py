@@ -77,9 +77,8 @@ async def _through_forward(gateway: Gateway, user: str, dest_port: int) -> bytes
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
-    async def listening() -> Streams | str | None:
+    async def listening() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | str | None:
         try:
             return await asyncio.open_connection("127.0.0.1", local)
         except OSError:
@@ -87,7 +86,7 @@ async def _through_forward(gateway: Gateway, user: str, dest_port: int) -> bytes
 
     try:
         opened = await eventually(listening, what=f"ssh -L {local} listening, or exited")
-        if isinstance(opened, str):
+        if not isinstance(opened, tuple):
             return None  # the client gave up: there is no forward
         reader, writer = opened
         try:
