@@ -10,4 +10,5 @@ from tests.libdb import EngineFactory
 
 @pytest.fixture
 def engine_factory() -> EngineFactory:
+    """The production engine (``gateway.db.create_engine``) for the ``engine`` fixture."""
     return create_engine
