@@ -146,17 +146,8 @@ def test_core_covers_sessions_access_credentials_cluster_db_and_audit() -> None:
     assert not core & {m for m in modules if _edge(m) or _in(m, *TOP)}
 
 
-# An edge importing the command line: its JSON rendering is shared with it today.
-EDGE_IMPORTS_CLI = "gateway/ssh/shell.py and gateway/web/routes.py import gateway.cli.render"
 EDGE_PAIRS = [
-    pytest.param(
-        a,
-        b,
-        marks=[pytest.mark.xfail(strict=True, reason=EDGE_IMPORTS_CLI)]
-        if b == "cli" and a in ("ssh", "web")
-        else [],
-        id=f"{a}->{b}",
-    )
+    pytest.param(a, b, id=f"{a}->{b}")
     for a, b in [*permutations(EDGES, 2), *((e, "cli") for e in EDGES)]
 ]
 

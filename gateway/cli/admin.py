@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from gateway.cli.context import Context, Usage
-from gateway.cli.render import to_jsonable
+from gateway.render import to_jsonable
 from policy.durations import parse_duration
 from vault.secret import Secret
 from vault.service import CredentialKind
