@@ -42,6 +42,7 @@ from recorder.events import (
     chain,
     encode_record,
 )
+from recorder.http import HttpExchange, encode_exchange, encode_websocket_open
 from recorder.sftp import SftpTracker
 from recorder.tables import recordings
 
@@ -229,11 +230,15 @@ class SessionRecording:
     def marker(self, kind: str, text: str) -> None:
         self._add(Kind.MARKER, json.dumps({"kind": kind, "text": text}).encode())
 
-    def http_request(self, method: str, path: str, status: int, size: int) -> None:
-        self._add(
-            Kind.HTTP,
-            json.dumps({"method": method, "path": path, "status": status, "size": size}).encode(),
-        )
+    def http_exchange(self, ex: HttpExchange) -> None:
+        """One finished request or closed WebSocket of a web session, at the current time.
+        ``ex.target`` must already be masked (``recorder.http.mask_query``); the well-known
+        secret parameter names are masked again here. A body is kept only if given."""
+        self._add(Kind.HTTP, encode_exchange(ex))
+
+    def websocket_opened(self, target: str) -> None:
+        """A WebSocket was opened at ``target`` (masked like ``http_exchange``'s)."""
+        self._add(Kind.HTTP, encode_websocket_open(target))
 
     @property
     def size(self) -> int:
