@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from gateway.db import SessionMaker
 from recorder.asciicast import export
 from recorder.errors import InvalidQuery, NotFound, TamperedRecording
 from recorder.events import GENESIS, MAGIC, Kind, encode_chunk, encode_record, iter_records_from
@@ -29,6 +28,7 @@ from recorder.replay import frame_at, playback
 from recorder.store import RecordingStore
 from recorder.tables import events, keyframes, recordings, text_lines
 from recorder.writer import Recorder
+from tests.libdb import SessionMaker
 from tests.recorder.conftest import Clock
 
 TOKEN = "tok9f8e7d6c5b4a3"  # the value of a query parameter the target calls sensitive
