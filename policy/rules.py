@@ -11,14 +11,15 @@ import fnmatch
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from policy.durations import parse_duration
-from policy.errors import InvalidInput
+from policy.durations import format_duration, parse_duration
+from policy.errors import AccessDenied, InvalidInput
 from policy.models import CHANNEL_KINDS, Decision, Grant, Lock, Rule, Target, User
 
+MAX_TEXT = 500  # characters of a reason, ticket or comment
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _RULE_KEYS = {
     "name",
@@ -181,6 +182,49 @@ def match_rule(
 
 def may_approve(rule: Rule, approver_roles: frozenset[str]) -> bool:
     return "admin" in approver_roles or bool(rule.approver_roles & approver_roles)
+
+
+@dataclass(frozen=True)
+class RequestTerms:
+    """What a request asks for once its rule's limits and defaults are applied."""
+
+    duration: timedelta
+    reason: str
+    ticket: str
+
+
+def check_request(
+    rule: Rule, target: str, duration: timedelta | None, reason: str, ticket: str, now: datetime
+) -> RequestTerms:
+    """The rule's checks of a new request, pure: the duration (the rule's default when none
+    is given; at most its maximum), a reason when the rule requires one, the ticket pattern,
+    and the allowed hours (break-glass rules ignore them). Raises InvalidInput or
+    AccessDenied with a line for the requester."""
+    duration = duration or rule.default_duration
+    if duration <= timedelta(0):
+        raise InvalidInput("the duration must be positive")
+    if duration > rule.max_duration:
+        raise InvalidInput(
+            f"at most {format_duration(rule.max_duration)} on {target} (rule {rule.name})"
+        )
+    reason = clean_text(reason, "reason", required=rule.require_reason)
+    ticket = clean_text(ticket, "ticket")
+    if rule.ticket_pattern and not re.search(rule.ticket_pattern, ticket):
+        raise InvalidInput(f"a ticket matching {rule.ticket_pattern} is required")
+    hours = parse_hours(rule.hours)
+    if hours is not None and not hours.contains(now) and not rule.break_glass:
+        raise AccessDenied(f"{target} may be requested only {rule.hours}")
+    return RequestTerms(duration, reason, ticket)
+
+
+def clean_text(value: str, what: str, *, required: bool = False) -> str:
+    """``value`` with white space folded; InvalidInput when required and empty, or too long."""
+    value = " ".join(value.split())
+    if required and not value:
+        raise InvalidInput(f"a {what} is required")
+    if len(value) > MAX_TEXT:
+        raise InvalidInput(f"the {what} is longer than {MAX_TEXT} characters")
+    return value
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,6 @@ FORBIDDEN_IN_EDGES = {
     "hmac": ("hmac",),
 }
 MAX_LINES = 500
-# Known offenders, for the lead to split: the xfail below goes strict-XPASS once they are.
-OVER_500_TODAY = {"policy/service.py"}
 
 
 def _listing(found: list[Import]) -> str:
@@ -251,12 +249,6 @@ def _over_limit() -> dict[str, int]:
     return {path: n for path, n in sorted(sizes.items()) if n > MAX_LINES}
 
 
-@pytest.mark.xfail(strict=True, reason=f"over {MAX_LINES} lines today: {sorted(OVER_500_TODAY)}")
 def test_no_module_exceeds_500_lines() -> None:
     over = _over_limit()
     assert not over, f"modules over {MAX_LINES} lines: {over}"
-
-
-def test_no_module_beyond_the_known_ones_exceeds_500_lines() -> None:
-    over = _over_limit()
-    assert set(over) <= OVER_500_TODAY, f"modules over {MAX_LINES} lines: {over}"
