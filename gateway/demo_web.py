@@ -20,7 +20,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hmac
 import json
 import os
 import secrets
@@ -203,7 +202,7 @@ async def _bearer_only(request: web.Request, handler: _Handler) -> web.StreamRes
     """Every path needs the run's bearer token; compared in constant time."""
     expected = f"Bearer {request.app[STATE].token}".encode()
     sent = request.headers.get("Authorization", "").encode("utf-8", "replace")
-    if not hmac.compare_digest(sent, expected):
+    if not secrets.compare_digest(sent, expected):
         return web.Response(
             status=401,
             text="This demo console is reached through Lockgate, which adds its credential.\n",

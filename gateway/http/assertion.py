@@ -54,7 +54,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from gateway.services import StartupError
+from gateway.errors import GatewayError, StartupError
 
 HEADER = "X-Lockgate-Assertion"
 JWKS_PATH = "/.well-known/jwks.json"
@@ -72,7 +72,7 @@ class SigningKeyError(StartupError):
     """The assertion signing key cannot be used. The message names the file, never the key."""
 
 
-class AssertionInvalid(Exception):
+class AssertionInvalid(GatewayError):
     """A token was refused. ``reason`` is one of: malformed, algorithm, unknown-key,
     signature, issuer, audience, expired, not-yet-valid. The message never holds the token."""
 
