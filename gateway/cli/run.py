@@ -22,7 +22,7 @@ serve.needs_services = False  # type: ignore[attr-defined]
 
 async def demo(ctx: Context) -> int:
     """First run: initialise ./lockgate.toml; then serve with a built-in target and user."""
-    from gateway import demo_web
+    from gateway import demo_web, demo_web_setup
     from gateway.cli.setup import init
     from gateway.demo import DEMO_RULE, DEMO_TARGET, DEMO_USER, provision, start_demo_target
     from gateway.services import open_services
@@ -38,10 +38,10 @@ async def demo(ctx: Context) -> int:
         services = await open_services(config)
         try:
             key = await provision(services, config.server.data_dir, port, host_key, secret)
-            web = await demo_web.serve_demo_web(services, config.server.data_dir)
+            web = await demo_web_setup.serve_demo_web(services, config.server.data_dir)
         finally:
             await services.aclose()
-        node = await start_node(config, extra_rules=(DEMO_RULE, *demo_web.DEMO_WEB_RULES))
+        node = await start_node(config, extra_rules=(DEMO_RULE, *demo_web_setup.DEMO_WEB_RULES))
     except BaseException:
         acceptor.close()
         if web is not None:
@@ -63,7 +63,7 @@ async def demo(ctx: Context) -> int:
         "Paste this to get a recorded shell on the demo target through the gateway:\n\n"
         f"  ssh -p {node.ssh_port} -i {key} -o IdentitiesOnly=yes "
         f"{DEMO_USER}+{account}@{DEMO_TARGET}@{public_host(config)}\n\n"
-        + demo_web.instructions(web_url, web, config.server.data_dir)
+        + demo_web_setup.instructions(web_url, web, config.server.data_dir)
         + "\nPress Ctrl-C to stop.\n"
     )
     ctx.out.flush()

@@ -23,16 +23,14 @@ from aiohttp import web
 from gateway.cli.setup import migrate
 from gateway.config import load_config
 from gateway.demo import DEMO_USER
-from gateway.demo_web import (
+from gateway.demo_web import DEMO_WEB_TARGET, start_demo_web, trust_gateway
+from gateway.demo_web_setup import (
     DEMO_WEB_ACCOUNT,
-    DEMO_WEB_TARGET,
     LOGIN_FILE,
     main,
     previous_port,
     provision_login,
     provision_web,
-    start_demo_web,
-    trust_gateway,
 )
 from gateway.http.assertion import HEADER, JWKS_PATH, AssertionSigner, jwks_handler
 from gateway.services import Services, open_services
