@@ -189,7 +189,8 @@ def start_reference(work: Path, upstream: str) -> tuple[subprocess.Popen[bytes],
         f"  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n"
         "      proxy_pass http://app;\n      proxy_http_version 1.1;\n"
         '      proxy_set_header Connection "";\n      proxy_set_header Host $host;\n'
-        "      proxy_buffering off;\n      proxy_buffer_size 64k;\n      proxy_buffers 8 64k;\n    }\n  }\n",
+        "      proxy_buffering off;\n      proxy_buffer_size 64k;\n"
+        "      proxy_buffers 8 64k;\n    }\n  }\n",
     )
     proc = start_nginx(work, "proxy", conf, port)
     return proc, Leg("nginx", f"http://127.0.0.1:{port}/", pid=worker_pid(proc.pid))
