@@ -408,6 +408,7 @@ def main() -> None:
     for tool in ("wrk", "curl", NGINX):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed: apt-get install wrk curl nginx")
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="lockgate-httpbench-"))
     procs: list[subprocess.Popen[bytes]] = []
     lockgate: Lockgate | None = None
@@ -475,6 +476,10 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print()
     table.print()
+    print(
+        f"\n{os.cpu_count()} cores; load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after (other work on the machine shows in the p99s)."
+    )
     if missing:
         print(f"\nLockgate: {NA}: {missing}.")
 
