@@ -26,7 +26,15 @@ PACKAGES = ("policy", "vault", "recorder", "gateway")
 LIBRARIES = ("policy", "vault", "recorder")
 EDGES = tuple(e for e in ("ssh", "web", "http") if (ROOT / "gateway" / e).is_dir())
 # Neither an edge nor the core: the composition root wires edges to the core, the CLI runs it.
-TOP = ("gateway.app", "gateway.demo", "gateway.__main__", "gateway.cli")
+# The demo's web console is a stand-in for a web target's app (it verifies assertions).
+TOP = (
+    "gateway.app",
+    "gateway.demo",
+    "gateway.demo_web",
+    "gateway.demo_web_setup",
+    "gateway.__main__",
+    "gateway.cli",
+)
 # What edges may take from gateway.db: a session factory and cancellation-safe completion.
 EDGE_DB_NAMES = frozenset({"SessionMaker", "completed"})
 FORBIDDEN_IN_EDGES = {
