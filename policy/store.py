@@ -100,6 +100,11 @@ def to_target(row: Any) -> Target:
         accounts=tuple(json.loads(row.accounts)),
         default_account=row.default_account,
         created_at=utc(row.created_at),
+        tls_ca=row.tls_ca,
+        tls_fingerprint=row.tls_fingerprint,
+        preserve_host=bool(row.preserve_host),
+        sensitive_params=tuple(json.loads(row.sensitive_params or "[]")),
+        record_bodies=int(row.record_bodies or 0),
     )
 
 

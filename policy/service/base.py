@@ -64,9 +64,6 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(6)}"
 
 
-
-
-
 def normalize_key(line: str) -> str:
     """``TYPE BASE64`` of an OpenSSH public key line; raises InvalidInput if it does not parse."""
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +26,7 @@ from policy.service.base import (
     _new_id,
     normalize_key,
 )
+from policy.webtarget import WebSettings, web_settings
 
 
 class TargetsMixin(ServiceBase):
@@ -43,7 +45,16 @@ class TargetsMixin(ServiceBase):
         labels: dict[str, str] | None = None,
         accounts: Sequence[str] = (),
         default_account: str | None = None,
+        tls_ca: str | None = None,
+        tls_fingerprint: str | None = None,
+        preserve_host: bool = False,
+        sensitive_params: Sequence[str] = (),
+        record_bodies: int = 0,
     ) -> Target:
+        """Admin only, audited. An ``http`` target's URL and settings are validated by
+        ``policy.webtarget.web_settings``; ``tls_verify=False`` (no certificate check) is
+        recorded in the audit details as ``tls_insecure: true``. The CA bundle itself is not
+        copied into the audit log, only that one is set."""
         if not _TARGET.match(name):
             raise InvalidInput(f"invalid target name {name!r}")
         if kind not in ("ssh", "http"):
@@ -54,9 +65,17 @@ class TargetsMixin(ServiceBase):
             if not 1 <= port <= 65535:
                 raise InvalidInput("port must be between 1 and 65535")
             host_key = normalize_key(host_key) if host_key else None
+            web = None
         else:
-            if not url or not re.fullmatch(r"https?://[^\s/$.?#][^\s]*", url):
-                raise InvalidInput("a web target needs an http:// or https:// --url")
+            web = web_settings(
+                url or "",
+                tls_verify=tls_verify,
+                tls_ca=tls_ca,
+                tls_fingerprint=tls_fingerprint,
+                preserve_host=preserve_host,
+                sensitive_params=sensitive_params,
+                record_bodies=record_bodies,
+            )
         for account in accounts:
             if not _NAME.match(account):
                 raise InvalidInput(f"invalid account name {account!r}")
@@ -83,9 +102,9 @@ class TargetsMixin(ServiceBase):
                 kind=kind,
                 host=host,
                 port=port,
-                url=url,
                 accounts=accounts,
                 pinned=host_key is not None,
+                **(_web_audit(web) if web else {}),
             )
             await db.execute(
                 t.targets.insert().values(
@@ -95,12 +114,11 @@ class TargetsMixin(ServiceBase):
                     host=host,
                     port=port,
                     host_key=host_key,
-                    url=url,
-                    tls_verify=tls_verify,
                     labels=json.dumps(labels or {}, sort_keys=True),
                     accounts=json.dumps(accounts),
                     default_account=default_account,
                     created_at=self.now(),
+                    **_web_values(web),
                 )
             )
             target = await store.load_target(db, name)
@@ -131,6 +149,53 @@ class TargetsMixin(ServiceBase):
 
         return await self._write(write)
 
+    async def set_target_web(
+        self,
+        actor: str,
+        name: str,
+        *,
+        url: str | None = None,
+        tls_verify: bool | None = None,
+        tls_ca: str | None = None,
+        tls_fingerprint: str | None = None,
+        preserve_host: bool | None = None,
+        sensitive_params: Sequence[str] | None = None,
+        record_bodies: int | None = None,
+    ) -> Target:
+        """Admin only, audited: change a web target's settings. None keeps a setting; the
+        upstream trust is one choice, so giving any of ``tls_verify``, ``tls_ca`` or
+        ``tls_fingerprint`` replaces all three (``tls_ca=""``/``tls_fingerprint=""`` with
+        ``tls_verify=True`` goes back to the system store)."""
+
+        async def write(db: AsyncSession) -> Target:
+            await self._admin(db, actor, "change targets")
+            current = await store.load_target(db, name)
+            if current is None:
+                raise NotFound(f"no target {name}")
+            if current.kind != "http":
+                raise InvalidInput(f"{name} is not a web target")
+            trust = tls_verify is not None or tls_ca is not None or tls_fingerprint is not None
+            web = web_settings(
+                url if url is not None else current.url or "",
+                tls_verify=(tls_verify is not False) if trust else current.tls_verify,
+                tls_ca=tls_ca if trust else current.tls_ca,
+                tls_fingerprint=tls_fingerprint if trust else current.tls_fingerprint,
+                preserve_host=current.preserve_host if preserve_host is None else preserve_host,
+                sensitive_params=(
+                    current.sensitive_params if sensitive_params is None else sensitive_params
+                ),
+                record_bodies=current.record_bodies if record_bodies is None else record_bodies,
+            )
+            await self._audit(db, actor, "target.web", name, **_web_audit(web))
+            await db.execute(
+                t.targets.update().where(t.targets.c.name == name).values(**_web_values(web))
+            )
+            target = await store.load_target(db, name)
+            assert target is not None
+            return target
+
+        return await self._write(write)
+
     async def list_targets(self) -> list[Target]:
         async with self.maker() as db:
             return await store.list_targets(db)
@@ -151,3 +216,28 @@ class TargetsMixin(ServiceBase):
             for rule, names in by_rule.values():
                 found.append(Requestable(target, tuple(names), rule))
         return found
+
+
+def _web_values(web: WebSettings | None) -> dict[str, Any]:
+    """The web settings' columns (their defaults for an SSH target)."""
+    return {
+        "url": web.url if web else None,
+        "tls_verify": web.tls_verify if web else True,
+        "tls_ca": web.tls_ca if web else None,
+        "tls_fingerprint": web.tls_fingerprint if web else None,
+        "preserve_host": web.preserve_host if web else False,
+        "sensitive_params": json.dumps(list(web.sensitive_params) if web else []),
+        "record_bodies": web.record_bodies if web else 0,
+    }
+
+
+def _web_audit(web: WebSettings) -> dict[str, Any]:
+    return {
+        "url": web.url,
+        "tls_insecure": not web.tls_verify,
+        "tls_ca": web.tls_ca is not None,
+        "tls_fingerprint": web.tls_fingerprint,
+        "preserve_host": web.preserve_host,
+        "sensitive_params": list(web.sensitive_params),
+        "record_bodies": web.record_bodies,
+    }
