@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.web import paging
 from gateway.web.routes import TABLE, USER, Call, F
 from policy.durations import parse_duration
 from policy.errors import InvalidInput, NotFound
@@ -26,7 +27,13 @@ async def _visible_targets(call: Call) -> list[Target]:
     return [r.target for r in await policy.requestable(call.actor)]
 
 
-@route("GET", "/targets", "Targets the caller may see (requesters: may request)", tag="access")
+@route(
+    "GET",
+    "/targets",
+    "Targets the caller may see (requesters: may request)",
+    tag="access",
+    query=paging.QUERY,
+)
 async def list_targets(call: Call) -> Any:
     seen: dict[str, Target] = {}
     for target in await _visible_targets(call):
@@ -43,7 +50,7 @@ async def get_target(call: Call) -> Any:
     raise NotFound(f"no target {name}")
 
 
-@route("GET", "/rules", "The access rules in force", access=USER, tag="access")
+@route("GET", "/rules", "The access rules in force", access=USER, tag="access", query=paging.QUERY)
 async def list_rules(call: Call) -> Any:
     return list(call.deps.services.policy.rules)
 
@@ -78,7 +85,7 @@ async def create_request(call: Call) -> Any:
     "GET",
     "/requests",
     "Requests the caller may see (own; approvers: those they may decide)",
-    query={"pending": "only pending requests", "mine": "only the caller's own"},
+    query={**paging.QUERY, "pending": "only pending requests", "mine": "only the caller's own"},
     tag="access",
 )
 async def list_requests(call: Call) -> Any:
@@ -121,7 +128,7 @@ async def cancel_request(call: Call) -> Any:
     "GET",
     "/grants",
     "Grants the caller may see",
-    query={"active": "only active grants", "mine": "only the caller's own"},
+    query={**paging.QUERY, "active": "only active grants", "mine": "only the caller's own"},
     tag="access",
 )
 async def list_grants(call: Call) -> Any:
@@ -159,7 +166,7 @@ async def extend_grant(call: Call) -> Any:
     )
 
 
-@route("GET", "/locks", "Active locks", tag="access")
+@route("GET", "/locks", "Active locks", tag="access", query=paging.QUERY)
 async def list_locks(call: Call) -> Any:
     return await call.deps.services.policy.list_locks()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.web import paging
 from gateway.web.routes import ADMIN, AUDITOR, TABLE, USER, Call, F
 from policy.durations import parse_duration
 from policy.errors import InvalidInput, NotFound
@@ -18,7 +19,7 @@ async def whoami(call: Call) -> Any:
     return {"user": call.who.user, "via": call.who.via}
 
 
-@route("GET", "/users", "Every user", access=AUDITOR, tag="users")
+@route("GET", "/users", "Every user", access=AUDITOR, tag="users", query=paging.QUERY)
 async def list_users(call: Call) -> Any:
     return await call.deps.services.policy.list_users()
 
@@ -116,7 +117,12 @@ async def add_target(call: Call) -> Any:
 
 
 @route(
-    "GET", "/credentials", "Vaulted credentials (never their values)", access=ADMIN, tag="targets"
+    "GET",
+    "/credentials",
+    "Vaulted credentials (never their values)",
+    access=ADMIN,
+    tag="targets",
+    query=paging.QUERY,
 )
 async def list_credentials(call: Call) -> Any:
     return await call.deps.services.vault.list_credentials()

@@ -265,7 +265,7 @@ async def recording_frames(call: Call) -> Any:
     "/audit",
     "Audit events",
     access=AUDITOR,
-    query={"since": "a duration, e.g. 1h"},
+    query={**paging.QUERY, "since": "a duration, e.g. 1h"},
     tag="audit",
 )
 async def list_audit(call: Call) -> Any:

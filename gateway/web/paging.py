@@ -66,8 +66,46 @@ def next_url(request: web.Request, page: Page) -> str | None:
     return str(request.rel_url.with_query(query))
 
 
-def respond(request: web.Request, page: Page, body: Any, status: int = 200) -> web.Response:
+def respond(
+    request: web.Request, body: Any, next_cursor: str | None, status: int = 200
+) -> web.Response:
+    """The page's JSON array, with a ``Link`` to the next page when there is one."""
     response = web.json_response(body, status=status)
-    if (url := next_url(request, page)) is not None:
-        response.headers["Link"] = f'<{url}>; rel="next"'
+    if next_cursor is not None:
+        query = dict(request.query)
+        query["cursor"] = next_cursor
+        response.headers["Link"] = f'<{request.rel_url.with_query(query)}>; rel="next"'
     return response
+
+
+_KEYS = ("id", "seq", "session_id", "name")
+
+
+def _key(item: Any) -> str:
+    for attr in _KEYS:
+        value = item.get(attr) if isinstance(item, dict) else getattr(item, attr, None)
+        if value is not None:
+            return str(value)
+    raise TypeError(f"{type(item).__name__} has no key to page by")
+
+
+def page_of(request: web.Request, items: Sequence[Any]) -> tuple[list[Any], str | None]:
+    """One page of a list the service returned in a stable order: the items after the
+    cursor's key, and the cursor of the next page (None on the last). A cursor whose item
+    has gone is refused rather than silently restarting."""
+    size = limit(request)
+    start = 0
+    raw = request.query.get("cursor", "")
+    if raw:
+        try:
+            wanted = base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4)).decode()
+        except ValueError as exc:
+            raise InvalidInput("cursor is not one this server gave out") from exc
+        keys = [_key(i) for i in items]
+        if wanted not in keys:
+            raise InvalidInput("cursor is not one this server gave out, or its row is gone")
+        start = keys.index(wanted) + 1
+    chunk = list(items[start : start + size])
+    if not chunk or start + size >= len(items):
+        return chunk, None
+    return chunk, base64.urlsafe_b64encode(_key(chunk[-1]).encode()).decode().rstrip("=")

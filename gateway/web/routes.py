@@ -186,7 +186,11 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
         if isinstance(result, web.StreamResponse):
             return result
         if isinstance(result, paging.Page):
-            return paging.respond(request, result, to_jsonable(list(result.items)), route.status)
+            after = paging.encode(result.next) if result.next is not None else None
+            return paging.respond(request, to_jsonable(list(result.items)), after, route.status)
+        if isinstance(result, list) and route.method == "GET" and "cursor" in route.query:
+            chunk, token = paging.page_of(request, result)
+            return paging.respond(request, to_jsonable(chunk), token, route.status)
         return web.json_response(to_jsonable(result), status=route.status)
 
     return endpoint

@@ -6,6 +6,7 @@ from typing import Any
 
 from gateway.sessions.records import NewSession
 from gateway.web.routes import API
+from policy.service import SYSTEM_ACTOR
 from recorder.writer import Recorder
 from tests.gateway.web.conftest import Web
 
@@ -65,3 +66,23 @@ async def test_bad_paging_parameters_are_clear_problems(web: Web) -> None:
             status, body, _ = await web.call("GET", f"{API}{path}?{query}", "auditor")
             assert status == 422, (path, query, body)
             assert body["type"] == "urn:lockgate:problem:invalid-input"
+
+
+async def test_every_list_route_pages_with_limit_and_cursor(web: Web) -> None:
+    from gateway.web.routes import TABLE
+
+    for name in ("carol", "dave", "erin"):
+        await web.policy.add_user(SYSTEM_ACTOR, name, roles=["dev"])
+    for name in ("carol", "dave"):
+        await web.policy.lock(SYSTEM_ACTOR, "user", name, "test")
+    listed = [
+        r.path
+        for r in TABLE.routes
+        if r.method == "GET" and "cursor" in r.query and "{" not in r.path
+    ]
+    assert {"/users", "/targets", "/requests", "/grants", "/locks", "/audit"} <= set(listed)
+    for path in listed:
+        whole, _ = await _all_pages(web, f"{API}{path}?limit=500", "admin")
+        paged, pages = await _all_pages(web, f"{API}{path}?limit=1", "admin")
+        assert paged == whole, path
+        assert pages == max(1, len(whole)), path
