@@ -4,11 +4,15 @@ Two addressing modes, decided by ``server.web_domain``:
 
 - **Per-target origin** (``web_domain`` set): ``<target>.<web_domain>`` is the target's own
   origin; the Host header decides (case-insensitive, port ignored). Any other host, and the
-  bare ``web_domain`` itself, is the gateway's own site. A DNS label holds only letters,
-  digits and ``-`` (at most 63, not starting or ending with ``-``) and is case-insensitive,
-  so in this mode a target is reachable only if its name is a lower-case label: ``grafana``
-  and ``kibana-prod`` work; ``Grafana``, ``db_01`` and ``a.b`` (names the policy allows) do
-  not — name such targets differently, or use the path-prefix mode.
+  bare ``web_domain`` itself, is the gateway's own site; links back to the gateway (sign-in,
+  the request form, the hand-off) go to the bare ``web_domain`` on the same port, so set
+  ``web_domain`` to the gateway's own host name (``gw.example.com``, targets at
+  ``grafana.gw.example.com``): sign-in and targets are then one site, which the hand-off
+  needs (the gateway's SameSite=Strict cookie is sent on same-site redirects only). A DNS
+  label holds only letters, digits and ``-`` (at most 63, not starting or ending with ``-``)
+  and is case-insensitive, so in this mode a target is reachable only if its name is a
+  lower-case label: ``grafana`` and ``kibana-prod`` work; ``Grafana``, ``db_01`` and ``a.b``
+  (names the policy allows) do not — name such targets differently, or use path prefixes.
 - **Path prefix** (``web_domain`` empty, the fallback without wildcard DNS):
   ``/t/<target>/...`` on the gateway's own origin; every valid target name works. The app
   then shares the gateway's origin: its scripts can read the gateway's pages and act as the
@@ -149,6 +153,14 @@ class Router:
             return f"{scheme}://{gateway_host}"
         port = _port_of(gateway_host)
         return f"{scheme}://{target}.{self.web_domain}{port}"
+
+    def gateway_origin(self, scheme: str, request_host: str) -> str:
+        """The gateway's own origin as seen from a request to any of its hosts: the bare
+        ``web_domain`` (with the request's port) in per-target-origin mode, so the gateway's
+        sign-in and the targets are one site; the request's own origin in path mode."""
+        if not self.web_domain:
+            return f"{scheme}://{request_host}"
+        return f"{scheme}://{self.web_domain}{_port_of(request_host)}"
 
     def target_base(self, target: str, scheme: str, gateway_host: str) -> str:
         """The URL of the target's root: its origin plus the path prefix, with a slash."""

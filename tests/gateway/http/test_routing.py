@@ -157,3 +157,10 @@ def test_a_policy_target_without_tls_fields_gets_safe_defaults() -> None:
     assert (t.tls_verify, t.tls_ca, t.tls_fingerprint, t.preserve_host) == (True, None, None, False)
     with pytest.raises(TargetUnusable):
         web_target(SimpleNamespace(name="db01", kind="ssh", url=None))
+
+
+def test_links_back_to_the_gateway_go_to_the_bare_web_domain() -> None:
+    assert HOST.gateway_origin("https", "grafana.gw.example.com:8443") == (
+        "https://gw.example.com:8443"
+    )
+    assert PATH.gateway_origin("http", "127.0.0.1:8080") == "http://127.0.0.1:8080"
