@@ -97,13 +97,40 @@ class RecordingStore:
         return self._info(row)
 
     async def recent(self, limit: int = 200) -> list[RecordingInfo]:
-        async with self.maker() as db:
-            rows = (
-                await db.execute(
-                    sa.select(recordings).order_by(recordings.c.started_at.desc()).limit(limit)
+        return (await self.page(limit=limit))[0]
+
+    async def page(
+        self,
+        *,
+        user: str | None = None,
+        target: str | None = None,
+        limit: int = 100,
+        after: tuple[datetime, str] | None = None,
+    ) -> tuple[list[RecordingInfo], tuple[datetime, str] | None]:
+        """Newest first, filtered in the query; ``after`` is the (started_at, session_id)
+        of the last row of the previous page. Returns the page and the next ``after``
+        (None on the last page)."""
+        query = sa.select(recordings)
+        if user is not None:
+            query = query.where(recordings.c.user == user)
+        if target is not None:
+            query = query.where(recordings.c.target == target)
+        if after is not None:
+            at, sid = after
+            query = query.where(
+                sa.or_(
+                    recordings.c.started_at < at,
+                    sa.and_(recordings.c.started_at == at, recordings.c.session_id < sid),
                 )
-            ).all()
-        return [self._info(r) for r in rows]
+            )
+        query = query.order_by(
+            recordings.c.started_at.desc(), recordings.c.session_id.desc()
+        ).limit(limit + 1)
+        async with self.maker() as db:
+            rows = (await db.execute(query)).all()
+        infos = [self._info(r) for r in rows[:limit]]
+        more = len(rows) > limit and infos
+        return infos, (infos[-1].started_at, infos[-1].session_id) if more else None
 
     # --- indexing --------------------------------------------------------------------
     def index_later(self, session_id: str) -> None:

@@ -28,6 +28,9 @@ recordings = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=True),  # of the whole sealed file
     sa.Column("chain_head", sa.String(64), nullable=True),  # last chunk hash
     sa.Column("meta", sa.Text, nullable=False),  # JSON: user, target, account, kind...
+    # Copies of meta's user and target, so lists filter by viewer in the query.
+    sa.Column("user", sa.String(255), nullable=True, index=True),
+    sa.Column("target", sa.String(255), nullable=True, index=True),
     sa.Column("end_reason", sa.Text, nullable=True),
     sa.Column("indexed_to", sa.BigInteger, nullable=False, default=0),  # file offset indexed
 )

@@ -498,6 +498,8 @@ class Recorder:
                         duration=0.0,
                         size=0,
                         meta=json.dumps(header),
+                        user=str(meta.get("user", ""))[:255] or None,
+                        target=str(meta.get("target", ""))[:255] or None,
                         indexed_to=0,
                     )
                 )

@@ -190,16 +190,30 @@ class SessionStore:
         return (await self.policy.get_user(viewer)).is_auditor
 
     async def list(
-        self, viewer: str, *, active_only: bool = False, limit: int = 500
+        self,
+        viewer: str,
+        *,
+        active_only: bool = False,
+        limit: int = 500,
+        after: tuple[datetime, str] | None = None,
     ) -> list[SessionRecord]:
-        """Newest first. Requesters see their own sessions; auditors and admins see all."""
-        query = sa.select(sessions).order_by(sessions.c.started_at.desc()).limit(limit)
+        """Newest first. Requesters see their own sessions; auditors and admins see all.
+        ``after`` is the (started_at, id) of the last row of the previous page."""
+        query = sa.select(sessions).order_by(sessions.c.started_at.desc(), sessions.c.id.desc())
         if active_only:
             query = query.where(sessions.c.ended_at.is_(None))
         if not await self._can_see_all(viewer):
             query = query.where(sessions.c.user == viewer)
+        if after is not None:
+            at, sid = after
+            query = query.where(
+                sa.or_(
+                    sessions.c.started_at < at,
+                    sa.and_(sessions.c.started_at == at, sessions.c.id < sid),
+                )
+            )
         async with self.maker() as db:
-            return [_record(r) for r in (await db.execute(query)).all()]
+            return [_record(r) for r in (await db.execute(query.limit(limit))).all()]
 
     async def get(self, viewer: str, session_id: str) -> SessionRecord:
         async with self.maker() as db:

@@ -19,6 +19,7 @@ from gateway.signals import (
     remember,
     signal_secret,
 )
+from gateway.web import paging
 from gateway.web.routes import ADMIN, AUDITOR, PUBLIC, TABLE, USER, Call, F, openapi
 from policy.durations import parse_duration
 from policy.errors import InvalidInput, NotFound
@@ -36,11 +37,19 @@ MAX_WINDOW = 60.0  # seconds of frames per request
     "GET",
     "/sessions",
     "Sessions (own; auditors: all)",
-    query={"active": "only live ones"},
+    query={"active": "only live ones", **paging.QUERY},
     tag="sessions",
 )
 async def list_sessions(call: Call) -> Any:
-    return await call.deps.sessions.list(call.actor, active_only=call.flag("active"))
+    size = paging.limit(call.request)
+    rows = await call.deps.sessions.list(
+        call.actor,
+        active_only=call.flag("active"),
+        limit=size + 1,
+        after=paging.cursor(call.request),
+    )
+    last = rows[size - 1] if len(rows) > size else None
+    return paging.Page(rows[:size], (last.started_at, last.id) if last else None)
 
 
 @route("GET", "/sessions/{id}", "One session", tag="sessions")
@@ -94,18 +103,27 @@ def _summary(info: RecordingInfo) -> dict[str, Any]:
     "GET",
     "/recordings",
     "Recordings, newest first (own; auditors: all)",
-    query={"user": "only this user's", "target": "only this target's"},
+    query={
+        "user": "only this user's",
+        "target": "only this target's",
+        **paging.QUERY,
+    },
     tag="recordings",
 )
 async def list_recordings(call: Call) -> Any:
     assert call.who is not None
-    rows = [_summary(i) for i in await call.deps.recordings.recent(500)]
+    user = call.query("user") or None
     if not call.who.user.is_auditor:
-        rows = [r for r in rows if r["user"] == call.actor]
-    for key in ("user", "target"):
-        if value := call.query(key):
-            rows = [r for r in rows if r[key] == value]
-    return rows
+        if user not in (None, call.actor):
+            return paging.Page([], None)
+        user = call.actor
+    infos, after = await call.deps.recordings.page(
+        user=user,
+        target=call.query("target") or None,
+        limit=paging.limit(call.request),
+        after=paging.cursor(call.request),
+    )
+    return paging.Page([_summary(i) for i in infos], after)
 
 
 @route(

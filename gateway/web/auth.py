@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -170,7 +169,7 @@ async def check_csrf(request: web.Request, expected: str) -> None:
     sent = request.headers.get("X-CSRF-Token", "")
     if not sent and request.content_type == "application/x-www-form-urlencoded":
         sent = str((await request.post()).get("csrf", ""))
-    if not hmac.compare_digest(sent.encode(), expected.encode()):
+    if not secrets.compare_digest(sent.encode(), expected.encode()):
         raise Problem(403, "csrf", "missing or wrong CSRF token; reload the page")
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.cli.render import to_jsonable
+from gateway.web import paging
 from gateway.web.auth import PRINCIPAL, Principal
 from gateway.web.deps import DEPS, Deps
 from gateway.web.problems import Problem
@@ -184,6 +185,8 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
         result = await route.handler(Call(request, request.app[DEPS], body, who))
         if isinstance(result, web.StreamResponse):
             return result
+        if isinstance(result, paging.Page):
+            return paging.respond(request, result, to_jsonable(list(result.items)), route.status)
         return web.json_response(to_jsonable(result), status=route.status)
 
     return endpoint

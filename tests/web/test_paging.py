@@ -1,0 +1,67 @@
+"""Lists are filtered by viewer in the query and paged with ``limit`` and a cursor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.sessions.records import NewSession
+from gateway.web.routes import API
+from recorder.writer import Recorder
+from tests.web.conftest import Web
+
+
+async def _record(web: Web, user: str, n: int) -> list[str]:
+    recorder = Recorder(web.node.config.recordings_path, web.node.services.maker)
+    ids = []
+    for i in range(n):
+        sid = f"se-{user}-{i:03d}"
+        await web.node.services.sessions.started(
+            NewSession(sid, "ssh", user, "db01", "root", None, "127.0.0.1")
+        )
+        rec = await recorder.start(sid, meta={"user": user, "target": "db01", "kind": "ssh"})
+        rec.output(b"hello\r\n")
+        await rec.close("done")
+        ids.append(sid)
+    return ids
+
+
+async def _all_pages(web: Web, path: str, role: str) -> tuple[list[Any], int]:
+    items: list[Any] = []
+    pages = 0
+    url: str | None = path
+    while url is not None:
+        status, body, headers = await web.call("GET", url, role)
+        assert status == 200, body
+        items += body
+        pages += 1
+        link = headers.get("Link")
+        url = link[link.index("<") + 1 : link.index(">")] if link else None
+    return items, pages
+
+
+async def test_a_requesters_older_recordings_are_listed_past_others_newer_ones(web: Web) -> None:
+    mine = await _record(web, "alice", 3)
+    await _record(web, "mallory", 6)  # newer, and more of them than one page
+    items, pages = await _all_pages(web, f"{API}/recordings?limit=2", "requester")
+    assert sorted(i["session"] for i in items) == sorted(mine)
+    assert pages == 2
+    everything, _ = await _all_pages(web, f"{API}/recordings?limit=4", "auditor")
+    assert len(everything) == 9
+    assert len({i["session"] for i in everything}) == 9  # no row twice across pages
+
+
+async def test_sessions_are_paged_newest_first_without_repeats(web: Web) -> None:
+    await _record(web, "alice", 5)
+    items, pages = await _all_pages(web, f"{API}/sessions?limit=2", "requester")
+    assert [i["id"] for i in items] == [f"se-alice-{i:03d}" for i in range(4, -1, -1)]
+    assert pages == 3
+    others, _ = await _all_pages(web, f"{API}/sessions?limit=2", "other")
+    assert others == []
+
+
+async def test_bad_paging_parameters_are_clear_problems(web: Web) -> None:
+    for query in ("limit=0", "limit=501", "limit=ten", "cursor=not-ours"):
+        for path in ("/recordings", "/sessions"):
+            status, body, _ = await web.call("GET", f"{API}{path}?{query}", "auditor")
+            assert status == 422, (path, query, body)
+            assert body["type"] == "urn:lockgate:problem:invalid-input"
