@@ -3,6 +3,13 @@
 This is the only module that reads the configuration file and the environment. Unknown keys are
 errors that name the file and the key; nothing is silently ignored. Relative paths are resolved
 against the directory of the configuration file (or the working directory when there is none).
+
+A ``LOCKGATE_*`` variable is an override only when the word after the prefix is a section of
+the file (``LOCKGATE_SERVER_...``, ``LOCKGATE_DATABASE_...``); within such a section an unknown
+key is an error, so a misspelt override is reported, not ignored. Every other ``LOCKGATE_*``
+variable belongs to someone else (the command line's ``LOCKGATE_CONFIG``, ``LOCKGATE_DEBUG``,
+``LOCKGATE_URL``, ``LOCKGATE_TOKEN``; the test suite's ``LOCKGATE_TEST_DATABASE_URL``) and is
+left alone: such names must never begin with a section name.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from recorder.anomaly import AnomalyRule, parse_anomaly_rule
 from recorder.errors import RecorderError
 
 ENV_PREFIX = "LOCKGATE_"
-# Environment variables with the prefix that are not key overrides.
-_NOT_OVERRIDES = {"LOCKGATE_CONFIG", "LOCKGATE_URL", "LOCKGATE_TOKEN", "LOCKGATE_TEST_DATABASE_URL"}
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class ServerConfig:
     http_listen: Listen
     data_dir: Path
     node_name: str
+    ssh_fastpath: bool = True  # gateway/ssh/fastpath.py; false: asyncssh's own data path
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "http_listen": (str, "127.0.0.1:8080"),
         "data_dir": (str, "./lockgate-data"),
         "node_name": (str, ""),
+        "ssh_fastpath": (bool, True),
     },
     "database": {"url": (str, None)},
     "vault": {"master_key": (str, None)},
@@ -108,7 +117,10 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
         values[section] = {}
         for key, (kind, default) in keys.items():
             value = table.get(key, default)
-            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            if kind is bool:
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{source}: {section}.{key} must be true or false")
+            elif value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
                 raise ConfigError(f"{source}: {section}.{key} must be a {kind.__name__}")
             values[section][key] = value
     _apply_env(values, env)
@@ -125,6 +137,8 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
     recordings = _resolve(base, str(rec)) if rec else data_dir / "recordings"
     max_failed = values["auth"]["max_failed_logins"]
     assert isinstance(max_failed, int)
+    fastpath = server["ssh_fastpath"]
+    assert isinstance(fastpath, bool)
     if max_failed < 1:
         raise ConfigError(f"{source}: auth.max_failed_logins must be at least 1")
 
@@ -134,6 +148,7 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             http_listen=parse_listen(str(server["http_listen"]), f"{source}: server.http_listen"),
             data_dir=data_dir,
             node_name=node,
+            ssh_fastpath=fastpath,
         ),
         database_url=db_url,
         master_key=str(master),
@@ -168,24 +183,36 @@ def _check_unknown(raw: Mapping[str, Any], source: str) -> None:
 
 
 def _apply_env(values: dict[str, dict[str, object]], env: Mapping[str, str]) -> None:
+    """Apply ``LOCKGATE_<SECTION>_<KEY>`` for the sections of the file; see the module doc.
+
+    Values are never echoed in errors: an override may carry a secret (a database URL)."""
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or name in _NOT_OVERRIDES:
+        if not name.startswith(ENV_PREFIX):
             continue
         rest = name[len(ENV_PREFIX) :].lower()
+        if any(rest.startswith(s + "_") for s in (*_LIST_SECTIONS, *_NESTED)):
+            raise ConfigError(f"environment: {name}: tables and lists are set in the file only")
         section = next((s for s in _SCHEMA if rest.startswith(s + "_")), None)
         if section is None:
-            raise ConfigError(f"environment: {name} names no configuration section")
+            continue  # not an override: the command line's or another program's variable
         key = rest[len(section) + 1 :]
         if key not in _SCHEMA[section]:
             raise ConfigError(f"environment: {name} names no key of [{section}]")
-        kind = _SCHEMA[section][key][0]
-        if kind is int:
-            try:
-                values[section][key] = int(value)
-            except ValueError:
-                raise ConfigError(f"environment: {name} must be a whole number") from None
-        else:
-            values[section][key] = value
+        values[section][key] = _parse_env_value(name, value, _SCHEMA[section][key][0])
+
+
+def _parse_env_value(name: str, value: str, kind: type) -> object:
+    if kind is bool:
+        word = value.strip().lower()
+        if word in _TRUE | _FALSE:
+            return word in _TRUE
+        raise ConfigError(f"environment: {name} must be true or false (or 1/0, yes/no)")
+    if kind is int:
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"environment: {name} must be a whole number") from None
+    return value
 
 
 def _parse_list(items: object, name: str, source: str, parse: Any) -> tuple[Any, ...]:

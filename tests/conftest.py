@@ -1,46 +1,38 @@
 """Shared fixtures: a database per test on SQLite and, when LOCKGATE_TEST_DATABASE_URL is
-set, on PostgreSQL too (each test in a fresh database)."""
+set, on PostgreSQL too (each test in a fresh database).
+
+The engine is a plain SQLAlchemy one (tests/libdb.py), so the library tests run without the
+gateway; tests/gateway/conftest.py swaps in the gateway's production engine."""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import SessionMaker, create_engine, sessionmaker
+from tests.libdb import EngineFactory, SessionMaker, create_engine, fresh_database, sessionmaker
 from tests.target import sshd  # noqa: F401  (the session-wide SSH target fixture)
 
 PG_URL = os.environ.get("LOCKGATE_TEST_DATABASE_URL", "")
 DB_KINDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
 
 
+@pytest.fixture
+def engine_factory() -> EngineFactory:
+    """How ``engine`` builds its engine from a URL."""
+    return create_engine
+
+
 @pytest.fixture(params=DB_KINDS)
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """An empty database: a fresh SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        eng = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
+async def engine(
+    request: pytest.FixtureRequest, tmp_path: Path, engine_factory: EngineFactory
+) -> AsyncIterator[AsyncEngine]:
+    """An empty database: a fresh SQLite file, or a fresh PostgreSQL database."""
+    async with fresh_database(request.param, tmp_path, PG_URL, engine_factory) as eng:
         yield eng
-        await eng.dispose()
-        return
-    name = f"lg_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    eng = create_engine(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 @pytest.fixture

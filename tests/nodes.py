@@ -3,6 +3,7 @@ an initialised data directory, the test database and every listener on port 0.""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ async def start_test_node(
             "LOCKGATE_SERVER_SSH_LISTEN": "127.0.0.1:0",
             "LOCKGATE_SERVER_HTTP_LISTEN": "127.0.0.1:0",
             "LOCKGATE_SERVER_NODE_NAME": name,
+            # The README's test command runs the SSH tests once more with the fast path off.
+            "LOCKGATE_SERVER_SSH_FASTPATH": os.environ.get("LOCKGATE_SERVER_SSH_FASTPATH", "true"),
         },
     )
     config = replace(config, anomaly_rules=(*config.anomaly_rules, *anomaly_rules), **overrides)

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.eventually import eventually_blocking
+
 if TYPE_CHECKING:
     from gateway.services import Services
 
@@ -140,18 +142,19 @@ MaxSessions 50
     host_key = " ".join((workdir / "host_key.pub").read_text().split()[:2])
     server = Sshd(port, host_key, password, workdir, ca_file)
     log = server.log.open("wb")
-    server.proc = subprocess.Popen(
+    server.proc = proc = subprocess.Popen(
         [SSHD, "-D", "-e", "-f", str(workdir / "sshd_config")], stdout=log, stderr=subprocess.STDOUT
     )
-    for _ in range(100):
+
+    def listening() -> bool:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if server.proc.poll() is not None:
+                return True
+        if proc.poll() is not None:
             raise RuntimeError(server.log.read_text())
-        import time
+        return False
 
-        time.sleep(0.05)
+    eventually_blocking(listening, what=f"sshd listening on port {port}")
     yield server
     server.proc.terminate()
     server.proc.wait(10)

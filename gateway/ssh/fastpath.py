@@ -27,7 +27,10 @@ thread from ~5 to ~3 CPU-seconds per GB of exec output.
    the reader, which on a busy two-core machine preempts the gateway.
 
 Only the asyncssh release these were written against gets them (:data:`TESTED`); another one
-runs stock, correct and slower, and the log says so once.
+runs stock, correct and slower, and the log says so once. ``server.ssh_fastpath = false``
+(``LOCKGATE_SERVER_SSH_FASTPATH=false``) keeps stock asyncssh on any release: nothing here is
+applied and :func:`write_data` is plain ``chan.write``. The test suite runs the SSH end-to-end
+tests both ways.
 """
 
 from __future__ import annotations
@@ -67,11 +70,19 @@ _ChachaCipher: Any = _chacha.ChachaCipher
 _installed: bool | None = None
 
 
-def install() -> bool:
-    """Install the changes (idempotent); False when this asyncssh is not the tested one."""
+def install(enabled: bool) -> bool:
+    """Install the changes when ``enabled`` (``server.ssh_fastpath``); return whether they are.
+
+    The first call decides for the process, later calls return that decision whatever they
+    pass: the changes are to asyncssh's classes, shared by every connection, and are never
+    undone under live ones. False when disabled or when this asyncssh is not the tested one."""
     global _installed
     if _installed is not None:
         return _installed
+    if not enabled:
+        log.info("SSH fast path off (server.ssh_fastpath): asyncssh's data path runs unchanged")
+        _installed = False
+        return False
     if not asyncssh.__version__.startswith(TESTED):
         log.warning(
             "asyncssh %s is not the tested %s: its data path runs unchanged (slower)",
@@ -88,6 +99,11 @@ def install() -> bool:
     _ChachaCipher.encrypt_and_sign = _chacha_encrypt_and_sign
     _installed = True
     return True
+
+
+def installed() -> bool:
+    """Whether the changes are in effect in this process."""
+    return _installed is True
 
 
 # --- 1. parsing in steps ------------------------------------------------------------------
@@ -172,12 +188,16 @@ def write_data(chan: asyncssh.SSHServerChannel[bytes], data: bytes) -> None:
 
     Whatever the fast path cannot take goes to ``chan.write`` unchanged: data queued behind
     earlier data, a window too small for all of it (the rest waits in asyncssh's buffer as
-    before), a key exchange in progress or due, compression, or asyncssh's debug logging."""
+    before), a key exchange in progress or due, compression, or asyncssh's debug logging.
+    Without the fast path installed this is ``chan.write(data)`` and nothing else: asyncssh's
+    private attributes are read only on the release they were written against."""
+    if not _installed:
+        chan.write(data)
+        return
     c: Any = chan
     conn: Any = c._conn
     if not (
-        _installed
-        and c._send_state == "open"
+        c._send_state == "open"
         and not c._send_buf
         and c._send_window
         and c._send_chan is not None

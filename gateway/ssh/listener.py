@@ -77,7 +77,7 @@ class SshGateway:
         self.services.policy.gateway_hint = f"ssh -p {port} {{user}}@{host}"
 
     async def listen(self, host: str, port: int) -> asyncssh.SSHAcceptor:
-        fastpath.install()
+        fastpath.install(self.services.config.server.ssh_fastpath)
         acceptor = await asyncssh.listen(
             host,
             port,

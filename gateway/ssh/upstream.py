@@ -12,7 +12,6 @@ import asyncssh
 
 from gateway.credentials import UpstreamCredential
 from gateway.errors import UpstreamError
-from gateway.ssh import fastpath
 from policy.models import Target
 
 UPSTREAM_CIPHERS = (
@@ -33,7 +32,6 @@ async def connect_upstream(
             f"target {target.name} has no pinned host key; pin one with "
             f"'lockgate target add --host-key' or '--scan'"
         )
-    fastpath.install()
     pinned = asyncssh.import_public_key(target.host_key)
     options: dict[str, object] = {}
     if cred.password is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ def test_defaults_derive_from_data_dir(tmp_path: Path) -> None:
     assert cfg.recordings_path == tmp_path / "data" / "recordings"
     assert str(cfg.server.ssh_listen) == "0.0.0.0:2222"
     assert cfg.max_failed_logins == 5
+    assert cfg.server.ssh_fastpath is True
     assert cfg.rules == ()
 
 
@@ -32,10 +35,13 @@ def test_example_file_loads_and_documents_every_key(tmp_path: Path) -> None:
     text = (ROOT / "config.example.toml").read_text()
     from gateway.config import _SCHEMA
 
+    example = tomllib.loads(text)
     for section, keys in _SCHEMA.items():
         assert f"[{section}]" in text
-        for key in keys:
+        for key, (_, default) in keys.items():
             assert f"\n{key} =" in text, f"{section}.{key} is not documented"
+            if default is not None:
+                assert example[section][key] == default, f"{section}.{key}: not the default"
 
 
 def test_environment_overrides(tmp_path: Path) -> None:
@@ -62,6 +68,8 @@ def test_environment_overrides(tmp_path: Path) -> None:
         ("[server]\nssh_listen = 'nope'\n", "server.ssh_listen: expected HOST:PORT"),
         ("[auth]\nmax_failed_logins = 'x'\n", "auth.max_failed_logins must be a int"),
         ("[auth]\nmax_failed_logins = 0\n", "at least 1"),
+        ("[server]\nssh_fastpath = 'no'\n", "server.ssh_fastpath must be true or false"),
+        ("[server]\nssh_fastpath = 0\n", "server.ssh_fastpath must be true or false"),
         ("[server\n", "not valid TOML"),
         ("[[rules]]\nname = 'r'\nroles = ['dev']\nbogus = 1\n", "bogus"),
         ("[[anomaly.rules]]\nname='a'\nmatch='command'\npattern='('\naction='kill'\n", "a"),
@@ -81,13 +89,85 @@ def test_bad_files_name_source_and_key(tmp_path: Path, text: str, message: str) 
     ("name", "message"),
     [
         ("LOCKGATE_SERVER_SSH_LISTN", r"names no key of \[server\]"),
-        ("LOCKGATE_NOPE_X", "names no configuration section"),
+        ("LOCKGATE_DATABASE_UR", r"names no key of \[database\]"),
         ("LOCKGATE_AUTH_MAX_FAILED_LOGINS", "must be a whole number"),
+        ("LOCKGATE_SERVER_SSH_FASTPATH", "must be true or false"),
+        ("LOCKGATE_RULES_NAME", "set in the file only"),
+        ("LOCKGATE_ANOMALY_RULES", "set in the file only"),
     ],
 )
 def test_bad_environment(name: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, environ={name: "x"})
+
+
+def test_a_file_can_turn_the_ssh_fast_path_off(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "lockgate.toml"
+    cfg_file.write_text("[server]\nssh_fastpath = false\n")
+    assert load_config(cfg_file, environ={}).server.ssh_fastpath is False
+    on = {"LOCKGATE_SERVER_SSH_FASTPATH": "true"}
+    assert load_config(cfg_file, environ=on).server.ssh_fastpath is True
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("true", True),
+        ("false", False),
+        ("1", True),
+        ("0", False),
+        ("yes", True),
+        ("no", False),
+        ("FALSE", False),
+        (" Yes ", True),
+    ],
+)
+def test_boolean_overrides_take_true_false_1_0_yes_no(value: str, expected: bool) -> None:
+    cfg = load_config(None, environ={"LOCKGATE_SERVER_SSH_FASTPATH": value})
+    assert cfg.server.ssh_fastpath is expected
+
+
+@pytest.mark.parametrize("value", ["", "on", "off", "2", "ture", "hunter2-secret"])
+def test_other_boolean_overrides_are_refused_without_echoing_them(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={"LOCKGATE_SERVER_SSH_FASTPATH": value})
+    message = str(info.value)
+    assert message == (
+        "environment: LOCKGATE_SERVER_SSH_FASTPATH must be true or false (or 1/0, yes/no)"
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "LOCKGATE_DEBUG",
+        "LOCKGATE_CONFIG",
+        "LOCKGATE_URL",
+        "LOCKGATE_TOKEN",
+        "LOCKGATE_TEST_DATABASE_URL",
+        "LOCKGATE_PROBE",
+    ],
+)
+def test_variables_outside_the_sections_are_not_overrides(name: str) -> None:
+    """LOCKGATE_DEBUG=1, which the command line's internal-error message recommends, used to
+    fail every command as an unknown configuration key."""
+    assert load_config(None, environ={name: "1"}) == load_config(None, environ={})
+
+
+def test_lockgate_debug_in_the_real_environment_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCKGATE_DEBUG", "1")
+    monkeypatch.setenv("LOCKGATE_SERVER_NODE_NAME", "from-env")
+    assert load_config(None).server.node_name == "from-env"
+
+
+def test_no_command_line_variable_is_taken_for_a_configuration_key() -> None:
+    """Every LOCKGATE_* name the command line reads itself is left alone by the configuration,
+    so a new one that began with a section name (LOCKGATE_SERVER_...) fails here first."""
+    text = "".join(f.read_text() for f in sorted((ROOT / "gateway" / "cli").glob("*.py")))
+    names = set(re.findall(r"\b(LOCKGATE_[A-Z0-9_]+)", text))
+    assert "LOCKGATE_DEBUG" in names
+    for name in names:
+        assert load_config(None, environ={name: "1"}) == load_config(None, environ={}), name
 
 
 def test_missing_file() -> None:

@@ -9,13 +9,11 @@ import asyncssh
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit import AuditLog, init_chain
-from gateway.db import SessionMaker
-from gateway.db.tables import metadata as gateway_tables
 from policy.errors import AccessDenied, Conflict, InvalidInput, InvalidTransition, NotFound
 from policy.models import RequestState, Rule
 from policy.service import SYSTEM_ACTOR, PolicyService
 from policy.tables import metadata as policy_tables
+from tests.libdb import AuditLog, SessionMaker, create_tables
 
 
 class Clock:
@@ -54,12 +52,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def svc(engine: AsyncEngine, maker: SessionMaker, clock: Clock) -> PolicyService:
-    async with engine.begin() as conn:
-        await conn.run_sync(gateway_tables.create_all)
-        await conn.run_sync(policy_tables.create_all)
-    async with maker() as db, db.begin():
-        await init_chain(db)
-    audit = AuditLog(maker, node="test", clock=clock)
+    await create_tables(engine, policy_tables)
+    audit = await AuditLog.create(engine, maker)
     svc = PolicyService(maker, RULES, audit, clock=clock)
     await svc.add_user(SYSTEM_ACTOR, "alice", roles=["dev"])
     await svc.add_user(SYSTEM_ACTOR, "olga", roles=["ops"])
@@ -252,7 +246,7 @@ async def test_tokens(svc: PolicyService, clock: Clock) -> None:
 async def test_audit_failure_aborts_action(
     svc: PolicyService, maker: SessionMaker, clock: Clock
 ) -> None:
-    from tests.vault.conftest import FailingAudit
+    from tests.libdb import FailingAudit
 
     broken = PolicyService(maker, RULES, FailingAudit(), clock=clock)
     with pytest.raises(RuntimeError):

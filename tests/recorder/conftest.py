@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db import SessionMaker
 from recorder.store import RecordingStore
 from recorder.tables import metadata
 from recorder.writer import Recorder
+from tests.libdb import SessionMaker, create_recorder_schema
 
 
 class Clock:
@@ -28,9 +28,7 @@ def clock() -> Clock:
 async def recorder(
     engine: AsyncEngine, maker: SessionMaker, tmp_path: Path, clock: Clock
 ) -> Recorder:
-    from gateway.db.schema import upgrade
-
-    await upgrade(engine)  # the real schema, with its full-text index
+    await create_recorder_schema(engine)  # with its full-text index
     return Recorder(tmp_path / "rec", maker, clock=clock)
 
 

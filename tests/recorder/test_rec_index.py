@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from recorder.replay import frame_at, playback
 from recorder.screen import TerminalModel
 from recorder.store import RecordingStore
 from recorder.writer import Recorder
+from tests.eventually import eventually
 from tests.recorder.conftest import Clock
 
 COLOURED_LS = b"\x1b[0m\x1b[01;34mbin\x1b[0m  \x1b[01;32mrun.sh\x1b[0m  notes.txt\r\n"
@@ -120,9 +120,13 @@ async def test_index_workers_are_bounded(recorder: Recorder, clock: Clock) -> No
     for sid in ids:
         store.index_later(sid)
     most = 0
-    while store._jobs:
+
+    def drained() -> bool:
+        nonlocal most
         most = max(most, len(store._children))
-        await asyncio.sleep(0.01)
+        return not store._jobs
+
+    await eventually(drained, interval=0.01, what="every queued index job done")
     assert most == 1
     for sid in ids:
         assert await store.search("systemctl stop nginx", session_id=sid)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from gateway.db import SessionMaker
 from recorder.events import Kind, iter_records_from, read_chunks
 from recorder.integrity import verify_against_seal, verify_bytes, verify_file
 from recorder.store import RecordingStore
 from recorder.tables import recordings
 from recorder.writer import Recorder
+from tests.libdb import SessionMaker
 from tests.recorder.conftest import Clock
 
 SECRET = b"Sup3rS3cretSudoPw"

@@ -103,10 +103,19 @@ RULES = [
         channels=frozenset({"shell", "exec", "sftp", "port_forward"}),
     ),
 ]
+HERE = Path(__file__).resolve().parent
 ANOMALIES = [
     AnomalyRule("no-wipe", "command", __import__("re").compile(r"rm\s+-rf\s+/"), "kill"),
     AnomalyRule("no-shutdown", "command", __import__("re").compile(r"\bshutdown\b"), "block"),
 ]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this directory that needs the real sshd target is end to end (``-m e2e``,
+    which README's test command runs again with the fast path off)."""
+    for item in items:
+        if HERE in item.path.parents and "sshd" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.eventually import eventually_blocking
 from tests.ssh.conftest import TARGET_USER, Sshd, free_port
 
 PY = sys.executable
@@ -159,15 +160,12 @@ def _wait_line(proc: subprocess.Popen[bytes]) -> bytes:
 
 
 def _session_id(served: Served) -> str:
-    for _ in range(200):
+    def active() -> list[dict[str, object]]:
         result = served.cli("sessions", "--active", "--json")
-        rows = json.loads(result.stdout or "[]")
-        if rows:
-            return str(rows[0]["id"])
-        import time
+        return list(json.loads(result.stdout or "[]"))
 
-        time.sleep(0.05)
-    raise AssertionError("no live session appeared")
+    rows = eventually_blocking(active, what="a live session listed by the CLI")
+    return str(rows[0]["id"])
 
 
 def test_serve_health_terminate_revoke_and_shutdown(served: Served) -> None:
@@ -198,14 +196,11 @@ def test_serve_health_terminate_revoke_and_shutdown(served: Served) -> None:
     assert b"session terminated: grant revoked by lockgate: no longer needed" in err
 
     # the sealed recordings are indexed in the worker process: search, export, verify
-    hits: list[dict[str, object]] = []
-    for _ in range(200):
-        hits = json.loads(served.cli("recordings", "search", "echo up", "--json").stdout)
-        if len(hits) >= 2:
-            break
-        import time
+    def both_found() -> list[dict[str, object]] | None:
+        found = json.loads(served.cli("recordings", "search", "echo up", "--json").stdout)
+        return list(found) if len(found) >= 2 else None
 
-        time.sleep(0.1)
+    hits = eventually_blocking(both_found, interval=0.1, what="both recordings found by search")
     assert {h["session"] for h in hits} >= {sid}
     cast = served.cli("recordings", "export", sid).stdout.splitlines()
     assert json.loads(cast[0])["version"] == 2

@@ -6,10 +6,13 @@ import asyncio
 import hashlib
 import os
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from pathlib import Path
 
 import asyncssh
 
+from gateway.ssh import fastpath
+from tests.eventually import eventually
 from tests.ssh.conftest import TARGET_USER, Gateway
 
 LOGIN = f"alice+{TARGET_USER}@db01"
@@ -119,11 +122,13 @@ async def test_sftp_operations_are_recorded(gateway: Gateway, tmp_path: Path) ->
     assert code == 0, err
     store = RecordingStore(gateway.workdir / "recordings", gateway.services.maker)
     ops = []
+
+    async def sealed(session_id: str) -> bool:
+        return (await store.get(session_id)).sealed
+
     for info in await store.recent():
-        for _ in range(100):  # the session closes just after the client exits
-            if (await store.get(info.session_id)).sealed:
-                break
-            await asyncio.sleep(0.05)
+        # the session closes just after the client exits
+        await eventually(partial(sealed, info.session_id), what=f"{info.session_id} sealed")
         await store.index(info.session_id)
         ops += [e for e in await store.timeline(info.session_id) if e["kind"] == "sftp"]
     await store.aclose()
@@ -178,10 +183,10 @@ async def test_sftp_stops_when_its_audit_cannot_be_written(
     try:
         proc.stdin.write(f"put {src} /tmp/lockgate-unaudited.bin\n".encode())
         await proc.stdin.drain()
-        for _ in range(300):  # the upload is audited when its file is closed
-            if not gateway.gw.registry.sessions:
-                break
-            await asyncio.sleep(0.1)
+        # the upload is audited when its file is closed
+        await eventually(
+            lambda: not gateway.gw.registry.sessions, interval=0.1, what="the session to end"
+        )
         # The client is still connected and idle: only the gateway can have ended the session
         # (and its end cannot be recorded either: the audit log is down).
         assert not gateway.gw.registry.sessions
@@ -282,7 +287,8 @@ async def test_bulk_both_ways_with_each_client_cipher(gateway: Gateway) -> None:
         assert hashlib.sha256(out).digest() == hashlib.sha256(payload).digest(), cipher
         log = err.decode(errors="replace")
         assert f"cipher: {cipher}" in log
-        assert "receive packet: type 2\r\n" not in log and "receive packet: type 2\n" not in log
+        if fastpath.installed():  # stock asyncssh sends one before every packet
+            assert "receive packet: type 2\r\n" not in log and "receive packet: type 2\n" not in log
         assert "receive packet: type 20" in log  # the -vvv lines it checks are there
         assert log.count("SSH2_MSG_NEWKEYS received") >= (5 if options else 1)
 
@@ -309,11 +315,12 @@ async def test_a_client_that_stops_reading_pauses_the_target(gateway: Gateway) -
         chan.pause_reading()
         (session,) = gateway.gw.registry.sessions.values()
         seen: list[int] = []
-        for _ in range(300):  # until the target has been held for half a second
+
+        def held() -> bool:  # the target has been held for half a second
             seen.append(session.bytes_down)  # type: ignore[attr-defined]
-            if len(seen) > 5 and seen[-1] == seen[-6] > 0:
-                break
-            await asyncio.sleep(0.1)
+            return len(seen) > 5 and seen[-1] == seen[-6] > 0
+
+        await eventually(held, interval=0.1, what="the target held back")
         assert 0 < seen[-1] == seen[-6] < 16 * 1024 * 1024
         chan.resume_reading()
         await asyncio.wait_for(done, 60)

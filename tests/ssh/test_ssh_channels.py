@@ -11,6 +11,7 @@ import asyncssh
 import pytest
 
 from policy.service import SYSTEM_ACTOR
+from tests.eventually import eventually
 from tests.ssh.conftest import TARGET_USER, Gateway, free_port
 from vault.secret import Secret
 
@@ -76,15 +77,18 @@ async def _through_forward(gateway: Gateway, user: str, dest_port: int) -> bytes
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+    async def listening() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | str | None:
+        try:
+            return await asyncio.open_connection("127.0.0.1", local)
+        except OSError:
+            return "exited" if proc.returncode is not None else None
+
     try:
-        for _ in range(100):
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", local)
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
-        else:
-            return None
+        opened = await eventually(listening, what=f"ssh -L {local} listening, or exited")
+        if not isinstance(opened, tuple):
+            return None  # the client gave up: there is no forward
+        reader, writer = opened
         try:
             writer.write(b"ping through the target")
             await writer.drain()
@@ -205,10 +209,7 @@ async def test_recording_is_sealed_and_holds_no_credential(gateway: Gateway) -> 
     assert code == 0
     files = list((gateway.workdir / "recordings").rglob("*.lgrec"))
     assert len(files) == 1
-    for _ in range(100):
-        if not gateway.gw.registry.sessions:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: not gateway.gw.registry.sessions, what="the session to close")
     data = files[0].read_bytes()
     assert b"recorded-output-123" in data
     assert gateway.sshd.password.encode() not in data
@@ -310,12 +311,13 @@ async def test_a_stalled_recording_disk_pauses_the_target(gateway: Gateway) -> N
     transfer = asyncio.ensure_future(proc.communicate())
     try:
         readings: list[int] = []
-        for _ in range(600):
-            await asyncio.sleep(0.1)
+
+        def paused() -> bool:  # no progress for half a second: the target is paused
             sessions = list(gateway.gw.registry.sessions.values())
             readings.append(sessions[0].bytes_down if sessions else 0)
-            if readings[-1] and readings[-5:] == [readings[-1]] * 5:
-                break  # no progress for half a second: the target is paused
+            return bool(readings[-1]) and readings[-5:] == [readings[-1]] * 5
+
+        await eventually(paused, timeout=60, interval=0.1, what="the target paused")
         assert not transfer.done()
         assert 0 < readings[-1] <= HIGH_WATER + 8 * 1024 * 1024
     finally:

@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 from policy.service import SYSTEM_ACTOR
+from tests.eventually import eventually
 from tests.ssh.conftest import TARGET_USER, Gateway
 
 LOGIN = f"alice+{TARGET_USER}@db01"
@@ -137,10 +138,7 @@ async def test_secret_typed_without_echo_is_nowhere_on_disk(gateway: Gateway) ->
         buffer += await asyncio.wait_for(proc.stdout.read(1024), 30)
     proc.stdin.write(b"exit\r")
     await asyncio.wait_for(proc.communicate(), 30)
-    for _ in range(100):
-        if not gateway.gw.registry.sessions:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: not gateway.gw.registry.sessions, what="the session to close")
     files = [p for p in gateway.workdir.rglob("*") if p.is_file()]
     assert any(p.suffix == ".lgrec" for p in files)
     for path in files:

@@ -11,9 +11,7 @@ import asyncssh
 import pytest
 import sqlalchemy as sa
 
-from gateway.audit import AuditLog
-from gateway.db import SessionMaker
-from tests.vault.conftest import FailingAudit
+from tests.libdb import AuditLog, FailingAudit, SessionMaker
 from vault import totp
 from vault.errors import IntegrityError, InvalidInput, NotFound
 from vault.keys import Keyring, new_master_key

@@ -4,7 +4,6 @@ them."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import subprocess
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from gateway.app import Node
 from gateway.web.routes import API
 from policy.models import Rule
 from policy.service import SYSTEM_ACTOR
+from tests.eventually import eventually
 from tests.nodes import start_test_node
 from tests.target import TARGET_USER, Sshd, register_target, ssh_argv
 from vault import totp
@@ -96,12 +96,12 @@ class Web:
     async def indexed_recording(self, session_id: str, role: str = "requester") -> Any:
         """The recording's facts once its sealed recording is indexed (a child process
         indexes it just after the seal)."""
-        for _ in range(300):
+
+        async def indexed() -> Any:
             status, info, _ = await self.call("GET", f"{API}/recordings/{session_id}", role)
-            if status == 200 and info["indexed"]:
-                return info
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"recording {session_id} was not indexed")
+            return info if status == 200 and info["indexed"] else None
+
+        return await eventually(indexed, interval=0.1, what=f"recording {session_id} indexed")
 
     def totp_code(self, role: str, when: datetime | None = None) -> str:
         return totp.code_at(self.totp_seeds[role], when or datetime.now(UTC))

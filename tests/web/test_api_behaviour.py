@@ -16,6 +16,7 @@ import pytest
 from gateway.signals import SIGNAL_ACCOUNT, SIGNAL_TARGET, sign
 from gateway.web.routes import API, MAX_BODY
 from policy.service import SYSTEM_ACTOR
+from tests.eventually import eventually
 from tests.target import TARGET_USER
 from tests.web.conftest import Web
 from vault.secret import Secret
@@ -262,12 +263,11 @@ async def _live_session(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    for _ in range(300):
-        live = [s for s in web.node.registry.sessions.values() if s.user == web.user(role)]
-        if live:
-            return proc, live[0].id
-        await asyncio.sleep(0.05)
-    raise AssertionError("the session did not start")
+    live = await eventually(
+        lambda: [s for s in web.node.registry.sessions.values() if s.user == web.user(role)],
+        what="the session to start",
+    )
+    return proc, live[0].id
 
 
 async def _signal(
@@ -351,12 +351,15 @@ async def test_metrics_after_a_session(web: Web) -> None:
     await asyncio.wait_for(proc.communicate(), 30)
     # The kill is counted once both legs are closed, which can be just after the client exits.
     killed = 'lockgate_kills_total{reason="admin"} 1.0'
-    for _ in range(200):
+
+    async def counted() -> str | None:
         status, text, _ = await web.call("GET", "/metrics")
         assert status == 200
-        if killed in text and 'lockgate_sessions_total{outcome="admin"}' in text:
-            break
-        await asyncio.sleep(0.05)
+        return (
+            text if killed in text and 'lockgate_sessions_total{outcome="admin"}' in text else None
+        )
+
+    text = await eventually(counted, what="the kill counted in /metrics")
     for name in (
         "lockgate_sessions_active",
         "lockgate_sessions_total",

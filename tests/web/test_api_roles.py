@@ -20,6 +20,7 @@ import pytest
 from gateway.web.routes import API, TABLE
 from policy.service import SYSTEM_ACTOR
 from recorder.errors import NotFound as NoRecording
+from tests.eventually import eventually
 from tests.target import TARGET_USER
 from tests.web.conftest import ROLES, Web
 
@@ -57,15 +58,19 @@ async def finished_session(web: Web) -> tuple[str, str]:
     assert b"matrix-marker" in out
     deps = web.node.deps
     assert deps is not None
-    for _ in range(200):  # the recording is indexed by a child process after the seal
+
+    async def indexed() -> str | None:
         mine = [s for s in await deps.sessions.list(SYSTEM_ACTOR) if s.user == "alice"]
         if mine and not mine[0].active:
             with contextlib.suppress(NoRecording):
                 if (await deps.recordings.get(mine[0].id)).indexed:
                     assert grant == mine[0].grant_id
-                    return mine[0].id, grant
-        await asyncio.sleep(0.1)
-    raise AssertionError("the session's recording was not indexed")
+                    return mine[0].id
+        return None
+
+    # the recording is indexed by a child process after the seal
+    session_id = await eventually(indexed, interval=0.1, what="the session's recording indexed")
+    return session_id, grant
 
 
 READS: list[tuple[str, dict[str, int]]] = [

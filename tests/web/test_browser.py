@@ -23,6 +23,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from policy.service import SYSTEM_ACTOR
+from tests.eventually import eventually
 from tests.target import TARGET_USER
 from tests.web.conftest import Web
 
@@ -118,11 +119,9 @@ async def test_request_approve_watch_terminate_replay(web: Web, browsers: list[W
         stderr=asyncio.subprocess.PIPE,
     )
     assert ssh.stdin is not None
-    for _ in range(300):
-        live = list(web.node.registry.sessions.values())
-        if live:
-            break
-        await asyncio.sleep(0.05)
+    live = await eventually(
+        lambda: list(web.node.registry.sessions.values()), what="alice's live session"
+    )
     session_id = live[0].id
     await asyncio.sleep(1.0)  # let the remote shell print its prompt
     ssh.stdin.write(b"echo live-marker-$((40+2))\n")
@@ -167,12 +166,15 @@ async def test_request_approve_watch_terminate_replay(web: Web, browsers: list[W
     # audrey replays the recording: it opens at once, seeks, and search jumps to a command.
     deps = web.node.deps
     assert deps is not None
-    for _ in range(300):
+
+    async def seekable() -> bool:
         try:
             await deps.recordings.keyframe_before(session_id, 0.0)
-            break
         except Exception:
-            await asyncio.sleep(0.1)
+            return False
+        return True
+
+    await eventually(seekable, interval=0.1, what="the recording indexed for seeking")
     info = await deps.recordings.get(session_id)
 
     def replay() -> None:

@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
+from tests.eventually import eventually
 from tests.target import TARGET_USER
 from tests.web.conftest import Web
 
@@ -21,10 +22,7 @@ async def test_live_view_roles_origin_and_frames(web: Web) -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     assert ssh.stdin is not None
-    for _ in range(300):
-        if web.node.registry.sessions:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: web.node.registry.sessions, what="the live session")
     session_id = next(iter(web.node.registry.sessions))
     ssh.stdin.write(b"echo before-$((6*7))\n")
     await ssh.stdin.drain()
