@@ -17,16 +17,21 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
 import asyncssh
 
 from gateway.sessions.registry import SessionHandle
+from policy import rules as policy_rules
 from policy.errors import PolicyError
-from policy.models import ChannelKind, User
+from policy.models import ChannelKind, Rule, User
 from policy.rules import match_rule
 from policy.service import SYSTEM_ACTOR, PolicyService, SessionAuthorization
 from vault.errors import VaultError
 from vault.service import VaultService
+
+# The channel kind of web sessions (typed loosely while policy's ChannelKind grows it).
+HTTP_CHANNEL: Any = "http"
 
 
 class Factor(enum.StrEnum):
@@ -116,6 +121,13 @@ class Access:
             return auth
         return await self.policy.authorize_session(user, target, account, channel)
 
+    async def authorize_web(
+        self, user: str, target: str, account: str | None, *, auto_request: bool = False
+    ) -> SessionAuthorization:
+        """The decision for a web session: channel kind ``http`` (locks, an active grant whose
+        rule allows ``http``, the hour), as ``authorize``."""
+        return await self.authorize(user, target, account, HTTP_CHANNEL, auto_request=auto_request)
+
     async def recheck(self, session: SessionHandle) -> tuple[bool, str, datetime | None]:
         """Whether a live session may go on: (allowed, the reason shown to the person when
         not, the grant's current end)."""
@@ -133,3 +145,15 @@ class Access:
                 return False, f"grant revoked by {grant.revoked_by}: {grant.revoke_reason}", None
             return False, "grant expired", None
         return False, str(auth.decision.message), None
+
+
+def http_request_allowed(rule: Rule | None, method: str, path: str) -> bool:
+    """Whether the grant's rule lets one web request through: its ``http_methods`` and
+    ``http_paths`` (policy decides; ``path`` is percent-decoded). No rule, no request. A
+    policy without those fields has no such limits and allows every request."""
+    if rule is None:
+        return False
+    decide = getattr(policy_rules, "http_request_allowed", None)
+    if decide is None:
+        return True
+    return bool(decide(rule, method, path))

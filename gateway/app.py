@@ -23,6 +23,10 @@ from aiohttp import web
 from gateway.cluster.bus import ClusterBus, ClusterEvent, EventKind
 from gateway.config import Config
 from gateway.errors import StartupError
+from gateway.http.proxy import GatewaySite, WebProxy
+from gateway.http.relay import Relay
+from gateway.http.session import WebCore
+from gateway.http.upstream import UpstreamPool
 from gateway.metrics import Metrics, kill_reason
 from gateway.services import Services, check_database, open_services
 from gateway.sessions.enforce import Enforcer
@@ -30,8 +34,8 @@ from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
 from gateway.sessions.registry import SessionRegistry
 from gateway.ssh.listener import SshGateway
 from gateway.throttle import Throttle
-from gateway.web.app import build_app
-from gateway.web.auth import BrowserSessions, SignIn
+from gateway.web.app import FOREIGN, build_app
+from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme
 from gateway.web.deps import Deps
 from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
@@ -59,6 +63,7 @@ class Node:
     acceptor: asyncssh.SSHAcceptor | None = None
     runner: web.AppRunner | None = None
     deps: Deps | None = None
+    proxy: WebProxy | None = None
     extra: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -223,11 +228,25 @@ async def start_node(
             signin=SignIn(services, gateway.throttle, browser, metrics),
         )
         node.deps = deps
+        core = WebCore(
+            services,
+            registry,
+            enforcer,
+            recorder,
+            AnomalyEngine(config.anomaly_rules),
+            metrics,
+            timer,
+            Relay(UpstreamPool()),
+        )
+        node.proxy = WebProxy(core, _gateway_site(), config.server.web_domain)
+        node.extra.append(node.proxy.aclose)
         app = build_app(
             deps,
             {"database": database_ok, "vault": vault_ok, "listeners": listeners_ok},
             [refresh_gauges],
+            front=[node.proxy.middleware],
         )
+        app.router.add_get("/open/{target}", node.proxy.open)
         node.runner = web.AppRunner(app, access_log=None)
         await node.runner.setup()
         http = config.server.http_listen
@@ -242,6 +261,16 @@ async def start_node(
     except BaseException:
         await services.aclose()
         raise
+
+
+def _gateway_site() -> GatewaySite:
+    """What the web-target proxy takes from the gateway's own web app."""
+
+    def signed_in(request: web.Request) -> str | None:
+        who = request.get(PRINCIPAL)
+        return who.name if who is not None else None
+
+    return GatewaySite(scheme=scheme, signed_in=signed_in, foreign=FOREIGN)
 
 
 async def run_until_signalled(node: Node, out: TextIO) -> None:

@@ -105,6 +105,7 @@ class ClientView:
     host: str  # the Host header the browser sent
     public_origin: str  # https://grafana.gw.example.com (or the gateway's, in path mode)
     prefix: str = ""  # /t/<target> in path mode
+    gateway_origin: str = ""  # where the gateway's own pages are (for links back)
 
 
 def request_headers(

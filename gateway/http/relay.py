@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -72,6 +72,9 @@ class Exchange:
     frames_up: int = 0
     frames_down: int = 0
     close_code: int | None = None
+    responded: bool = False  # the response head went to the browser
+    body_cap: int = 0  # keep up to this many request body bytes (the target records bodies)
+    body: bytearray = field(default_factory=bytearray)
 
     def finish(self) -> None:
         self.duration = time.monotonic() - self.started
@@ -95,6 +98,9 @@ class Relay:
             if not chunk:
                 return
             exchange.bytes_up += len(chunk)
+            room = exchange.body_cap - len(exchange.body)
+            if room > 0:
+                exchange.body += chunk[:room]
             yield chunk
 
     async def http(
@@ -133,6 +139,7 @@ class Relay:
             if length is not None and length.isdigit():
                 response.headers["Content-Length"] = length
             await response.prepare(request)
+            exchange.responded = True
             await self._stream(request, upstream, response, exchange)
         except BaseException:
             upstream.close()
@@ -183,6 +190,7 @@ class Relay:
         *,
         expected_origin: str,
         sockets: set[RelayedSocket] | None = None,
+        on_open: Callable[[], None] | None = None,
     ) -> web.StreamResponse:
         """Relay one WebSocket. Refuses (403) an ``Origin`` other than ``expected_origin``;
         answers with the upstream's status when it refuses the upgrade. While it is open the
@@ -224,9 +232,12 @@ class Relay:
             await upstream.close()
             raise
         exchange.status = 101
+        exchange.responded = True
         socket = RelayedSocket(browser, upstream, exchange)
         if sockets is not None:
             sockets.add(socket)
+        if on_open is not None:
+            on_open()
         try:
             await socket.run()
         finally:
