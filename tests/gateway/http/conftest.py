@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -22,6 +23,7 @@ from gateway.web.auth import COOKIE
 from policy.models import Rule
 from policy.service import SYSTEM_ACTOR
 from tests.clock import FakeTimer
+from tests.eventually import eventually
 from tests.gateway.http.upstreams import (
     BASIC_PASSWORD,
     BASIC_USER,
@@ -128,7 +130,7 @@ class WebTargets:
         self, client: aiohttp.ClientSession, target: str, path: str = ""
     ) -> aiohttp.ClientResponse:
         """Follow the "Open" link through the hand-off; the landing page's response."""
-        query = f"?next={path}" if path else ""
+        query = f"?{urlencode({'next': path})}" if path else ""
         response = await client.get(f"{self.gateway}/open/{target}{query}")
         await response.read()
         return response
@@ -203,6 +205,12 @@ async def start_web(db_url: str, tmp_path: Path) -> AsyncIterator[Starter]:
         async def stop() -> None:
             for client in web.browsers:
                 await client.close()
+            # RecordingStore.aclose cancels indexing jobs even mid-query, which leaks a pooled
+            # SQLite connection and stalls node.stop's last audit write for the pool's 30 s:
+            # let the jobs of sealed recordings finish first.
+            assert node.deps is not None
+            recordings = node.deps.recordings
+            await eventually(lambda: not recordings._jobs, what="indexing to finish")
             await node.stop("test finished")
             for served in others.values():
                 await served.runner.cleanup()
