@@ -294,7 +294,7 @@ class LiveHttpSession:
             return refusal.page(
                 refusal.not_allowed(self.target, request.method, route.public_path, gateway)
             )
-        stop = await self._anomalies(request.method, path)
+        stop = await self._anomalies(request.method, route.path)
         if stop is not None:
             self._done(exchange, "blocked" if self.ended is None else "killed")
             if self.ended is not None:
@@ -303,7 +303,8 @@ class LiveHttpSession:
         return await self._relay(request, exchange, view, websocket, gateway)
 
     async def _anomalies(self, method: str, path: str) -> str | None:
-        """The rule that stops this request, if any (kill rules end the session too)."""
+        """The rule that stops this request, if any (kill rules end the session too).
+        ``path`` as sent: the engine also checks it as a server may read it."""
         check = getattr(self.core.anomaly, "check_http", None)
         if check is None:
             return None

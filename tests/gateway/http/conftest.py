@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
@@ -145,7 +145,10 @@ class WebTargets:
         return str(request.grant_id)
 
 
-Starter = Callable[[str], Awaitable[WebTargets]]
+class Starter(Protocol):
+    def __call__(
+        self, mode: str, *, rules: tuple[Rule, ...] = ..., anomaly: tuple[Any, ...] = ...
+    ) -> Awaitable[WebTargets]: ...
 
 
 @pytest.fixture
@@ -155,7 +158,12 @@ async def start_web(db_url: str, tmp_path: Path) -> AsyncIterator[Starter]:
     stops: list[Callable[[], Awaitable[None]]] = []
     echo_gen = echo_upstream(tmp_path)
 
-    async def start(mode: str) -> WebTargets:
+    async def start(
+        mode: str,
+        *,
+        rules: tuple[Rule, ...] = (WEB_RULE, GUARDED_RULE),
+        anomaly: tuple[Any, ...] = (),
+    ) -> WebTargets:
         echo, echo_served = await echo_gen.__anext__()
         others: dict[str, Served] = {
             "grafana": await serve(basic_app()),
@@ -174,7 +182,8 @@ async def start_web(db_url: str, tmp_path: Path) -> AsyncIterator[Starter]:
             db_url,
             tmp_path,
             name="web-node",
-            rules=(WEB_RULE, GUARDED_RULE),
+            rules=rules,
+            anomaly_rules=anomaly,
             timer=timer,
             server=server,
         )

@@ -185,3 +185,17 @@ async def test_an_unreachable_target_name_gets_a_clear_page(web: WebTargets) -> 
     async with browser.get(f"{web.gateway}/open/db_01") as resp:
         assert resp.status == 404
         assert "no web target named db_01" in await resp.text()
+
+
+async def test_each_request_is_in_the_sessions_recording(web: WebTargets) -> None:
+    await web.grant("alice", "echo")
+    browser = await web.browser("alice")
+    await web.open(browser, "echo")
+    (session,) = web.sessions("echo")
+    async with browser.post(web.base("echo") + "items/42", data=b"x" * 10) as resp:
+        assert resp.status == 200
+    await web.node.registry.terminate(session.id, "terminated by ada: done")
+    (path,) = [p for p in web.node.config.recordings_path.rglob(f"{session.id}*") if p.is_file()]
+    data = path.read_bytes()
+    assert b'"kind": "http"' in data or b'"kind":"http"' in data
+    assert b"/items/42" in data and b"POST" in data
