@@ -6,8 +6,10 @@ go on to the web app untouched, a target's request never reaches it. For a targe
 ``/__lockgate/*`` is the hand-off (never proxied), a browser without a valid sign-in is sent
 through the hand-off (GET) or refused, an ended sign-in gets the "session terminated" page,
 and everything else goes to the person's live session for that target and grant, opened at
-its first request. The gateway's own headers, cookies and pages never appear on a target's
-responses: the request is marked so the web app's security-header hook leaves it alone.
+its first request. A state-changing request whose ``Origin`` is not the target's own is
+refused (another target's page is same-site and would carry the Lax cookie). The gateway's
+own headers, cookies and pages never appear on a target's responses: the request is marked
+so the web app's security-header hook leaves it alone.
 
 Nothing here decides access: ``gateway.access`` does (through the hand-off's and the
 session's checks), and the session core records, watches and ends sessions.
@@ -38,6 +40,7 @@ from policy.service import SessionAuthorization
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _Key = tuple[str, str, str, str]
 
 
@@ -64,6 +67,17 @@ def _refusal_for(auth: SessionAuthorization, target: str, gateway: str) -> Refus
             message=f"Your grant does not cover the web: {message}.",
         )
     return Refusal(reason, 403, "No access right now", message, target)
+
+
+def _same_origin(request: web.BaseRequest, public_origin: str) -> bool:
+    """A state-changing request comes from the target's own pages: its ``Origin`` (sent by
+    browsers on such requests) is the target's, or there is none (not a browser). Stops a
+    page of a sibling target — same site, so the SameSite=Lax cookie is sent — from
+    posting to this one as the person."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+    return origin.strip().lower() == public_origin
 
 
 class WebProxy:
@@ -190,6 +204,14 @@ class WebProxy:
             return refusal.page(refusal.sign_in(route.target, gateway, route.path))
         if login.ended is not None:
             return refusal.page(refusal.terminated(route.target, login.ended, gateway))
+        public_origin = f"{scheme}://{request.host.lower()}"
+        if request.method not in _SAFE and not _same_origin(request, public_origin):
+            return refusal.page(
+                replace(
+                    refusal.bad_request(route.target, "a request from another site was refused"),
+                    status=403,
+                )
+            )
         session = await self._session(login, request, gateway)
         if isinstance(session, Refusal):
             return refusal.page(session)
@@ -197,7 +219,7 @@ class WebProxy:
             client_ip=request.remote or "",
             proto=scheme,
             host=request.host,
-            public_origin=f"{scheme}://{request.host.lower()}",
+            public_origin=public_origin,
             prefix=route.prefix,
             gateway_origin=gateway,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 from yarl import URL
 
@@ -199,3 +200,58 @@ async def test_each_request_is_in_the_sessions_recording(web: WebTargets) -> Non
     data = path.read_bytes()
     assert b'"kind": "http"' in data or b'"kind":"http"' in data
     assert b"/items/42" in data and b"POST" in data
+
+
+async def test_a_state_change_from_another_targets_page_is_refused(web: WebTargets) -> None:
+    await web.grant("alice", "echo")
+    browser = await web.browser("alice")
+    await web.open(browser, "echo")
+    before = len(web.echo.seen)
+    sibling = {"Origin": web.origin("shop")}
+    async with browser.post(web.base("echo") + "transfer", data=b"x", headers=sibling) as resp:
+        assert resp.status == 403
+        assert "another site" in await resp.text()
+    async with browser.post(
+        web.base("echo") + "transfer", data=b"x", headers={"Sec-Fetch-Site": "same-site"}
+    ) as resp:
+        assert resp.status == 403
+    assert len(web.echo.seen) == before
+    own = {"Origin": web.origin("echo")}
+    async with browser.post(web.base("echo") + "transfer", data=b"x", headers=own) as resp:
+        assert resp.status == 200
+
+
+async def test_the_gateways_paths_on_a_targets_origin_belong_to_the_app(web: WebTargets) -> None:
+    await web.grant("alice", "echo")
+    browser = await web.browser("alice")
+    await web.open(browser, "echo")
+    paths = ["/api/v1/openapi.json", "/static/app.css", "/login", "/open/echo", "/metrics"]
+    for path in paths:
+        async with browser.get(web.base("echo") + path[1:], allow_redirects=False) as resp:
+            assert resp.status == 200, path
+            assert (await resp.json())["raw_path"] == path
+    async with browser.get(web.base("echo") + "__lockgate/else") as resp:
+        assert resp.status == 404  # the hand-off's own paths are never proxied
+    assert all(s["raw_path"] != "/__lockgate/else" for s in web.echo.seen)
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_a_large_download_through_the_node_keeps_its_memory_flat(web: WebTargets) -> None:
+    await web.grant("alice", "echo")
+    browser = await web.browser("alice")
+    await web.open(browser, "echo")
+    url = web.base("echo") + "big?size="
+    async with browser.get(url + str(16 << 20)) as resp:  # warm the allocator up
+        await resp.read()
+    size, got, start, peak = 200 << 20, 0, rss(), 0
+    async with browser.get(url + str(size)) as resp:
+        assert resp.headers["Content-Length"] == str(size)
+        async for chunk in resp.content.iter_chunked(1 << 20):
+            got += len(chunk)
+            peak = max(peak, rss() - start)
+    assert got == size
+    assert peak < 24 << 20, f"RSS grew by {peak >> 20} MB while streaming"
