@@ -28,19 +28,6 @@ from gateway.errors import AuditError
 from policy.models import Clock, utcnow
 
 GENESIS = "0" * 64
-# Actions after which live sessions must be re-checked on every node; the cluster event is
-# written in the same transaction as the audit event, so no change goes unannounced.
-RECHECK_ACTIONS = frozenset(
-    {
-        "grant.revoke",
-        "grant.extend",
-        "lock.create",
-        "user.disable",
-        "credential.set",
-    }
-)
-
-
 @dataclass(frozen=True)
 class AuditEvent:
     seq: int
@@ -102,8 +89,10 @@ class AuditLog:
         action: str,
         subject: str,
         details: Mapping[str, Any] | None = None,
+        access_changed: bool = False,
     ) -> None:
-        """Append one event inside ``db``'s transaction; raises AuditError on any failure."""
+        """Append one event inside ``db``'s transaction; raises AuditError on any failure.
+        With ``access_changed`` a cluster re-check is published in the same transaction."""
         payload = _details_json(details)
         try:
             head = (
@@ -134,7 +123,7 @@ class AuditLog:
             await db.execute(
                 audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest)
             )
-            if action in RECHECK_ACTIONS:
+            if access_changed:
                 await publish_recheck(db, self.node, action, subject, at)
         except AuditError:
             raise

@@ -17,6 +17,11 @@ class Conflict(PolicyError):
     """The object already exists, or changed concurrently."""
 
 
+class ConcurrentUpdate(Conflict):
+    """A compare-and-swap lost a race: the row changed since it was read. The service
+    re-reads and re-decides; only if that keeps failing does the caller see a Conflict."""
+
+
 class InvalidTransition(PolicyError):
     """The request or grant is not in a state that allows this action."""
 

@@ -19,8 +19,8 @@ def utcnow() -> datetime:
 
 
 TargetKind = Literal["ssh", "http"]
-ChannelKind = Literal["shell", "exec", "sftp", "port_forward"]
-CHANNEL_KINDS: frozenset[str] = frozenset({"shell", "exec", "sftp", "port_forward"})
+ChannelKind = Literal["shell", "exec", "sftp", "port_forward", "http"]
+CHANNEL_KINDS: frozenset[str] = frozenset({"shell", "exec", "sftp", "port_forward", "http"})
 LockKind = Literal["user", "target"]
 
 
@@ -53,11 +53,16 @@ class Target:
     port: int  # ssh (22 default); ignored for http
     host_key: str | None  # pinned OpenSSH public key "TYPE BASE64"
     url: str | None  # http base URL
-    tls_verify: bool
+    tls_verify: bool  # http: False means insecure (no certificate check at all)
     labels: Mapping[str, str]
     accounts: tuple[str, ...]
     default_account: str | None
     created_at: datetime
+    tls_ca: str | None = None  # http: PEM CA bundle trusted instead of the system store
+    tls_fingerprint: str | None = None  # http: pinned SHA-256 of the upstream cert, hex
+    preserve_host: bool = False  # http: send the person's Host upstream, not the URL's
+    sensitive_params: tuple[str, ...] = ()  # http: query parameters masked in recordings
+    record_bodies: int = 0  # http: max bytes of non-GET request bodies recorded; 0 = off
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ class Rule:
     mfa_per_session: bool = False
     hours: str = ""  # "Mon-Fri 08:00-20:00 Europe/Paris"
     break_glass: bool = False
+    http_methods: tuple[str, ...] = ("*",)  # web targets: upper-case method globs
+    http_paths: tuple[str, ...] = ("/*",)  # web targets: globs over the normalised path
 
 
 class RequestState(enum.StrEnum):

@@ -11,14 +11,16 @@ import fnmatch
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from policy.durations import parse_duration
-from policy.errors import InvalidInput
+from policy.durations import format_duration, parse_duration
+from policy.errors import AccessDenied, InvalidInput
+from policy.httppath import is_method_token, normalize_http_path
 from policy.models import CHANNEL_KINDS, Decision, Grant, Lock, Rule, Target, User
 
+MAX_TEXT = 500  # characters of a reason, ticket or comment
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _RULE_KEYS = {
     "name",
@@ -36,6 +38,8 @@ _RULE_KEYS = {
     "mfa_per_session",
     "hours",
     "break_glass",
+    "http_methods",
+    "http_paths",
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -137,6 +141,14 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
         raise InvalidInput(f"channels: unknown kind {bad[0]!r}")
     hours = _typed(raw, "hours", str, "")
     parse_hours(hours)
+    http_methods = tuple(m.upper() for m in _strings(raw, "http_methods", ("*",)))
+    for method in http_methods:
+        if not is_method_token(method.replace("?", "*").replace("[", "*").replace("]", "*")):
+            raise InvalidInput(f"http_methods: {method!r} is not an HTTP method or glob")
+    http_paths = _strings(raw, "http_paths", ("/*",))
+    for glob in http_paths:
+        if not glob.startswith("/") or not all("!" <= ch <= "~" for ch in glob):
+            raise InvalidInput(f"http_paths: {glob!r} must be a glob starting with '/'")
     return Rule(
         name=name,
         roles=frozenset(roles),
@@ -153,11 +165,28 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
         mfa_per_session=_typed(raw, "mfa_per_session", bool, False),
         hours=hours,
         break_glass=_typed(raw, "break_glass", bool, False),
+        http_methods=http_methods,
+        http_paths=http_paths,
     )
 
 
 def _glob(patterns: Sequence[str], value: str) -> bool:
     return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def http_request_allowed(rule: Rule, method: str, path: str) -> bool:
+    """Whether ``rule`` lets one web request through: the rule allows the channel kind
+    ``http``, the method (an HTTP token, compared upper-cased) matches ``http_methods``, and
+    the path (no query), once normalised by ``normalize_http_path``, matches ``http_paths``.
+    A path that cannot be normalised safely is refused, so ``/public/%2e%2e/admin`` is judged
+    as ``/admin`` and ``/public/..;/admin`` never at all. Globs are fnmatch-style and ``*``
+    crosses ``/``: ``/public/*`` covers every path below ``/public/``."""
+    if "http" not in rule.channels or not is_method_token(method):
+        return False
+    normalised = normalize_http_path(path)
+    if normalised is None:
+        return False
+    return _glob(rule.http_methods, method.upper()) and _glob(rule.http_paths, normalised)
 
 
 def rule_covers(rule: Rule, target: Target, account: str) -> bool:
@@ -181,6 +210,49 @@ def match_rule(
 
 def may_approve(rule: Rule, approver_roles: frozenset[str]) -> bool:
     return "admin" in approver_roles or bool(rule.approver_roles & approver_roles)
+
+
+@dataclass(frozen=True)
+class RequestTerms:
+    """What a request asks for once its rule's limits and defaults are applied."""
+
+    duration: timedelta
+    reason: str
+    ticket: str
+
+
+def check_request(
+    rule: Rule, target: str, duration: timedelta | None, reason: str, ticket: str, now: datetime
+) -> RequestTerms:
+    """The rule's checks of a new request, pure: the duration (the rule's default when none
+    is given; at most its maximum), a reason when the rule requires one, the ticket pattern,
+    and the allowed hours (break-glass rules ignore them). Raises InvalidInput or
+    AccessDenied with a line for the requester."""
+    duration = duration or rule.default_duration
+    if duration <= timedelta(0):
+        raise InvalidInput("the duration must be positive")
+    if duration > rule.max_duration:
+        raise InvalidInput(
+            f"at most {format_duration(rule.max_duration)} on {target} (rule {rule.name})"
+        )
+    reason = clean_text(reason, "reason", required=rule.require_reason)
+    ticket = clean_text(ticket, "ticket")
+    if rule.ticket_pattern and not re.search(rule.ticket_pattern, ticket):
+        raise InvalidInput(f"a ticket matching {rule.ticket_pattern} is required")
+    hours = parse_hours(rule.hours)
+    if hours is not None and not hours.contains(now) and not rule.break_glass:
+        raise AccessDenied(f"{target} may be requested only {rule.hours}")
+    return RequestTerms(duration, reason, ticket)
+
+
+def clean_text(value: str, what: str, *, required: bool = False) -> str:
+    """``value`` with white space folded; InvalidInput when required and empty, or too long."""
+    value = " ".join(value.split())
+    if required and not value:
+        raise InvalidInput(f"a {what} is required")
+    if len(value) > MAX_TEXT:
+        raise InvalidInput(f"the {what} is longer than {MAX_TEXT} characters")
+    return value
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from policy import tables as t
-from policy.errors import Conflict
+from policy.errors import ConcurrentUpdate
 from policy.models import (
     AccessRequest,
     ApiToken,
@@ -100,6 +100,11 @@ def to_target(row: Any) -> Target:
         accounts=tuple(json.loads(row.accounts)),
         default_account=row.default_account,
         created_at=utc(row.created_at),
+        tls_ca=row.tls_ca,
+        tls_fingerprint=row.tls_fingerprint,
+        preserve_host=bool(row.preserve_host),
+        sensitive_params=tuple(json.loads(row.sensitive_params or "[]")),
+        record_bodies=int(row.record_bodies or 0),
     )
 
 
@@ -179,14 +184,14 @@ async def insert_request(db: AsyncSession, r: AccessRequest) -> None:
 
 
 async def swap_request(db: AsyncSession, old: AccessRequest, new: AccessRequest) -> AccessRequest:
-    """Write ``new`` only if the row still has ``old``'s version; raises Conflict otherwise."""
+    """Write ``new`` only if the row still has ``old``'s version, else ConcurrentUpdate."""
     result = await db.execute(
         t.requests.update()
         .where(t.requests.c.id == old.id, t.requests.c.version == old.version)
         .values(version=old.version + 1, **_request_values(new))
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict(f"request {old.id} changed concurrently")
+        raise ConcurrentUpdate(f"request {old.id} changed concurrently")
     from dataclasses import replace
 
     return replace(new, version=old.version + 1)
@@ -252,7 +257,7 @@ async def swap_grant(db: AsyncSession, old: Grant, **values: Any) -> Grant:
         .values(version=old.version + 1, **values)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict(f"grant {old.id} changed concurrently")
+        raise ConcurrentUpdate(f"grant {old.id} changed concurrently")
     row = (await db.execute(sa.select(t.grants).where(t.grants.c.id == old.id))).one()
     return to_grant(row)
 

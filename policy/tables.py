@@ -57,6 +57,11 @@ targets = sa.Table(
     sa.Column("accounts", sa.Text, nullable=False),  # JSON list
     sa.Column("default_account", sa.String(64), nullable=True),
     sa.Column("created_at", Time, nullable=False),
+    sa.Column("tls_ca", sa.Text, nullable=True),  # PEM bundle (web targets)
+    sa.Column("tls_fingerprint", sa.String(64), nullable=True),  # SHA-256 hex
+    sa.Column("preserve_host", sa.Boolean, nullable=False, default=False),
+    sa.Column("sensitive_params", sa.Text, nullable=False, default="[]"),  # JSON list
+    sa.Column("record_bodies", sa.Integer, nullable=False, default=0),
 )
 
 requests = sa.Table(

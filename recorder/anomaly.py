@@ -1,25 +1,34 @@
-"""Anomaly rules: regular expressions over commands or screen output, and what they do.
+"""Anomaly rules: regular expressions over commands, screen output or web requests, and what
+they do.
 
 A shell line check is a guard, not a sandbox: it sees the line as the gateway reconstructs
 it from keystrokes, so aliases, scripts, shell expansion, pasted heredocs or commands built
 at run time are not seen. It stops the obvious mistake and the careless; the recording and
 the audit trail are what hold people accountable.
+
+An ``http`` rule sees ``"METHOD path"``: the method upper-cased, the path without its query
+(query values may be secrets and a hit's text goes to the audit log). A path is checked as sent
+and as a server may read it (percent-decoded, ``.``/``..`` and repeated ``/`` resolved, ``;``
+parameters dropped, ``\\`` as ``/``): ``/%61dmin//x/../users`` cannot slip past a rule on
+``/admin/users``. Checking both can only add hits: the decision fails closed.
 """
 
 from __future__ import annotations
 
 import codecs
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from recorder.errors import InvalidRule
 
-Match = Literal["command", "output"]
+Match = Literal["command", "output", "http"]
 Action = Literal["alert", "block", "kill", "kill_and_lock"]
 _KEYS = {"name", "match", "pattern", "action"}
 ACTIONS = ("alert", "block", "kill", "kill_and_lock")
+MATCHES = ("command", "output", "http")
 # CSI, OSC (ended by BEL or ST), and two-byte escapes: what colours and moves the cursor,
 # not what a person reads on the screen.
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[ -Z\\^-~]")
@@ -39,7 +48,7 @@ class AnomalyRule:
 class AnomalyHit:
     rule: str
     action: Action
-    text: str  # the command line or output line that matched
+    text: str  # the command line, output line or "METHOD path" that matched
 
 
 def parse_anomaly_rule(raw: Mapping[str, Any]) -> AnomalyRule:
@@ -51,13 +60,15 @@ def parse_anomaly_rule(raw: Mapping[str, Any]) -> AnomalyRule:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise InvalidRule("name must be 1-64 letters, digits, '.', '_' or '-'")
     match = raw.get("match", "command")
-    if match not in ("command", "output"):
-        raise InvalidRule("match must be 'command' or 'output'")
+    if match not in MATCHES:
+        raise InvalidRule("match must be 'command', 'output' or 'http'")
     action = raw.get("action", "alert")
     if action not in ACTIONS:
         raise InvalidRule(f"action must be one of {', '.join(ACTIONS)}")
-    if action == "block" and match != "command":
-        raise InvalidRule("action 'block' needs match = 'command' (output cannot be un-shown)")
+    if action == "block" and match == "output":
+        raise InvalidRule(
+            "action 'block' needs match = 'command' or 'http' (output cannot be un-shown)"
+        )
     pattern = raw.get("pattern")
     if not isinstance(pattern, str) or not pattern:
         raise InvalidRule("pattern must be a non-empty regular expression")
@@ -74,12 +85,44 @@ class AnomalyEngine:
     def __init__(self, rules: Sequence[AnomalyRule]) -> None:
         self.commands = tuple(r for r in rules if r.match == "command")
         self.outputs = tuple(r for r in rules if r.match == "output")
+        self.http = tuple(r for r in rules if r.match == "http")
 
     def check_command(self, line: str) -> list[AnomalyHit]:
         return [AnomalyHit(r.name, r.action, line) for r in self.commands if r.pattern.search(line)]
 
     def check_output(self, line: str) -> list[AnomalyHit]:
         return [AnomalyHit(r.name, r.action, line) for r in self.outputs if r.pattern.search(line)]
+
+    def check_http(self, method: str, path: str) -> list[AnomalyHit]:
+        """The ``http`` rules that match a request, before it goes upstream (``block``: the
+        proxy answers 403). A query or fragment in ``path`` is cut off, never matched or
+        reported."""
+        if not self.http:
+            return []
+        method = method.strip().upper()
+        path = path.split("#", 1)[0].split("?", 1)[0]
+        text = f"{method} {path}"
+        normal = f"{method} {_server_path(path)}"
+        return [
+            AnomalyHit(r.name, r.action, text)
+            for r in self.http
+            if r.pattern.search(text) or r.pattern.search(normal)
+        ]
+
+
+def _server_path(path: str) -> str:
+    """``path`` as a lenient server may resolve it (see the module docstring)."""
+    decoded = urllib.parse.unquote(path, errors="replace").replace("\\", "/")
+    segments: list[str] = []
+    for raw in decoded.split("/"):
+        segment = raw.split(";", 1)[0]
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    trailing = "/" if segments and decoded.endswith("/") else ""
+    return "/" + "/".join(segments) + trailing
 
 
 class OutputWatcher:

@@ -1,7 +1,9 @@
 """Export as asciicast v2 (asciinema's format): a JSON header line, then one JSON array per
 event: ``[t, "o", text]``, ``[t, "i", text]``, ``[t, "r", "WxH"]``, ``[t, "m", label]``.
 
-Hidden keystrokes are exported only as a marker saying how many there were.
+Hidden keystrokes are exported only as a marker saying how many there were. A web session
+exports as its request log: one output line per HTTP exchange (``recorder.http.describe``),
+never a body, so it plays in any asciicast player.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from recorder.events import MASKED, RESIZE, Kind, Record
+from recorder.http import display_line
 
 
 def export(records: Iterator[Record]) -> Iterator[str]:
@@ -29,7 +32,11 @@ def export(records: Iterator[Record]) -> Iterator[str]:
                 "height": meta.get("height", 24),
                 "timestamp": int(started.timestamp()),
                 "env": {"TERM": meta.get("term", "xterm")},
-                "title": f"{meta.get('user')} -> {meta.get('account')}@{meta.get('target')}",
+                "title": (
+                    f"{meta.get('user')} -> {meta.get('target')} (http)"
+                    if meta.get("kind") == "http"
+                    else f"{meta.get('user')} -> {meta.get('account')}@{meta.get('target')}"
+                ),
             }
             yield json.dumps(header)
         elif kind is Kind.OUTPUT:
@@ -42,6 +49,10 @@ def export(records: Iterator[Record]) -> Iterator[str]:
                 yield json.dumps([t, "i", text])
         elif kind is Kind.MASKED:
             yield json.dumps([t, "m", f"{MASKED.unpack(record.data)[0]} hidden keystrokes"])
+        elif kind is Kind.HTTP:
+            line = display_line(record.data)
+            if line:
+                yield json.dumps([t, "o", line.decode()])
         elif kind is Kind.RESIZE:
             width, height = RESIZE.unpack(record.data)
             yield json.dumps([t, "r", f"{width}x{height}"])

@@ -19,3 +19,7 @@ class TamperedRecording(RecorderError):
 
 class NotFound(RecorderError):
     """No such recording."""
+
+
+class InvalidQuery(RecorderError):
+    """A filter, limit or cursor given to a recording query is not valid."""

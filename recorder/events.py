@@ -36,7 +36,7 @@ class Kind(enum.IntEnum):
     SFTP = 7  # JSON: one SFTP operation
     FORWARD = 8  # JSON: host, port
     MARKER = 9  # JSON: kind, text
-    HTTP = 10  # JSON: method, path, status, size
+    HTTP = 10  # JSON of one HTTP exchange or WebSocket event, then "\n" + body if recorded
     SEAL = 11  # JSON: end reason, duration
 
 
@@ -143,3 +143,30 @@ def iter_records_from(path: str, offset: int) -> Iterator[Record]:
             payload = f.read(length)
             f.seek(HASH_LEN, 1)
             yield from decode_records(payload)
+
+
+def iter_chunks_at(path: str, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """``(file offset, payload)`` of each chunk whose header is at or after ``start``.
+
+    The chunk headers are walked from the first one, so a ``start`` that is not a chunk
+    boundary (an untrusted cursor) is never read as one: bytes inside a payload, such as a
+    recorded request body, cannot pose as chunks. A truncated last chunk (a recording still
+    being written) ends the iteration. No chain check: ``recorder.integrity`` verifies."""
+    with open(path, "rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            raise ValueError("not a Lockgate recording")
+        pos = len(MAGIC)
+        while True:
+            f.seek(pos)
+            head = f.read(CHUNK_HEAD.size)
+            if len(head) < CHUNK_HEAD.size:
+                return
+            magic, length, _ = CHUNK_HEAD.unpack(head)
+            if magic != CHUNK_MAGIC or length > MAX_CHUNK:
+                raise ValueError("damaged chunk")
+            if pos >= start:
+                payload = f.read(length)
+                if len(payload) < length:
+                    return
+                yield pos, payload
+            pos += CHUNK_HEAD.size + length + HASH_LEN

@@ -1,5 +1,8 @@
 """Turning a recording into keyframes, searchable text and a timeline.
 
+A web session's HTTP exchanges become ``"METHOD target"`` lines (kind ``http``) and ``http``
+events; its screen is the log of its requests, one line each.
+
 Runs in a worker process (``index_file`` is a plain function of a path), never on the
 gateway's event loop: pyte parses about 0.25 MB/s, while a shell moves 30-40 MB/s. Text for
 search comes from the raw output through compiled regular expressions; pyte only sees what a
@@ -28,6 +31,7 @@ from recorder.events import (
     decode_records,
     read_chunks,
 )
+from recorder.http import display_line, exchange_from, header_of, search_line
 from recorder.screen import TerminalModel
 
 KEYFRAME_SECONDS = 10.0
@@ -108,6 +112,20 @@ class Feeder:
             self.model.resize(*RESIZE.unpack(record.data))
         elif record.kind is Kind.INPUT:
             self.flush()
+        elif record.kind is Kind.HTTP:  # a web session's screen: its request log
+            self.output(display_line(record.data))
+
+
+def _index_http(result: IndexResult, record: Record) -> None:
+    """An exchange is a timeline event (its fields, never its body) and a searchable
+    ``"METHOD target"`` line at the time it was recorded."""
+    fields = header_of(record.data)
+    decoded = None if fields is None else exchange_from(fields, record.data)
+    if fields is None or decoded is None:
+        return
+    result.events.append((record.t, "http", fields))
+    if len(result.lines) < MAX_LINES:
+        result.lines.append((record.t, "http", search_line(decoded[1])[:MAX_LINE]))
 
 
 def meta_of(data: bytes) -> dict[str, Any]:
@@ -161,8 +179,10 @@ def index_bytes(data: bytes, live: bool = False) -> IndexResult:
                 text = record.data.decode("utf-8", "replace")
                 result.lines.append((record.t, "command", text[:MAX_LINE]))
                 result.events.append((record.t, "command", {"text": text, "certain": True}))
-            elif kind in (Kind.MARKER, Kind.SFTP, Kind.FORWARD, Kind.EXIT, Kind.HTTP):
+            elif kind in (Kind.MARKER, Kind.SFTP, Kind.FORWARD, Kind.EXIT):
                 result.events.append((record.t, kind.name.lower(), json.loads(record.data)))
+            elif kind is Kind.HTTP:
+                _index_http(result, record)
             elif kind is Kind.RESIZE:
                 result.events.append(
                     (

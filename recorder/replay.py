@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from recorder.events import Kind, Record, iter_records_from
+from recorder.http import display_line
 from recorder.indexer import Feeder
 from recorder.screen import Snapshot, TerminalModel
 
@@ -87,10 +88,11 @@ def playback(
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Write the output with its timing, ``speed`` times faster, pauses capped at
-    ``idle_limit`` seconds; kill and warning markers are shown in place."""
+    ``idle_limit`` seconds; kill and warning markers are shown in place, and a web
+    session's exchanges one line each."""
     last = 0.0
     for record in records:
-        if record.kind not in (Kind.OUTPUT, Kind.MARKER):
+        if record.kind not in (Kind.OUTPUT, Kind.MARKER, Kind.HTTP):
             continue
         gap = min(max(record.t - last, 0.0), idle_limit) / speed
         if gap > 0:
@@ -98,6 +100,8 @@ def playback(
         last = record.t
         if record.kind is Kind.OUTPUT:
             write(record.data)
+        elif record.kind is Kind.HTTP:
+            write(display_line(record.data))
         else:
             marker = json.loads(record.data)
             write(f"\r\n[lockgate {marker['kind']}] {marker['text']}\r\n".encode())

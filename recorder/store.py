@@ -299,7 +299,10 @@ class RecordingStore:
         return [{"t": r._mapping["t"], "kind": r.kind, **json.loads(r.data)} for r in rows]
 
     async def search(self, text: str, session_id: str | None = None, limit: int = 200) -> list[Hit]:
-        """Lines containing ``text`` (case-insensitive), through the full-text index."""
+        """Lines containing ``text`` (case-insensitive): screen lines, commands and the
+        ``"METHOD target"`` of web requests. On SQLite the full-text index narrows the rows
+        first (its tokenizer splits at every non-word character, so it never drops a line
+        the substring match would keep)."""
         text = " ".join(text.split())
         if not text:
             return []
@@ -318,12 +321,9 @@ class RecordingStore:
                         .columns(sa.column("rowid"))
                     )
                 )
-            elif dialect == "postgresql" and words:
-                where.append(
-                    sa.func.to_tsvector("simple", text_lines.c.line).op("@@")(
-                        sa.func.plainto_tsquery("simple", " ".join(words))
-                    )
-                )
+            # No tsquery on PostgreSQL: its parser keeps "/admin/users/7", "/etc/passwd",
+            # "user@host" or "v1.2.3" as one token, so the words of a search would miss them.
+            # The substring match alone is exact (a trigram index on lower(line) would serve it).
             where.append(sa.func.lower(text_lines.c.line).contains(text.lower(), autoescape=True))
             rows = (
                 await db.execute(

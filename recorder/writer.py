@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from recorder.disk import DiskWriter, post, sha256_file, write_all
 from recorder.errors import RecordingFailed
 from recorder.events import (
     CHUNK_HEAD,
@@ -44,6 +42,7 @@ from recorder.events import (
     chain,
     encode_record,
 )
+from recorder.http import HttpExchange, encode_exchange, encode_websocket_open
 from recorder.sftp import SftpTracker
 from recorder.tables import recordings
 
@@ -231,11 +230,15 @@ class SessionRecording:
     def marker(self, kind: str, text: str) -> None:
         self._add(Kind.MARKER, json.dumps({"kind": kind, "text": text}).encode())
 
-    def http_request(self, method: str, path: str, status: int, size: int) -> None:
-        self._add(
-            Kind.HTTP,
-            json.dumps({"method": method, "path": path, "status": status, "size": size}).encode(),
-        )
+    def http_exchange(self, ex: HttpExchange) -> None:
+        """One finished request or closed WebSocket of a web session, at the current time.
+        ``ex.target`` must already be masked (``recorder.http.mask_query``); the well-known
+        secret parameter names are masked again here. A body is kept only if given."""
+        self._add(Kind.HTTP, encode_exchange(ex))
+
+    def websocket_opened(self, target: str) -> None:
+        """A WebSocket was opened at ``target`` (masked like ``http_exchange``'s)."""
+        self._add(Kind.HTTP, encode_websocket_open(target))
 
     @property
     def size(self) -> int:
@@ -281,12 +284,12 @@ class SessionRecording:
                     parts = [b"".join(parts)]
                 self._prev = chain(self._prev, seq, *parts)
                 head = CHUNK_HEAD.pack(CHUNK_MAGIC, length - CHUNK_HEAD.size - HASH_LEN, seq)
-                _write_all(self._fd, [head, *parts, self._prev])
+                write_all(self._fd, [head, *parts, self._prev])
         except OSError as exc:
             self._broken = True
-            _post(self._loop, self._fail, exc)
+            post(self._loop, self._fail, exc)
         finally:
-            _post(self._loop, self._written, length)
+            post(self._loop, self._written, length)
 
     def _written(self, size: int) -> None:
         self._queued -= size
@@ -335,7 +338,7 @@ class SessionRecording:
         failure = self._failure or failure
         if failure is not None:
             raise RecordingFailed(f"recording {self.session_id} could not be written") from failure
-        digest = await asyncio.to_thread(_sha256_file, self.path)
+        digest = await asyncio.to_thread(sha256_file, self.path)
         seal = Seal(self.session_id, self.path, digest, self._prev.hex(), self._size, duration)
         await self.recorder.sealed(seal, reason)
         return seal
@@ -354,86 +357,6 @@ class SessionRecording:
             os.fsync(self._fd)
         finally:
             os.close(self._fd)
-
-
-class DiskWriter:
-    """One thread that runs a recorder's file writes in order, off the event loop."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="lockgate-recording-writer", daemon=True
-                )
-                self._thread.start()
-        self._jobs.put(job)
-
-    async def run(self, job: Callable[[], None]) -> None:
-        """Run ``job`` after every job submitted before it; its exception is raised here."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def wrapped() -> None:
-            try:
-                job()
-            except BaseException as exc:  # handed to the awaiting coroutine, not lost
-                _post(loop, _settle, done, exc)
-            else:
-                _post(loop, _settle, done, None)
-
-        self.submit(wrapped)
-        await done
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job()
-
-    def stop(self) -> None:
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._jobs.put(None)
-            thread.join()
-
-
-def _post(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
-    """Hand a result back to the event loop; a loop that has closed has no one left to
-    tell, and the writer thread must live on for the others."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(fn, *args)
-
-
-def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is None:
-        future.set_result(None)
-    else:
-        future.set_exception(exc)
-
-
-def _write_all(fd: int, parts: list[bytes]) -> None:
-    views = [memoryview(p) for p in parts]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if written:
-            views[0] = views[0][written:]
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Recorder:

@@ -177,6 +177,7 @@ class AuditLog:
         action: str,
         subject: str,
         details: Mapping[str, Any] | None = None,
+        access_changed: bool = False,
     ) -> None:
         payload = json.dumps(dict(details or {}), sort_keys=True)
         head = (
@@ -225,5 +226,6 @@ class FailingAudit:
         action: str,
         subject: str,
         details: Mapping[str, Any] | None = None,
+        access_changed: bool = False,
     ) -> None:
         raise RuntimeError("audit store unavailable")

@@ -17,9 +17,12 @@ class AuditWriter(Protocol):
         action: str,
         subject: str,
         details: Mapping[str, Any] | None = None,
+        access_changed: bool = False,
     ) -> None:
         """Add one event to the hash-chained audit log inside the caller's transaction.
 
         Called before the action's own writes are committed; if it raises, the caller's
         transaction rolls back and the action does not happen. ``details`` must never
-        hold a secret."""
+        hold a secret. ``access_changed`` says the action narrows or moves someone's access
+        (a revocation, lock, disabling, extension, new credential): live sessions must then
+        be re-checked on every node, announced in the same transaction."""

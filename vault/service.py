@@ -134,6 +134,7 @@ class VaultService:
             action="credential.set",
             subject=f"{account}@{target}",
             details={"kind": kind},
+            access_changed=True,
         )
         await db.execute(
             credentials.delete().where(

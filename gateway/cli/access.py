@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.cli.context import Context
-from gateway.cli.render import to_jsonable
+from gateway.render import to_jsonable
 from policy.durations import parse_duration
 
 REQUEST_COLUMNS = ("id", "user", "target", "account", "duration", "state", "reason", "created_at")

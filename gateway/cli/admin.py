@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from gateway.cli.context import Context, Usage
-from gateway.cli.render import to_jsonable
+from gateway.render import to_jsonable
 from policy.durations import parse_duration
 from vault.secret import Secret
 from vault.service import CredentialKind
@@ -71,6 +71,7 @@ async def target_add(ctx: Context) -> int:
     host_key = a.host_key
     if a.url and (host_key or a.scan):
         raise Usage("--host-key and --scan are for SSH targets")
+    web = web_options(ctx)
     if a.scan:
         host_key = await _scan_and_confirm(ctx, a.host, a.port)
     target = await ctx.svc.policy.add_target(
@@ -84,8 +85,57 @@ async def target_add(ctx: Context) -> int:
         labels=parse_labels(a.label),
         accounts=a.account,
         default_account=a.default_account,
+        tls_verify=web.get("tls_verify", True),
+        tls_ca=web.get("tls_ca"),
+        tls_fingerprint=web.get("tls_fingerprint"),
+        preserve_host=web.get("preserve_host", False),
+        sensitive_params=web.get("sensitive_params", ()),
+        record_bodies=web.get("record_bodies", 0),
     )
     return ctx.emit(target)
+
+
+INSECURE_WARNING = (
+    "lockgate: WARNING: --tls-insecure turns off certificate checks for this upstream; "
+    "anyone on the path can read and change its traffic\n"
+)
+
+
+def web_options(ctx: Context) -> dict[str, Any]:
+    """The web target options of ``target add`` as keyword arguments (only those given);
+    Usage when they come with an SSH target. Warns on stderr about ``--tls-insecure``."""
+    a = ctx.args
+    given: dict[str, Any] = {}
+    if a.tls_ca is not None:
+        try:
+            given["tls_ca"] = a.tls_ca.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not text"
+            raise Usage(f"cannot read the CA bundle {a.tls_ca}: {reason}") from None
+    if a.tls_fingerprint:
+        given["tls_fingerprint"] = a.tls_fingerprint
+    if a.tls_insecure:
+        given["tls_verify"] = False
+    if a.preserve_host:
+        given["preserve_host"] = True
+    if a.sensitive_param:
+        given["sensitive_params"] = list(a.sensitive_param)
+    if a.record_bodies:
+        given["record_bodies"] = a.record_bodies
+    if given and not a.url:
+        raise Usage("--tls-*, --preserve-host, --sensitive-param, --record-bodies need --url")
+    if a.tls_insecure:
+        ctx.err.write(INSECURE_WARNING)
+    return given
+
+
+def read_basic(ctx: Context) -> tuple[str, str]:
+    """``USER:PASSWORD`` from stdin, split at the first colon; the password is never echoed
+    in the usage error."""
+    user, sep, password = ctx.read_stdin_secret("USER:PASSWORD").partition(":")
+    if not sep or not user or not password:
+        raise Usage("--basic-stdin expects USER:PASSWORD on standard input")
+    return user, password
 
 
 async def _scan_and_confirm(ctx: Context, host: str, port: int) -> str:
@@ -125,6 +175,18 @@ async def credential_set(ctx: Context) -> int:
         raise Usage("--passphrase-stdin goes with --private-key")
     if a.ssh_ca:
         info = await vault.create_ssh_ca(ctx.actor, target.name, a.account)
+    elif a.basic_stdin:
+        if target.kind != "http":
+            raise Usage("--basic-stdin is for web targets")
+        user, password = read_basic(ctx)
+        info = await vault.set_credential(
+            ctx.actor,
+            target.name,
+            a.account,
+            "http_basic",
+            Secret(password),
+            public={"username": user},
+        )
     elif a.header:
         if not a.value_stdin:
             raise Usage("--header needs --value-stdin (secrets are never taken from arguments)")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.cli.render import emit
+from gateway.render import emit
 from gateway.services import Services
 
 

@@ -111,6 +111,27 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument(
         "--scan", action="store_true", help="fetch the host key and ask to confirm it"
     )
+    trust = p.add_mutually_exclusive_group()
+    trust.add_argument("--tls-ca", type=Path, metavar="FILE", help="web: PEM CA bundle to trust")
+    trust.add_argument("--tls-fingerprint", metavar="SHA256", help="web: pin the certificate")
+    trust.add_argument(
+        "--tls-insecure", action="store_true", help="web: do not verify the certificate (unsafe)"
+    )
+    p.add_argument("--preserve-host", action="store_true", help="web: send the client's Host")
+    p.add_argument(
+        "--sensitive-param",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="web: query parameter masked in recordings (repeatable)",
+    )
+    p.add_argument(
+        "--record-bodies",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="web: record up to BYTES of non-GET request bodies (default 0: off)",
+    )
     subcommand(targets, "list", admin.target_list, "list targets")
     p = subcommand(targets, "show", admin.target_show, "show one target")
     p.add_argument("name")
@@ -124,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     kinds.add_argument("--private-key", type=Path, metavar="FILE")
     kinds.add_argument("--ssh-ca", action="store_true")
     kinds.add_argument("--header", metavar="NAME")
+    kinds.add_argument(
+        "--basic-stdin", action="store_true", help="web: read USER:PASSWORD for HTTP Basic"
+    )
     p.add_argument("--value-stdin", action="store_true", help="with --header: read the value")
     p.add_argument(
         "--passphrase-stdin",

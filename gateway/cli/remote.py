@@ -119,6 +119,7 @@ async def _target_add(ctx: Context, api: Client) -> int:
         raise Usage("--scan runs on the gateway host; pin the key with --host-key")
     if bool(a.host) == bool(a.url):
         raise Usage("target add needs exactly one of --host (SSH target) or --url (web target)")
+    web = admin.web_options(ctx)
     body = {
         "name": a.name,
         "host": a.host,
@@ -128,6 +129,7 @@ async def _target_add(ctx: Context, api: Client) -> int:
         "accounts": a.account,
         "default_account": a.default_account,
         "labels": admin.parse_labels(a.label),
+        **web,
     }
     return ctx.emit(await api.call("POST", "/targets", body))
 
@@ -149,6 +151,9 @@ async def _credential_set(ctx: Context, api: Client) -> int:
         raise Usage("--value-stdin goes with --header")
     if a.ssh_ca:
         body: dict[str, Any] = {"kind": "ssh_ca"}
+    elif a.basic_stdin:
+        user, password = admin.read_basic(ctx)
+        body = {"kind": "http_basic", "username": user, "value": password}
     elif a.header:
         if not a.value_stdin:
             raise Usage("--header needs --value-stdin (secrets are never taken from arguments)")

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import asyncssh
 
-from gateway.cli.render import emit, to_jsonable
+from gateway.render import emit, to_jsonable
 from policy.durations import format_duration, parse_duration
 from policy.errors import InvalidInput, PolicyError
 from policy.models import RequestState

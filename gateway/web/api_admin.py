@@ -78,6 +78,12 @@ async def disable_user(call: Call) -> Any:
         "accounts": F("array", items="string"),
         "default_account": F("string", max_length=64),
         "labels": F("object"),
+        "tls_verify": F("boolean"),
+        "tls_ca": F("string", max_length=1024 * 1024),
+        "tls_fingerprint": F("string", max_length=200),
+        "preserve_host": F("boolean"),
+        "sensitive_params": F("array", items="string"),
+        "record_bodies": F("integer"),
     },
     status=201,
     tag="targets",
@@ -100,6 +106,12 @@ async def add_target(call: Call) -> Any:
         labels=labels,
         accounts=b.get("accounts") or [],
         default_account=b.get("default_account"),
+        tls_verify=b.get("tls_verify", True),
+        tls_ca=b.get("tls_ca"),
+        tls_fingerprint=b.get("tls_fingerprint"),
+        preserve_host=b.get("preserve_host", False),
+        sensitive_params=b.get("sensitive_params") or (),
+        record_bodies=b.get("record_bodies") or 0,
     )
 
 

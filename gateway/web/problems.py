@@ -70,6 +70,7 @@ _MAPPING: tuple[tuple[type[BaseException], int, str], ...] = (
     (pe.InvalidInput, 422, "invalid-input"),
     (ve.InvalidInput, 422, "invalid-input"),
     (re_.InvalidRule, 422, "invalid-input"),
+    (re_.InvalidQuery, 422, "invalid-input"),
     (AuditError, 503, "unavailable"),
     (ve.VaultError, 503, "unavailable"),
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.cli.render import to_jsonable
+from gateway.render import to_jsonable
 from gateway.web import paging
 from gateway.web.auth import PRINCIPAL, Principal
 from gateway.web.deps import DEPS, Deps

@@ -123,3 +123,20 @@ async def test_since_filter(maker: SessionMaker, audit: AuditLog) -> None:
     recent = await timed.events(since=datetime(2026, 3, 1, tzinfo=UTC))
     assert [e.action for e in recent] == ["new"]
     assert (await timed.verify()).ok
+
+
+async def test_a_recheck_is_published_when_an_event_says_access_changed_whatever_its_name(
+    audit: AuditLog, maker: SessionMaker
+) -> None:
+    from gateway.db.tables import cluster_events
+
+    async with maker() as db, db.begin():
+        await audit.append(db, actor="ada", action="grant.revoke", subject="gr-1")
+        await audit.append(
+            db, actor="ada", action="renamed.action", subject="gr-2", access_changed=True
+        )
+    async with maker() as db:
+        rows = (await db.execute(sa.select(cluster_events))).all()
+    assert [(r.kind, r.payload) for r in rows] == [
+        ("recheck", '{"action": "renamed.action", "subject": "gr-2"}')
+    ]

@@ -14,7 +14,14 @@ from policy import requests as machine
 from policy.durations import format_duration, parse_duration
 from policy.errors import AccessDenied, Conflict, InvalidInput, InvalidTransition
 from policy.models import AccessRequest, Grant, Lock, RequestState, Rule, Target, User
-from policy.rules import SessionFacts, evaluate_session, match_rule, parse_hours, parse_rule
+from policy.rules import (
+    SessionFacts,
+    check_request,
+    evaluate_session,
+    match_rule,
+    parse_hours,
+    parse_rule,
+)
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # a Monday
 
@@ -275,3 +282,37 @@ def test_state_machine_properties(steps: list[tuple[str, str]], needed: int) -> 
             assert len(approvers) >= needed
         if r.state is RequestState.PENDING:
             assert len(approvers) < needed
+
+
+def _rule(**kw: object) -> Rule:
+    return Rule(name="r", roles=frozenset({"dev"}), **kw)  # type: ignore[arg-type]
+
+
+def test_check_request_applies_the_rules_default_and_maximum_duration() -> None:
+    now = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    terms = check_request(_rule(), "db01", None, "INC-1  disk\nfull", "", now)
+    assert terms.duration == timedelta(hours=1)
+    assert terms.reason == "INC-1 disk full"
+    with pytest.raises(InvalidInput, match="at most 4h"):
+        check_request(_rule(), "db01", timedelta(hours=5), "x", "", now)
+    with pytest.raises(InvalidInput, match="positive"):
+        check_request(_rule(), "db01", timedelta(minutes=-5), "x", "", now)
+
+
+def test_check_request_needs_a_reason_and_a_matching_ticket_when_the_rule_says_so() -> None:
+    now = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    with pytest.raises(InvalidInput, match="reason is required"):
+        check_request(_rule(), "db01", None, "   ", "", now)
+    assert check_request(_rule(require_reason=False), "db01", None, "", "", now).reason == ""
+    ticketed = _rule(ticket_pattern=r"^INC-[0-9]+$")
+    with pytest.raises(InvalidInput, match="ticket"):
+        check_request(ticketed, "db01", None, "x", "CHG-1", now)
+    assert check_request(ticketed, "db01", None, "x", "INC-42", now).ticket == "INC-42"
+
+
+def test_check_request_refuses_outside_hours_unless_break_glass() -> None:
+    sunday = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+    hours = "Mon-Fri 08:00-20:00 UTC"
+    with pytest.raises(AccessDenied, match="only Mon-Fri"):
+        check_request(_rule(hours=hours), "db01", None, "x", "", sunday)
+    assert check_request(_rule(hours=hours, break_glass=True), "db01", None, "x", "", sunday)

@@ -9,7 +9,14 @@ import asyncssh
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from policy.errors import AccessDenied, Conflict, InvalidInput, InvalidTransition, NotFound
+from policy.errors import (
+    AccessDenied,
+    ConcurrentUpdate,
+    Conflict,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+)
 from policy.models import RequestState, Rule
 from policy.service import SYSTEM_ACTOR, PolicyService
 from policy.tables import metadata as policy_tables
@@ -261,7 +268,7 @@ async def test_audit_failure_aborts_action(
 async def test_password_hashing_needs_authorization_first(
     svc: PolicyService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import policy.service as service_module
+    import policy.service.users as service_module
 
     calls: list[str] = []
     monkeypatch.setattr(service_module, "hash_password", lambda p: calls.append(p) or "x")
@@ -270,3 +277,15 @@ async def test_password_hashing_needs_authorization_first(
     with pytest.raises(AccessDenied):
         await svc.set_password("alice", "bob", "a long enough password")
     assert calls == []
+
+
+async def test_a_duplicate_request_on_a_target_named_concurrently_is_a_plain_conflict(
+    svc: PolicyService,
+) -> None:
+    """The retry keys on ConcurrentUpdate, not on a word in the message."""
+    await svc.add_target(SYSTEM_ACTOR, "concurrently", host="10.0.0.9", accounts=["root"])
+    await svc.create_request("alice", "concurrently", account="root", reason="INC-1")
+    with pytest.raises(Conflict) as caught:
+        await svc.create_request("alice", "concurrently", account="root", reason="INC-1")
+    assert not isinstance(caught.value, ConcurrentUpdate)
+    assert "already have pending request" in str(caught.value)

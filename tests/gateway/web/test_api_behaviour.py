@@ -17,8 +17,8 @@ from gateway.signals import SIGNAL_ACCOUNT, SIGNAL_TARGET, sign
 from gateway.web.routes import API, MAX_BODY
 from policy.service import SYSTEM_ACTOR
 from tests.eventually import eventually
+from tests.gateway.web.conftest import Web
 from tests.target import TARGET_USER
-from tests.web.conftest import Web
 from vault.secret import Secret
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from gateway.sessions.records import NewSession
 from gateway.web.routes import API
 from recorder.writer import Recorder
-from tests.web.conftest import Web
+from tests.gateway.web.conftest import Web
 
 
 async def _record(web: Web, user: str, n: int) -> list[str]:

@@ -13,7 +13,7 @@ import asyncssh
 
 from gateway.ssh import fastpath
 from tests.eventually import eventually
-from tests.ssh.conftest import TARGET_USER, Gateway
+from tests.gateway.ssh.conftest import TARGET_USER, Gateway
 
 LOGIN = f"alice+{TARGET_USER}@db01"
 

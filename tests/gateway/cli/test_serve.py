@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.eventually import eventually_blocking
-from tests.ssh.conftest import TARGET_USER, Sshd, free_port
+from tests.gateway.ssh.conftest import TARGET_USER, Sshd, free_port
 
 PY = sys.executable
 

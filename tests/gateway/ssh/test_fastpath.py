@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gateway.ssh import fastpath
 from gateway.ssh.listener import CIPHERS
 from gateway.ssh.upstream import UPSTREAM_CIPHERS
-from tests.ssh.conftest import Gateway
+from tests.gateway.ssh.conftest import Gateway
 from tests.target import TARGET_USER
 
 

@@ -8,8 +8,8 @@ import json
 import os
 import sys
 
+from tests.gateway.web.conftest import Web
 from tests.target import TARGET_USER
-from tests.web.conftest import Web
 
 
 async def lockgate(env: dict[str, str], *argv: str, stdin: str = "") -> tuple[int, str, str]:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from policy.service import SYSTEM_ACTOR
 from tests.eventually import eventually
-from tests.ssh.conftest import TARGET_USER, Gateway
+from tests.gateway.ssh.conftest import TARGET_USER, Gateway
 
 LOGIN = f"alice+{TARGET_USER}@db01"
 

@@ -11,8 +11,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import gateway
+from tests.gateway.web.conftest import Web
 from tests.target import TARGET_USER
-from tests.web.conftest import Web
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "

@@ -24,8 +24,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from policy.service import SYSTEM_ACTOR
 from tests.eventually import eventually
+from tests.gateway.web.conftest import Web
 from tests.target import TARGET_USER
-from tests.web.conftest import Web
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

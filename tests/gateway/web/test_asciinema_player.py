@@ -20,9 +20,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from gateway.web.routes import API
 from policy.service import SYSTEM_ACTOR
+from tests.gateway.web.conftest import Web
+from tests.gateway.web.test_browser import browsers, new_browser, run, wait
 from tests.target import TARGET_USER
-from tests.web.conftest import Web
-from tests.web.test_browser import browsers, new_browser, run, wait
 
 __all__ = ["browsers"]  # the fixture, re-exported for this module
 

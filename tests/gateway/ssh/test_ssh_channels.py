@@ -12,7 +12,7 @@ import pytest
 
 from policy.service import SYSTEM_ACTOR
 from tests.eventually import eventually
-from tests.ssh.conftest import TARGET_USER, Gateway, free_port
+from tests.gateway.ssh.conftest import TARGET_USER, Gateway, free_port
 from vault.secret import Secret
 
 LOGIN = f"alice+{TARGET_USER}@db01"

@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 
 from tests.eventually import eventually
+from tests.gateway.web.conftest import Web
 from tests.target import TARGET_USER
-from tests.web.conftest import Web
 
 
 @pytest.mark.timeout(300)

@@ -21,8 +21,8 @@ from gateway.web.routes import API, TABLE
 from policy.service import SYSTEM_ACTOR
 from recorder.errors import NotFound as NoRecording
 from tests.eventually import eventually
+from tests.gateway.web.conftest import ROLES, Web
 from tests.target import TARGET_USER
-from tests.web.conftest import ROLES, Web
 
 A = ROLES[0]  # anonymous
 

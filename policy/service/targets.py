@@ -1,0 +1,243 @@
+"""The policy service's targets and what a user may request."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from policy import store
+from policy import tables as t
+from policy.errors import Conflict, InvalidInput, NotFound
+from policy.models import (
+    Rule,
+    Target,
+)
+from policy.rules import match_rule
+from policy.service.base import (
+    _NAME,
+    _ROLE,
+    _TARGET,
+    Requestable,
+    ServiceBase,
+    _new_id,
+    normalize_key,
+)
+from policy.webtarget import WebSettings, web_settings
+
+
+class TargetsMixin(ServiceBase):
+    # --- targets ---------------------------------------------------------------
+    async def add_target(
+        self,
+        actor: str,
+        name: str,
+        *,
+        kind: str = "ssh",
+        host: str | None = None,
+        port: int = 22,
+        host_key: str | None = None,
+        url: str | None = None,
+        tls_verify: bool = True,
+        labels: dict[str, str] | None = None,
+        accounts: Sequence[str] = (),
+        default_account: str | None = None,
+        tls_ca: str | None = None,
+        tls_fingerprint: str | None = None,
+        preserve_host: bool = False,
+        sensitive_params: Sequence[str] = (),
+        record_bodies: int = 0,
+    ) -> Target:
+        """Admin only, audited. An ``http`` target's URL and settings are validated by
+        ``policy.webtarget.web_settings``; ``tls_verify=False`` (no certificate check) is
+        recorded in the audit details as ``tls_insecure: true``. The CA bundle itself is not
+        copied into the audit log, only that one is set."""
+        if not _TARGET.match(name):
+            raise InvalidInput(f"invalid target name {name!r}")
+        if kind not in ("ssh", "http"):
+            raise InvalidInput("target kind must be ssh or http")
+        if kind == "ssh":
+            if not host or not re.fullmatch(r"[A-Za-z0-9.:_-]{1,253}", host):
+                raise InvalidInput("an SSH target needs a valid --host")
+            if not 1 <= port <= 65535:
+                raise InvalidInput("port must be between 1 and 65535")
+            host_key = normalize_key(host_key) if host_key else None
+            web = None
+        else:
+            web = web_settings(
+                url or "",
+                tls_verify=tls_verify,
+                tls_ca=tls_ca,
+                tls_fingerprint=tls_fingerprint,
+                preserve_host=preserve_host,
+                sensitive_params=sensitive_params,
+                record_bodies=record_bodies,
+            )
+        for account in accounts:
+            if not _NAME.match(account):
+                raise InvalidInput(f"invalid account name {account!r}")
+        accounts = list(dict.fromkeys(accounts))
+        if default_account is None and accounts:
+            default_account = accounts[0]
+        if default_account is not None and default_account not in accounts:
+            if not _NAME.match(default_account):
+                raise InvalidInput(f"invalid account name {default_account!r}")
+            accounts.append(default_account)
+        for key, value in (labels or {}).items():
+            if not _ROLE.match(key) or len(value) > 64:
+                raise InvalidInput(f"invalid label {key}={value}")
+
+        async def write(db: AsyncSession) -> Target:
+            await self._admin(db, actor, "add targets")
+            if await store.load_target(db, name) is not None:
+                raise Conflict(f"target {name} already exists")
+            await self._audit(
+                db,
+                actor,
+                "target.add",
+                name,
+                kind=kind,
+                host=host,
+                port=port,
+                accounts=accounts,
+                pinned=host_key is not None,
+                **(_web_audit(web) if web else {}),
+            )
+            await db.execute(
+                t.targets.insert().values(
+                    id=_new_id("tg"),
+                    name=name,
+                    kind=kind,
+                    host=host,
+                    port=port,
+                    host_key=host_key,
+                    labels=json.dumps(labels or {}, sort_keys=True),
+                    accounts=json.dumps(accounts),
+                    default_account=default_account,
+                    created_at=self.now(),
+                    **_web_values(web),
+                )
+            )
+            target = await store.load_target(db, name)
+            assert target is not None
+            return target
+
+        return await self._write(write)
+
+    async def set_target_endpoint(
+        self, actor: str, name: str, *, host: str, port: int, host_key: str
+    ) -> Target:
+        """Admin only: move an SSH target and re-pin its host key (audited)."""
+        pinned = normalize_key(host_key)
+
+        async def write(db: AsyncSession) -> Target:
+            await self._admin(db, actor, "change targets")
+            if await store.load_target(db, name) is None:
+                raise NotFound(f"no target {name}")
+            await self._audit(db, actor, "target.endpoint", name, host=host, port=port)
+            await db.execute(
+                t.targets.update()
+                .where(t.targets.c.name == name)
+                .values(host=host, port=port, host_key=pinned)
+            )
+            target = await store.load_target(db, name)
+            assert target is not None
+            return target
+
+        return await self._write(write)
+
+    async def set_target_web(
+        self,
+        actor: str,
+        name: str,
+        *,
+        url: str | None = None,
+        tls_verify: bool | None = None,
+        tls_ca: str | None = None,
+        tls_fingerprint: str | None = None,
+        preserve_host: bool | None = None,
+        sensitive_params: Sequence[str] | None = None,
+        record_bodies: int | None = None,
+    ) -> Target:
+        """Admin only, audited: change a web target's settings. None keeps a setting; the
+        upstream trust is one choice, so giving any of ``tls_verify``, ``tls_ca`` or
+        ``tls_fingerprint`` replaces all three (``tls_ca=""``/``tls_fingerprint=""`` with
+        ``tls_verify=True`` goes back to the system store)."""
+
+        async def write(db: AsyncSession) -> Target:
+            await self._admin(db, actor, "change targets")
+            current = await store.load_target(db, name)
+            if current is None:
+                raise NotFound(f"no target {name}")
+            if current.kind != "http":
+                raise InvalidInput(f"{name} is not a web target")
+            trust = tls_verify is not None or tls_ca is not None or tls_fingerprint is not None
+            web = web_settings(
+                url if url is not None else current.url or "",
+                tls_verify=(tls_verify is not False) if trust else current.tls_verify,
+                tls_ca=tls_ca if trust else current.tls_ca,
+                tls_fingerprint=tls_fingerprint if trust else current.tls_fingerprint,
+                preserve_host=current.preserve_host if preserve_host is None else preserve_host,
+                sensitive_params=(
+                    current.sensitive_params if sensitive_params is None else sensitive_params
+                ),
+                record_bodies=current.record_bodies if record_bodies is None else record_bodies,
+            )
+            await self._audit(db, actor, "target.web", name, **_web_audit(web))
+            await db.execute(
+                t.targets.update().where(t.targets.c.name == name).values(**_web_values(web))
+            )
+            target = await store.load_target(db, name)
+            assert target is not None
+            return target
+
+        return await self._write(write)
+
+    async def list_targets(self) -> list[Target]:
+        async with self.maker() as db:
+            return await store.list_targets(db)
+
+    async def requestable(self, user: str) -> list[Requestable]:
+        """Targets (with accounts and the governing rule) that ``user`` may request."""
+        person = await self.get_user(user)
+        found = []
+        for target in await self.list_targets():
+            accounts = target.accounts or (
+                (target.default_account,) if target.default_account else ()
+            )
+            by_rule: dict[str, tuple[Rule, list[str]]] = {}
+            for account in accounts:
+                rule = match_rule(self.rules, person.roles, target, account)
+                if rule is not None:
+                    by_rule.setdefault(rule.name, (rule, []))[1].append(account)
+            for rule, names in by_rule.values():
+                found.append(Requestable(target, tuple(names), rule))
+        return found
+
+
+def _web_values(web: WebSettings | None) -> dict[str, Any]:
+    """The web settings' columns (their defaults for an SSH target)."""
+    return {
+        "url": web.url if web else None,
+        "tls_verify": web.tls_verify if web else True,
+        "tls_ca": web.tls_ca if web else None,
+        "tls_fingerprint": web.tls_fingerprint if web else None,
+        "preserve_host": web.preserve_host if web else False,
+        "sensitive_params": json.dumps(list(web.sensitive_params) if web else []),
+        "record_bodies": web.record_bodies if web else 0,
+    }
+
+
+def _web_audit(web: WebSettings) -> dict[str, Any]:
+    return {
+        "url": web.url,
+        "tls_insecure": not web.tls_verify,
+        "tls_ca": web.tls_ca is not None,
+        "tls_fingerprint": web.tls_fingerprint,
+        "preserve_host": web.preserve_host,
+        "sensitive_params": list(web.sensitive_params),
+        "record_bodies": web.record_bodies,
+    }
