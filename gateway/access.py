@@ -17,21 +17,17 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any
 
 import asyncssh
 
 from gateway.sessions.registry import SessionHandle
-from policy import rules as policy_rules
 from policy.errors import PolicyError
+from policy.httppath import normalize_http_path
 from policy.models import ChannelKind, Rule, User
-from policy.rules import match_rule
+from policy.rules import http_request_allowed, match_rule
 from policy.service import SYSTEM_ACTOR, PolicyService, SessionAuthorization
 from vault.errors import VaultError
 from vault.service import VaultService
-
-# The channel kind of web sessions (typed loosely while policy's ChannelKind grows it).
-HTTP_CHANNEL: Any = "http"
 
 
 class Factor(enum.StrEnum):
@@ -126,7 +122,7 @@ class Access:
     ) -> SessionAuthorization:
         """The decision for a web session: channel kind ``http`` (locks, an active grant whose
         rule allows ``http``, the hour), as ``authorize``."""
-        return await self.authorize(user, target, account, HTTP_CHANNEL, auto_request=auto_request)
+        return await self.authorize(user, target, account, "http", auto_request=auto_request)
 
     async def recheck(self, session: SessionHandle) -> tuple[bool, str, datetime | None]:
         """Whether a live session may go on: (allowed, the reason shown to the person when
@@ -147,13 +143,11 @@ class Access:
         return False, str(auth.decision.message), None
 
 
-def http_request_allowed(rule: Rule | None, method: str, path: str) -> bool:
-    """Whether the grant's rule lets one web request through: its ``http_methods`` and
-    ``http_paths`` (policy decides; ``path`` is percent-decoded). No rule, no request. A
-    policy without those fields has no such limits and allows every request."""
-    if rule is None:
-        return False
-    decide = getattr(policy_rules, "http_request_allowed", None)
-    if decide is None:
-        return True
-    return bool(decide(rule, method, path))
+def http_request_path(rule: Rule | None, method: str, path: str) -> str | None:
+    """The path to send upstream if the grant's rule lets this web request through (its
+    ``http_methods`` and ``http_paths``, decided by policy on ``path`` as the browser sent
+    it), else None. The path returned is policy's normalised form, the one the rule judged,
+    so the path checked is the path served. No rule, no request."""
+    if rule is None or not http_request_allowed(rule, method, path):
+        return None
+    return normalize_http_path(path)

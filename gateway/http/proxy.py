@@ -140,6 +140,8 @@ class WebProxy:
             if isinstance(decided, Refusal):
                 return decided
             current, auth = decided
+            if auth.target is None:
+                return refusal.no_target(access.target, gateway)
             if current.grant_id != access.grant_id:
                 return refusal.terminated(access.target, "the grant has ended", gateway)
             try:

@@ -9,7 +9,8 @@ open WebSocket.
 Every request asks, in order: is the session still on; is the grant still running; has the
 authorization been re-decided within ``RECHECK`` (locks, revocation, the rule; through
 ``gateway.access`` — between those, a change anywhere in the cluster reaches the session at
-once through the kill switch); does the rule allow this method and path; does an ``http``
+once through the kill switch); does the rule allow this method and path (the upstream then
+gets the path in the normalised form the rule judged); does an ``http``
 anomaly rule match (``block``: 403 with the reason; ``kill``/``kill_and_lock``: the core's
 enforcer ends the session). Only then does the request go upstream, with the credential and
 the identity assertion.
@@ -33,7 +34,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from gateway.access import http_request_allowed
+from gateway.access import http_request_path
 from gateway.credentials import HttpCredential
 from gateway.db import completed
 from gateway.http import refusal
@@ -49,8 +50,8 @@ from gateway.sessions.enforce import Enforcer
 from gateway.sessions.killswitch import Timer
 from gateway.sessions.records import NewSession, new_session_id
 from gateway.sessions.registry import SessionRegistry
-from policy.models import Rule
-from recorder.anomaly import AnomalyEngine, AnomalyHit
+from policy.models import Rule, Target
+from recorder.anomaly import AnomalyEngine
 from recorder.writer import Recorder, SessionRecording
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class LiveHttpSession:
         self,
         core: WebCore,
         access: WebAccess,
-        target: Any,  # policy.models.Target
+        target: Target,
         web_target: WebTarget,
         rule: Rule | None,
         roles: Sequence[str],
@@ -288,12 +289,12 @@ class LiveHttpSession:
         exchange = Exchange(request.method, route.path, route.query)
         websocket = is_websocket(request)
         exchange.websocket = websocket
-        path = decoded_path(route.path)
-        if not http_request_allowed(self.rule, request.method, path):
+        served = http_request_path(self.rule, request.method, route.path)
+        if served is None:
             self._done(exchange, "refused")
-            return refusal.page(
-                refusal.not_allowed(self.target, request.method, route.public_path, gateway)
-            )
+            shown = route.prefix + decoded_path(route.path)
+            return refusal.page(refusal.not_allowed(self.target, request.method, shown, gateway))
+        exchange.path = served
         stop = await self._anomalies(request.method, route.path)
         if stop is not None:
             self._done(exchange, "blocked" if self.ended is None else "killed")
@@ -305,12 +306,8 @@ class LiveHttpSession:
     async def _anomalies(self, method: str, path: str) -> str | None:
         """The rule that stops this request, if any (kill rules end the session too).
         ``path`` as sent: the engine also checks it as a server may read it."""
-        check = getattr(self.core.anomaly, "check_http", None)
-        if check is None:
-            return None
-        hits: list[AnomalyHit] = check(method, path)
         stop: str | None = None
-        for hit in hits:
+        for hit in self.core.anomaly.check_http(method, path):
             if hit.action == "alert":
                 self.spawn(self.core.enforcer.anomaly(self, hit))
                 continue
@@ -353,7 +350,7 @@ class LiveHttpSession:
         task = asyncio.current_task()
         assert task is not None
         if self.web.record_bodies and request.method not in ("GET", "HEAD"):
-            exchange.body_cap = MAX_BODY
+            exchange.body_cap = min(self.web.record_bodies, MAX_BODY)
         self._flights[task] = _Flight(request, exchange)
         outcome = "ok"
         try:

@@ -19,6 +19,8 @@ from typing import Any
 
 from yarl import URL
 
+from policy.models import Target
+
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -39,7 +41,7 @@ class WebTarget:
     tls_fingerprint: str | None = None  # 64 lowercase hex digits
     preserve_host: bool = False
     sensitive_params: tuple[str, ...] = ()
-    record_bodies: bool = False
+    record_bodies: int = 0  # bytes of non-GET request bodies to record; 0 = none
 
     @property
     def host_header(self) -> str:
@@ -123,22 +125,18 @@ def parse_base_url(name: str, url: str, **settings: Any) -> WebTarget:
     )
 
 
-def web_target(target: Any) -> WebTarget:
-    """The proxy's view of a ``policy.models.Target`` of kind ``http``.
-
-    The TLS and proxying fields (``tls_ca``, ``tls_fingerprint``, ``preserve_host``,
-    ``sensitive_params``, ``record_bodies``) are read when the model has them; a model
-    without them gets the safe defaults (verify against the system store, rewrite Host,
-    mask nothing extra, record no bodies)."""
-    if getattr(target, "kind", "http") != "http" or not getattr(target, "url", None):
+def web_target(target: Target) -> WebTarget:
+    """The proxy's view of a ``policy.models.Target`` of kind ``http``; raises
+    TargetUnusable for any other target or a URL that cannot be used."""
+    if target.kind != "http" or not target.url:
         raise TargetUnusable(f"{target.name} is not a web target")
     return parse_base_url(
-        str(target.name),
-        str(target.url),
-        tls_verify=bool(getattr(target, "tls_verify", True)),
-        tls_ca=getattr(target, "tls_ca", None) or None,
-        tls_fingerprint=getattr(target, "tls_fingerprint", None) or None,
-        preserve_host=bool(getattr(target, "preserve_host", False)),
-        sensitive_params=tuple(getattr(target, "sensitive_params", ()) or ()),
-        record_bodies=bool(getattr(target, "record_bodies", False)),
+        target.name,
+        target.url,
+        tls_verify=target.tls_verify,
+        tls_ca=target.tls_ca or None,
+        tls_fingerprint=target.tls_fingerprint or None,
+        preserve_host=target.preserve_host,
+        sensitive_params=tuple(target.sensitive_params),
+        record_bodies=max(0, target.record_bodies),
     )

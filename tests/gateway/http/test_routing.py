@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from datetime import UTC, datetime
 
 import pytest
 
 from gateway.http.routing import BadPath, Route, Router, check_path, decoded_path, split_host
 from gateway.http.target import TargetUnusable, parse_base_url, web_target
+from policy.models import Target
 
 HOST = Router("gw.example.com")
 PATH = Router("")
@@ -151,12 +152,40 @@ def test_fingerprints_are_normalized_and_checked() -> None:
         parse_base_url("a", "https://x/", tls_fingerprint="abcd")
 
 
-def test_a_policy_target_without_tls_fields_gets_safe_defaults() -> None:
-    model = SimpleNamespace(name="grafana", kind="http", url="https://g.internal/", tls_verify=True)
-    t = web_target(model)
-    assert (t.tls_verify, t.tls_ca, t.tls_fingerprint, t.preserve_host) == (True, None, None, False)
+def policy_target(**fields: object) -> Target:
+    base: dict[str, object] = {
+        "id": "tg-1",
+        "name": "grafana",
+        "kind": "http",
+        "host": None,
+        "port": 22,
+        "host_key": None,
+        "url": "https://g.internal/grafana/",
+        "tls_verify": True,
+        "labels": {},
+        "accounts": ("svc",),
+        "default_account": "svc",
+        "created_at": datetime.now(UTC),
+    }
+    return Target(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_a_policy_targets_web_settings_are_read_once() -> None:
+    plain = web_target(policy_target())
+    assert (plain.tls_verify, plain.tls_ca, plain.tls_fingerprint) == (True, None, None)
+    assert (plain.base_path, plain.preserve_host, plain.record_bodies) == ("/grafana", False, 0)
+    pinned = web_target(
+        policy_target(
+            tls_fingerprint="ab" * 32,
+            preserve_host=True,
+            sensitive_params=("ticket",),
+            record_bodies=4096,
+        )
+    )
+    assert pinned.tls_fingerprint == "ab" * 32 and pinned.preserve_host
+    assert (pinned.sensitive_params, pinned.record_bodies) == (("ticket",), 4096)
     with pytest.raises(TargetUnusable):
-        web_target(SimpleNamespace(name="db01", kind="ssh", url=None))
+        web_target(policy_target(kind="ssh", url=None))
 
 
 def test_links_back_to_the_gateway_go_to_the_bare_web_domain() -> None:
