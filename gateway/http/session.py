@@ -205,7 +205,9 @@ class LiveHttpSession:
         kills = [s.kill(reason) for s in list(self.sockets)]
         flights = list(self._flights.items())
         for task, flight in flights:
-            if not flight.exchange.websocket:
+            # open WebSockets are closed by their kill; everything else (a socket still
+            # connecting upstream included) is cut off where it waits
+            if not (flight.exchange.websocket and flight.exchange.responded):
                 task.cancel()
         await asyncio.gather(*kills, return_exceptions=True)
         waiting = [task for task, _ in flights if not task.done()]
@@ -267,13 +269,10 @@ class LiveHttpSession:
             return "grant expired"
         if now - self._checked_at < RECHECK:
             return None
-        allowed, reason, expires = await completed(self.core.services.access.recheck(self))
+        # An extension moves expires_at through the kill switch, which re-arms its timer.
+        allowed, reason, _ = await completed(self.core.services.access.recheck(self))
         self._checked_at = now
-        if not allowed:
-            return reason
-        if expires is not None and expires != self.expires_at:
-            self.expires_at = expires
-        return None
+        return None if allowed else reason
 
     async def handle(
         self, request: web.BaseRequest, route: Route, view: ClientView
@@ -282,7 +281,20 @@ class LiveHttpSession:
         gateway = self._gateway(view)
         if self.ended is not None:
             return refusal.page(refusal.terminated(self.target, self.ended, gateway))
-        ending = await self._still_allowed()
+        try:
+            ending = await self._still_allowed()
+        except Exception:
+            # Fail closed: what cannot be checked does not go upstream.
+            log.exception("session %s: re-checking access failed", self.id)
+            return refusal.page(
+                refusal.Refusal(
+                    "unavailable",
+                    503,
+                    "Try again",
+                    "Lockgate could not check your access.",
+                    self.target,
+                )
+            )
         if ending is not None:
             await self.core.registry.terminate(self.id, ending)
             return refusal.page(refusal.terminated(self.target, ending, gateway))

@@ -161,3 +161,18 @@ async def test_an_open_websocket_keeps_a_session_from_going_idle(web: WebTargets
         await ws.send_str("still here")
         assert (await ws.receive()).data == "echo:still here"
     assert len(web.sessions("echo")) == 1
+
+
+async def test_an_extended_grant_keeps_the_session_past_its_old_end(web: WebTargets) -> None:
+    browser = await opened(web)
+    (session,) = web.sessions("echo")
+    assert session.grant_id is not None
+    await web.policy.extend("alice", session.grant_id, timedelta(hours=1), "longer")
+    await web.node.killswitch.recheck_all()
+    async with browser.ws_connect(web.base("echo") + "ws", origin=web.origin("echo")) as ws:
+        await web.timer.advance(timedelta(hours=1, minutes=5))
+        await ws.send_str("still here")
+        assert (await ws.receive()).data == "echo:still here"
+        async with browser.get(web.base("echo") + "x") as resp:
+            assert resp.status == 200
+    assert web.sessions("echo") == [session]

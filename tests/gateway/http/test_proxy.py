@@ -9,9 +9,10 @@ import os
 
 from yarl import URL
 
+from gateway.http.assertion import verify
 from gateway.http.refusal import CSP
 from policy.service import SYSTEM_ACTOR
-from tests.gateway.http.conftest import ECHO_KEY, SECRETS, WebTargets
+from tests.gateway.http.conftest import DOMAIN, ECHO_KEY, SECRETS, WebTargets
 
 
 async def test_opening_a_target_hands_off_and_serves_it_with_the_vaulted_credential(
@@ -255,3 +256,29 @@ async def test_a_large_download_through_the_node_keeps_its_memory_flat(web: WebT
             peak = max(peak, rss() - start)
     assert got == size
     assert peak < 24 << 20, f"RSS grew by {peak >> 20} MB while streaming"
+
+
+async def test_the_app_gets_a_signed_assertion_it_can_verify_and_never_a_forged_one(
+    web: WebTargets,
+) -> None:
+    grant = await web.grant("alice", "echo")
+    browser = await web.browser("alice")
+    await web.open(browser, "echo")
+    async with browser.get(
+        web.base("echo") + "who", headers={"X-Lockgate-Assertion": "forged.jwt.value"}
+    ) as resp:
+        headers = {k.lower(): v for k, v in (await resp.json())["headers"]}
+    async with browser.get(f"{web.gateway}/.well-known/jwks.json") as resp:
+        jwks = await resp.json()
+    claims = verify(
+        headers["x-lockgate-assertion"],
+        jwks,
+        audience="echo",
+        issuer=f"https://{DOMAIN}",
+        now=web.timer.now(),
+    )
+    (session,) = web.sessions("echo")
+    assert (claims["sub"], claims["grant"], claims["sid"]) == ("alice", grant, session.id)
+    assert claims["roles"] == ["dev"]
+    assert session.expires_at is not None
+    assert claims["exp"] <= session.expires_at.timestamp()
