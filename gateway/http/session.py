@@ -37,6 +37,7 @@ from aiohttp import web
 from gateway.access import http_request_path
 from gateway.credentials import HttpCredential
 from gateway.db import completed
+from gateway.errors import GatewayError
 from gateway.http import refusal
 from gateway.http.handoff import WebAccess
 from gateway.http.headers import ClientView, ResponseRewriter, request_headers
@@ -176,7 +177,9 @@ class LiveHttpSession:
                 core.services.credentials.http(self.target_obj, self.account, self.id, self.user)
             )
         except BaseException as exc:
-            await self._finish(f"could not start: {type(exc).__name__}")
+            reason = str(exc) if isinstance(exc, GatewayError) else type(exc).__name__
+            self._ended_with(f"could not start: {reason}")
+            await self._finish(f"could not start: {reason}")
             raise
         self.recording.add_failure_callback(
             lambda exc: self.spawn(core.registry.terminate(self.id, "recording failed"))
@@ -197,11 +200,8 @@ class LiveHttpSession:
     async def close(self, reason: str) -> None:
         if self.ended is not None:
             return
-        self.ended = reason
+        self._ended_with(reason)
         self.mark("kill", reason)
-        for callback in self.core.on_end:
-            with contextlib.suppress(Exception):
-                callback(self.access, reason)
         kills = [s.kill(reason) for s in list(self.sockets)]
         flights = list(self._flights.items())
         for task, flight in flights:
@@ -214,6 +214,12 @@ class LiveHttpSession:
         if waiting:
             await asyncio.wait(waiting, timeout=CLOSE_WAIT)
         await self._finish(reason)
+
+    def _ended_with(self, reason: str) -> None:
+        self.ended = reason
+        for callback in self.core.on_end:
+            with contextlib.suppress(Exception):
+                callback(self.access, reason)
 
     async def _finish(self, reason: str) -> None:
         if self._finished:

@@ -282,3 +282,20 @@ async def test_the_app_gets_a_signed_assertion_it_can_verify_and_never_a_forged_
     assert claims["roles"] == ["dev"]
     assert session.expires_at is not None
     assert claims["exp"] <= session.expires_at.timestamp()
+
+
+async def test_a_target_without_a_usable_credential_is_refused_before_the_upstream(
+    web: WebTargets,
+) -> None:
+    url = f"http://127.0.0.1:{web.echo.port}/"
+    await web.policy.add_target(SYSTEM_ACTOR, "tls", kind="http", url=url, accounts=["svc"])
+    await web.grant("alice", "tls")
+    browser = await web.browser("alice")
+    landed = await web.open(browser, "tls")
+    assert landed.status == 502
+    assert "no usable credential for svc@tls" in await landed.text()
+    async with browser.get(web.base("tls") + "again") as resp:
+        assert "no usable credential for svc@tls" in await resp.text()
+    assert web.echo.seen == [] and web.sessions("tls") == []
+    records = await web.node.services.sessions.list(SYSTEM_ACTOR)
+    assert len([r for r in records if r.target == "tls"]) == 1  # not one per request
