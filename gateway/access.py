@@ -22,8 +22,9 @@ import asyncssh
 
 from gateway.sessions.registry import SessionHandle
 from policy.errors import PolicyError
-from policy.models import ChannelKind, User
-from policy.rules import match_rule
+from policy.httppath import normalize_http_path
+from policy.models import ChannelKind, Rule, User
+from policy.rules import http_request_allowed, match_rule
 from policy.service import SYSTEM_ACTOR, PolicyService, SessionAuthorization
 from vault.errors import VaultError
 from vault.service import VaultService
@@ -116,6 +117,13 @@ class Access:
             return auth
         return await self.policy.authorize_session(user, target, account, channel)
 
+    async def authorize_web(
+        self, user: str, target: str, account: str | None, *, auto_request: bool = False
+    ) -> SessionAuthorization:
+        """The decision for a web session: channel kind ``http`` (locks, an active grant whose
+        rule allows ``http``, the hour), as ``authorize``."""
+        return await self.authorize(user, target, account, "http", auto_request=auto_request)
+
     async def recheck(self, session: SessionHandle) -> tuple[bool, str, datetime | None]:
         """Whether a live session may go on: (allowed, the reason shown to the person when
         not, the grant's current end)."""
@@ -133,3 +141,13 @@ class Access:
                 return False, f"grant revoked by {grant.revoked_by}: {grant.revoke_reason}", None
             return False, "grant expired", None
         return False, str(auth.decision.message), None
+
+
+def http_request_path(rule: Rule | None, method: str, path: str) -> str | None:
+    """The path to send upstream if the grant's rule lets this web request through (its
+    ``http_methods`` and ``http_paths``, decided by policy on ``path`` as the browser sent
+    it), else None. The path returned is policy's normalised form, the one the rule judged,
+    so the path checked is the path served. No rule, no request."""
+    if rule is None or not http_request_allowed(rule, method, path):
+        return None
+    return normalize_http_path(path)

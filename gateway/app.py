@@ -23,6 +23,11 @@ from aiohttp import web
 from gateway.cluster.bus import ClusterBus, ClusterEvent, EventKind
 from gateway.config import Config
 from gateway.errors import StartupError
+from gateway.http.assertion import JWKS_PATH, AssertionSigner, jwks_handler
+from gateway.http.proxy import GatewaySite, WebProxy
+from gateway.http.relay import Relay
+from gateway.http.session import WebCore
+from gateway.http.upstream import UpstreamPool
 from gateway.metrics import Metrics, kill_reason
 from gateway.services import Services, check_database, open_services
 from gateway.sessions.enforce import Enforcer
@@ -30,8 +35,8 @@ from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
 from gateway.sessions.registry import SessionRegistry
 from gateway.ssh.listener import SshGateway
 from gateway.throttle import Throttle
-from gateway.web.app import build_app
-from gateway.web.auth import BrowserSessions, SignIn
+from gateway.web.app import FOREIGN, build_app
+from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme
 from gateway.web.deps import Deps
 from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
@@ -40,6 +45,7 @@ from recorder.store import RecordingStore
 from recorder.writer import Recorder
 
 BACKSTOP_RECHECK = 30.0  # seconds; cluster events normally arrive far sooner
+ASSERTION_KEY = "assertion_signing_key.pem"  # in server.data_dir, 0600; shared by a cluster
 
 
 def public_host(config: Config) -> str:
@@ -59,6 +65,7 @@ class Node:
     acceptor: asyncssh.SSHAcceptor | None = None
     runner: web.AppRunner | None = None
     deps: Deps | None = None
+    proxy: WebProxy | None = None
     extra: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -223,11 +230,28 @@ async def start_node(
             signin=SignIn(services, gateway.throttle, browser, metrics),
         )
         node.deps = deps
+        core = WebCore(
+            services,
+            registry,
+            enforcer,
+            recorder,
+            AnomalyEngine(config.anomaly_rules),
+            metrics,
+            timer,
+            Relay(UpstreamPool()),
+        )
+        node.proxy = WebProxy(core, _gateway_site(), config.server.web_domain)
+        node.extra.append(node.proxy.aclose)
+        assertion_key = config.server.data_dir / ASSERTION_KEY
+        keys = AssertionSigner.load_or_create(assertion_key, _issuer(config, 0))
         app = build_app(
             deps,
             {"database": database_ok, "vault": vault_ok, "listeners": listeners_ok},
             [refresh_gauges],
+            front=[node.proxy.middleware],
         )
+        app.router.add_get("/open/{target}", node.proxy.open)
+        app.router.add_get(JWKS_PATH, jwks_handler(keys))
         node.runner = web.AppRunner(app, access_log=None)
         await node.runner.setup()
         http = config.server.http_listen
@@ -236,12 +260,36 @@ async def start_node(
         except OSError as exc:
             await node.stop()
             raise StartupError(f"cannot listen for HTTP on {http} ({exc.strerror})") from None
+        # The issuer names the listener's port, known only now (it may have been 0).
+        core.signer = AssertionSigner.load_or_create(assertion_key, _issuer(config, node.http_port))
         node._tasks.append(asyncio.ensure_future(node._backstop()))
         node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node
     except BaseException:
         await services.aclose()
         raise
+
+
+def _issuer(config: Config, port: int) -> str:
+    """The identity assertions' ``iss``: the gateway's public origin, whose
+    ``/.well-known/jwks.json`` has the keys: ``https://<web_domain>`` when targets have their
+    own origins (the production set-up, on TLS), else the HTTP listener as ``describe``
+    prints it."""
+    if config.server.web_domain:
+        return f"https://{config.server.web_domain}"
+    host = config.server.http_listen.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    return f"http://{host}:{port or config.server.http_listen.port}"
+
+
+def _gateway_site() -> GatewaySite:
+    """What the web-target proxy takes from the gateway's own web app."""
+
+    def signed_in(request: web.Request) -> str | None:
+        who = request.get(PRINCIPAL)
+        return who.name if who is not None else None
+
+    return GatewaySite(scheme=scheme, signed_in=signed_in, foreign=FOREIGN)
 
 
 async def run_until_signalled(node: Node, out: TextIO) -> None:

@@ -28,6 +28,8 @@ from gateway.errors import AuditError
 from policy.models import Clock, utcnow
 
 GENESIS = "0" * 64
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     seq: int

@@ -15,6 +15,7 @@ left alone: such names must never begin with a section name.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -50,6 +51,7 @@ class ServerConfig:
     data_dir: Path
     node_name: str
     ssh_fastpath: bool = True  # gateway/ssh/fastpath.py; false: asyncssh's own data path
+    web_domain: str = ""  # web targets at <target>.<web_domain>; "" = /t/<target>/ paths
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "data_dir": (str, "./lockgate-data"),
         "node_name": (str, ""),
         "ssh_fastpath": (bool, True),
+        "web_domain": (str, ""),
     },
     "database": {"url": (str, None)},
     "vault": {"master_key": (str, None)},
@@ -91,6 +94,18 @@ def parse_listen(value: str, where: str) -> Listen:
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"{where}: expected HOST:PORT, got {value!r}")
     return Listen(host.strip("[]"), int(port_text))
+
+
+_DNS_NAME = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+)
+
+
+def _web_domain(value: str, where: str) -> str:
+    name = value.strip().lower().rstrip(".")
+    if name and (len(name) > 253 or not _DNS_NAME.fullmatch(name)):
+        raise ConfigError(f"{where}: expected a DNS name such as gw.example.com, got {value!r}")
+    return name
 
 
 def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -149,6 +164,7 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             data_dir=data_dir,
             node_name=node,
             ssh_fastpath=fastpath,
+            web_domain=_web_domain(str(server["web_domain"]), f"{source}: server.web_domain"),
         ),
         database_url=db_url,
         master_key=str(master),

@@ -1,5 +1,5 @@
 """Prometheus metrics of one node, on a registry of its own. Labels never carry secrets:
-only fixed outcome, direction, method and reason words."""
+only fixed outcome, direction, method and reason words, target names and status codes."""
 
 from __future__ import annotations
 
@@ -33,6 +33,18 @@ class Metrics:
         self.upstream_connect = Histogram(
             "lockgate_upstream_connect_seconds",
             "Time to connect and authenticate upstream",
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "lockgate_http_requests_total",
+            "Web-target requests by target and status (0: no response)",
+            ["target", "code"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "lockgate_http_request_duration_seconds",
+            "Web-target requests, from arrival to the last byte",
+            ["target"],
             registry=r,
         )
         self.index_lag = Gauge(

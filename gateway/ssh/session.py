@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class LiveSshSession:
     """One person's connection to one target: the registry's handle for it."""
 
@@ -267,5 +268,3 @@ class LiveSshSession:
             )
         except Exception:
             log.exception("recording the end of session %s failed", self.id)
-
-

@@ -7,9 +7,11 @@ carries the security headers: a CSP without inline script, no framing, no sniffi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway.web import api_access, api_admin, api_sessions, live  # noqa: F401  (register routes)
 from gateway.web.auth import Authenticator, scheme
@@ -25,9 +27,14 @@ CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
+# Set on a request whose response is not the gateway's own (a web target's, through the
+# proxy): the gateway adds none of its headers to it.
+FOREIGN = web.RequestKey("foreign", bool)
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.get(FOREIGN):
+        return
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -39,10 +46,17 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         headers.setdefault("Cache-Control", "no-store")
 
 
-def build_app(deps: Deps, checks: dict[str, Check], refresh: list[Refresh]) -> web.Application:
+def build_app(
+    deps: Deps,
+    checks: dict[str, Check],
+    refresh: list[Refresh],
+    *,
+    front: Sequence[Middleware] = (),
+) -> web.Application:
+    """``front`` middlewares run first, outside the gateway's own (the web-target proxy)."""
     auth = Authenticator(deps.services.policy, deps.browser)
     app = web.Application(
-        middlewares=[problem_middleware, auth.middleware], client_max_size=MAX_BODY
+        middlewares=[*front, problem_middleware, auth.middleware], client_max_size=MAX_BODY
     )
     app[DEPS] = deps
     app.on_response_prepare.append(_security_headers)

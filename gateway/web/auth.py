@@ -196,8 +196,10 @@ class SignIn:
             return None
         user = await self.services.access.password_user(name, password)
         presented = {Factor.PASSWORD}
-        if user is not None and user.totp_enabled and await self.services.access.totp_ok(
-            name, code
+        if (
+            user is not None
+            and user.totp_enabled
+            and await self.services.access.totp_ok(name, code)
         ):
             presented.add(Factor.TOTP)
         if user is None or not factors_suffice(user, presented, Where.WEB):

@@ -1,0 +1,307 @@
+"""Signing in to a target's origin: a one-time, state-bound hand-off from the gateway.
+
+The person signs in on the gateway's own origin (password + TOTP). Their browser then needs a
+cookie on the *target's* origin, which the gateway's origin cannot set. The hand-off, in
+three redirects (``/t/<target>`` before each target path in path-prefix mode):
+
+1. ``GET <gateway>/open/<target>[?account=A&next=/path]`` (signed in; the person may use the
+   target now) redirects to ``<target>/__lockgate/start``;
+2. ``/__lockgate/start`` sets a short-lived random *state* cookie on the target's origin and
+   redirects back to ``<gateway>/open/<target>?state=<sha256 of the state>``;
+3. the gateway checks access again and issues a single-use *code* (at most ``CODE_TTL``),
+   bound to the person, target, account, grant and that state's hash, and redirects to
+   ``<target>/__lockgate/handoff?code=...``, which consumes the code, compares the hash of
+   the browser's state cookie with the bound one in constant time, and only then sets the
+   target's session cookie and sends the person to the page they asked for.
+
+Security decisions. A code alone is worthless: it is redeemed only by the browser that holds
+the matching state cookie, so an attacker's code opened in a victim's browser fails (no
+login CSRF, no session fixation), and a code seen in a log or history was already used.
+Only the state's hash travels through the gateway's URL. The session cookie is host-only
+(no ``Domain``), ``HttpOnly``, ``SameSite=Lax`` (top-level navigation works, cross-site
+subrequests carry nothing), ``Secure`` with ``__Host-`` prefix on TLS (so no other origin, a
+sibling target included, can plant it), and lives no longer than the grant. Its value is
+random; this node keeps only its SHA-256.
+
+Path-prefix mode (no wildcard DNS): the target shares the gateway's origin, so its cookies
+are confined by ``Path=/t/<target>/`` alone and cannot take ``__Host-``; scripts of any app
+on that origin can reach every path there. Without TLS, no ``__Host-`` either: a sibling
+origin's script could plant a state cookie. Use per-target origins on TLS in production.
+
+Limits: codes, states and sign-ins live in this node's memory (as the gateway's own browser
+sessions do): a cluster needs sticky routing per browser, or the person opens the target
+again on the node that answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from gateway.http import refusal
+from gateway.http.refusal import Refusal
+from gateway.http.routing import CONTROL, Route, Router
+
+CODE_TTL = timedelta(seconds=60)
+STATE_TTL = timedelta(seconds=120)
+LOGIN_TTL = timedelta(hours=12)  # and never past the grant's end
+MAX_PENDING = 10_000
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_ACCOUNT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_NEXT = re.compile(r"/(?![/\\])[\x21-\x7e]{0,2047}")
+
+
+@dataclass(frozen=True)
+class WebAccess:
+    """Who may use which target under which grant, as decided when the code was issued."""
+
+    user: str
+    target: str
+    account: str
+    grant_id: str
+    expires_at: datetime
+
+
+@dataclass
+class Login:
+    """What a target session cookie stands for on this node."""
+
+    access: WebAccess
+    ended: str | None = None  # the reason, once its session was terminated
+
+
+@dataclass(frozen=True)
+class _Code:
+    access: WebAccess
+    state_hash: str
+    next_path: str
+    expires: datetime
+
+
+Clock = Callable[[], datetime]
+# (user, target, account or None, the gateway's origin for links) -> the access, or why not
+Authorize = Callable[[str, str, str | None, str], Awaitable[WebAccess | Refusal]]
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def safe_next(value: str | None) -> str:
+    """A path on the target's root to land on; anything else (absolute URLs, ``//host``,
+    backslashes, control characters) becomes ``/``."""
+    if value and _NEXT.fullmatch(value):
+        return value
+    return "/"
+
+
+@dataclass(frozen=True)
+class CookieNames:
+    session: str
+    state: str
+    path: str  # the session cookie's Path
+    state_path: str
+
+
+def cookie_names(route: Route, secure: bool) -> CookieNames:
+    """The gateway's cookies on a target's origin (all start with ``lockgate`` or
+    ``__Host-lockgate``, names the proxy never passes to or accepts from the app)."""
+    if route.mode == "path":
+        base = route.prefix + "/"
+        return CookieNames(
+            f"lockgate_t_{route.target}",
+            f"lockgate_state_{route.target}",
+            base,
+            base + CONTROL.strip("/") + "/",
+        )
+    if secure:
+        return CookieNames("__Host-lockgate", "__Host-lockgate_state", "/", "/")
+    return CookieNames("lockgate_target", "lockgate_state", "/", "/")
+
+
+class Handoff:
+    """The hand-off's endpoints and the sign-ins it creates."""
+
+    def __init__(self, router: Router, authorize: Authorize, clock: Clock) -> None:
+        self.router = router
+        self.authorize = authorize
+        self.clock = clock
+        self._codes: dict[str, _Code] = {}
+        self._logins: dict[str, Login] = {}
+
+    # --- sign-ins ----------------------------------------------------------------------
+    def login(self, request: web.BaseRequest, route: Route, secure: bool) -> Login | None:
+        """The sign-in the request's target cookie stands for, if it is valid for this
+        target and not past its grant."""
+        value = request.cookies.get(cookie_names(route, secure).session)
+        if not value:
+            return None
+        login = self._logins.get(digest(value))
+        if login is None or login.access.target != route.target:
+            return None
+        if login.access.expires_at <= self.clock():
+            self._logins.pop(digest(value), None)
+            return None
+        return login
+
+    def end_logins(self, access: WebAccess, reason: str) -> None:
+        """Every sign-in to that (user, target, account, grant) now shows ``reason``."""
+        for login in self._logins.values():
+            if login.access == access:
+                login.ended = reason
+
+    def _new_login(self, access: WebAccess) -> str:
+        now = self.clock()
+        if len(self._logins) >= MAX_PENDING:
+            for key in [k for k, v in self._logins.items() if v.access.expires_at <= now]:
+                del self._logins[key]
+        value = secrets.token_urlsafe(32)
+        self._logins[digest(value)] = Login(access)
+        return value
+
+    def _new_code(self, access: WebAccess, state_hash: str, next_path: str) -> str:
+        now = self.clock()
+        if len(self._codes) >= MAX_PENDING:
+            for key in [k for k, v in self._codes.items() if v.expires <= now]:
+                del self._codes[key]
+            if len(self._codes) >= MAX_PENDING:
+                self._codes.pop(next(iter(self._codes)))
+        code = secrets.token_urlsafe(32)
+        self._codes[digest(code)] = _Code(access, state_hash, next_path, now + CODE_TTL)
+        return code
+
+    # --- on the gateway's origin -------------------------------------------------------
+    async def open(self, request: web.Request, user: str | None, scheme: str) -> web.StreamResponse:
+        """``GET /open/{target}``: steps 1 and 3."""
+        target = request.match_info.get("target", "")
+        gateway = self.router.gateway_origin(scheme, request.host)
+        if user is None:
+            return redirect("/login?" + urlencode({"next": request.path_qs}))
+        if not self.router.reachable(target):
+            return refusal.page(refusal.no_target(target, gateway))
+        account = request.query.get("account") or None
+        if account is not None and not _ACCOUNT.fullmatch(account):
+            return refusal.page(refusal.bad_request(target, "invalid account name"))
+        next_path = safe_next(request.query.get("next"))
+        decided = await self.authorize(user, target, account, gateway)
+        if isinstance(decided, Refusal):
+            return refusal.page(decided)
+        base = self.router.target_base(target, scheme, request.host) + CONTROL.strip("/")
+        state = request.query.get("state")
+        if state is None:
+            query = {"next": next_path} | ({"account": account} if account else {})
+            return redirect(f"{base}/start?{urlencode(query)}")
+        if not _HEX64.fullmatch(state):
+            return refusal.page(refusal.bad_request(target, "the sign-in link is not valid"))
+        code = self._new_code(decided, state, next_path)
+        return redirect(f"{base}/handoff?{urlencode({'code': code})}")
+
+    # --- on the target's origin --------------------------------------------------------
+    async def control(
+        self, request: web.BaseRequest, route: Route, scheme: str
+    ) -> web.StreamResponse:
+        """``/__lockgate/start`` and ``/__lockgate/handoff`` (steps 2 and 4); anything else
+        under ``/__lockgate/`` is not found. Never proxied."""
+        gateway = self.router.gateway_origin(scheme, request.host)
+        secure = scheme == "https"
+        names = cookie_names(route, secure)
+        action = route.path[len(CONTROL) :]
+        if request.method not in ("GET", "HEAD"):
+            return refusal.page(refusal.bad_request(route.target, "use GET"))
+        if action == "start":
+            return self._start(request, route, gateway, names, secure)
+        if action == "handoff":
+            return self._finish(request, route, gateway, names, secure)
+        return refusal.page(replace(refusal.bad_request(route.target, "nothing here"), status=404))
+
+    def _start(
+        self, request: web.BaseRequest, route: Route, gateway: str, names: CookieNames, secure: bool
+    ) -> web.StreamResponse:
+        state = secrets.token_urlsafe(32)
+        query = {"state": digest(state), "next": safe_next(request.query.get("next"))}
+        account = request.query.get("account")
+        if account and _ACCOUNT.fullmatch(account):
+            query["account"] = account
+        response = redirect(f"{refusal.open_link(gateway, route.target)}?{urlencode(query)}")
+        response.set_cookie(
+            names.state,
+            state,
+            max_age=int(STATE_TTL.total_seconds()),
+            path=names.state_path,
+            secure=secure,
+            httponly=True,
+            samesite="Lax",
+        )
+        return response
+
+    def _finish(
+        self, request: web.BaseRequest, route: Route, gateway: str, names: CookieNames, secure: bool
+    ) -> web.StreamResponse:
+        code = request.query.get("code", "")
+        pending = self._codes.pop(digest(code), None) if code else None
+        state = request.cookies.get(names.state, "")
+        now = self.clock()
+        valid = (
+            pending is not None
+            and pending.expires > now
+            and pending.access.target == route.target
+            and pending.access.expires_at > now
+            and bool(state)
+            and secrets.compare_digest(digest(state).encode(), pending.state_hash.encode())
+        )
+        if not valid or pending is None:
+            page = refusal.page(
+                Refusal(
+                    "sign_in",
+                    403,
+                    "Sign-in link not valid",
+                    "This sign-in link was already used, has expired, or was opened in "
+                    "another browser than the one that asked for it.",
+                    route.target,
+                    "",
+                    (("Open through Lockgate", refusal.open_link(gateway, route.target)),),
+                )
+            )
+            page.del_cookie(names.state, path=names.state_path, secure=secure)
+            return page
+        access = pending.access
+        value = self._new_login(access)
+        lifetime = min(access.expires_at - now, LOGIN_TTL)
+        landing = route.prefix + pending.next_path
+        response = redirect(landing)
+        response.set_cookie(
+            names.session,
+            value,
+            max_age=max(1, int(lifetime.total_seconds())),
+            path=names.path,
+            secure=secure,
+            httponly=True,
+            samesite="Lax",
+        )
+        response.del_cookie(names.state, path=names.state_path, secure=secure)
+        return response
+
+    def open_url(self, scheme: str, host: str, route: Route) -> str:
+        """Where a browser without a valid sign-in for ``route`` starts the hand-off."""
+        gateway = self.router.gateway_origin(scheme, host)
+        path = route.path + (f"?{route.query}" if route.query else "")
+        return refusal.open_link(gateway, route.target, safe_next(path))
+
+
+def redirect(location: str) -> web.Response:
+    """A 303 that is cached nowhere and tells the next page nothing of this URL."""
+    return web.Response(
+        status=303,
+        headers={
+            "Location": location,
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+        },
+    )

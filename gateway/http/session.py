@@ -1,0 +1,427 @@
+"""One person's live web session to one target under one grant: the registry's handle.
+
+A session of kind ``http`` opens at the first request after the hand-off (session record and
+audit ``session.start``, recording with meta kind ``http``, the vaulted credential checked
+out once), lives in the same registry as SSH sessions (listed, terminated, re-checked and
+ended at the grant's end by the kill switch) and ends after ``idle`` without a request or an
+open WebSocket.
+
+Every request asks, in order: is the session still on; is the grant still running; has the
+authorization been re-decided within ``RECHECK`` (locks, revocation, the rule; through
+``gateway.access`` — between those, a change anywhere in the cluster reaches the session at
+once through the kill switch); does the rule allow this method and path (the upstream then
+gets the path in the normalised form the rule judged); does an ``http``
+anomaly rule match (``block``: 403 with the reason; ``kill``/``kill_and_lock``: the core's
+enforcer ends the session). Only then does the request go upstream, with the credential and
+the identity assertion.
+
+``close`` cuts everything at once: every in-flight request is cancelled (a response not yet
+begun becomes the "session terminated" page, a streaming one has its connection cut), every
+open WebSocket is closed with 1008 and the reason, and the browser's later requests get the
+"session terminated: <reason>" page (after an idle timeout the next request quietly opens a
+new session instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from gateway.access import http_request_path
+from gateway.credentials import HttpCredential
+from gateway.db import completed
+from gateway.errors import GatewayError
+from gateway.http import refusal
+from gateway.http.handoff import WebAccess
+from gateway.http.headers import ClientView, ResponseRewriter, request_headers
+from gateway.http.recording import MAX_BODY, record_exchange, record_websocket_open
+from gateway.http.relay import Exchange, Relay, RelayedSocket, UpstreamUnavailable, is_websocket
+from gateway.http.routing import Route, decoded_path
+from gateway.http.target import WebTarget
+from gateway.metrics import Metrics, kill_reason
+from gateway.services import Services
+from gateway.sessions.enforce import Enforcer
+from gateway.sessions.killswitch import Timer
+from gateway.sessions.records import NewSession, new_session_id
+from gateway.sessions.registry import SessionRegistry
+from policy.models import Rule, Target
+from recorder.anomaly import AnomalyEngine
+from recorder.writer import Recorder, SessionRecording
+
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT = timedelta(minutes=15)
+IDLE_REASON = "idle timeout"
+RECHECK = timedelta(seconds=10)
+CLOSE_WAIT = 2.0  # seconds for in-flight handlers to unwind after a kill
+
+
+class Signer(Protocol):
+    """``gateway.http.assertion.AssertionSigner`` as the session uses it."""
+
+    def sign(
+        self,
+        *,
+        audience: str,
+        subject: str,
+        roles: Sequence[str],
+        grant_id: str,
+        session_id: str,
+        expires_at: datetime,
+        now: datetime,
+    ) -> str: ...
+
+    def forget(self, session_id: str) -> None: ...
+
+
+@dataclass
+class WebCore:
+    """The parts of the node a web session works with."""
+
+    services: Services
+    registry: SessionRegistry
+    enforcer: Enforcer
+    recorder: Recorder
+    anomaly: AnomalyEngine
+    metrics: Metrics
+    timer: Timer
+    relay: Relay
+    signer: Signer | None = None
+    idle: timedelta = IDLE_TIMEOUT
+    on_end: list[Callable[[WebAccess, str], None]] = field(default_factory=list)
+
+
+@dataclass
+class _Flight:
+    request: web.BaseRequest
+    exchange: Exchange
+
+
+class LiveHttpSession:
+    """Implements ``gateway.sessions.SessionHandle`` for kind ``http``."""
+
+    def __init__(
+        self,
+        core: WebCore,
+        access: WebAccess,
+        target: Target,
+        web_target: WebTarget,
+        rule: Rule | None,
+        roles: Sequence[str],
+        client_addr: str,
+    ) -> None:
+        self.core = core
+        self.kind = "http"
+        self.id = new_session_id()
+        self.access = access
+        self.user = access.user
+        self.target = access.target
+        self.account = access.account
+        self.grant_id: str | None = access.grant_id
+        self.expires_at: datetime | None = access.expires_at
+        self.target_obj = target
+        self.web = web_target
+        self.rule = rule
+        self.roles = tuple(roles)
+        self.client_addr = client_addr
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.recording: SessionRecording | None = None
+        self.credential: HttpCredential | None = None
+        self.ended: str | None = None
+        self.sockets: set[RelayedSocket] = set()
+        self._flights: dict[asyncio.Task[Any], _Flight] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._checked_at = core.timer.now()
+        self._last_active = self._checked_at
+        self._idle: asyncio.Task[None] | None = None
+        self._finished = False
+        self.record = NewSession(
+            self.id, "http", self.user, self.target, self.account, self.grant_id, client_addr
+        )
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- opening -------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Audit and record the start, check the credential out, join the registry. Raises
+        (and leaves nothing running) when any of it fails."""
+        core = self.core
+        await completed(core.services.sessions.started(self.record))
+        try:
+            self.recording = await completed(
+                core.recorder.start(
+                    self.id,
+                    meta={
+                        "user": self.user,
+                        "target": self.target,
+                        "account": self.account,
+                        "grant": self.grant_id or "",
+                        "client": self.client_addr,
+                        "kind": "http",
+                    },
+                    pty=False,
+                )
+            )
+            self.credential = await completed(
+                core.services.credentials.http(self.target_obj, self.account, self.id, self.user)
+            )
+        except BaseException as exc:
+            reason = str(exc) if isinstance(exc, GatewayError) else type(exc).__name__
+            self._ended_with(f"could not start: {reason}")
+            await self._finish(f"could not start: {reason}")
+            raise
+        self.recording.add_failure_callback(
+            lambda exc: self.spawn(core.registry.terminate(self.id, "recording failed"))
+        )
+        core.registry.add(self)
+        self._idle = asyncio.ensure_future(self._watch_idle())
+
+    # --- SessionHandle ---------------------------------------------------------------
+    def notify(self, line: str) -> None:
+        """Nothing is injected into the app's pages: the line goes to the recording."""
+        self.mark("warning", line)
+
+    def mark(self, kind: str, text: str) -> None:
+        if self.recording is not None:
+            with contextlib.suppress(Exception):
+                self.recording.marker(kind, text)
+
+    async def close(self, reason: str) -> None:
+        if self.ended is not None:
+            return
+        self._ended_with(reason)
+        self.mark("kill", reason)
+        kills = [s.kill(reason) for s in list(self.sockets)]
+        flights = list(self._flights.items())
+        for task, flight in flights:
+            # open WebSockets are closed by their kill; everything else (a socket still
+            # connecting upstream included) is cut off where it waits
+            if not (flight.exchange.websocket and flight.exchange.responded):
+                task.cancel()
+        await asyncio.gather(*kills, return_exceptions=True)
+        waiting = [task for task, _ in flights if not task.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=CLOSE_WAIT)
+        await self._finish(reason)
+
+    def _ended_with(self, reason: str) -> None:
+        self.ended = reason
+        for callback in self.core.on_end:
+            with contextlib.suppress(Exception):
+                callback(self.access, reason)
+
+    async def _finish(self, reason: str) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.ended = self.ended or reason
+        core = self.core
+        if self._idle is not None and self._idle is not asyncio.current_task():
+            self._idle.cancel()
+        if core.signer is not None:
+            core.signer.forget(self.id)
+        if self.recording is not None:
+            with contextlib.suppress(Exception):
+                await self.recording.close(reason)
+        core.registry.discard(self)
+        core.metrics.sessions_total.labels(kill_reason(reason)).inc()
+        core.metrics.bytes_total.labels("up").inc(self.bytes_up)
+        core.metrics.bytes_total.labels("down").inc(self.bytes_down)
+        try:
+            await completed(
+                core.services.sessions.ended(
+                    self.id, self.user, reason, self.bytes_up, self.bytes_down
+                )
+            )
+        except Exception:
+            log.exception("recording the end of session %s failed", self.id)
+
+    async def _watch_idle(self) -> None:
+        timer = self.core.timer
+        while self.ended is None:
+            due = self._last_active + self.core.idle
+            await timer.sleep_until(due)
+            if self.ended is not None:
+                return
+            if (
+                not self._flights
+                and not self.sockets
+                and timer.now() >= (self._last_active + self.core.idle)
+            ):
+                self.spawn(self.core.registry.terminate(self.id, IDLE_REASON))
+                return
+            if self._flights or self.sockets:
+                self._last_active = timer.now()
+
+    # --- requests --------------------------------------------------------------------
+    def _gateway(self, view: ClientView) -> str:
+        return view.gateway_origin or view.public_origin
+
+    async def _still_allowed(self) -> str | None:
+        """None, or why the session ends now."""
+        now = self.core.timer.now()
+        if self.expires_at is not None and now >= self.expires_at:
+            return "grant expired"
+        if now - self._checked_at < RECHECK:
+            return None
+        # An extension moves expires_at through the kill switch, which re-arms its timer.
+        allowed, reason, _ = await completed(self.core.services.access.recheck(self))
+        self._checked_at = now
+        return None if allowed else reason
+
+    async def handle(
+        self, request: web.BaseRequest, route: Route, view: ClientView
+    ) -> web.StreamResponse:
+        """Check, relay, record one request (or WebSocket)."""
+        gateway = self._gateway(view)
+        if self.ended is not None:
+            return refusal.page(refusal.terminated(self.target, self.ended, gateway))
+        try:
+            ending = await self._still_allowed()
+        except Exception:
+            # Fail closed: what cannot be checked does not go upstream.
+            log.exception("session %s: re-checking access failed", self.id)
+            return refusal.page(
+                refusal.Refusal(
+                    "unavailable",
+                    503,
+                    "Try again",
+                    "Lockgate could not check your access.",
+                    self.target,
+                )
+            )
+        if ending is not None:
+            await self.core.registry.terminate(self.id, ending)
+            return refusal.page(refusal.terminated(self.target, ending, gateway))
+        exchange = Exchange(request.method, route.path, route.query)
+        websocket = is_websocket(request)
+        exchange.websocket = websocket
+        served = http_request_path(self.rule, request.method, route.path)
+        if served is None:
+            self._done(exchange, "refused")
+            shown = route.prefix + decoded_path(route.path)
+            return refusal.page(refusal.not_allowed(self.target, request.method, shown, gateway))
+        exchange.path = served
+        stop = await self._anomalies(request.method, route.path)
+        if stop is not None:
+            self._done(exchange, "blocked" if self.ended is None else "killed")
+            if self.ended is not None:
+                return refusal.page(refusal.terminated(self.target, self.ended, gateway))
+            return refusal.page(refusal.blocked(self.target, stop))
+        return await self._relay(request, exchange, view, websocket, gateway)
+
+    async def _anomalies(self, method: str, path: str) -> str | None:
+        """The rule that stops this request, if any (kill rules end the session too).
+        ``path`` as sent: the engine also checks it as a server may read it."""
+        stop: str | None = None
+        for hit in self.core.anomaly.check_http(method, path):
+            if hit.action == "alert":
+                self.spawn(self.core.enforcer.anomaly(self, hit))
+                continue
+            stop = stop or hit.rule
+            await self.core.enforcer.anomaly(self, hit)
+        return stop
+
+    def _upstream_headers(self, request: web.BaseRequest, view: ClientView, websocket: bool) -> Any:
+        assertion = None
+        signer = self.core.signer
+        if signer is not None and self.grant_id and self.expires_at is not None:
+            assertion = signer.sign(
+                audience=self.target,
+                subject=self.user,
+                roles=self.roles,
+                grant_id=self.grant_id,
+                session_id=self.id,
+                expires_at=self.expires_at,
+                now=self.core.timer.now(),
+            )
+        cred = self.credential
+        return request_headers(
+            request.headers,
+            self.web,
+            view,
+            credential_header=cred.header if cred else None,
+            credential=cred.value if cred else None,
+            assertion=assertion,
+            websocket=websocket,
+        )
+
+    async def _relay(
+        self,
+        request: web.BaseRequest,
+        exchange: Exchange,
+        view: ClientView,
+        websocket: bool,
+        gateway: str,
+    ) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        if self.web.record_bodies and request.method not in ("GET", "HEAD"):
+            exchange.body_cap = min(self.web.record_bodies, MAX_BODY)
+        self._flights[task] = _Flight(request, exchange)
+        outcome = "ok"
+        try:
+            headers = self._upstream_headers(request, view, websocket)
+            if websocket:
+                return await self.core.relay.websocket(
+                    request,
+                    self.web,
+                    headers,
+                    exchange,
+                    expected_origin=view.public_origin,
+                    sockets=self.sockets,
+                    on_open=lambda: self._ws_opened(exchange),
+                )
+            rewriter = ResponseRewriter(self.web, view)
+            return await self.core.relay.http(request, self.web, headers, rewriter, exchange)
+        except UpstreamUnavailable as exc:
+            outcome = "upstream_error"
+            return refusal.page(refusal.upstream(self.target, exc.failure.status, exc.failure.what))
+        except ConnectionError:
+            outcome = "client_gone"
+            raise
+        except asyncio.CancelledError:
+            outcome = "killed" if self.ended is not None else "client_gone"
+            if self.ended is None or exchange.responded:
+                raise
+            task.uncancel()
+            return refusal.page(refusal.terminated(self.target, self.ended, gateway))
+        finally:
+            del self._flights[task]
+            if self.ended is not None and outcome == "ok":
+                outcome = "killed"
+            self._done(exchange, outcome)
+
+    def _ws_opened(self, exchange: Exchange) -> None:
+        if self.recording is not None:
+            with contextlib.suppress(Exception):
+                record_websocket_open(self.recording, exchange, self.web.sensitive_params)
+
+    def _done(self, exchange: Exchange, outcome: str) -> None:
+        exchange.finish()
+        self._last_active = self.core.timer.now()
+        self.bytes_up += exchange.bytes_up
+        self.bytes_down += exchange.bytes_down
+        metrics = self.core.metrics
+        metrics.http_requests.labels(self.target, str(exchange.status)).inc()
+        metrics.http_duration.labels(self.target).observe(exchange.duration)
+        if self.recording is None:
+            return
+        body = bytes(exchange.body) if exchange.body_cap else None
+        try:
+            record_exchange(self.recording, exchange, outcome, self.web.sensitive_params, body)
+        except Exception:
+            # Nothing goes unrecorded: a recording that cannot take the exchange ends it.
+            log.exception("session %s: recording an exchange failed", self.id)
+            self.spawn(self.core.registry.terminate(self.id, "recording failed"))
