@@ -285,8 +285,8 @@ class Lockgate:
         opener.open(sign_in, timeout=30).close()
         if not any(c.name == "lockgate_session" for c in jar):
             raise SystemExit("the bench user could not sign in on the gateway")
-        # The path-prefix entry of DESIGN.md §8 (no wildcard DNS on loopback).
-        entry = f"{gateway}/t/app/"
+        # The "Open" link; without wildcard DNS on loopback it lands in path-prefix mode.
+        entry = f"{gateway}/open/app"
         try:
             with opener.open(entry, timeout=30) as response:
                 base = response.geturl()

@@ -174,12 +174,15 @@ async def my_access(request: web.Request) -> web.Response:
     requestable = [(r, a) for r in await policy.requestable(who.name) for a in r.accounts]
     requests = await policy.list_requests(who.name, mine_only=True)
     grants = [g for g in await policy.list_grants(who.name, mine_only=True) if g.is_active(now)]
+    web_targets = {t.name for t in await policy.list_targets() if t.kind == "http"}
     return render(
         request,
         "my_access.html",
         requestable=requestable,
         requests=requests[:50],
         grants=grants,
+        web_targets=web_targets,
+        chosen=request.query.get("target", ""),
         pending=RequestState.PENDING,
     )
 
@@ -290,6 +293,7 @@ def add_ui_routes(app: web.Application) -> None:
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_get("/", my_access)
+    app.router.add_get("/access", my_access)  # ?target=NAME preselects it (refusal pages link here)
     app.router.add_get("/approvals", approvals)
     app.router.add_get("/sessions", sessions_page)
     app.router.add_get("/sessions/{id}/live", live_page)
