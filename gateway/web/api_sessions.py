@@ -26,6 +26,8 @@ from policy.errors import InvalidInput, NotFound
 from recorder.asciicast import export as asciicast
 from recorder.errors import NotFound as NoRecording
 from recorder.events import iter_records_from
+from recorder.http import TimelineEntry
+from recorder.http import timeline as http_timeline
 from recorder.replay import frame_at, frames_between
 from recorder.store import RecordingInfo
 
@@ -167,6 +169,47 @@ async def get_recording(call: Call) -> Any:
         facts["markers"] = []
     facts["indexed"] = info.indexed
     return facts
+
+
+TIMELINE_QUERY = {
+    "method": "only this method",
+    "status": "only this status or class, e.g. 404 or 4xx",
+    "path": "only paths matching this glob, e.g. /api/*",
+    "limit": "at most this many (1-1000, default 100)",
+    "cursor": "the next page: from the Link header of the previous one",
+}
+
+
+@route(
+    "GET",
+    "/recordings/{id}/requests",
+    "A web session's requests in order (method, path, status, bytes, time), filtered",
+    query=TIMELINE_QUERY,
+    tag="recordings",
+)
+async def recording_requests(call: Call) -> Any:
+    info = await readable_recording(call, call.arg("id"))
+    entries, after = await request_timeline(call.request, info)
+    return paging.respond(call.request, [e.as_dict() for e in entries], after)
+
+
+async def request_timeline(
+    request: web.Request, info: RecordingInfo
+) -> tuple[list[TimelineEntry], str | None]:
+    """One page of an HTTP recording's requests, with the query's filters; and the cursor of
+    the next page. Bad filters are 422 (InvalidQuery)."""
+    size = paging.limit(request)
+    entries = await asyncio.to_thread(
+        http_timeline,
+        info.path,
+        method=request.query.get("method") or None,
+        status=request.query.get("status") or None,
+        path_glob=request.query.get("path") or None,
+        limit=size + 1,
+        cursor=request.query.get("cursor") or None,
+    )
+    more = len(entries) > size
+    return entries[:size], entries[size - 1].cursor if more else None
 
 
 async def _grant_facts(call: Call, grant_id: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from gateway.sessions.records import SessionRecord
 from gateway.web import paging
+from gateway.web.api_sessions import request_timeline
 from gateway.web.auth import (
     COOKIE,
     PRINCIPAL,
@@ -276,6 +277,19 @@ async def replay_page(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="No such recording.") from None
     if not who.user.is_auditor and info.meta.get("user") != who.name:
         raise web.HTTPNotFound(text="No such recording.")
+    if info.meta.get("kind") == "http":
+        entries, after = await request_timeline(request, info)
+        more = None
+        if after is not None:
+            more = str(request.rel_url.with_query({**request.query, "cursor": after}))
+        return render(
+            request,
+            "http_replay.html",
+            info=info,
+            entries=[e.as_dict() for e in entries],
+            filters={k: request.query.get(k, "") for k in ("method", "status", "path")},
+            more=more,
+        )
     return render(request, "replay.html", session_id=sid, speeds=SPEEDS)
 
 

@@ -95,6 +95,7 @@ READS: list[tuple[str, dict[str, int]]] = [
     ("/recordings/{session}/verify", expect(403, auditor=200, admin=200)),
     ("/recordings/{session}/cast", expect(200, other=404, approver=404)),
     ("/recordings/{session}/frames?at=0.5", expect(200, other=404, approver=404)),
+    ("/recordings/{session}/requests", expect(200, other=404, approver=404)),
     ("/audit", expect(403, auditor=200, admin=200)),
     ("/audit/verify", expect(403, auditor=200, admin=200)),
     ("/openapi.json", {role: 200 for role in ROLES}),
