@@ -18,8 +18,7 @@ Needs Debian's ``nginx`` (the upstream and the reference proxy), ``wrk`` (the lo
 - The Lockgate leg runs ``lockgate init`` and ``lockgate serve`` in a temporary directory as
   the README says, adds the app as a web target with an injected bearer header and a rule for
   channel ``http``, signs a person in (password + TOTP) and opens the target through the
-  hand-off like the "Open" link; then the same wrk and curl runs go through it. Until the
-  web-target proxy is on this branch the column says "not available".
+  hand-off like the "Open" link; then the same wrk and curl runs go through it.
 - Small GETs: requests/s and latency p50/p99 (wrk's, per request, closed loop over keep-alive
   connections) at 1 and 64 concurrent connections; "added" is the difference to direct.
 - Download: MB/s of one ``curl`` (median of 3, 1 with ``--quick``) and the proxy's peak RSS

@@ -70,6 +70,7 @@ class RecordingStore:
         self._workers = asyncio.Semaphore(workers)
         self._children: set[asyncio.subprocess.Process] = set()
         self._jobs: set[asyncio.Task[None]] = set()
+        self._saves: set[asyncio.Future[bool]] = set()
 
     def _info(self, row: Any) -> RecordingInfo:
         return RecordingInfo(
@@ -175,7 +176,14 @@ class RecordingStore:
                 f"indexing {session_id} failed: {err.decode(errors='replace').strip()[-300:]}"
             )
         result = from_json(out.decode())
-        await self.save_index(session_id, result, result.size if live else info.size, live)
+        # A cancel in the middle of a database call leaves the connection unusable (and, on
+        # SQLite, its write lock held): the save runs to its end, and aclose waits for it.
+        save = asyncio.ensure_future(
+            self.save_index(session_id, result, result.size if live else info.size, live)
+        )
+        self._saves.add(save)
+        save.add_done_callback(self._saves.discard)
+        await asyncio.shield(save)
         return result
 
     async def save_index(
@@ -254,7 +262,8 @@ class RecordingStore:
         return max(0.0, (now - ended).total_seconds()) if ended is not None else 0.0
 
     async def aclose(self) -> None:
-        """Stop at once: unfinished indexing is redone by ``index_pending`` next start."""
+        """Stop: indexing children are killed and their jobs dropped (redone by
+        ``index_pending`` next start); an index already being saved is saved to its end."""
         for proc in list(self._children):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -262,6 +271,8 @@ class RecordingStore:
             job.cancel()
         if self._jobs:
             await asyncio.gather(*self._jobs, return_exceptions=True)
+        if self._saves:
+            await asyncio.gather(*self._saves, return_exceptions=True)
 
     # --- reading ---------------------------------------------------------------------
     async def keyframe_before(self, session_id: str, t: float) -> tuple[float, int, dict[str, Any]]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.libdb import AuditLog, SessionMaker, audit_events
+from tests.libdb import AuditLog, SessionMaker, audit_events, create_engine
 
 
 @pytest.fixture
@@ -14,12 +16,14 @@ async def audit(engine: AsyncEngine, maker: SessionMaker) -> AuditLog:
     return await AuditLog.create(engine, maker)
 
 
-async def test_sqlite_engine_has_wal_and_foreign_keys(engine: AsyncEngine) -> None:
-    if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite pragmas")
-    async with engine.connect() as conn:
-        assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
-        assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+async def test_sqlite_engine_has_wal_and_foreign_keys(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'pragmas.db'}")
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        await engine.dispose()
 
 
 async def test_events_are_numbered_in_order_and_verify(
