@@ -41,18 +41,25 @@ class Client:
         if query:
             url += "?" + urlencode({k: v for k, v in query.items() if v})
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        items: list[Any] = []
         try:
-            async with self.session.request(method, url, json=body, headers=headers) as response:
-                if response.content_type == "application/x-asciicast":
-                    return await response.text()
-                try:
-                    data = await response.json(content_type=None)
-                except ValueError:
-                    data = None
-                if response.status >= 400:
-                    detail = data.get("detail") if isinstance(data, dict) else None
-                    raise Refused(detail or f"HTTP {response.status}", response.status)
-                return data
+            while True:  # a listing comes in pages: follow Link rel="next" to its end
+                async with self.session.request(method, url, json=body, headers=headers) as resp:
+                    if resp.content_type == "application/x-asciicast":
+                        return await resp.text()
+                    try:
+                        data = await resp.json(content_type=None)
+                    except ValueError:
+                        data = None
+                    if resp.status >= 400:
+                        detail = data.get("detail") if isinstance(data, dict) else None
+                        raise Refused(detail or f"HTTP {resp.status}", resp.status)
+                    link = resp.links.get("next")
+                    following = link.get("url") if link is not None else None
+                if not isinstance(data, list) or following is None:
+                    return items + data if isinstance(data, list) else data
+                items += data
+                url = str(resp.url.join(following))
         except aiohttp.ClientError as exc:
             raise Refused(f"cannot reach {self.url} ({type(exc).__name__})", 0) from None
 

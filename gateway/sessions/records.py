@@ -175,15 +175,6 @@ class SessionStore:
             )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    async def live_elsewhere(self) -> int:
-        async with self.maker() as db:
-            query = (
-                sa.select(sa.func.count())
-                .select_from(sessions)
-                .where(sessions.c.ended_at.is_(None), sessions.c.node != self.node)
-            )
-            return int((await db.execute(query)).scalar_one())
-
     async def _can_see_all(self, viewer: str) -> bool:
         if viewer == SYSTEM_ACTOR:
             return True

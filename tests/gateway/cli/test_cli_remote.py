@@ -100,3 +100,12 @@ async def test_remote_actions_and_exit_status(web: Web) -> None:
     nowhere = {**alice, "LOCKGATE_URL": "http://127.0.0.1:9"}
     code, out, err = await lockgate(nowhere, "grants")
     assert code == 1 and "cannot reach" in err and web.tokens["requester"] not in err
+
+
+async def test_a_remote_listing_follows_every_page(web: Web) -> None:
+    for i in range(130):  # more than one page of the API's default 100
+        await web.node.services.audit.record(actor="ada", action="test.page", subject=f"s{i}")
+    code, out, err = await lockgate(remote_env(web, "auditor"), "audit", "--json")
+    assert code == 0, err
+    subjects = [e["subject"] for e in json.loads(out) if e["action"] == "test.page"]
+    assert sorted(subjects) == sorted(f"s{i}" for i in range(130))
