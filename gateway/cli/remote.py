@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
+from yarl import URL
 
 from gateway.cli import access, admin, recordings
 from gateway.cli.context import Context, Usage
@@ -59,7 +60,7 @@ class Client:
                 if not isinstance(data, list) or following is None:
                     return items + data if isinstance(data, list) else data
                 items += data
-                url = str(resp.url.join(following))
+                url = str(resp.url.join(URL(str(following))))
         except aiohttp.ClientError as exc:
             raise Refused(f"cannot reach {self.url} ({type(exc).__name__})", 0) from None
 
