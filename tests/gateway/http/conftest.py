@@ -23,7 +23,6 @@ from gateway.web.auth import COOKIE
 from policy.models import Rule
 from policy.service import SYSTEM_ACTOR
 from tests.clock import FakeTimer
-from tests.eventually import eventually
 from tests.gateway.http.upstreams import (
     BASIC_PASSWORD,
     BASIC_USER,
@@ -214,12 +213,6 @@ async def start_web(db_url: str, tmp_path: Path) -> AsyncIterator[Starter]:
         async def stop() -> None:
             for client in web.browsers:
                 await client.close()
-            # RecordingStore.aclose cancels indexing jobs even mid-query, which leaks a pooled
-            # SQLite connection and stalls node.stop's last audit write for the pool's 30 s:
-            # let the jobs of sealed recordings finish first.
-            assert node.deps is not None
-            recordings = node.deps.recordings
-            await eventually(lambda: not recordings._jobs, what="indexing to finish")
             await node.stop("test finished")
             for served in others.values():
                 await served.runner.cleanup()
