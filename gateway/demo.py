@@ -18,6 +18,7 @@ import shutil
 import struct
 import termios
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -79,7 +80,17 @@ async def _run(process: asyncssh.SSHServerProcess[bytes], home: Path) -> None:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        await process.redirect(stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr)
+        assert proc.stdout is not None and proc.stderr is not None
+        await process.redirect(stdin=proc.stdin)
+
+        async def copy(reader: asyncio.StreamReader, writer: Any) -> None:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+
+        # Every byte the command wrote is sent before the exit status: exiting as soon as the
+        # child ended dropped output still in flight through a redirect.
+        await asyncio.gather(copy(proc.stdout, process.stdout), copy(proc.stderr, process.stderr))
         process.exit(await proc.wait())
         return
     master, slave = pty.openpty()
