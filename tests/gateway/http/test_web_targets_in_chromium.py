@@ -107,3 +107,64 @@ async def test_two_web_targets_in_two_tabs_and_a_terminate_cuts_the_websocket(
         assert "Demo console" not in refusal
     finally:
         await runner.cleanup()
+
+
+GUARDED_CONSOLE = Rule(
+    name="console-guarded",
+    roles=frozenset({"dev"}),
+    targets=("console",),
+    approvals=1,
+    approver_roles=frozenset({"admin"}),
+    require_reason=False,
+    channels=frozenset({"http"}),
+)
+
+
+@pytest.mark.timeout(300)
+async def test_at_the_grants_end_the_page_and_its_websocket_are_cut(
+    start_web: Starter, browsers: list[WebDriver]
+) -> None:
+    # An approval rule, so that reloading does not grant anew through the hand-off (a
+    # zero-approval rule would, as connecting over SSH does).
+    runner, url = await start_demo_web(DEMO_TOKEN)
+    try:
+        web: WebTargets = await start_web("host", rules=(WEB_RULE, GUARDED_CONSOLE))
+        policy, vault = web.node.services.policy, web.node.services.vault
+        await policy.add_target(SYSTEM_ACTOR, "console", kind="http", url=url, accounts=["svc"])
+        await vault.set_credential(
+            SYSTEM_ACTOR, "console", "svc", "http_header", Secret(f"Bearer {DEMO_TOKEN}"),
+            public={"header": "Authorization"},
+        )  # fmt: skip
+        request = await policy.create_request("alice", "console", duration=timedelta(minutes=30))
+        await policy.approve("ada", request.id)
+        assert web.node.deps is not None
+        cookie, _ = web.node.deps.browser.create("alice")
+        driver = await run(chromium_for, DOMAIN)
+        browsers.append(driver)
+
+        def open_console() -> None:
+            driver.get(f"{web.gateway}/login")
+            driver.add_cookie({"name": COOKIE, "value": cookie, "path": "/"})
+            driver.get(f"{web.gateway}/open/console")
+            wait(driver, lambda d: d.find_element(By.ID, "socket-state").text == "connected")
+
+        await run(open_console)
+        (session,) = web.sessions("console")
+        await web.timer.advance(timedelta(minutes=31))
+
+        def cut() -> tuple[str, str]:
+            state = driver.find_element(By.ID, "socket-state")
+            wait(driver, lambda d: "closed (1008)" in state.text, 10)
+            driver.refresh()
+            wait(driver, lambda d: "Demo console" not in d.page_source)
+            return str(driver.page_source), str(driver.current_url)
+
+        page, where = await run(cut)
+        assert "You have no active grant for console" in page
+        assert "Demo console" not in page and DEMO_TOKEN not in page
+        assert where == f"{web.gateway}/open/console"  # back at the gateway's hand-off
+        ended = await web.node.services.sessions.get(SYSTEM_ACTOR, session.id)
+        assert ended.end_reason == "grant expired"
+        assert web.sessions("console") == []
+    finally:
+        await runner.cleanup()
