@@ -24,6 +24,7 @@ from gateway.cluster.bus import ClusterBus, ClusterEvent, EventKind
 from gateway.config import Config
 from gateway.errors import StartupError
 from gateway.http.assertion import JWKS_PATH, AssertionSigner, jwks_handler
+from gateway.http.fastpath import FastFront, FastSite
 from gateway.http.proxy import GatewaySite, WebProxy
 from gateway.http.relay import Relay
 from gateway.http.session import WebCore
@@ -36,7 +37,7 @@ from gateway.sessions.registry import SessionRegistry
 from gateway.ssh.listener import SshGateway
 from gateway.throttle import Throttle
 from gateway.web.app import FOREIGN, build_app
-from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme
+from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme, scheme_of
 from gateway.web.deps import Deps
 from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
@@ -64,6 +65,7 @@ class Node:
     metrics: Metrics
     acceptor: asyncssh.SSHAcceptor | None = None
     runner: web.AppRunner | None = None
+    front: FastFront | None = None
     deps: Deps | None = None
     proxy: WebProxy | None = None
     extra: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -107,6 +109,8 @@ class Node:
             task.cancel()
         await self.killswitch.aclose()
         await self.bus.stop()
+        if self.front is not None:
+            self.front.close()
         if self.runner is not None:
             await self.runner.cleanup()
         for closer in self.extra:
@@ -256,7 +260,13 @@ async def start_node(
         await node.runner.setup()
         http = config.server.http_listen
         try:
-            await web.TCPSite(node.runner, http.host, http.port).start()
+            if config.server.http_fastpath:
+                assert node.runner.server is not None
+                node.front = FastFront(node.proxy, node.runner.server, scheme_of)
+                site: web.TCPSite = FastSite(node.runner, http.host, http.port, node.front)
+            else:
+                site = web.TCPSite(node.runner, http.host, http.port)
+            await site.start()
         except OSError as exc:
             await node.stop()
             raise StartupError(f"cannot listen for HTTP on {http} ({exc.strerror})") from None

@@ -51,6 +51,7 @@ class ServerConfig:
     data_dir: Path
     node_name: str
     ssh_fastpath: bool = True  # gateway/ssh/fastpath.py; false: asyncssh's own data path
+    http_fastpath: bool = True  # gateway/http/fastpath.py; false: aiohttp for every request
     web_domain: str = ""  # web targets at <target>.<web_domain>; "" = /t/<target>/ paths
 
 
@@ -78,6 +79,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "data_dir": (str, "./lockgate-data"),
         "node_name": (str, ""),
         "ssh_fastpath": (bool, True),
+        "http_fastpath": (bool, True),
         "web_domain": (str, ""),
     },
     "database": {"url": (str, None)},
@@ -152,8 +154,8 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
     recordings = _resolve(base, str(rec)) if rec else data_dir / "recordings"
     max_failed = values["auth"]["max_failed_logins"]
     assert isinstance(max_failed, int)
-    fastpath = server["ssh_fastpath"]
-    assert isinstance(fastpath, bool)
+    fastpath, http_fastpath = server["ssh_fastpath"], server["http_fastpath"]
+    assert isinstance(fastpath, bool) and isinstance(http_fastpath, bool)
     if max_failed < 1:
         raise ConfigError(f"{source}: auth.max_failed_logins must be at least 1")
 
@@ -164,6 +166,7 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             data_dir=data_dir,
             node_name=node,
             ssh_fastpath=fastpath,
+            http_fastpath=http_fastpath,
             web_domain=_web_domain(str(server["web_domain"]), f"{source}: server.web_domain"),
         ),
         database_url=db_url,

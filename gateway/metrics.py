@@ -47,6 +47,11 @@ class Metrics:
             ["target"],
             registry=r,
         )
+        self.http_fastpath = Counter(
+            "lockgate_http_fastpath_requests_total",
+            "Web-target requests relayed on the fast path (the rest went through aiohttp)",
+            registry=r,
+        )
         self.index_lag = Gauge(
             "lockgate_recording_index_lag_seconds",
             "How far the recording indexer is behind",

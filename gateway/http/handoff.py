@@ -141,8 +141,10 @@ class Handoff:
         """The sign-in the request's target cookie stands for, if it is valid for this
         target and not past its grant."""
         value = request.cookies.get(cookie_names(route, secure).session)
-        if not value:
-            return None
+        return self.login_by_value(value, route) if value else None
+
+    def login_by_value(self, value: str, route: Route) -> Login | None:
+        """The sign-in a target cookie's value stands for (see ``login``)."""
         login = self._logins.get(digest(value))
         if login is None or login.access.target != route.target:
             return None

@@ -99,9 +99,7 @@ class WebProxy:
             auth = await completed(access.authorize_web(user, target, account, auto_request=auto))
         except Exception:
             log.exception("deciding web access of %s to %s failed", user, target)
-            return Refusal(
-                "unavailable", 503, "Try again", "Lockgate could not check your access.", target
-            )
+            return refusal.unavailable(target)
         if not auth.decision.allowed or auth.grant is None:
             return _refusal_for(auth, target, gateway)
         if auth.target is None or auth.target.kind != "http":

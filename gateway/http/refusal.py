@@ -120,6 +120,10 @@ def upstream(target: str, status: int, what: str) -> Refusal:
     return Refusal("upstream", status, "The target did not answer", what, target)
 
 
+def unavailable(target: str) -> Refusal:
+    return Refusal("unavailable", 503, "Try again", "Lockgate could not check your access.", target)
+
+
 def bad_request(target: str, what: str) -> Refusal:
     return Refusal("bad_request", 400, "Bad request", what, target)
 

@@ -30,9 +30,10 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
+from multidict import CIMultiDict, MultiMapping
 
 from gateway.access import http_request_path
 from gateway.credentials import HttpCredential
@@ -55,11 +56,15 @@ from policy.models import Rule, Target
 from recorder.anomaly import AnomalyEngine
 from recorder.writer import Recorder, SessionRecording
 
+if TYPE_CHECKING:
+    from gateway.http.flight import Flight
+
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = timedelta(minutes=15)
 IDLE_REASON = "idle timeout"
 RECHECK = timedelta(seconds=10)
+FAST_PATHS = 1024  # fast_check answers kept per session
 CLOSE_WAIT = 2.0  # seconds for in-flight handlers to unwind after a kill
 
 
@@ -138,6 +143,11 @@ class LiveHttpSession:
         self.ended: str | None = None
         self.sockets: set[RelayedSocket] = set()
         self._flights: dict[asyncio.Task[Any], _Flight] = {}
+        self.fast: set[Flight] = set()  # requests on the fast path (gateway.http.fastpath)
+        # fast_check's answers, as long as the rule and anomaly rules that gave them hold
+        self._fast_judges: tuple[object, ...] = ()
+        self._fast_paths: dict[tuple[str, str], str | None] = {}
+        self._recheck: asyncio.Future[str | None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._checked_at = core.timer.now()
         self._last_active = self._checked_at
@@ -203,6 +213,8 @@ class LiveHttpSession:
         self._ended_with(reason)
         self.mark("kill", reason)
         kills = [s.kill(reason) for s in list(self.sockets)]
+        for fast in list(self.fast):
+            fast.cut(reason)
         flights = list(self._flights.items())
         for task, flight in flights:
             # open WebSockets are closed by their kill; everything else (a socket still
@@ -256,25 +268,36 @@ class LiveHttpSession:
                 return
             if (
                 not self._flights
+                and not self.fast
                 and not self.sockets
                 and timer.now() >= (self._last_active + self.core.idle)
             ):
                 self.spawn(self.core.registry.terminate(self.id, IDLE_REASON))
                 return
-            if self._flights or self.sockets:
+            if self._flights or self.fast or self.sockets:
                 self._last_active = timer.now()
 
     # --- requests --------------------------------------------------------------------
     def _gateway(self, view: ClientView) -> str:
         return view.gateway_origin or view.public_origin
 
-    async def _still_allowed(self) -> str | None:
+    @property
+    def recheck_due(self) -> bool:
+        return self.core.timer.now() - self._checked_at >= RECHECK
+
+    async def still_allowed(self) -> str | None:
         """None, or why the session ends now."""
         now = self.core.timer.now()
         if self.expires_at is not None and now >= self.expires_at:
             return "grant expired"
         if now - self._checked_at < RECHECK:
             return None
+        # One re-check for all the requests that find it due (a page loads many at once).
+        if self._recheck is None or self._recheck.done():
+            self._recheck = asyncio.ensure_future(self._recheck_access(now))
+        return await asyncio.shield(self._recheck)
+
+    async def _recheck_access(self, now: datetime) -> str | None:
         # An extension moves expires_at through the kill switch, which re-arms its timer.
         allowed, reason, _ = await completed(self.core.services.access.recheck(self))
         self._checked_at = now
@@ -288,19 +311,11 @@ class LiveHttpSession:
         if self.ended is not None:
             return refusal.page(refusal.terminated(self.target, self.ended, gateway))
         try:
-            ending = await self._still_allowed()
+            ending = await self.still_allowed()
         except Exception:
             # Fail closed: what cannot be checked does not go upstream.
             log.exception("session %s: re-checking access failed", self.id)
-            return refusal.page(
-                refusal.Refusal(
-                    "unavailable",
-                    503,
-                    "Try again",
-                    "Lockgate could not check your access.",
-                    self.target,
-                )
-            )
+            return refusal.page(refusal.unavailable(self.target))
         if ending is not None:
             await self.core.registry.terminate(self.id, ending)
             return refusal.page(refusal.terminated(self.target, ending, gateway))
@@ -309,13 +324,13 @@ class LiveHttpSession:
         exchange.websocket = websocket
         served = http_request_path(self.rule, request.method, route.path)
         if served is None:
-            self._done(exchange, "refused")
+            self.record_done(exchange, "refused")
             shown = route.prefix + decoded_path(route.path)
             return refusal.page(refusal.not_allowed(self.target, request.method, shown, gateway))
         exchange.path = served
         stop = await self._anomalies(request.method, route.path)
         if stop is not None:
-            self._done(exchange, "blocked" if self.ended is None else "killed")
+            self.record_done(exchange, "blocked" if self.ended is None else "killed")
             if self.ended is not None:
                 return refusal.page(refusal.terminated(self.target, self.ended, gateway))
             return refusal.page(refusal.blocked(self.target, stop))
@@ -333,7 +348,33 @@ class LiveHttpSession:
             await self.core.enforcer.anomaly(self, hit)
         return stop
 
-    def _upstream_headers(self, request: web.BaseRequest, view: ClientView, websocket: bool) -> Any:
+    def fast_check(self, method: str, route: Route) -> str | None:
+        """The path to send upstream when the request may go there with nothing to answer
+        first: the session is live and within its grant, its rule serves the request and no
+        anomaly rule matches it. None sends the request the full way (``handle``), which
+        refuses and applies anomaly rules. The caller still re-checks access when
+        ``recheck_due`` says so."""
+        if self.ended is not None:
+            return None
+        if self.expires_at is not None and self.core.timer.now() >= self.expires_at:
+            return None
+        judges = (self.rule, self.core.anomaly)
+        if self._fast_judges != judges:
+            self._fast_judges, self._fast_paths = judges, {}
+        key = (method, route.path)
+        if key in self._fast_paths:
+            return self._fast_paths[key]
+        served = http_request_path(self.rule, method, route.path)
+        if served is not None and self.core.anomaly.check_http(method, route.path):
+            served = None
+        if len(self._fast_paths) >= FAST_PATHS:
+            self._fast_paths.clear()
+        self._fast_paths[key] = served
+        return served
+
+    def upstream_headers(
+        self, incoming: MultiMapping[str], view: ClientView, websocket: bool = False
+    ) -> CIMultiDict[str]:
         assertion = None
         signer = self.core.signer
         if signer is not None and self.grant_id and self.expires_at is not None:
@@ -348,7 +389,7 @@ class LiveHttpSession:
             )
         cred = self.credential
         return request_headers(
-            request.headers,
+            incoming,
             self.web,
             view,
             credential_header=cred.header if cred else None,
@@ -372,7 +413,7 @@ class LiveHttpSession:
         self._flights[task] = _Flight(request, exchange)
         outcome = "ok"
         try:
-            headers = self._upstream_headers(request, view, websocket)
+            headers = self.upstream_headers(request.headers, view, websocket)
             if websocket:
                 return await self.core.relay.websocket(
                     request,
@@ -401,14 +442,14 @@ class LiveHttpSession:
             del self._flights[task]
             if self.ended is not None and outcome == "ok":
                 outcome = "killed"
-            self._done(exchange, outcome)
+            self.record_done(exchange, outcome)
 
     def _ws_opened(self, exchange: Exchange) -> None:
         if self.recording is not None:
             with contextlib.suppress(Exception):
                 record_websocket_open(self.recording, exchange, self.web.sensitive_params)
 
-    def _done(self, exchange: Exchange, outcome: str) -> None:
+    def record_done(self, exchange: Exchange, outcome: str) -> None:
         exchange.finish()
         self._last_active = self.core.timer.now()
         self.bytes_up += exchange.bytes_up

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from gateway.access import Factor, Where, factors_suffice
 from gateway.metrics import Metrics
@@ -102,8 +103,13 @@ def principal(request: web.Request) -> Principal:
 
 def scheme(request: web.Request) -> str:
     """``https`` behind a TLS-terminating proxy that says so, else the connection's own."""
-    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    return forwarded if forwarded in ("http", "https") else request.scheme
+    return scheme_of(request.headers, request.scheme)
+
+
+def scheme_of(headers: MultiMapping[str], connection: str = "http") -> str:
+    """``scheme`` from a request's headers and its connection's own scheme."""
+    forwarded = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return forwarded if forwarded in ("http", "https") else connection
 
 
 def same_origin(request: web.Request) -> bool:

@@ -1,0 +1,132 @@
+"""The web fast path: plain page loads relayed on raw sockets, the rest through aiohttp.
+
+Every connection to the HTTP listener is a ``front.FrontConnection``. A request the fast path
+can serve in full without waiting for anything is relayed on raw asyncio transports
+(``flight.Flight``): a ``GET`` or ``HEAD`` without a body in the strict subset of
+``gateway.http.wire``, for a web target (not the gateway's own pages, not the hand-off), with
+a valid sign-in cookie, to a live session within its grant that its rule serves and that no
+anomaly rule matches, to a target with a kept-alive connection free (or room for one). The
+decision is the session's (``LiveHttpSession.fast_check``); a re-check of access that is due
+is made first, as on the full path; the headers each way are built by the same code
+(``gateway.http.headers``). Every other request is served by aiohttp (``front`` says how the
+connection moves between the two).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from gateway.http.fastpool import FastPool
+from gateway.http.flight import Flight
+from gateway.http.front import FrontConnection
+from gateway.http.handoff import cookie_names
+from gateway.http.headers import ClientView
+from gateway.http.relay import Exchange
+from gateway.http.routing import BadPath
+from gateway.http.target import TargetUnusable
+from gateway.http.wire import RequestHead, serialize_head
+
+if TYPE_CHECKING:
+    from gateway.http.proxy import WebProxy
+
+SWEEP_SECONDS = 1.0  # how often flights' upstream timeouts are looked at
+
+
+class FastFront:
+    """The listener's protocol factory: each connection starts on the fast path."""
+
+    def __init__(
+        self, proxy: WebProxy, server: web.Server, scheme: Callable[[MultiMapping[str]], str]
+    ) -> None:
+        self.proxy = proxy
+        self.server = server
+        self.scheme = scheme  # the request's scheme, as the gateway's web app decides it
+        self.pool = FastPool(proxy.core.relay.pool.timeouts)
+        self.connections: set[FrontConnection] = set()
+        self.flights: set[Flight] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def __call__(self) -> FrontConnection:
+        if self._sweeper is None:
+            self._sweep()
+        return FrontConnection(self)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for flight in list(self.flights):
+            flight.check_timeouts(now)
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+
+    def plan(self, conn: FrontConnection, head: RequestHead) -> Flight | None:
+        """The flight for a request the fast path serves, or None for the full path."""
+        proxy = self.proxy
+        scheme = self.scheme(head.headers)
+        try:
+            route = proxy.router.route(head.host, head.target)
+        except BadPath:
+            return None
+        if route is None or route.is_control or not route.path:
+            return None
+        value = conn.cookie(head.headers.get("Cookie", ""), cookie_names(route, scheme == "https"))
+        login = proxy.handoff.login_by_value(value, route) if value else None
+        if login is None or login.ended is not None:
+            return None
+        access = login.access
+        session = proxy.sessions.get((access.user, access.target, access.account, access.grant_id))
+        if session is None:
+            return None
+        served = session.fast_check(head.method, route)
+        if served is None:
+            return None
+        try:
+            pool = self.pool.pool(session.web)
+        except TargetUnusable:
+            return None
+        if not pool.idle and not pool.room:
+            return None
+        host = head.host.lower()
+        view = ClientView(
+            client_ip=conn.client_ip,
+            proto=scheme,
+            host=head.host,
+            public_origin=f"{scheme}://{host}",
+            prefix=route.prefix,
+            gateway_origin=proxy.router.gateway_origin(scheme, head.host),
+        )
+        query = f"?{route.query}" if route.query else ""
+        line = f"{head.method} {session.web.upstream_path(served)}{query} HTTP/1.1"
+        try:
+            upstream_request = serialize_head(line, session.upstream_headers(head.headers, view))
+        except ValueError:
+            return None  # the full path says why it cannot be sent
+        exchange = Exchange(head.method, served, route.query)
+        self.proxy.core.metrics.http_fastpath.inc()
+        return Flight(conn, session, pool, view, exchange, upstream_request, head.close)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conn in list(self.connections):
+            conn.abort()
+        self.pool.close()
+
+
+class FastSite(web.TCPSite):
+    """aiohttp's TCP site with every connection starting on the fast path."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, front: FastFront) -> None:
+        super().__init__(runner, host, port)
+        self._front = front
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._front, self._host, self._port, reuse_address=self._reuse_address
+        )
