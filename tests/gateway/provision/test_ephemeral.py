@@ -1,0 +1,59 @@
+"""Ephemeral accounts on a real sshd target: made at the first session of a grant, with
+exactly the rule's groups and sudo, and nothing of them left once the grant ends."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tests.eventually import eventually
+from tests.gateway.provision.conftest import ProvGateway
+
+
+async def test_ephemeral_account_exists_only_for_its_grant(pgw: ProvGateway) -> None:
+    grant = await pgw.grant()
+    rc, out, err = await pgw.ssh("alice", "alice+db01", "id")
+    assert rc == 0, err
+    [item] = await pgw.items("active")
+    name = item.account
+    assert name.startswith("lg-alice-") and len(name) <= 32
+    assert f"uid={item.uid}({name})" in out and "lgops" in out
+    assert pgw.target.passwd()[name][5] == f"/home/{name}"
+    rc, _, _ = await pgw.ssh("alice", "alice+db01", "sudo -n true")
+    assert rc == 0
+    rc, _, err = await pgw.ssh("alice", "alice+db01", "sudo -n id")
+    assert rc != 0  # the rule grants /usr/bin/true only
+    rc, _, _ = await pgw.ssh("alice", "alice+db01", "nohup sleep 1000 >/dev/null 2>&1 &")
+    assert rc == 0
+    assert item.uid is not None and pgw.target.processes_of(item.uid)
+    assert f"lockgate-{grant}" in pgw.target.sudoers_files()
+    assert name in pgw.target.group_members("lgops")
+
+    await pgw.timer.advance(timedelta(hours=1, minutes=1))
+    await pgw.settled(item.id, "removed")
+    assert name not in pgw.target.passwd()
+    assert pgw.target.processes_of(item.uid) == []
+    assert not [f for f in pgw.target.sudoers_files() if f.startswith("lockgate-")]
+    assert name not in pgw.target.group_members("lgops")
+    assert not (pgw.target.root / "home" / name).exists()
+    rc, _, err = await pgw.ssh("alice", "alice+db01", "sudo -n true")
+    assert rc != 0 and "no active grant" in err
+
+    await pgw.grant()
+    rc, out, err = await pgw.ssh("alice", "alice+db01", "id -u")
+    assert rc == 0, err
+    [again] = await pgw.items("active")
+    assert again.account != name and again.uid != item.uid
+    assert out.strip() == str(again.uid)
+
+    async def audited() -> list[str]:
+        events = await pgw.services.audit.events()
+        return [e.action for e in events if e.subject == f"{name}@db01"]
+
+    actions = await eventually(audited, what="audit of the removed account")
+    provision = [a for a in actions if a.startswith("provision.")]
+    assert provision == [
+        "provision.creating",
+        "provision.active",
+        "provision.revoking",
+        "provision.removed",
+    ]
