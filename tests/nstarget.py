@@ -25,6 +25,7 @@ from tests.eventually import eventually_blocking
 from tests.target import SSHD, free_port
 
 PROVISIONER = "lgprov"
+PERSON = "lgperson"  # a standing account on the target (elevation), already in lgdb
 GROUPS = ("lgops", "lgdb")  # groups the tests' rules hand out, private to the namespace
 
 
@@ -38,6 +39,10 @@ class NsTarget:
 
     def __post_init__(self) -> None:
         self.key_file = self.dir / "provisioner_key"
+
+    @property
+    def person_key(self) -> Path:
+        return self.dir / "person_key"
 
     @property
     def root(self) -> Path:
@@ -163,11 +168,16 @@ Subsystem sftp internal-sftp
 LogLevel VERBOSE
 """)
     groups = " && ".join(f"(getent group {g} >/dev/null || groupadd {g})" for g in GROUPS)
+    person_key = work / "person_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(person_key)], check=True
+    )
     (work / "ns.sh").write_text(f"""set -e
 mount --make-rprivate /
 mount --bind {root}/etc /etc
 mount --bind {root}/home /home
 mount --bind {root}/log /var/log
+{groups}
 if ! id {PROVISIONER} >/dev/null 2>&1; then
   useradd -m -s /bin/sh -p '*' {PROVISIONER}
   install -d -m 0700 -o {PROVISIONER} -g {PROVISIONER} /home/{PROVISIONER}/.ssh
@@ -176,8 +186,10 @@ if ! id {PROVISIONER} >/dev/null 2>&1; then
   echo '{PROVISIONER} {SUDOERS_LINE}' > /etc/sudoers.d/lockgate
   chmod 0440 /etc/sudoers.d/lockgate
   visudo -c -q -f /etc/sudoers.d/lockgate
+  useradd -m -s /bin/sh -p '*' -G lgdb {PERSON}
+  install -d -m 0700 -o {PERSON} -g {PERSON} /home/{PERSON}/.ssh
+  install -m 0600 -o {PERSON} -g {PERSON} {person_key}.pub /home/{PERSON}/.ssh/authorized_keys
 fi
-{groups}
 mkdir -p /run/sshd
 touch {work}/ready
 exec {SSHD} -D -e -f {work}/sshd_config

@@ -22,7 +22,7 @@ from policy.service import SYSTEM_ACTOR
 from tests.clock import FakeTimer
 from tests.eventually import eventually
 from tests.nodes import start_test_node
-from tests.nstarget import PROVISIONER, NsTarget, make_target
+from tests.nstarget import PERSON, PROVISIONER, NsTarget, make_target
 from tests.target import ssh_argv
 from vault.secret import Secret
 
@@ -32,7 +32,7 @@ RULES = (
         roles=frozenset({"dev"}),
         approvals=0,
         require_reason=True,  # so connecting does not request a grant by itself
-        groups=("lgops",),
+        groups=("lgops", "lgdb"),
         sudo=("/usr/bin/true",),
     ),
 )
@@ -120,6 +120,8 @@ async def start_gateway(db_url: str, workdir: Path, timer: FakeTimer, name: str)
 
 
 async def register(services: Services, target: NsTarget, mode: str = "ephemeral") -> None:
+    """The target as ``db01``: ephemeral (default account ``ephemeral``), or elevate with the
+    standing account ``lgperson`` and its vaulted key."""
     policy = services.policy
     await policy.add_target(
         SYSTEM_ACTOR,
@@ -127,8 +129,13 @@ async def register(services: Services, target: NsTarget, mode: str = "ephemeral"
         host="127.0.0.1",
         port=target.port,
         host_key=target.host_key,
+        accounts=[PERSON] if mode == "elevate" else [],
         provision=mode,
     )
+    if mode == "elevate":
+        await services.vault.set_credential(
+            SYSTEM_ACTOR, "db01", PERSON, "private_key", Secret(target.person_key.read_bytes())
+        )
     await services.vault.set_credential(
         SYSTEM_ACTOR,
         "db01",
@@ -140,7 +147,14 @@ async def register(services: Services, target: NsTarget, mode: str = "ephemeral"
 
 
 @pytest.fixture
-async def pgw(db_url: str, nstarget: NsTarget, tmp_path: Path) -> AsyncIterator[ProvGateway]:
+def mode() -> str:
+    return "ephemeral"
+
+
+@pytest.fixture
+async def pgw(
+    db_url: str, nstarget: NsTarget, tmp_path: Path, mode: str
+) -> AsyncIterator[ProvGateway]:
     timer = FakeTimer(datetime.now(UTC))
     node = await start_gateway(db_url, tmp_path / "node1", timer, "prov-node")
     harness = ProvGateway(node, timer, nstarget, tmp_path)
@@ -154,7 +168,7 @@ async def pgw(db_url: str, nstarget: NsTarget, tmp_path: Path) -> AsyncIterator[
                 SYSTEM_ACTOR, name, roles=["dev"], public_keys=[key.with_suffix(".pub").read_text()]
             )
             harness.keys[name] = key
-        await register(node.services, nstarget)
+        await register(node.services, nstarget, mode)
         yield harness
     finally:
         await harness.node.stop("test finished")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from gateway.provision.steps import account_name
 from tests.eventually import eventually
 from tests.gateway.provision.conftest import ProvGateway
 
@@ -57,3 +58,31 @@ async def test_ephemeral_account_exists_only_for_its_grant(pgw: ProvGateway) -> 
         "provision.revoking",
         "provision.removed",
     ]
+
+
+async def test_a_symlink_planted_at_the_home_path_is_not_followed(pgw: ProvGateway) -> None:
+    grant = await pgw.grant()
+    name = account_name("alice", grant)
+    planted = pgw.target.root / "home" / name
+    planted.symlink_to("/etc")  # inside the target, /etc is its own
+    etc = pgw.target.root / "etc"
+    before = (etc.stat().st_uid, etc.stat().st_mode)
+    rc, _, err = await pgw.ssh("alice", "alice+db01", "id")
+    assert rc != 0 and f"{name} could not be set up on db01" in err
+    [item] = await pgw.items()
+    failed = await pgw.settled(item.id, "failed")
+    assert "already exists" in (failed.last_error or "")
+    assert planted.is_symlink() and (etc.stat().st_uid, etc.stat().st_mode) == before
+    assert not (etc / ".ssh").exists()
+    assert name not in pgw.target.passwd()
+
+
+async def test_two_grants_of_one_person_get_two_accounts(pgw: ProvGateway) -> None:
+    target = await pgw.services.policy.get_target("db01")
+    first, second = await pgw.grant(), await pgw.grant()
+    provisioner = pgw.services.provisioner
+    one = await provisioner.session_account("alice", target, "ephemeral", first)
+    two = await provisioner.session_account("alice", target, "ephemeral", second)
+    assert one != two
+    passwd = pgw.target.passwd()
+    assert passwd[one][2] != passwd[two][2]  # two UIDs
