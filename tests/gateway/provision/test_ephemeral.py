@@ -3,6 +3,7 @@ exactly the rule's groups and sudo, and nothing of them left once the grant ends
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from gateway.provision.steps import account_name
@@ -50,6 +51,16 @@ async def test_ephemeral_account_exists_only_for_its_grant(pgw: ProvGateway) -> 
         events = await pgw.services.audit.events()
         return [e.action for e in events if e.subject == f"{name}@db01"]
 
+    events = await pgw.services.audit.events()
+    starts = [e for e in events if e.action == "session.start"]
+    assert starts[0].details["upstream_account"] == name
+    blob = json.dumps([e.details for e in events])
+    provisioner_key = pgw.target.key_file.read_text().splitlines()[1]
+    assert "PRIVATE KEY" not in blob and provisioner_key not in blob
+    files = [p for p in (pgw.workdir / "node1" / "recordings").rglob("*") if p.is_file()]
+    recorded = b"".join(p.read_bytes() for p in files)
+    assert name.encode() in recorded  # the recordings name the account used
+    assert b"PRIVATE KEY" not in recorded and provisioner_key.encode() not in recorded
     actions = await eventually(audited, what="audit of the removed account")
     provision = [a for a in actions if a.startswith("provision.")]
     assert provision == [
