@@ -21,7 +21,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import asyncssh
 
@@ -388,6 +387,3 @@ class Provisioner:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-    def describe(self, item: Item) -> dict[str, Any]:
-        return item.public()
