@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 import time
@@ -44,6 +45,7 @@ from recorder.follow import LiveIndexer
 from recorder.store import RecordingStore
 from recorder.writer import Recorder
 
+log = logging.getLogger(__name__)
 BACKSTOP_RECHECK = 30.0  # seconds; cluster events normally arrive far sooner
 ASSERTION_KEY = "assertion_signing_key.pem"  # in server.data_dir, 0600; shared by a cluster
 
@@ -89,9 +91,18 @@ class Node:
             if await self.registry.terminate(str(event.payload.get("session")), text):
                 self.metrics.kills_total.labels(kill_reason(text)).inc()
                 self.metrics.kill_latency.observe(time.monotonic() - started)
+            if by:  # an admin's terminate also takes away what was provisioned for it
+                await self._unprovision(str(event.payload.get("session")), text)
         elif event.kind == EventKind.RECHECK:
             self.services.provisioner.wake()
             await self.killswitch.recheck_all()
+
+    async def _unprovision(self, session_id: str, reason: str) -> None:
+        try:
+            record = await self.services.sessions.get(SYSTEM_ACTOR, session_id)
+            await self.services.provisioner.take_away(record.target, record.grant_id, reason)
+        except Exception:
+            log.exception("taking away what was provisioned for session %s failed", session_id)
 
     async def _backstop(self) -> None:
         while True:

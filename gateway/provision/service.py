@@ -233,6 +233,22 @@ class Provisioner:
             shell.close()
 
     # --- taking it away -------------------------------------------------------------
+    async def take_away(self, target: str, grant_id: str | None, reason: str) -> int:
+        """Start removing what was provisioned on ``target`` for ``grant_id`` (a session of
+        it was terminated): the grant stays, and its next session gets a fresh account."""
+        if not grant_id:
+            return 0
+        moved = 0
+        for item in await self.store.list(target=target, states=("active",)):
+            if item.grant_id == grant_id:
+                done = await self.store.move(
+                    item, "revoking", now=self.clock(), from_states=("active",), reason=reason
+                )
+                moved += done is not None
+        if moved:
+            self.wake()
+        return moved
+
     async def list(self, target: str | None = None, *, live_only: bool = False) -> list[Item]:
         return await self.store.list(target=target, states=LIVE if live_only else None)
 

@@ -3,12 +3,15 @@ exactly the rule's groups and sudo, and nothing of them left once the grant ends
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
 from gateway.provision.steps import account_name
+from policy.service import SYSTEM_ACTOR
 from tests.eventually import eventually
 from tests.gateway.provision.conftest import ProvGateway
+from tests.target import ssh_argv
 
 
 async def test_ephemeral_account_exists_only_for_its_grant(pgw: ProvGateway) -> None:
@@ -97,3 +100,40 @@ async def test_two_grants_of_one_person_get_two_accounts(pgw: ProvGateway) -> No
     assert one != two
     passwd = pgw.target.passwd()
     assert passwd[one][2] != passwd[two][2]  # two UIDs
+
+
+async def _live_session(pgw: ProvGateway) -> tuple[asyncio.subprocess.Process, str]:
+    argv = [*ssh_argv(pgw.node.ssh_port, pgw.keys["alice"], "alice+db01"), "sleep 600"]
+    client = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+    async def live() -> str | None:
+        found = [s for s in await pgw.services.sessions.list(SYSTEM_ACTOR) if s.active]
+        active = await pgw.items("active")
+        return found[0].id if found and active else None
+
+    return client, await eventually(live, what="a live session on its ephemeral account")
+
+
+async def test_an_admins_terminate_takes_the_account_away(pgw: ProvGateway) -> None:
+    await pgw.grant()
+    client, session = await _live_session(pgw)
+    [item] = await pgw.items("active")
+    await pgw.services.sessions.terminate(SYSTEM_ACTOR, session, "suspicious")
+    done = await pgw.settled(item.id, "removed")
+    assert done.reason is not None and "terminated by lockgate" in done.reason
+    assert item.account not in pgw.target.passwd()
+    await asyncio.wait_for(client.wait(), 30)
+
+
+async def test_a_lock_on_the_person_takes_the_account_away(pgw: ProvGateway) -> None:
+    await pgw.grant()
+    client, _ = await _live_session(pgw)
+    [item] = await pgw.items("active")
+    await pgw.services.policy.lock(SYSTEM_ACTOR, "user", "alice", "offboarding")
+    done = await pgw.settled(item.id, "removed")
+    assert done.reason is not None and "locked" in done.reason
+    assert item.account not in pgw.target.passwd()
+    await asyncio.wait_for(client.wait(), 30)
