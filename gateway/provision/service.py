@@ -26,7 +26,7 @@ import asyncssh
 
 from gateway.audit import AuditLog
 from gateway.db import SessionMaker
-from gateway.provision import steps
+from gateway.provision import drift, steps
 from gateway.provision.remote import ProvisionError, TargetShell, open_shell
 from gateway.provision.store import LIVE, Item, Kind, ProvisionStore, State, UidRangeExhausted
 from policy.errors import PolicyError
@@ -41,6 +41,7 @@ ACTOR = "lockgate"
 LEASE = timedelta(minutes=5)  # one attempt's hold on a row; a dead node's hold runs out
 CREATING_STALE = timedelta(minutes=10)  # a "creating" row untouched this long is orphaned
 POLL = timedelta(minutes=1)
+DRIFT_EVERY = timedelta(minutes=15)
 MAX_UID_TRIES = 5
 
 
@@ -68,6 +69,7 @@ class Provisioner:
         clock: Clock,
     ) -> None:
         self.store = ProvisionStore(maker, audit)
+        self.audit = audit
         self.policy = policy
         self.vault = vault
         self.node = node
@@ -373,20 +375,47 @@ class Provisioner:
             await shell.run(steps.remove_group(item.account, group))
         await shell.run(steps.confirm_elevation_gone(item.account, gone, path))
 
+    async def drift_scan(self) -> int:
+        """Look for drift on every provisioned target (``gateway.provision.drift``); an
+        unreachable target is skipped until the next scan. Returns what was found."""
+        found = 0
+        for target in await self.policy.list_targets():
+            if target.provision == "none":
+                continue
+            try:
+                shell = await self._shell(target, "drift scan")
+            except ProvisionError as exc:
+                log.warning("drift scan of %s skipped: %s", target.name, exc)
+                continue
+            try:
+                found += await drift.scan(shell, target, self.store, self.audit, self.clock)
+            except ProvisionError as exc:
+                log.warning("drift scan of %s failed: %s", target.name, exc)
+            finally:
+                shell.close()
+        if found:
+            self.wake()
+        return found
+
     # --- the loop -------------------------------------------------------------------
     async def run(self, sleep_until: Callable[[datetime], Awaitable[None]]) -> None:
         """Sweep at start (resuming every unfinished row), then reconcile whenever woken,
-        a grant ends or a retry is due; at least every minute."""
+        a grant ends or a retry is due, at least every minute; a drift scan at start and
+        every 15 minutes."""
         starting = True
+        next_drift = self.clock()
         while True:
             self._wake.clear()
             due: datetime | None = None
             try:
                 due = await self.reconcile(starting=starting)
                 starting = False
+                if self.clock() >= next_drift:
+                    next_drift = self.clock() + DRIFT_EVERY
+                    await self.drift_scan()
             except Exception:
                 log.exception("provisioning: a reconcile pass failed")
-            wake_at = self.clock() + POLL
+            wake_at = min(self.clock() + POLL, next_drift)
             if due is not None:
                 wake_at = min(wake_at, due)
             sleeper = asyncio.ensure_future(sleep_until(wake_at))

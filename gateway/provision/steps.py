@@ -238,3 +238,15 @@ def confirm_elevation_gone(account: str, groups: Sequence[str], sudoers: str) ->
         member = f"id -nG -- {_q(account)} 2>/dev/null | tr ' ' '\\n' | grep -qx {_q(group)}"
         checks.append(f"! {member}")
     return Step("confirm the elevation is gone", " && ".join(checks))
+
+
+def list_accounts() -> Step:
+    """``name:uid`` of every ``lg-`` account (as the provisioner: /etc/passwd is public)."""
+    return Step("list lg- accounts", "getent passwd | awk -F: '$1 ~ /^lg-/ {print $1\":\"$3}'")
+
+
+def list_dropins() -> Step:
+    return Step("list lockgate- drop-ins", f"ls -1 {SUDOERS_DIR} | grep '^lockgate-' || true")
+
+
+ORPHAN = re.compile(r"^lg-[a-z0-9-]+-[a-z0-9]{1,8}$")

@@ -240,6 +240,47 @@ class ProvisionStore:
             return item, True
         raise RuntimeError("could not record the provisioned item (contention)")
 
+    async def adopt(
+        self, target: str, account: str, uid: int | None, now: datetime, found: str
+    ) -> Item | None:
+        """Record an account found on the target that no live row explains (drift) straight
+        in state ``revoking``, so the reconciler removes it like any other; audited as
+        ``provision.drift``. None if a row for it appeared meanwhile."""
+        item_id = f"pv-{secrets.token_hex(6)}"
+        try:
+            async with self.maker() as db, db.begin():
+                await self.audit.append(
+                    db,
+                    actor=ACTOR,
+                    action="provision.drift",
+                    subject=f"{account}@{target}",
+                    details={"item": item_id, "uid": uid, "found": found},
+                )
+                await db.execute(
+                    prov_items.insert().values(
+                        id=item_id,
+                        target=target,
+                        kind="account",
+                        account=account,
+                        uid=uid,
+                        grant_id="",
+                        user="",
+                        groups="[]",
+                        sudo="[]",
+                        added_groups="[]",
+                        state="revoking",
+                        reason=f"drift: {found}"[:255],
+                        attempts=0,
+                        live_key=live_key(target, "account", account, "drift"),
+                        created_at=now,
+                        activated_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            return None
+        return await self.get(item_id)
+
     async def new_uid(self, item: Item, target: Target, now: datetime, why: str) -> Item:
         """Give the item the next UID: the one it had is taken on the target by an account
         Lockgate does not manage (it stays recorded, so it is never tried again)."""
