@@ -137,3 +137,20 @@ async def test_a_lock_on_the_person_takes_the_account_away(pgw: ProvGateway) -> 
     assert done.reason is not None and "locked" in done.reason
     assert item.account not in pgw.target.passwd()
     await asyncio.wait_for(client.wait(), 30)
+
+
+async def test_a_target_with_a_home_archive_keeps_the_home_there(pgw: ProvGateway) -> None:
+    await pgw.services.policy.set_target_provision(
+        SYSTEM_ACTOR, "db01", home_archive="/home/lg-archive"
+    )
+    grant = await pgw.grant()
+    rc, _, err = await pgw.ssh("alice", "alice+db01", "echo kept > ~/notes")
+    assert rc == 0, err
+    [item] = await pgw.items("active")
+    await pgw.services.policy.revoke(SYSTEM_ACTOR, grant, "done")
+    await pgw.settled(item.id, "removed")
+    assert item.account not in pgw.target.passwd()
+    [archived] = (pgw.target.root / "home" / "lg-archive").iterdir()
+    assert archived.name.startswith(item.account + "-")
+    assert (archived / "notes").read_text() == "kept\n"
+    assert not (pgw.target.root / "home" / item.account).exists()
