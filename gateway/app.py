@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 import time
@@ -45,6 +46,7 @@ from recorder.follow import LiveIndexer
 from recorder.store import RecordingStore
 from recorder.writer import Recorder
 
+log = logging.getLogger(__name__)
 BACKSTOP_RECHECK = 30.0  # seconds; cluster events normally arrive far sooner
 ASSERTION_KEY = "assertion_signing_key.pem"  # in server.data_dir, 0600; shared by a cluster
 
@@ -91,8 +93,18 @@ class Node:
             if await self.registry.terminate(str(event.payload.get("session")), text):
                 self.metrics.kills_total.labels(kill_reason(text)).inc()
                 self.metrics.kill_latency.observe(time.monotonic() - started)
+            if by:  # an admin's terminate also takes away what was provisioned for it
+                await self._unprovision(str(event.payload.get("session")), text)
         elif event.kind == EventKind.RECHECK:
+            self.services.provisioner.wake()
             await self.killswitch.recheck_all()
+
+    async def _unprovision(self, session_id: str, reason: str) -> None:
+        try:
+            record = await self.services.sessions.get(SYSTEM_ACTOR, session_id)
+            await self.services.provisioner.take_away(record.target, record.grant_id, reason)
+        except Exception:
+            log.exception("taking away what was provisioned for session %s failed", session_id)
 
     async def _backstop(self) -> None:
         while True:
@@ -108,6 +120,7 @@ class Node:
         for task in self._tasks:
             task.cancel()
         await self.killswitch.aclose()
+        await self.services.provisioner.aclose()
         await self.bus.stop()
         if self.front is not None:
             self.front.close()
@@ -272,12 +285,31 @@ async def start_node(
             raise StartupError(f"cannot listen for HTTP on {http} ({exc.strerror})") from None
         # The issuer names the listener's port, known only now (it may have been 0).
         core.signer = AssertionSigner.load_or_create(assertion_key, _issuer(config, node.http_port))
+        _wire_provisioner(services, registry, metrics)
+        node._tasks.append(asyncio.ensure_future(services.provisioner.run(timer.sleep_until)))
         node._tasks.append(asyncio.ensure_future(node._backstop()))
         node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node
     except BaseException:
         await services.aclose()
         raise
+
+
+def _wire_provisioner(services: Services, registry: SessionRegistry, metrics: Metrics) -> None:
+    """Removal ends this node's sessions on the account first (other nodes end theirs when
+    the grant's end reaches them); a failed attempt counts in the metrics."""
+
+    async def end_sessions(target: str, account: str, reason: str) -> None:
+        for session in list(registry.sessions.values()):
+            upstream = getattr(session, "upstream_account", session.account)
+            if session.target == target and upstream == account:
+                await registry.terminate(session.id, reason)
+
+    def retried(item: Any, error: str) -> None:
+        metrics.provision_retries.labels(item.target).inc()
+
+    services.provisioner.end_sessions = end_sessions
+    services.provisioner.on_retry = retried
 
 
 def _issuer(config: Config, port: int) -> str:

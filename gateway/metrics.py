@@ -22,6 +22,12 @@ class Metrics:
         self.auth_failures = Counter(
             "lockgate_auth_failures_total", "Failed logins", ["method"], registry=r
         )
+        self.provision_retries = Counter(
+            "lockgate_provision_retries_total",
+            "Failed attempts to take provisioned accounts or elevation away, by target",
+            ["target"],
+            registry=r,
+        )
         self.grants_active = Gauge("lockgate_grants_active", "Active grants", registry=r)
         self.requests_pending = Gauge("lockgate_requests_pending", "Pending requests", registry=r)
         self.kills_total = Counter(

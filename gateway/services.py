@@ -21,6 +21,7 @@ from gateway.credentials import Credentials
 from gateway.db import SessionMaker, create_engine, sessionmaker
 from gateway.db.tables import audit_head
 from gateway.errors import StartupError
+from gateway.provision.service import Provisioner
 from gateway.sessions.records import SessionStore
 from policy.models import Clock, utcnow
 from policy.service import PolicyService
@@ -41,6 +42,7 @@ class Services:
     sessions: SessionStore
     access: Access
     credentials: Credentials
+    provisioner: Provisioner
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -96,4 +98,7 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
         sessions=SessionStore(maker, policy, audit, config.server.node_name),
         access=Access(policy, vault),
         credentials=Credentials(vault),
+        provisioner=Provisioner(
+            maker, audit, policy, vault, node=config.server.node_name, clock=clock
+        ),
     )

@@ -63,6 +63,10 @@ class Target:
     preserve_host: bool = False  # http: send the person's Host upstream, not the URL's
     sensitive_params: tuple[str, ...] = ()  # http: query parameters masked in recordings
     record_bodies: int = 0  # http: max bytes of non-GET request bodies recorded; 0 = off
+    provision: str = "none"  # ssh: none | ephemeral | elevate (policy.provisioning)
+    uid_min: int = 50000  # ssh, ephemeral: the UIDs its accounts get
+    uid_max: int = 59999
+    home_archive: str = ""  # ssh, ephemeral: homes moved here at removal; "" = deleted
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class Rule:
     break_glass: bool = False
     http_methods: tuple[str, ...] = ("*",)  # web targets: upper-case method globs
     http_paths: tuple[str, ...] = ("/*",)  # web targets: globs over the normalised path
+    groups: tuple[str, ...] = ()  # provisioned targets: the account's extra groups
+    sudo: tuple[str, ...] = ()  # provisioned targets: ("ALL",) or absolute commands
 
 
 class RequestState(enum.StrEnum):

@@ -19,6 +19,7 @@ from policy.durations import format_duration, parse_duration
 from policy.errors import AccessDenied, InvalidInput
 from policy.httppath import is_method_token, normalize_http_path
 from policy.models import CHANNEL_KINDS, Decision, Grant, Lock, Rule, Target, User
+from policy.provisioning import parse_groups, parse_sudo
 
 MAX_TEXT = 500  # characters of a reason, ticket or comment
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -40,6 +41,8 @@ _RULE_KEYS = {
     "break_glass",
     "http_methods",
     "http_paths",
+    "groups",
+    "sudo",
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -167,6 +170,8 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
         break_glass=_typed(raw, "break_glass", bool, False),
         http_methods=http_methods,
         http_paths=http_paths,
+        groups=parse_groups(raw.get("groups", [])),
+        sudo=parse_sudo(raw.get("sudo", "")),
     )
 
 

@@ -105,6 +105,10 @@ def to_target(row: Any) -> Target:
         preserve_host=bool(row.preserve_host),
         sensitive_params=tuple(json.loads(row.sensitive_params or "[]")),
         record_bodies=int(row.record_bodies or 0),
+        provision=row.provision or "none",
+        uid_min=int(row.uid_min),
+        uid_max=int(row.uid_max),
+        home_archive=row.home_archive or "",
     )
 
 

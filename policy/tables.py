@@ -62,6 +62,10 @@ targets = sa.Table(
     sa.Column("preserve_host", sa.Boolean, nullable=False, default=False),
     sa.Column("sensitive_params", sa.Text, nullable=False, default="[]"),  # JSON list
     sa.Column("record_bodies", sa.Integer, nullable=False, default=0),
+    sa.Column("provision", sa.String(16), nullable=False, default="none"),
+    sa.Column("uid_min", sa.Integer, nullable=False, default=50000),
+    sa.Column("uid_max", sa.Integer, nullable=False, default=59999),
+    sa.Column("home_archive", sa.String(255), nullable=False, default=""),
 )
 
 requests = sa.Table(

@@ -27,11 +27,14 @@ from vault.secret import Secret
 from vault.tables import credentials, totp_state
 
 CredentialKind = Literal[
-    "password", "private_key", "ssh_ca", "http_basic", "http_header", "totp_seed"
+    "password", "private_key", "ssh_ca", "http_basic", "http_header", "totp_seed", "provisioner"
 ]
 CREDENTIAL_KINDS: frozenset[str] = frozenset(
-    {"password", "private_key", "ssh_ca", "http_basic", "http_header", "totp_seed"}
+    {"password", "private_key", "ssh_ca", "http_basic", "http_header", "totp_seed", "provisioner"}
 )
+# The account slot a target's provisioner key is kept under: no account name has an "@",
+# so it can never be checked out for a session (and only that kind may sit there).
+PROVISIONER_ACCOUNT = "@provisioner"
 MAX_SECRET = 64 * 1024
 # What ``checkout`` hands out: secrets presented upstream as they are. An ``ssh_ca`` key only
 # signs (``sign_user_certificate``); a ``totp_seed`` only verifies codes.
@@ -177,7 +180,11 @@ class VaultService:
         value = secret.reveal()
         if not value or len(value) > MAX_SECRET:
             raise InvalidInput("the secret is empty or too large")
-        if kind == "private_key":
+        if (kind == "provisioner") != (account == PROVISIONER_ACCOUNT):
+            raise InvalidInput("a provisioner key is set with --provisioner, and only there")
+        if kind == "provisioner" and not public.get("username"):
+            raise InvalidInput("a provisioner key needs the login name it is for")
+        if kind in ("private_key", "provisioner"):
             value = _normalize_private_key(value, passphrase)
         if kind == "http_basic" and not public.get("username"):
             raise InvalidInput("http_basic needs a username")
@@ -263,6 +270,42 @@ class VaultService:
                 CHECKOUT_KINDS,
             )
         return CheckedOut(row.kind, Secret(plaintext), json.loads(row.public))
+
+    async def checkout_provisioner(self, target: str, purpose: str, actor: str) -> CheckedOut:
+        """Decrypt a target's provisioner key for one provisioning step (``purpose`` says
+        which, e.g. ``create lg-alice-1a2b3c4d``); audited before it is returned. It is
+        never handed to a session: ``checkout`` refuses the kind."""
+        async with self.maker() as db, db.begin():
+            row, plaintext = await self._checkout(
+                db,
+                target,
+                PROVISIONER_ACCOUNT,
+                actor,
+                "credential.checkout",
+                {"purpose": purpose},
+                frozenset({"provisioner"}),
+            )
+        return CheckedOut(row.kind, Secret(plaintext), json.loads(row.public))
+
+    async def delete_credential(self, actor: str, target: str, account: str) -> bool:
+        """Remove the credential for target+account (audited); False if there was none."""
+        async with self.maker() as db, db.begin():
+            gone = await db.execute(
+                credentials.delete().where(
+                    credentials.c.target == target, credentials.c.account == account
+                )
+            )
+            if not gone.rowcount:  # type: ignore[attr-defined]
+                return False
+            await self.audit.append(
+                db,
+                actor=actor,
+                action="credential.delete",
+                subject=f"{account}@{target}",
+                details={},
+                access_changed=True,
+            )
+        return True
 
     async def sign_user_certificate(
         self,

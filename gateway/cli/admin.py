@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 from gateway.cli.context import Context, Usage
+from gateway.cli.provision import provision_options, provisioner_login
 from gateway.render import to_jsonable
 from policy.durations import parse_duration
 from vault.secret import Secret
-from vault.service import CredentialKind
+from vault.service import PROVISIONER_ACCOUNT, CredentialKind
 
 USER_COLUMNS = ("name", "roles", "public_keys", "has_password", "totp_enabled", "disabled")
 CREDENTIAL_COLUMNS = ("id", "target", "account", "kind", "key_id", "created_at")
@@ -91,6 +93,7 @@ async def target_add(ctx: Context) -> int:
         preserve_host=web.get("preserve_host", False),
         sensitive_params=web.get("sensitive_params", ()),
         record_bodies=web.get("record_bodies", 0),
+        **provision_options(ctx),
     )
     return ctx.emit(target)
 
@@ -173,7 +176,21 @@ async def credential_set(ctx: Context) -> int:
         raise Usage("--value-stdin goes with --header")
     if a.passphrase_stdin and not a.private_key:
         raise Usage("--passphrase-stdin goes with --private-key")
-    if a.ssh_ca:
+    if not a.account and not a.provisioner:
+        raise Usage("credential set needs TARGET ACCOUNT (or TARGET --provisioner)")
+    if a.provisioner:
+        login = provisioner_login(ctx)
+        passphrase = Secret(ctx.read_stdin_secret("passphrase")) if a.passphrase_stdin else None
+        info = await vault.set_credential(
+            ctx.actor,
+            target.name,
+            PROVISIONER_ACCOUNT,
+            "provisioner",
+            Secret(_read_key(a.private_key)),
+            public={"username": login},
+            passphrase=passphrase,
+        )
+    elif a.ssh_ca:
         info = await vault.create_ssh_ca(ctx.actor, target.name, a.account)
     elif a.basic_stdin:
         if target.kind != "http":
@@ -199,10 +216,7 @@ async def credential_set(ctx: Context) -> int:
             public={"header": a.header},
         )
     elif a.private_key:
-        try:
-            data = a.private_key.read_bytes()
-        except OSError as exc:
-            raise Usage(f"cannot read {a.private_key}: {exc.strerror}") from None
+        data = _read_key(a.private_key)
         passphrase = Secret(ctx.read_stdin_secret("passphrase")) if a.passphrase_stdin else None
         info = await vault.set_credential(
             ctx.actor, target.name, a.account, "private_key", Secret(data), passphrase=passphrase
@@ -219,6 +233,13 @@ async def credential_set(ctx: Context) -> int:
             public=public,
         )
     return ctx.emit(info)
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise Usage(f"cannot read {path}: {exc.strerror}") from None
 
 
 async def credential_list(ctx: Context) -> int:

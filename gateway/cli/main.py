@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from gateway.cli import access, admin, recordings, run, setup
+from gateway.cli import access, admin, provision, recordings, run, setup
 from gateway.cli.context import Context, Usage
 from gateway.cli.remote import run_remote
 from gateway.config import load_config
@@ -42,6 +42,18 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--as", dest="actor", metavar="USER", help="acting person (default: the built-in admin)"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _provision_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--provision",
+        choices=["none", "ephemeral", "elevate"],
+        help="accounts made per grant (ephemeral) or the mapped account elevated (elevate)",
+    )
+    p.add_argument("--uid-range", metavar="A-B", help="UIDs of ephemeral accounts")
+    p.add_argument(
+        "--home-archive", metavar="DIR", help='ephemeral homes moved here at removal ("" deletes)'
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="web: record up to BYTES of non-GET request bodies (default 0: off)",
     )
+    _provision_args(p)
+    p = subcommand(targets, "set", provision.target_set, "change an SSH target's provisioning")
+    p.add_argument("name")
+    _provision_args(p)
     subcommand(targets, "list", admin.target_list, "list targets")
     p = subcommand(targets, "show", admin.target_show, "show one target")
     p.add_argument("name")
@@ -139,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     creds = group("credential", "vaulted credentials (write-only)")
     p = subcommand(creds, "set", admin.credential_set, "store the credential for TARGET ACCOUNT")
     p.add_argument("target")
-    p.add_argument("account")
+    p.add_argument("account", nargs="?", help="with --provisioner: its login (default lockgate)")
+    p.add_argument(
+        "--provisioner",
+        action="store_true",
+        help="with --private-key: the key that creates and removes accounts on TARGET",
+    )
     kinds = p.add_mutually_exclusive_group(required=True)
     kinds.add_argument("--password-stdin", action="store_true")
     kinds.add_argument("--private-key", type=Path, metavar="FILE")
@@ -155,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --private-key: read the key's passphrase from stdin",
     )
     subcommand(creds, "list", admin.credential_list, "list credentials (never their values)")
+    p = command("provisioned", provision.provisioned, "ephemeral accounts and elevations")
+    p.add_argument("--target")
+    p.add_argument("--live", action="store_true", help="only those not yet removed")
 
     p = command("request", access.request, "ask for access to a target")
     p.add_argument("target")

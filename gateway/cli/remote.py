@@ -14,8 +14,9 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 from yarl import URL
 
-from gateway.cli import access, admin, recordings
+from gateway.cli import access, admin, provision, recordings
 from gateway.cli.context import Context, Usage
+from vault.service import PROVISIONER_ACCOUNT
 
 REFUSED = 1
 BAD_USAGE = 2
@@ -138,8 +139,27 @@ async def _target_add(ctx: Context, api: Client) -> int:
         "default_account": a.default_account,
         "labels": admin.parse_labels(a.label),
         **web,
+        **provision.provision_options(ctx),
     }
     return ctx.emit(await api.call("POST", "/targets", body))
+
+
+@remote(provision.target_set)
+async def _target_set(ctx: Context, api: Client) -> int:
+    given = provision.provision_options(ctx)
+    if not given:
+        raise Usage("target set needs --provision, --uid-range or --home-archive")
+    path = f"/targets/{_seg(ctx.args.name)}/provision"
+    return ctx.emit(await api.call("POST", path, given))
+
+
+@remote(provision.provisioned)
+async def _provisioned(ctx: Context, api: Client) -> int:
+    query = f"?target={_seg(ctx.args.target)}" if ctx.args.target else ""
+    if ctx.args.live:
+        query += ("&" if query else "?") + "live=1"
+    items = await api.call("GET", f"/provisioned{query}")
+    return ctx.emit(items, provision.PROVISIONED_COLUMNS)
 
 
 @remote(admin.target_list)
@@ -157,8 +177,20 @@ async def _credential_set(ctx: Context, api: Client) -> int:
     a = ctx.args
     if a.value_stdin and not a.header:
         raise Usage("--value-stdin goes with --header")
-    if a.ssh_ca:
-        body: dict[str, Any] = {"kind": "ssh_ca"}
+    if not a.account and not a.provisioner:
+        raise Usage("credential set needs TARGET ACCOUNT (or TARGET --provisioner)")
+    account = a.account
+    if a.provisioner:
+        body: dict[str, Any] = {
+            "kind": "provisioner",
+            "username": provision.provisioner_login(ctx),
+            "value": _read(a.private_key),
+        }
+        account = PROVISIONER_ACCOUNT
+        if a.passphrase_stdin:
+            body["passphrase"] = ctx.read_stdin_secret("passphrase")
+    elif a.ssh_ca:
+        body = {"kind": "ssh_ca"}
     elif a.basic_stdin:
         user, password = admin.read_basic(ctx)
         body = {"kind": "http_basic", "username": user, "value": password}
@@ -178,7 +210,7 @@ async def _credential_set(ctx: Context, api: Client) -> int:
         if web:
             body["username"] = a.account
         body["value"] = ctx.read_stdin_secret("password")
-    path = f"/credentials/{_seg(a.target)}/{_seg(a.account)}"
+    path = f"/credentials/{_seg(a.target)}/{_seg(account)}"
     return ctx.emit(await api.call("PUT", path, body))
 
 

@@ -80,3 +80,43 @@ signals_seen = sa.Table(
     sa.Column("signature", sa.String(64), primary_key=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
+
+# Provisioned things on targets (prefix ``prov_``): one row per ephemeral account or
+# elevation, moving creating -> active -> revoking -> removed | failed. ``live_key`` is
+# "<target>/<kind>/<account>/<grant>" while the row is not terminal and NULL after, so two
+# nodes can never both create the same thing.
+prov_items = sa.Table(
+    "prov_items",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("target", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # account | elevation
+    sa.Column("account", sa.String(64), nullable=False),
+    sa.Column("uid", sa.Integer, nullable=True),
+    sa.Column("grant_id", sa.String(40), nullable=False, index=True),
+    sa.Column("user", sa.String(255), nullable=False),
+    sa.Column("groups", sa.Text, nullable=False),  # JSON list
+    sa.Column("sudo", sa.Text, nullable=False),  # JSON list
+    sa.Column("added_groups", sa.Text, nullable=False),  # JSON: what elevation added
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("reason", sa.String(255), nullable=True),  # why it is being taken away
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("owner", sa.String(255), nullable=True),  # node working on it
+    sa.Column("live_key", sa.String(255), nullable=True, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("activated_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Every UID ever handed out on a target; rows are never deleted, so no UID is given twice
+# (a new account never inherits a deleted one's files).
+prov_uids = sa.Table(
+    "prov_uids",
+    metadata,
+    sa.Column("target", sa.String(64), primary_key=True),
+    sa.Column("uid", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("item_id", sa.String(40), nullable=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -84,6 +84,7 @@ class NewSession:
     account: str
     grant_id: str | None
     client_addr: str
+    upstream_account: str | None = None  # the provisioned account it logs in as, if another
 
 
 class SessionStore:
@@ -110,6 +111,11 @@ class SessionStore:
                     "grant": session.grant_id,
                     "client": session.client_addr,
                     "node": self.node,
+                    **(
+                        {"upstream_account": session.upstream_account}
+                        if session.upstream_account
+                        else {}
+                    ),
                 },
             )
             await db.execute(

@@ -21,6 +21,7 @@ import asyncssh
 from gateway.db import completed
 from gateway.errors import UpstreamError
 from gateway.metrics import kill_reason
+from gateway.provision.service import ProvisionRefused
 from gateway.sessions.records import NewSession, new_session_id
 from gateway.ssh.bridge import ClientChannel
 from gateway.ssh.login import Login
@@ -58,6 +59,10 @@ class LiveSshSession:
         self.target_obj = target
         self.target = target.name
         self.account = account
+        # On a provisioned target the grant's own account (ephemeral) is logged in as.
+        self.upstream_account = gw.services.provisioner.upstream_name(
+            login.user, target, account, grant_id
+        )
         self.grant_id = grant_id
         self.expires_at = expires_at
         self.client_addr = client_addr
@@ -74,7 +79,14 @@ class LiveSshSession:
         self.disk_behind = False
         self.gateway_host = gw.gateway_host
         self.record = NewSession(
-            self.id, "ssh", self.user, self.target, account, grant_id, client_addr
+            self.id,
+            "ssh",
+            self.user,
+            self.target,
+            account,
+            grant_id,
+            client_addr,
+            self.upstream_account if self.upstream_account != account else None,
         )
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -91,6 +103,7 @@ class LiveSshSession:
                 "user": self.user,
                 "target": self.target,
                 "account": self.account,
+                "upstream_account": self.upstream_account,
                 "grant": self.grant_id or "",
                 "client": self.client_addr,
                 "kind": "ssh",
@@ -106,9 +119,17 @@ class LiveSshSession:
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         valid_until = self.expires_at or self.gw.services.policy.now()
+        if self.target_obj.provision != "none":
+            try:
+                self.upstream_account = await self.gw.services.provisioner.session_account(
+                    self.user, self.target_obj, self.account, self.grant_id
+                )
+            except ProvisionRefused as exc:
+                raise UpstreamError(str(exc)) from None
+            self.mark("provision", f"logged in on {self.target} as {self.upstream_account}")
         cred = await completed(
             self.gw.services.credentials.ssh(
-                self.target_obj, self.account, self.id, self.user, valid_until
+                self.target_obj, self.upstream_account, self.id, self.user, valid_until
             )
         )
         started = time.monotonic()

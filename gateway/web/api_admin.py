@@ -85,6 +85,9 @@ async def disable_user(call: Call) -> Any:
         "preserve_host": F("boolean"),
         "sensitive_params": F("array", items="string"),
         "record_bodies": F("integer"),
+        "provision": F("string", max_length=16),
+        "uid_range": F("string", max_length=32),
+        "home_archive": F("string", max_length=255),
     },
     status=201,
     tag="targets",
@@ -113,6 +116,9 @@ async def add_target(call: Call) -> Any:
         preserve_host=b.get("preserve_host", False),
         sensitive_params=b.get("sensitive_params") or (),
         record_bodies=b.get("record_bodies") or 0,
+        provision=b.get("provision") or "none",
+        uid_range=b.get("uid_range"),
+        home_archive=b.get("home_archive") or "",
     )
 
 

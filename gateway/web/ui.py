@@ -302,6 +302,16 @@ async def audit_page(request: web.Request) -> web.Response:
     return render(request, "audit.html", check=check, events=list(reversed(events)))
 
 
+async def provisioned_page(request: web.Request) -> web.Response:
+    """Auditors and admins: what Lockgate made on which target, for which grant, and where
+    each thing is in its life (a removal being retried shows its last error)."""
+    who = signed_in(request)
+    need_auditor(who)
+    target = request.query.get("target") or None
+    items = await request.app[DEPS].services.provisioner.list(target)
+    return render(request, "provisioned.html", items=list(reversed(items)), target=target or "")
+
+
 def add_ui_routes(app: web.Application) -> None:
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)
@@ -314,6 +324,7 @@ def add_ui_routes(app: web.Application) -> None:
     app.router.add_get("/recordings", recordings_page)
     app.router.add_get("/recordings/{id}", replay_page)
     app.router.add_get("/audit", audit_page)
+    app.router.add_get("/provisioned", provisioned_page)
 
 
 __all__ = ["ENV", "Deps", "add_ui_routes", "render"]

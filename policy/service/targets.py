@@ -16,6 +16,14 @@ from policy.models import (
     Rule,
     Target,
 )
+from policy.provisioning import (
+    DEFAULT_UID_RANGE,
+    EPHEMERAL_ACCOUNT,
+    Provisioning,
+    parse_home_archive,
+    parse_mode,
+    parse_uid_range,
+)
 from policy.rules import match_rule
 from policy.service.base import (
     _NAME,
@@ -50,6 +58,9 @@ class TargetsMixin(ServiceBase):
         preserve_host: bool = False,
         sensitive_params: Sequence[str] = (),
         record_bodies: int = 0,
+        provision: str = "none",
+        uid_range: str | None = None,
+        home_archive: str = "",
     ) -> Target:
         """Admin only, audited. An ``http`` target's URL and settings are validated by
         ``policy.webtarget.web_settings``; ``tls_verify=False`` (no certificate check) is
@@ -80,6 +91,9 @@ class TargetsMixin(ServiceBase):
             if not _NAME.match(account):
                 raise InvalidInput(f"invalid account name {account!r}")
         accounts = list(dict.fromkeys(accounts))
+        prov = _provisioning(kind, provision, uid_range, home_archive, None)
+        if prov.mode == "ephemeral" and not accounts and default_account is None:
+            default_account = EPHEMERAL_ACCOUNT
         if default_account is None and accounts:
             default_account = accounts[0]
         if default_account is not None and default_account not in accounts:
@@ -105,6 +119,7 @@ class TargetsMixin(ServiceBase):
                 accounts=accounts,
                 pinned=host_key is not None,
                 **(_web_audit(web) if web else {}),
+                **(_prov_audit(prov) if prov.mode != "none" else {}),
             )
             await db.execute(
                 t.targets.insert().values(
@@ -119,6 +134,7 @@ class TargetsMixin(ServiceBase):
                     default_account=default_account,
                     created_at=self.now(),
                     **_web_values(web),
+                    **_prov_values(prov),
                 )
             )
             target = await store.load_target(db, name)
@@ -196,6 +212,45 @@ class TargetsMixin(ServiceBase):
 
         return await self._write(write)
 
+    async def set_target_provision(
+        self,
+        actor: str,
+        name: str,
+        *,
+        provision: str | None = None,
+        uid_range: str | None = None,
+        home_archive: str | None = None,
+    ) -> Target:
+        """Admin only, audited: an SSH target's provisioning mode, UID range and home
+        archive (None keeps a setting). An ephemeral target without accounts gets the
+        account ``ephemeral`` that requests and grants name; every session on it logs in
+        as the grant's own account on the target, whatever account the grant names."""
+
+        async def write(db: AsyncSession) -> Target:
+            await self._admin(db, actor, "change targets")
+            current = await store.load_target(db, name)
+            if current is None:
+                raise NotFound(f"no target {name}")
+            prov = _provisioning(
+                current.kind,
+                current.provision if provision is None else provision,
+                uid_range,
+                current.home_archive if home_archive is None else home_archive,
+                current,
+            )
+            values = _prov_values(prov)
+            if prov.mode == "ephemeral" and not current.accounts and not current.default_account:
+                values.update(
+                    accounts=json.dumps([EPHEMERAL_ACCOUNT]), default_account=EPHEMERAL_ACCOUNT
+                )
+            await self._audit(db, actor, "target.provision", name, **_prov_audit(prov))
+            await db.execute(t.targets.update().where(t.targets.c.name == name).values(**values))
+            target = await store.load_target(db, name)
+            assert target is not None
+            return target
+
+        return await self._write(write)
+
     async def list_targets(self) -> list[Target]:
         async with self.maker() as db:
             return await store.list_targets(db)
@@ -216,6 +271,39 @@ class TargetsMixin(ServiceBase):
             for rule, names in by_rule.values():
                 found.append(Requestable(target, tuple(names), rule))
         return found
+
+
+def _provisioning(
+    kind: str, mode: str, uid_range: str | None, home_archive: str, current: Target | None
+) -> Provisioning:
+    prov_mode = parse_mode(mode)
+    if prov_mode != "none" and kind != "ssh":
+        raise InvalidInput("only SSH targets can be provisioned")
+    low, high = (
+        parse_uid_range(uid_range)
+        if uid_range is not None
+        else (current.uid_min, current.uid_max)
+        if current is not None
+        else DEFAULT_UID_RANGE
+    )
+    return Provisioning(prov_mode, low, high, parse_home_archive(home_archive))
+
+
+def _prov_values(prov: Provisioning) -> dict[str, Any]:
+    return {
+        "provision": prov.mode,
+        "uid_min": prov.uid_min,
+        "uid_max": prov.uid_max,
+        "home_archive": prov.home_archive,
+    }
+
+
+def _prov_audit(prov: Provisioning) -> dict[str, Any]:
+    return {
+        "provision": prov.mode,
+        "uid_range": f"{prov.uid_min}-{prov.uid_max}",
+        "home_archive": prov.home_archive,
+    }
 
 
 def _web_values(web: WebSettings | None) -> dict[str, Any]:

@@ -98,6 +98,7 @@ READS: list[tuple[str, dict[str, int]]] = [
     ("/recordings/{session}/requests", expect(200, other=404, approver=404)),
     ("/audit", expect(403, auditor=200, admin=200)),
     ("/audit/verify", expect(403, auditor=200, admin=200)),
+    ("/provisioned", expect(403, auditor=200, admin=200)),
     ("/openapi.json", {role: 200 for role in ROLES}),
 ]
 
@@ -188,6 +189,13 @@ WRITES: list[tuple[str, str, Setup, Any, dict[str, int]]] = [
         "/credentials/db01/other",
         nothing,
         {"kind": "password", "value": "matrix-secret-1"},
+        expect(403, admin=200),
+    ),
+    (
+        "POST",
+        "/targets/db01/provision",
+        nothing,
+        {"uid_range": "61000-61010"},
         expect(403, admin=200),
     ),
     ("POST", "/tokens", nothing, {"user": "alice"}, expect(403, requester=201, admin=201)),

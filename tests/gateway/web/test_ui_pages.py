@@ -146,3 +146,22 @@ async def test_live_replay_and_search_pages_show_terminal_text_escaped(web: Web)
     assert f'href="/recordings/{session_id}?t=' in hits and ESCAPED in hits
     recent = await page(web, "/recordings", "auditor")
     assert f'<a href="/recordings/{session_id}">{session_id}</a>' in recent
+
+
+async def test_provisioned_page_lists_what_exists_for_auditors_only(web: Web) -> None:
+    services = web.node.services
+    target = await services.policy.get_target("db01")
+    store = services.provisioner.store
+    item, _ = await store.create(
+        target, "account", "lg-alice-0badc0de", "gr-0badc0de", "alice", ("lgops",), (),
+        owner="n", now=services.policy.now(),
+    )  # fmt: skip
+    await store.move(
+        item, "revoking", now=services.policy.now(), from_states=("creating",),
+        reason="creation failed", error="target said " + XSS,
+    )  # fmt: skip
+    body = await page(web, "/provisioned", "auditor")
+    assert "<td>lg-alice-0badc0de</td>" in body and "revoking" in body
+    assert "target said " + ESCAPED in body
+    status, _, _ = await web.call("GET", "/provisioned", "requester")
+    assert status == 403
