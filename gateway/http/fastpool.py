@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
+import secrets
 import ssl
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 from aiohttp import Fingerprint
@@ -154,7 +153,7 @@ class TargetPool:
     def _check_pin(self, conn: UpstreamConnection) -> None:
         assert conn.transport is not None and self._pin is not None
         der = conn.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        if not der or not hmac.compare_digest(hashlib.sha256(der).digest(), self._pin):
+        if not der or not secrets.compare_digest(hashlib.sha256(der).digest(), self._pin):
             raise ssl.SSLError("the target's certificate is not the pinned one")
 
     def release(self, conn: UpstreamConnection) -> None:
@@ -194,14 +193,12 @@ class FastPool:
         *,
         limit_per_target: int = 256,
         keepalive: float = 30.0,
-        on_new: Callable[[TargetPool], None] | None = None,
     ) -> None:
         self.timeouts = timeouts
         self.limit = limit_per_target
         self.keepalive = keepalive
         self._pools: dict[str, TargetPool] = {}
         self._retired: list[TargetPool] = []
-        self._on_new = on_new
 
     def pool(self, target: WebTarget) -> TargetPool:
         """Raises TargetUnusable for settings that cannot be used."""
