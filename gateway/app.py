@@ -119,6 +119,8 @@ class Node:
         await self.registry.terminate_all(reason)
         for task in self._tasks:
             task.cancel()
+        # before the database closes: a task cut off inside a query would wait forever
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.killswitch.aclose()
         await self.services.provisioner.aclose()
         await self.bus.stop()

@@ -65,6 +65,8 @@ class FastFront:
 
     def plan(self, conn: FrontConnection, head: RequestHead) -> Flight | None:
         """The flight for a request the fast path serves, or None for the full path."""
+        if not head.bodiless_read:
+            return None
         proxy = self.proxy
         scheme = self.scheme(head.headers)
         try:

@@ -4,11 +4,11 @@ The connection reads each request head itself. What the fast path serves
 (``FastFront.plan``) becomes a ``Flight``. Every other request goes to aiohttp's request
 handler, which sees the connection through ``_Shim``, a transport that writes to the real one:
 
-- ``one``: a request in the strict subset of ``gateway.http.wire`` (a ``GET``/``HEAD``
-  without a body, so it is known to end with its head) is given to aiohttp alone — the hand-off,
-  the gateway's own pages, a refusal, a session still to open. The connection watches
-  aiohttp's answer go out (``_Watch``, the same reading as for upstream answers) and, once it
-  is complete, reads the next request itself again. Requests queued behind it wait.
+- ``one``: a request in the strict subset of ``gateway.http.wire`` (so where it ends is known:
+  with its head, or ``Content-Length`` bytes after it) is given to aiohttp alone — a form post,
+  the hand-off, the gateway's own pages, a refusal, a session still to open. The connection
+  watches aiohttp's answer go out (``_Watch``, the same reading as for upstream answers) and,
+  once it is complete, reads the next request itself again. Requests queued behind it wait.
 - ``all``: anything else (a body, a WebSocket, a framing doubt, an answer it cannot follow) —
   aiohttp reads the connection from that request's first byte to its end. aiohttp's own parser
   and ``gateway.http.framing`` then judge every byte, as without the fast path.
@@ -58,6 +58,7 @@ class FrontConnection(asyncio.Protocol):
         self._writing_paused = False
         self._shim: _Shim | None = None
         self._watch: _Watch | None = None
+        self._body_left = 0  # of the request aiohttp is serving alone, still to come
         self._cookie: tuple[str, str, str | None] = ("", "", None)  # header, name -> value
 
     # --- asyncio.Protocol ----------------------------------------------------------------
@@ -73,6 +74,11 @@ class FrontConnection(asyncio.Protocol):
             assert self._shim is not None
             self._shim.protocol.data_received(data)
             return
+        if self._body_left:
+            assert self._shim is not None
+            body, data = data[: self._body_left], data[self._body_left :]
+            self._body_left -= len(body)
+            self._shim.protocol.data_received(body)
         self.buffer += data
         if self.mode == "fast" and self.flight is None:
             self._next()
@@ -165,11 +171,14 @@ class FrontConnection(asyncio.Protocol):
             self._to_aiohttp_for_good()
             return
         flight = self.front.plan(self, head)
-        request = bytes(self.buffer[: end + 4])
-        del self.buffer[: end + 4]
         if flight is None:
+            whole = end + 4 + (head.length or 0)
+            request = bytes(self.buffer[:whole])
+            del self.buffer[:whole]
+            self._body_left = whole - len(request)
             self._to_aiohttp_once(request, head.method)
             return
+        del self.buffer[: end + 4]
         self.flight = flight
         flight.start()
 
@@ -214,7 +223,11 @@ class FrontConnection(asyncio.Protocol):
             self._watch = None  # an answer it cannot follow: aiohttp keeps the connection
             self.mode = "all"
             asyncio.get_running_loop().call_soon(self._back)
-        if complete:
+        if complete and self._body_left:
+            # answered before its body was all sent: the rest is not read as a request
+            self._watch = None
+            self.close()
+        elif complete:
             self._watch = None
             self.mode = "fast"
             asyncio.get_running_loop().call_soon(self._back)

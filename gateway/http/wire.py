@@ -1,13 +1,14 @@
 """HTTP/1.1 on the wire, for the web fast path: a strict subset read, the rest refused.
 
-The fast path (``gateway.http.fastpath``) serves only requests it can read in exactly one
-way; anything else is left to aiohttp's full parser and the framing rules of
+The fast path (``gateway.http.fastpath``) reads a request only where it can be read in exactly
+one way; anything else is left to aiohttp's full parser and the framing rules of
 ``gateway.http.framing``. So ``request_head`` is narrower than both on purpose: it accepts a
-``GET`` or ``HEAD`` in origin form over HTTP/1.1 with token header names, values of visible
-ASCII, space and tab only, lines under ``MAX_LINE`` and at most ``MAX_HEADERS`` fields, and no
-body, upgrade or expectation at all — no ``Content-Length``, ``Transfer-Encoding``,
-``Upgrade`` or ``Expect``, and exactly one ``Host``. A request outside that subset is not an
-error here: it returns None, and the connection goes to the full path unread.
+request in origin form over HTTP/1.1 with a token method, token header names, values of
+visible ASCII, space and tab only, lines under ``MAX_LINE``, at most ``MAX_HEADERS`` fields,
+exactly one ``Host``, at most one ``Content-Length`` of plain digits, and no
+``Transfer-Encoding``, ``Upgrade`` or ``Expect`` at all — so where the request ends is known.
+A request outside that subset is not an error here: it returns None, and the connection goes
+to the full path unread.
 
 Upstream answers are read as strictly, but they are the upstream's: ``response_head``
 raises ``BadResponse`` for a head that is not clean HTTP/1.x, for ``Content-Length`` that is
@@ -33,7 +34,7 @@ _VALUE = re.compile(rb"[\x20-\x7e\t]*")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 _STATUS = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([\x20-\x7e\t]*))?")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[\x20-\x7e\t]*)?")
-_NOT_FAST = frozenset({b"content-length", b"transfer-encoding", b"upgrade", b"expect"})
+_UNFRAMED = frozenset({b"transfer-encoding", b"upgrade", b"expect"})
 
 
 class BadResponse(ValueError):
@@ -42,11 +43,17 @@ class BadResponse(ValueError):
 
 @dataclass(frozen=True)
 class RequestHead:
-    method: str  # GET | HEAD
+    method: str
     target: str  # origin form, as sent
     host: str
     headers: CIMultiDict[str]
     close: bool  # the client asked to close after this response
+    length: int | None  # Content-Length, if sent
+
+    @property
+    def bodiless_read(self) -> bool:
+        """A GET or HEAD without a body: what the fast path may relay."""
+        return self.method in ("GET", "HEAD") and self.length is None
 
 
 def _fields(lines: list[bytes]) -> list[tuple[bytes, bytes]] | None:
@@ -77,7 +84,7 @@ def request_head(head: bytes) -> RequestHead | None:
     if len(lines) - 1 > MAX_HEADERS or len(lines[0]) > MAX_LINE:
         return None
     parts = lines[0].split(b" ")
-    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or parts[0] not in (b"GET", b"HEAD"):
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not _TOKEN.fullmatch(parts[0]):
         return None
     if not _TARGET.fullmatch(parts[1]):
         return None
@@ -86,17 +93,25 @@ def request_head(head: bytes) -> RequestHead | None:
         return None
     headers: CIMultiDict[str] = CIMultiDict()
     hosts = 0
+    lengths: list[bytes] = []
     for name, value in fields:
         lowered = name.lower()
-        if lowered in _NOT_FAST:
+        if lowered in _UNFRAMED:
             return None
         hosts += lowered == b"host"
+        if lowered == b"content-length":
+            lengths.append(value)
         headers.add(name.decode("ascii"), value.decode("ascii"))
-    if hosts != 1:
+    if hosts != 1 or len(lengths) > 1 or any(not n.isdigit() or len(n) > 18 for n in lengths):
         return None
     close = "close" in _tokens(headers.get("Connection", ""))
     return RequestHead(
-        parts[0].decode("ascii"), parts[1].decode("ascii"), headers["Host"], headers, close
+        method=parts[0].decode("ascii"),
+        target=parts[1].decode("ascii"),
+        host=headers["Host"],
+        headers=headers,
+        close=close,
+        length=int(lengths[0]) if lengths else None,
     )
 
 

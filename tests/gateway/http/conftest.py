@@ -146,7 +146,12 @@ class WebTargets:
 
 class Starter(Protocol):
     def __call__(
-        self, mode: str, *, rules: tuple[Rule, ...] = ..., anomaly: tuple[Any, ...] = ...
+        self,
+        mode: str,
+        *,
+        rules: tuple[Rule, ...] = ...,
+        anomaly: tuple[Any, ...] = ...,
+        fastpath: bool = ...,
     ) -> Awaitable[WebTargets]: ...
 
 
@@ -162,6 +167,7 @@ async def start_web(db_url: str, tmp_path: Path) -> AsyncIterator[Starter]:
         *,
         rules: tuple[Rule, ...] = (WEB_RULE, GUARDED_RULE),
         anomaly: tuple[Any, ...] = (),
+        fastpath: bool = True,
     ) -> WebTargets:
         echo, echo_served = await echo_gen.__anext__()
         others: dict[str, Served] = {
@@ -176,6 +182,7 @@ async def start_web(db_url: str, tmp_path: Path) -> AsyncIterator[Starter]:
             data_dir=tmp_path / "data",
             node_name="web-node",
             web_domain=DOMAIN if mode == "host" else "",
+            http_fastpath=fastpath,
         )
         node = await start_test_node(
             db_url,
