@@ -34,6 +34,8 @@ from gateway.sessions.enforce import Enforcer
 from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
 from gateway.sessions.registry import SessionRegistry
 from gateway.ssh.listener import SshGateway
+from gateway.stream.cursor import CursorStore
+from gateway.stream.streamer import AuditStreamer, build_sink
 from gateway.throttle import Throttle
 from gateway.web.app import FOREIGN, build_app
 from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme
@@ -45,6 +47,7 @@ from recorder.store import RecordingStore
 from recorder.writer import Recorder
 
 BACKSTOP_RECHECK = 30.0  # seconds; cluster events normally arrive far sooner
+STREAM_DRAIN = 3.0  # seconds a stopping node waits for its audit sinks to catch up
 ASSERTION_KEY = "assertion_signing_key.pem"  # in server.data_dir, 0600; shared by a cluster
 
 
@@ -66,6 +69,7 @@ class Node:
     runner: web.AppRunner | None = None
     deps: Deps | None = None
     proxy: WebProxy | None = None
+    streamer: AuditStreamer | None = None
     extra: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -115,6 +119,11 @@ class Node:
             await self.services.audit.record(
                 actor="lockgate", action="node.stop", subject=self.config.server.node_name
             )
+        if self.streamer is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(STREAM_DRAIN):
+                    await self.streamer.drain()
+            await self.streamer.aclose()
         await self.services.aclose()
 
 
@@ -262,6 +271,14 @@ async def start_node(
             raise StartupError(f"cannot listen for HTTP on {http} ({exc.strerror})") from None
         # The issuer names the listener's port, known only now (it may have been 0).
         core.signer = AssertionSigner.load_or_create(assertion_key, _issuer(config, node.http_port))
+        if config.audit_sinks:
+            node.streamer = AuditStreamer(
+                services.maker,
+                CursorStore(services.maker, config.server.node_name, timer.now),
+                [build_sink(s) for s in config.audit_sinks],
+                on_error=lambda sink, _problem: metrics.stream_errors.labels(sink).inc(),
+            )
+            node.streamer.start()
         node._tasks.append(asyncio.ensure_future(node._backstop()))
         node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node

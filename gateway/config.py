@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.stream.settings import SinkSettings, parse_sink
 from policy.errors import PolicyError
 from policy.models import Rule
 from policy.rules import parse_rule
@@ -63,6 +64,7 @@ class Config:
     max_failed_logins: int
     rules: tuple[Rule, ...]
     anomaly_rules: tuple[AnomalyRule, ...]
+    audit_sinks: tuple[SinkSettings, ...] = ()
     source: str = field(default="<defaults>", compare=False)
 
     @property
@@ -86,7 +88,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
     "auth": {"max_failed_logins": (int, 5)},
 }
 _LIST_SECTIONS = {"rules"}
-_NESTED = {"anomaly": {"rules"}}
+_NESTED = {"anomaly": {"rules"}, "audit": {"sinks"}}
 
 
 def parse_listen(value: str, where: str) -> Listen:
@@ -173,6 +175,12 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
         rules=_parse_list(raw.get("rules", []), "rules", source, parse_rule),
         anomaly_rules=_parse_list(
             raw.get("anomaly", {}).get("rules", []), "anomaly.rules", source, parse_anomaly_rule
+        ),
+        audit_sinks=_parse_list(
+            raw.get("audit", {}).get("sinks", []),
+            "audit.sinks",
+            source,
+            lambda item: parse_sink(item, lambda p: _resolve(base, p)),
         ),
         source=source,
     )

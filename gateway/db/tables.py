@@ -80,3 +80,15 @@ signals_seen = sa.Table(
     sa.Column("signature", sa.String(64), primary_key=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
+
+# Where each audit sink (and the notification dispatcher) has got to: the last sequence
+# number delivered, and which node streams it now (a lease, so one node streams per sink).
+stream_cursors = sa.Table(
+    "gw_stream_cursors",
+    metadata,
+    sa.Column("name", sa.String(80), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
