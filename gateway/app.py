@@ -29,6 +29,7 @@ from gateway.http.relay import Relay
 from gateway.http.session import WebCore
 from gateway.http.upstream import UpstreamPool
 from gateway.metrics import Metrics, kill_reason
+from gateway.notify.notifier import Notifier
 from gateway.services import Services, check_database, open_services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
@@ -70,6 +71,7 @@ class Node:
     deps: Deps | None = None
     proxy: WebProxy | None = None
     streamer: AuditStreamer | None = None
+    notifier: Notifier | None = None
     extra: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -119,6 +121,8 @@ class Node:
             await self.services.audit.record(
                 actor="lockgate", action="node.stop", subject=self.config.server.node_name
             )
+        if self.notifier is not None:
+            await self.notifier.aclose()
         if self.streamer is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(STREAM_DRAIN):
@@ -279,6 +283,13 @@ async def start_node(
                 on_error=lambda sink, _problem: metrics.stream_errors.labels(sink).inc(),
             )
             node.streamer.start()
+        if config.notifications:
+            node.notifier = Notifier.build(
+                services,
+                CursorStore(services.maker, config.server.node_name, timer.now),
+                public_url=config.server.public_url or _issuer(config, node.http_port),
+            )
+            node.notifier.start()
         node._tasks.append(asyncio.ensure_future(node._backstop()))
         node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node

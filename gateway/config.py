@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.notify.settings import Channel, parse_channel
 from gateway.stream.settings import SinkSettings, parse_sink
 from policy.errors import PolicyError
 from policy.models import Rule
@@ -53,6 +54,7 @@ class ServerConfig:
     node_name: str
     ssh_fastpath: bool = True  # gateway/ssh/fastpath.py; false: asyncssh's own data path
     web_domain: str = ""  # web targets at <target>.<web_domain>; "" = /t/<target>/ paths
+    public_url: str = ""  # where people reach the web UI (links in notifications)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Config:
     rules: tuple[Rule, ...]
     anomaly_rules: tuple[AnomalyRule, ...]
     audit_sinks: tuple[SinkSettings, ...] = ()
+    notifications: tuple[Channel, ...] = ()
     source: str = field(default="<defaults>", compare=False)
 
     @property
@@ -81,13 +84,14 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "node_name": (str, ""),
         "ssh_fastpath": (bool, True),
         "web_domain": (str, ""),
+        "public_url": (str, ""),
     },
     "database": {"url": (str, None)},
     "vault": {"master_key": (str, None)},
     "recordings": {"path": (str, None)},
     "auth": {"max_failed_logins": (int, 5)},
 }
-_LIST_SECTIONS = {"rules"}
+_LIST_SECTIONS = {"rules", "notifications"}
 _NESTED = {"anomaly": {"rules"}, "audit": {"sinks"}}
 
 
@@ -108,6 +112,12 @@ def _web_domain(value: str, where: str) -> str:
     if name and (len(name) > 253 or not _DNS_NAME.fullmatch(name)):
         raise ConfigError(f"{where}: expected a DNS name such as gw.example.com, got {value!r}")
     return name
+
+
+def _public_url(value: str, where: str) -> str:
+    if value and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        raise ConfigError(f"{where}: expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
 
 
 def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -167,6 +177,7 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             node_name=node,
             ssh_fastpath=fastpath,
             web_domain=_web_domain(str(server["web_domain"]), f"{source}: server.web_domain"),
+            public_url=_public_url(str(server["public_url"]), f"{source}: server.public_url"),
         ),
         database_url=db_url,
         master_key=str(master),
@@ -181,6 +192,9 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             "audit.sinks",
             source,
             lambda item: parse_sink(item, lambda p: _resolve(base, p)),
+        ),
+        notifications=_parse_list(
+            raw.get("notifications", []), "notifications", source, parse_channel
         ),
         source=source,
     )

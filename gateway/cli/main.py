@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from gateway.cli import access, admin, recordings, run, setup
+from gateway.cli import access, admin, events, recordings, run, setup
 from gateway.cli.context import Context, Usage
 from gateway.cli.remote import run_remote
 from gateway.config import load_config
@@ -228,6 +228,25 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--value-stdin", action="store_true", help="read the secret from stdin")
     how.add_argument(
         "--generate", action="store_true", help="generate one and print it once, on stdout"
+    )
+
+    notes = group("notifications", "outgoing notifications: the outbox and dead letters")
+    p = subcommand(notes, "list", events.notifications_list, "list notifications")
+    p.add_argument("--state", help="pending | sent | dead (the dead letters)")
+    p.add_argument("--channel", help="one channel's notifications")
+    p = subcommand(notes, "retry", events.notifications_retry, "queue a dead letter again")
+    p.add_argument("id", type=int, metavar="ID")
+    p = subcommand(
+        notes,
+        "secret",
+        events.notifications_secret,
+        "store a webhook channel's signing secret or an email channel's SMTP password",
+    )
+    p.add_argument("name", metavar="CHANNEL")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--value-stdin", action="store_true", help="read it from stdin")
+    how.add_argument(
+        "--generate", action="store_true", help="webhook: generate one, print it once on stdout"
     )
 
     tokens = group("token", "API tokens")

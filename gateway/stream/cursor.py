@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import SessionMaker
 from gateway.db.tables import stream_cursors
@@ -63,15 +64,19 @@ class CursorStore:
     async def advance(self, name: str, seq: int) -> bool:
         """Move ``name`` forward to ``seq``; False if this node no longer holds the lease."""
         async with self.maker() as db, db.begin():
-            result = await db.execute(
-                stream_cursors.update()
-                .where(
-                    stream_cursors.c.name == name,
-                    stream_cursors.c.owner == self.node,
-                    stream_cursors.c.seq <= seq,
-                )
-                .values(seq=seq, updated_at=self.clock())
+            return await self.advance_in(db, name, seq)
+
+    async def advance_in(self, db: AsyncSession, name: str, seq: int) -> bool:
+        """``advance`` inside the caller's transaction (with the writes the move stands for)."""
+        result = await db.execute(
+            stream_cursors.update()
+            .where(
+                stream_cursors.c.name == name,
+                stream_cursors.c.owner == self.node,
+                stream_cursors.c.seq <= seq,
             )
+            .values(seq=seq, updated_at=self.clock())
+        )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def release(self, name: str) -> None:
