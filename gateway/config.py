@@ -26,6 +26,8 @@ from typing import Any
 from gateway.errors import ConfigError
 from gateway.notify.settings import Channel, parse_channel
 from gateway.stream.settings import SinkSettings, parse_sink
+from gateway.tickets import TicketSettings
+from policy.durations import parse_duration
 from policy.errors import PolicyError
 from policy.models import Rule
 from policy.rules import parse_rule
@@ -68,6 +70,7 @@ class Config:
     anomaly_rules: tuple[AnomalyRule, ...]
     audit_sinks: tuple[SinkSettings, ...] = ()
     notifications: tuple[Channel, ...] = ()
+    tickets: TicketSettings = field(default_factory=TicketSettings)
     source: str = field(default="<defaults>", compare=False)
 
     @property
@@ -90,6 +93,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
     "vault": {"master_key": (str, None)},
     "recordings": {"path": (str, None)},
     "auth": {"max_failed_logins": (int, 5)},
+    "tickets": {"url": (str, ""), "timeout": (str, "5s"), "fail_closed": (bool, True)},
 }
 _LIST_SECTIONS = {"rules", "notifications"}
 _NESTED = {"anomaly": {"rules"}, "audit": {"sinks"}}
@@ -118,6 +122,17 @@ def _public_url(value: str, where: str) -> str:
     if value and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
         raise ConfigError(f"{where}: expected an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
+
+
+def _tickets(values: Mapping[str, object], source: str) -> TicketSettings:
+    url, timeout = str(values["url"]), str(values["timeout"])
+    if url and not re.match(r"^https?://\S+$", url):
+        raise ConfigError(f"{source}: tickets.url: expected an http:// or https:// URL")
+    try:
+        wait = parse_duration(timeout)
+    except PolicyError:
+        raise ConfigError(f"{source}: tickets.timeout: expected a duration such as 5s") from None
+    return TicketSettings(url=url, timeout=wait, fail_closed=bool(values["fail_closed"]))
 
 
 def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -193,6 +208,7 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             source,
             lambda item: parse_sink(item, lambda p: _resolve(base, p)),
         ),
+        tickets=_tickets(values["tickets"], source),
         notifications=_parse_list(
             raw.get("notifications", []), "notifications", source, parse_channel
         ),

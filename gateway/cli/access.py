@@ -8,7 +8,18 @@ from gateway.cli.context import Context
 from gateway.render import to_jsonable
 from policy.durations import parse_duration
 
-REQUEST_COLUMNS = ("id", "user", "target", "account", "duration", "state", "reason", "created_at")
+REQUEST_COLUMNS = (
+    "id",
+    "user",
+    "target",
+    "account",
+    "duration",
+    "state",
+    "reason",
+    "ticket",
+    "ticket_summary",
+    "created_at",
+)
 LOCK_COLUMNS = ("id", "kind", "name", "reason", "created_by", "expires_at")
 AUDIT_COLUMNS = ("seq", "at", "actor", "action", "subject", "details")
 GRANT_COLUMNS = ("id", "user", "target", "account", "expires_at", "revoked_at", "request_id")

@@ -62,6 +62,7 @@ def request_facts(request: AccessRequest, rule: Rule | None, grant: Grant | None
             "account": request.account,
             "reason": request.reason,
             "ticket": request.ticket,
+            "ticket_summary": request.ticket_summary,
             "duration": format_duration(request.duration),
             "state": request.state.value,
             "created_at": _iso(request.created_at),

@@ -1,4 +1,4 @@
-"""events out: audit stream cursors, the notification outbox
+"""events out: audit stream cursors, the notification outbox, ticket summaries
 
 Revision ID: 0008
 Revises: 0005
@@ -47,8 +47,17 @@ def upgrade() -> None:
     with op.batch_alter_table("gw_notifications", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_gw_notifications_state"), ["state"], unique=False)
         batch_op.create_index(batch_op.f("ix_gw_notifications_next_at"), ["next_at"], unique=False)
+    with op.batch_alter_table("pol_requests", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("ticket_summary", sa.Text(), nullable=False, server_default="")
+        )
+    # The default only fills existing rows; the package's table declares none.
+    with op.batch_alter_table("pol_requests", schema=None) as batch_op:
+        batch_op.alter_column("ticket_summary", server_default=None)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("pol_requests", schema=None) as batch_op:
+        batch_op.drop_column("ticket_summary")
     op.drop_table("gw_notifications")
     op.drop_table("gw_stream_cursors")
