@@ -118,6 +118,15 @@ def _web_domain(value: str, where: str) -> str:
     return name
 
 
+def public_base(config: Config) -> str:
+    """Where people reach the web UI: ``server.public_url``, else the HTTP listener."""
+    if config.server.public_url:
+        return config.server.public_url
+    listen = config.server.http_listen
+    host = "127.0.0.1" if listen.host in ("0.0.0.0", "::", "") else listen.host  # noqa: S104
+    return f"http://{host}:{listen.port}"
+
+
 def _public_url(value: str, where: str) -> str:
     if value and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
         raise ConfigError(f"{where}: expected an http:// or https:// URL, got {value!r}")

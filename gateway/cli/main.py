@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from gateway.cli import access, admin, events, recordings, run, setup
+from gateway.cli import access, admin, events, recordings, report, run, setup
 from gateway.cli.context import Context, Usage
 from gateway.cli.remote import run_remote
 from gateway.config import load_config
@@ -229,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument(
         "--generate", action="store_true", help="generate one and print it once, on stdout"
     )
+
+    p = command("report", report.report, "the compliance report: grants, approvals, sessions")
+    p.add_argument("--since", required=True, metavar="DURATION", help="e.g. 7d or 30d")
+    p.add_argument("--target", help="one target only")
+    p.add_argument("--user", help="one person only")
+    p.add_argument("--format", choices=["csv", "json", "html"], help="default json")
+    p.add_argument("--output", type=Path, metavar="FILE", help="write here, not to stdout")
 
     notes = group("notifications", "outgoing notifications: the outbox and dead letters")
     p = subcommand(notes, "list", events.notifications_list, "list notifications")

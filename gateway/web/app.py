@@ -13,7 +13,14 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway.web import api_access, api_admin, api_events, api_sessions, live  # noqa: F401
+from gateway.web import (  # noqa: F401  (register routes)
+    api_access,
+    api_admin,
+    api_events,
+    api_report,
+    api_sessions,
+    live,
+)
 from gateway.web.auth import Authenticator, scheme
 from gateway.web.deps import DEPS, Deps
 from gateway.web.health import Check, Refresh, add_health_routes
