@@ -15,6 +15,7 @@ from policy.errors import AccessDenied, NotFound
 from policy.service import SYSTEM_ACTOR
 from vault.secret import Secret
 
+WHAT = {"webhook": "secret", "slack": "webhook URL", "email": "SMTP password"}
 COLUMNS = ("id", "channel", "event", "state", "attempts", "last_error", "created_at", "thread")
 
 
@@ -48,20 +49,23 @@ async def notifications_retry(ctx: Context) -> int:
 
 
 async def notifications_secret(ctx: Context) -> int:
-    """A webhook's signing secret or an email channel's SMTP password, into the vault;
+    """A webhook's signing secret, a chat channel's webhook URL or an email channel's SMTP
+    password, into the vault;
     ``--generate`` shows a new webhook secret once, for the receiver's configuration."""
     name = ctx.args.name
     channel = next((c for c in ctx.svc.config.notifications if c.name == name), None)
     if channel is None:
         raise Usage(f"no [[notifications]] channel named {name} in the configuration")
-    if channel.kind == "slack":
-        raise Usage("a slack channel has no secret (its URL is its credential)")
+    if channel.kind == "slack" and channel.url:
+        raise Usage(f"{name} has its url in the configuration; remove it there to vault it")
     if ctx.args.generate:
         if channel.kind != "webhook":
-            raise Usage("--generate is for webhook secrets; give the SMTP password on stdin")
+            raise Usage("--generate is for webhook secrets; give this one on stdin")
         value = secrets.token_urlsafe(32)
     else:
-        value = ctx.read_stdin_secret("secret" if channel.kind == "webhook" else "SMTP password")
+        value = ctx.read_stdin_secret(WHAT[channel.kind])
+    if channel.kind == "slack" and not value.startswith(("https://", "http://")):
+        raise Usage("a chat webhook URL starts with https://")
     if channel.kind == "webhook" and len(value) < 16:
         raise Usage("a webhook secret needs at least 16 characters")
     info = await ctx.svc.vault.set_credential(

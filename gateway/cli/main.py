@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         notes,
         "secret",
         events.notifications_secret,
-        "store a webhook channel's signing secret or an email channel's SMTP password",
+        "store a webhook's signing secret, a chat webhook URL or an SMTP password",
     )
     p.add_argument("name", metavar="CHANNEL")
     how = p.add_mutually_exclusive_group(required=True)

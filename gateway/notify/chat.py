@@ -144,8 +144,8 @@ def message(channel: Channel, notice: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def deliver_chat(
-    http: aiohttp.ClientSession, channel: Channel, notice: Mapping[str, Any]
+    http: aiohttp.ClientSession, channel: Channel, notice: Mapping[str, Any], url: str
 ) -> None:
     body = json.dumps(message(channel, notice), ensure_ascii=False).encode()
     headers = {"Idempotency-Key": str(notice["id"]), "X-Lockgate-Thread": str(notice["thread"])}
-    await post_json(http, channel.url, body, headers)
+    await post_json(http, url, body, headers)

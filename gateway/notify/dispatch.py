@@ -200,6 +200,8 @@ class Dispatcher:
             request = await store.load_request(db, subject)
             if request is None:
                 return []
+            if action == "request.create" and request.break_glass:
+                return []  # its grant.create says breakglass.used, louder
             grant = await store.load_grant(db, request.grant_id) if request.grant_id else None
             facts = n.request_facts(request, self.rules.get(request.rule), grant)
             if action in ("request.approve", "request.deny"):

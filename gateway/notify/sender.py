@@ -114,7 +114,16 @@ class Sender:
             stamp = str(int(self.clock().timestamp()))
             await deliver_webhook(self._http, channel, notice, await self._secret(channel), stamp)
         elif channel.kind == "slack":
-            await deliver_chat(self._http, channel, notice)
+            url = channel.url
+            if not url:
+                secret = await self._secret(channel)
+                if secret is None:
+                    raise DeliveryError(
+                        f"no webhook URL for {channel.name}; run: lockgate notifications "
+                        f"secret {channel.name} --value-stdin"
+                    )
+                url = secret.reveal_text()
+            await deliver_chat(self._http, channel, notice, url)
         else:
             password = await self._secret(channel) if channel.username else None
             await deliver_mail(channel, notice, row.payload.get("recipients", []), password)

@@ -195,7 +195,17 @@ async def approvals(request: web.Request) -> web.Response:
     pending = [
         r for r in await policy.list_requests(who.name, pending_only=True) if r.user != who.name
     ]
-    return render(request, "approvals.html", pending=pending)
+    # ?request=ID: the one a notification linked to, first; said so when already decided.
+    wanted, decided = request.query.get("request", ""), None
+    if wanted:
+        if any(r.id == wanted for r in pending):
+            pending.sort(key=lambda r: r.id != wanted)
+        else:
+            try:
+                decided = await policy.get_request(who.name, wanted)
+            except NotFound:
+                decided = None
+    return render(request, "approvals.html", pending=pending, wanted=wanted, decided=decided)
 
 
 # --- sessions ------------------------------------------------------------------------

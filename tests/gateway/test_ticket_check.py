@@ -129,9 +129,12 @@ async def test_a_valid_tickets_summary_is_shown_to_approvers(node: Node, checker
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         async with http.get(f"{base}/api/v1/requests/{request.id}") as response:
             assert (await response.json())["ticket_summary"] == request.ticket_summary
-        async with http.get(f"{base}/approvals") as response:
+        async with http.get(f"{base}/approvals?request={request.id}") as response:
             page = await response.text()
+        async with http.get(f"{base}/approvals?request=rq-gone") as response:
+            missing = await response.text()
     assert "INC-7: disk full on db01 (open, P2)" in page
+    assert "No request rq-gone waits for you." in missing
     status, out, err = await lockgate(node, "requests", "--pending", "--json", "--as", "bob")
     assert status == 0, err
     assert [r["ticket_summary"] for r in json.loads(out)] == [request.ticket_summary]
