@@ -18,6 +18,7 @@ from gateway.db.tables import notifications
 LEASE = timedelta(minutes=2)  # longer than one delivery's timeouts
 BACKOFF_BASE = timedelta(seconds=10)
 BACKOFF_MAX = timedelta(minutes=30)
+KEEP_SENT = timedelta(days=30)  # sent notifications are kept this long, then pruned
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,16 @@ class Outbox:
             query = query.where(notifications.c.channel == channel)
         async with self.maker() as db:
             return [_row(r) for r in (await db.execute(query)).all()]
+
+    async def prune(self, before: datetime) -> int:
+        """Forget notifications sent before ``before`` (dead letters stay until retried)."""
+        async with self.maker() as db, db.begin():
+            result = await db.execute(
+                notifications.delete().where(
+                    notifications.c.state == "sent", notifications.c.sent_at < before
+                )
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def get(self, row_id: int) -> Outgoing | None:
         async with self.maker() as db:

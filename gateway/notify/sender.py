@@ -17,7 +17,7 @@ import aiohttp
 from gateway.notify.chat import deliver_chat
 from gateway.notify.delivery import DeliveryError
 from gateway.notify.mail import deliver_mail
-from gateway.notify.outbox import Outbox, Outgoing
+from gateway.notify.outbox import KEEP_SENT, Outbox, Outgoing
 from gateway.notify.settings import Channel
 from gateway.notify.webhook import deliver_webhook
 from policy.service import SYSTEM_ACTOR
@@ -29,6 +29,7 @@ log = logging.getLogger("lockgate.notify")
 VAULT_TARGET = "lockgate:notify"  # vault: account = channel name (webhook key, SMTP password)
 SECRET_TTL = 300.0  # seconds a checked-out secret is reused (each checkout is audited)
 POLL = 0.2
+PRUNE_EVERY = 3600.0  # seconds
 
 
 class Sender:
@@ -63,8 +64,12 @@ class Sender:
 
     async def _run(self) -> None:
         self._http = aiohttp.ClientSession()
+        pruned = 0.0
         while True:
             try:
+                if time.monotonic() - pruned > PRUNE_EVERY:
+                    await self.outbox.prune(self.clock() - KEEP_SENT)
+                    pruned = time.monotonic()
                 rows = await self.outbox.claim_due(self.clock())
                 held: set[str] = set()  # channels whose older notification just failed
                 for row in rows:

@@ -136,6 +136,8 @@ def parse_channel(item: dict[str, Any]) -> Channel:
     )
     if (channel.to_approvers or channel.to_requester) and "{user}" not in channel.user_address:
         raise ValueError('to_approvers and to_requester need user_address, e.g. "{user}@corp"')
+    if channel.username and not channel.starttls:
+        raise ValueError("a username needs starttls = true: the password never goes in clear")
     if not (channel.to or channel.to_approvers or channel.to_requester):
         raise ValueError("an email channel needs to, to_approvers or to_requester")
     return channel
