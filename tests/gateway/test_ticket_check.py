@@ -6,9 +6,8 @@ down refuses when failing closed, and files the request marked "not checked" oth
 from __future__ import annotations
 
 import asyncio
+import io
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -20,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from gateway.app import Node
+from gateway.cli.main import main
 from gateway.tickets import TicketChecker, TicketSettings
 from policy.errors import AccessDenied
 from policy.models import Rule
@@ -94,28 +94,18 @@ async def ask(node: Node, ticket: str) -> Any:
 
 
 async def lockgate(node: Node, *argv: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
-    env["LOCKGATE_SERVER_DATA_DIR"] = str(node.config.server.data_dir)
-    env["LOCKGATE_DATABASE_URL"] = node.config.database_url
-    env["LOCKGATE_TICKETS_URL"] = node.config.tickets.url
+    """The real command line on the gateway host, in this process (a worker thread)."""
     config = node.config.server.data_dir.parent / "lockgate.toml"
     config.write_text(
+        f'[server]\ndata_dir = "{node.config.server.data_dir}"\n'
+        f'[database]\nurl = "{node.config.database_url}"\n'
+        f'[tickets]\nurl = "{node.config.tickets.url}"\n'
         '[[rules]]\nname = "tickets"\nroles = ["dev"]\napprover_roles = ["approver"]\n'
         'ticket_pattern = "^[A-Z]+-[0-9]+$"\n'
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        *argv,
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    return proc.returncode or 0, out.decode(), err.decode()
+    out, err = io.StringIO(), io.StringIO()
+    status = await asyncio.to_thread(main, [*argv, "--config", str(config)], out, err)
+    return status, out.getvalue(), err.getvalue()
 
 
 async def test_a_valid_tickets_summary_is_shown_to_approvers(node: Node, checker: Checker) -> None:

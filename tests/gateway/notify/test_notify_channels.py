@@ -7,6 +7,7 @@ runs on the fake clock."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import aiohttp
 import pytest
 
 from gateway.app import Node
+from gateway.cli.main import main
 from gateway.config import load_config
 from gateway.notify.outbox import Outbox
 from gateway.sessions.records import NewSession
@@ -62,14 +64,19 @@ class Setup:
     env: dict[str, str]
 
 
-async def lockgate(setup: Setup, *argv: str, stdin: str = "") -> tuple[int, str, str]:
+async def lockgate(setup: Setup, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+    """The real command line on the gateway host: in this process (a worker thread) unless
+    it reads standard input, which only a child process can be given."""
+    argv = (*argv, "--config", str(setup.config_file))
+    if stdin is None:
+        out, err = io.StringIO(), io.StringIO()
+        status = await asyncio.to_thread(main, list(argv), out, err)
+        return status, out.getvalue(), err.getvalue()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "gateway",
         *argv,
-        "--config",
-        str(setup.config_file),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

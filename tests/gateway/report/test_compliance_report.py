@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from selenium.webdriver.common.by import By
 
+from gateway.cli.main import main
 from gateway.db.tables import audit_events
 from policy.service import SYSTEM_ACTOR
 from tests.eventually import eventually
@@ -31,13 +32,20 @@ LOGIN = f"alice+{TARGET_USER}@db01"
 
 
 async def lockgate(web: Web, *argv: str, remote: str = "") -> tuple[int, str, str]:
+    """The real command line: on the gateway host in this process (a worker thread), or
+    through the API (``remote``: as that role) in a child process with LOCKGATE_URL."""
+    if not remote:
+        config = web.workdir / "host.toml"
+        config.write_text(
+            f'[server]\ndata_dir = "{web.node.config.server.data_dir}"\n'
+            'public_url = "https://gw.example.com"\n'
+            f'[database]\nurl = "{web.node.config.database_url}"\n'
+        )
+        out, err = io.StringIO(), io.StringIO()
+        status = await asyncio.to_thread(main, [*argv, "--config", str(config)], out, err)
+        return status, out.getvalue(), err.getvalue()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
-    if remote:
-        env["LOCKGATE_URL"], env["LOCKGATE_TOKEN"] = web.base, web.tokens[remote]
-    else:
-        env["LOCKGATE_SERVER_DATA_DIR"] = str(web.node.config.server.data_dir)
-        env["LOCKGATE_DATABASE_URL"] = web.node.config.database_url
-        env["LOCKGATE_SERVER_PUBLIC_URL"] = "https://gw.example.com"
+    env["LOCKGATE_URL"], env["LOCKGATE_TOKEN"] = web.base, web.tokens[remote]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
