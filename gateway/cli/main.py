@@ -200,7 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit log")
     _common(audit)
     audit.add_argument("--since", metavar="DURATION")
-    audit.add_argument("action", nargs="?", choices=["verify"], help="verify the hash chain")
+    audit.add_argument(
+        "action",
+        nargs="?",
+        choices=["verify", "streams"],
+        help="verify: check the hash chain; streams: where each SIEM sink stands",
+    )
     audit.set_defaults(handler=access.audit)
 
     recs = group("recordings", "session recordings")

@@ -288,6 +288,8 @@ async def _terminate(ctx: Context, api: Client) -> int:
 async def _audit(ctx: Context, api: Client) -> int:
     if ctx.args.action == "verify":
         return access.show_verify(ctx, await api.call("GET", "/audit/verify"))
+    if ctx.args.action == "streams":
+        return ctx.emit(await api.call("GET", "/audit/streams"), access.STREAM_COLUMNS)
     events = await api.call("GET", "/audit", query={"since": ctx.args.since or ""})
     return ctx.emit(events, access.AUDIT_COLUMNS)
 

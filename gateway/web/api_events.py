@@ -5,11 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.notify.outbox import Outbox
+from gateway.stream.status import stream_status
 from gateway.web import paging
 from gateway.web.routes import ADMIN, AUDITOR, TABLE, Call
 from policy.errors import InvalidInput, NotFound
 
 route = TABLE.add
+
+
+@route(
+    "GET",
+    "/audit/streams",
+    "Where each audit sink (and the notification dispatcher) stands in the audit log",
+    access=AUDITOR,
+    tag="audit",
+)
+async def audit_streams(call: Call) -> Any:
+    return await stream_status(call.deps.services)
+
+
 STATES = ("pending", "sent", "dead")
 
 

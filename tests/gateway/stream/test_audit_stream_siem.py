@@ -5,6 +5,7 @@ a receiver outage or a gateway restart."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from gateway.app import start_node
 from gateway.audit import AuditLog
+from gateway.cli.main import main
 from gateway.services import open_services
 from gateway.sessions.records import NewSession
 from gateway.stream.settings import JsonlSink, SyslogSink
@@ -148,6 +150,27 @@ async def test_every_event_reaches_rsyslog_and_the_file_through_an_outage_and_a_
         await eventually(all_arrived, what="events written while the gateway was down")
         seqs = rsyslog.seqs()
         assert set(seqs) == set(await db_hashes(audit))  # no gap, nothing invented
+        config_file = tmp_path / "lockgate.toml"
+        config_file.write_text(
+            f'[server]\ndata_dir = "{config.server.data_dir}"\n'
+            f'[database]\nurl = "{config.database_url}"\n'
+            '[[audit.sinks]]\nname = "siem"\nkind = "syslog"\n'
+            f'address = "127.0.0.1:{rsyslog.port}"\n'
+            f'[[audit.sinks]]\nname = "file"\nkind = "jsonl"\npath = "{jsonl}"\n'
+        )
+
+        async def caught_up() -> list[dict[str, object]] | None:
+            out, err = io.StringIO(), io.StringIO()
+            argv = ["audit", "streams", "--json", "--config", str(config_file)]
+            assert await asyncio.to_thread(main, argv, out, err) == 0, err.getvalue()
+            rows: list[dict[str, object]] = json.loads(out.getvalue())
+            return rows if all(r["behind"] == 0 for r in rows) else None
+
+        streams = await eventually(caught_up, what="lockgate audit streams: nothing behind")
+        assert [(r["name"], r["kind"], r["node"]) for r in streams] == [
+            ("siem", "syslog", "stream-node"),
+            ("file", "jsonl", "stream-node"),
+        ]
         assert len(list(jsonl.parent.glob("audit.jsonl.*"))) >= 1  # the file rotated
         assert sorted(set(jsonl_seqs(jsonl))) == sorted(await db_hashes(audit))
     finally:
