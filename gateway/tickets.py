@@ -4,7 +4,8 @@ str}`` within ``timeout``. Its summary is stored with the request and shown to a
 
 When it cannot answer (down, too slow, a bad reply) the request is refused with that reason
 if ``fail_closed`` (the default); otherwise it goes ahead with the reason as its summary, so
-approvers see that the ticket was not checked."""
+approvers see that the ticket was not checked. A break-glass rule's request is stopped only
+by an explicit "not valid": when the ticket system is down it goes ahead, marked so."""
 
 from __future__ import annotations
 
@@ -63,5 +64,5 @@ class TicketChecker:
     def _unanswered(self, why: str) -> TicketVerdict:
         text = f"the ticket system could not check it: {why}"
         if self.settings.fail_closed:
-            return TicketVerdict(valid=False, summary=text)
-        return TicketVerdict(valid=True, summary=f"not checked ({text})")
+            return TicketVerdict(valid=False, summary=text, answered=False)
+        return TicketVerdict(valid=True, summary=f"not checked ({text})", answered=False)

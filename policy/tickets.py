@@ -11,6 +11,7 @@ from typing import Protocol
 class TicketVerdict:
     valid: bool
     summary: str  # the ticket system's words (or why it could not be asked), shown to approvers
+    answered: bool = True  # False: the ticket system could not be asked (down, slow, garbled)
 
 
 class TicketCheck(Protocol):

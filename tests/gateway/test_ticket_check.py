@@ -34,6 +34,14 @@ RULE = Rule(
     approver_roles=frozenset({"approver"}),
     ticket_pattern=r"^[A-Z]+-[0-9]+$",
 )
+GLASS = Rule(
+    name="glass",
+    roles=frozenset({"oncall"}),
+    approvals=1,
+    approver_roles=frozenset({"approver"}),
+    ticket_pattern=r"^[A-Z]+-[0-9]+$",
+    break_glass=True,
+)
 ANSWERS = {
     "INC-7": {"valid": True, "summary": "INC-7: disk full on db01 (open, P2)"},
     "INC-9": {"valid": False, "summary": "INC-9 is closed since 2026-11-30"},
@@ -76,11 +84,11 @@ async def node(db_url: str, tmp_path: Path, checker: Checker) -> AsyncIterator[N
         db_url,
         tmp_path,
         name="ticket-node",
-        rules=(RULE,),
+        rules=(RULE, GLASS),
         environ={"LOCKGATE_TICKETS_URL": checker.url, "LOCKGATE_TICKETS_TIMEOUT": "1s"},
     )
     policy = started.services.policy
-    for name, roles in (("alice", ["dev"]), ("bob", ["approver"])):
+    for name, roles in (("alice", ["dev"]), ("bob", ["approver"]), ("olga", ["oncall"])):
         await policy.add_user(SYSTEM_ACTOR, name, roles=roles)
     await policy.add_target(SYSTEM_ACTOR, "db01", host="10.0.0.5", accounts=["root"])
     yield started
@@ -160,6 +168,19 @@ async def test_a_checker_that_times_out_or_is_down_fails_closed(
     with pytest.raises(AccessDenied, match="cannot be reached"):
         await ask(node, "INC-7")
     assert await policy.list_requests(SYSTEM_ACTOR) == []
+    # Break-glass goes ahead while the ticket system is down, marked unchecked...
+    glass = await policy.create_request(
+        "olga", "db01", account="root", duration=timedelta(minutes=30), reason="outage",
+        ticket="INC-7",
+    )  # fmt: skip
+    assert glass.grant_id and "could not check it" in glass.ticket_summary
+    # ... but not past an explicit "no".
+    policy.tickets = TicketChecker(replace(down, url=checker.url))
+    with pytest.raises(AccessDenied, match="INC-9 is closed"):
+        await policy.create_request(
+            "olga", "db01", account="root", duration=timedelta(minutes=30), reason="outage",
+            ticket="INC-9",
+        )  # fmt: skip
     policy.tickets = TicketChecker(replace(down, fail_closed=False))
     filed = await ask(node, "INC-7")
     assert filed.ticket_summary.startswith("not checked (the ticket system could not check it")
