@@ -21,7 +21,7 @@ from gateway.db.tables import audit_events, sessions
 from gateway.services import Services
 from policy import store
 from policy import tables as pt
-from policy.durations import parse_duration
+from policy.durations import format_duration, parse_duration
 from policy.errors import AccessDenied
 from policy.service import SYSTEM_ACTOR
 from recorder.errors import NotFound as NoRecording
@@ -41,6 +41,18 @@ class ApprovalRow:
     approver: str
     at: datetime
     comment: str
+
+
+@dataclass(frozen=True)
+class ExtensionRow:
+    """A request to extend the grant: when, why, for how long, and how it was decided."""
+
+    request_id: str
+    requested_at: datetime
+    reason: str
+    duration: str
+    state: str
+    approvals: tuple[ApprovalRow, ...]
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,7 @@ class GrantRow:
     revoked_by: str | None
     revoke_reason: str | None
     break_glass: bool
+    extensions: tuple[ExtensionRow, ...]
     sessions: tuple[SessionRow, ...]
 
 
@@ -156,6 +169,13 @@ async def build_report(
     async with services.maker() as db:
         grants = sorted(await store.list_grants(db, where), key=lambda g: (g.created_at, g.id))
         requests = {g.id: await store.load_request(db, g.request_id) for g in grants}
+        extensions: dict[str, list[Any]] = {}
+        if grants:
+            asked = await store.list_requests(
+                db, [pt.requests.c.extends_grant.in_([g.id for g in grants])]
+            )
+            for ask in sorted(asked, key=lambda r: (r.created_at, r.id)):
+                extensions.setdefault(str(ask.extends_grant), []).append(ask)
         rows: Sequence[Any] = []
         if grants:
             rows = (
@@ -192,16 +212,23 @@ async def build_report(
         audit_problem=chain.problem,
         recordings_checked=len(rows),
         recordings_failed=tuple(failed),
-        grants=tuple(_grant(g, requests[g.id], by_grant.get(g.id, [])) for g in grants),
+        grants=tuple(
+            _grant(g, requests[g.id], extensions.get(g.id, []), by_grant.get(g.id, []))
+            for g in grants
+        ),
     )
 
 
-def _grant(grant: Any, request: Any, found: list[SessionRow]) -> GrantRow:
-    approvals = tuple(
+def _approvals(request: Any) -> tuple[ApprovalRow, ...]:
+    return tuple(
         ApprovalRow(a.approver, a.at, a.comment)
         for a in (request.approvals if request is not None else ())
         if a.decision == "approve"
     )
+
+
+def _grant(grant: Any, request: Any, asked: list[Any], found: list[SessionRow]) -> GrantRow:
+    approvals = _approvals(request)
     return GrantRow(
         id=grant.id,
         user=grant.user,
@@ -220,6 +247,17 @@ def _grant(grant: Any, request: Any, found: list[SessionRow]) -> GrantRow:
         revoked_by=grant.revoked_by,
         revoke_reason=grant.revoke_reason,
         break_glass=grant.break_glass,
+        extensions=tuple(
+            ExtensionRow(
+                r.id,
+                r.created_at,
+                r.reason,
+                format_duration(r.duration),
+                r.state.value,
+                _approvals(r),
+            )
+            for r in asked
+        ),
         sessions=tuple(found),
     )
 

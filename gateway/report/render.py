@@ -32,6 +32,7 @@ CSV_COLUMNS = (
     "expires_at",
     "revoked",
     "break_glass",
+    "extensions",
     "session",
     "session_kind",
     "client",
@@ -76,6 +77,11 @@ def _grant_cells(grant: GrantRow) -> list[str]:
         _iso(grant.expires_at),
         revoked,
         "yes" if grant.break_glass else "no",
+        " ; ".join(
+            f"{e.duration} asked {_iso(e.requested_at)}: {e.state}"
+            + "".join(f", {a.approver} at {_iso(a.at)}" for a in e.approvals)
+            for e in grant.extensions
+        ),
     ]
 
 

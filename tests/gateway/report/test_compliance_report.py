@@ -120,6 +120,8 @@ async def test_the_report_holds_what_happened_and_says_it_verifies(
     )
     assert status == 0, err
     ids = await eventually(lambda: sealed_and_indexed(web), what="both sessions indexed")
+    extension = await policy.extend("alice", grant_id, timedelta(minutes=30), "one more check")
+    await policy.approve("bob", extension.id, "fine")
 
     status, out, err = await lockgate(web, "report", "--since", "7d", "--format", "json")
     assert status == 0, err
@@ -133,6 +135,20 @@ async def test_the_report_holds_what_happened_and_says_it_verifies(
     assert grant["reason"] == "INC-42 rotate the logs" and grant["ticket"] == "INC-42"
     assert grant["requested_at"] == request.created_at.isoformat()
     assert [(a["approver"], a["comment"]) for a in grant["approvals"]] == [("bob", "go ahead")]
+    assert [
+        (
+            e["request_id"],
+            e["duration"],
+            e["reason"],
+            e["state"],
+            [a["approver"] for a in e["approvals"]],
+        )
+        for e in grant["extensions"]
+    ] == [(extension.id, "30m", "one more check", "approved", ["bob"])]
+    assert (
+        grant["expires_at"]
+        == (await policy.get_grant(SYSTEM_ACTOR, grant_id)).expires_at.isoformat()
+    )
     sessions = {s["id"]: s for s in grant["sessions"]}
     assert sorted(sessions) == ids
     shell = next(s for s in sessions.values() if s["commands"] and not s["files"])
@@ -181,6 +197,7 @@ async def test_the_report_holds_what_happened_and_says_it_verifies(
     assert seen["audit"].startswith("verified") and seen["recordings"].startswith("verified")
     assert "echo report-one; echo lockgate-canary-word" in seen["text"]
     assert "bob at " in seen["text"] and "INC-42 rotate the logs" in seen["text"]
+    assert "30m more, asked" in seen["text"] and '("one more check"): approved' in seen["text"]
 
     status, body, headers = await web.call("GET", "/api/v1/report?since=7d&format=html", "auditor")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
