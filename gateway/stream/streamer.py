@@ -25,6 +25,7 @@ log = logging.getLogger("lockgate.stream")
 POLL = 0.2  # seconds between looks at the audit log when idle
 BATCH = 500
 MAX_BACKOFF = 30.0
+CLAIM_RETRY = 1.0  # seconds between tries at a sink another node streams
 
 
 def build_sink(settings: SinkSettings) -> Sink:
@@ -104,8 +105,8 @@ class AuditStreamer:
     async def _stream(self, sink: Sink) -> None:
         name = cursor_name(sink)
         position = await self.cursors.claim(name)
-        while position is None:  # another node streams this sink
-            await asyncio.sleep(LEASE.total_seconds() / 3)
+        while position is None:  # another node streams this sink; take over when it stops
+            await asyncio.sleep(CLAIM_RETRY)
             position = await self.cursors.claim(name)
         durable = position
         await sink.open()
