@@ -183,7 +183,8 @@ class Dispatcher:
         if channel.to_requester and item.requester:
             found.append(template.replace("{user}", item.requester))
         rule = self.rules.get(item.rule)
-        if channel.to_approvers and rule is not None and item.event.startswith("request."):
+        asks_approvers = item.event.startswith("request.") or item.event == "breakglass.used"
+        if channel.to_approvers and rule is not None and asks_approvers:
             for user in await store.list_users(db):
                 if user.disabled or user.name == item.requester:
                     continue
