@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
@@ -49,6 +49,11 @@ CSV_COLUMNS = (
 
 def _iso(value: datetime | None) -> str:
     return "" if value is None else value.isoformat(timespec="seconds")
+
+
+def _when(value: datetime | None) -> str:
+    """A moment for people: UTC, to the second."""
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def as_json(report: Report) -> str:
@@ -121,7 +126,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["when"] = lambda v: _iso(v) or "-"
+    env.filters["when"] = _when
     return env
 
 
