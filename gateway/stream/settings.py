@@ -37,6 +37,7 @@ class SyslogSink:
     tls_ca: Path | None = None  # CA bundle for the receiver's certificate; None: system store
     facility: int = FACILITIES["authpriv"]
     app_name: str = "lockgate"
+    max_message: int = 8192  # rsyslog's default limit; longer events lose their details
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class JsonlSink:
 SinkSettings = SyslogSink | JsonlSink
 
 _KEYS = {
-    "syslog": {"name", "kind", "address", "tls", "tls_ca", "facility", "app_name"},
+    "syslog": {"name", "kind", "address", "tls", "tls_ca", "facility", "app_name", "max_message"},
     "jsonl": {"name", "kind", "path", "max_bytes", "keep"},
 }
 
@@ -93,6 +94,9 @@ def parse_sink(item: dict[str, Any], resolve: Any) -> SinkSettings:
     facility = item.get("facility", "authpriv")
     if facility not in FACILITIES:
         raise ValueError(f"facility must be one of {', '.join(FACILITIES)}")
+    limit = item.get("max_message", SyslogSink.max_message)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1024:
+        raise ValueError("max_message must be a whole number of at least 1024")
     app = item.get("app_name", "lockgate")
     if not isinstance(app, str) or not _APP.match(app):
         raise ValueError("app_name must be 1-48 printable ASCII characters without spaces")
@@ -104,4 +108,5 @@ def parse_sink(item: dict[str, Any], resolve: Any) -> SinkSettings:
         tls_ca=resolve(ca) if ca else None,
         facility=FACILITIES[facility],
         app_name=app,
+        max_message=limit,
     )

@@ -39,7 +39,19 @@ def _header_token(value: str, limit: int) -> str:
 
 def format_message(record: StreamRecord, settings: SyslogSink) -> bytes:
     """One RFC 5424 message: the structured fields and chain hashes as structured data under
-    ``lockgate@32473``, and the whole event as JSON in MSG."""
+    ``lockgate@32473``, and the whole event as JSON in MSG. An event longer than
+    ``max_message`` goes without its details (``truncated="details"``: the receiver would
+    otherwise cut it anywhere); its fields and hashes are always there."""
+    message = _message(record, settings, record.as_json())
+    if len(message) <= settings.max_message:
+        return message
+    short = {**record.as_json(), "details": {}, "truncated": "details"}
+    return _message(record, settings, short, truncated=True)
+
+
+def _message(
+    record: StreamRecord, settings: SyslogSink, event: dict[str, object], truncated: bool = False
+) -> bytes:
     severity = SEVERITY_WARNING if record.outcome == "failure" else SEVERITY_NOTICE
     stamp = record.at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     params = {
@@ -54,9 +66,10 @@ def format_message(record: StreamRecord, settings: SyslogSink) -> bytes:
         "outcome": record.outcome,
         "hash": record.hash,
         "prev": record.prev_hash,
+        "truncated": "details" if truncated else "",
     }
     sd = " ".join(f'{k}="{_sd_value(v)}"' for k, v in params.items() if v)
-    body = json.dumps(record.as_json(), separators=(",", ":"), ensure_ascii=False)
+    body = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
     header = (
         f"<{settings.facility * 8 + severity}>1 {stamp} {_header_token(record.node, 255)} "
         f"{settings.app_name} - {_header_token(record.action, 32)} [{SD_ID} {sd}] "

@@ -56,6 +56,18 @@ def test_a_message_is_rfc5424_with_escaped_structured_data() -> None:
     assert json.loads(body)["details"]["reason"] == 'disk "full"] \\ ok'
 
 
+def test_an_event_too_long_for_the_receiver_keeps_its_fields_and_hashes() -> None:
+    settings = SyslogSink(name="s", host="h", port=1, max_message=1024)
+    long = record(9)
+    long = StreamRecord(**{**long.__dict__, "details": {"blob": "x" * 5000}})
+    message = format_message(long, settings)
+    head, _, body = message.partition(b"\xef\xbb\xbf")
+    assert len(message) <= 1024
+    assert b'truncated="details"' in head and b'hash="' + b"a" * 64 + b'"' in head
+    assert json.loads(body)["details"] == {} and json.loads(body)["seq"] == 9
+    assert b"truncated" not in format_message(record(9), settings)
+
+
 class Receiver:
     """A TCP (or TLS) receiver that reads octet-counted frames and can hang up."""
 
