@@ -31,11 +31,14 @@ from gateway.http.relay import Relay
 from gateway.http.session import WebCore
 from gateway.http.upstream import UpstreamPool
 from gateway.metrics import Metrics, kill_reason
+from gateway.notify.notifier import Notifier
 from gateway.services import Services, check_database, open_services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
 from gateway.sessions.registry import SessionRegistry
 from gateway.ssh.listener import SshGateway
+from gateway.stream.cursor import CursorStore
+from gateway.stream.streamer import AuditStreamer, build_sink
 from gateway.throttle import Throttle
 from gateway.web.app import FOREIGN, build_app
 from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme, scheme_of
@@ -48,6 +51,7 @@ from recorder.writer import Recorder
 
 log = logging.getLogger(__name__)
 BACKSTOP_RECHECK = 30.0  # seconds; cluster events normally arrive far sooner
+STREAM_DRAIN = 3.0  # seconds a stopping node waits for its audit sinks to catch up
 ASSERTION_KEY = "assertion_signing_key.pem"  # in server.data_dir, 0600; shared by a cluster
 
 
@@ -70,6 +74,8 @@ class Node:
     front: FastFront | None = None
     deps: Deps | None = None
     proxy: WebProxy | None = None
+    streamer: AuditStreamer | None = None
+    notifier: Notifier | None = None
     extra: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -134,6 +140,13 @@ class Node:
             await self.services.audit.record(
                 actor="lockgate", action="node.stop", subject=self.config.server.node_name
             )
+        if self.notifier is not None:
+            await self.notifier.aclose()
+        if self.streamer is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(STREAM_DRAIN):
+                    await self.streamer.drain()
+            await self.streamer.aclose()
         await self.services.aclose()
 
 
@@ -289,6 +302,21 @@ async def start_node(
         core.signer = AssertionSigner.load_or_create(assertion_key, _issuer(config, node.http_port))
         _wire_provisioner(services, registry, metrics)
         node._tasks.append(asyncio.ensure_future(services.provisioner.run(timer.sleep_until)))
+        if config.audit_sinks:
+            node.streamer = AuditStreamer(
+                services.maker,
+                CursorStore(services.maker, config.server.node_name, timer.now),
+                [build_sink(s) for s in config.audit_sinks],
+                on_error=lambda sink, _problem: metrics.stream_errors.labels(sink).inc(),
+            )
+            node.streamer.start()
+        if config.notifications:
+            node.notifier = Notifier.build(
+                services,
+                CursorStore(services.maker, config.server.node_name, timer.now),
+                public_url=config.server.public_url or _issuer(config, node.http_port),
+            )
+            node.notifier.start()
         node._tasks.append(asyncio.ensure_future(node._backstop()))
         node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node

@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.notify.settings import Channel, parse_channel
+from gateway.stream.settings import SinkSettings, parse_sink
+from gateway.tickets import TicketSettings
+from policy.durations import parse_duration
 from policy.errors import PolicyError
 from policy.models import Rule
 from policy.rules import parse_rule
@@ -53,6 +57,7 @@ class ServerConfig:
     ssh_fastpath: bool = True  # gateway/ssh/fastpath.py; false: asyncssh's own data path
     http_fastpath: bool = True  # gateway/http/fastpath.py; false: aiohttp for every request
     web_domain: str = ""  # web targets at <target>.<web_domain>; "" = /t/<target>/ paths
+    public_url: str = ""  # where people reach the web UI (links in notifications)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ class Config:
     max_failed_logins: int
     rules: tuple[Rule, ...]
     anomaly_rules: tuple[AnomalyRule, ...]
+    audit_sinks: tuple[SinkSettings, ...] = ()
+    notifications: tuple[Channel, ...] = ()
+    tickets: TicketSettings = field(default_factory=TicketSettings)
     source: str = field(default="<defaults>", compare=False)
 
     @property
@@ -81,14 +89,16 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "ssh_fastpath": (bool, True),
         "http_fastpath": (bool, True),
         "web_domain": (str, ""),
+        "public_url": (str, ""),
     },
     "database": {"url": (str, None)},
     "vault": {"master_key": (str, None)},
     "recordings": {"path": (str, None)},
     "auth": {"max_failed_logins": (int, 5)},
+    "tickets": {"url": (str, ""), "timeout": (str, "5s"), "fail_closed": (bool, True)},
 }
-_LIST_SECTIONS = {"rules"}
-_NESTED = {"anomaly": {"rules"}}
+_LIST_SECTIONS = {"rules", "notifications"}
+_NESTED = {"anomaly": {"rules"}, "audit": {"sinks"}}
 
 
 def parse_listen(value: str, where: str) -> Listen:
@@ -108,6 +118,32 @@ def _web_domain(value: str, where: str) -> str:
     if name and (len(name) > 253 or not _DNS_NAME.fullmatch(name)):
         raise ConfigError(f"{where}: expected a DNS name such as gw.example.com, got {value!r}")
     return name
+
+
+def public_base(config: Config) -> str:
+    """Where people reach the web UI: ``server.public_url``, else the HTTP listener."""
+    if config.server.public_url:
+        return config.server.public_url
+    listen = config.server.http_listen
+    host = "127.0.0.1" if listen.host in ("0.0.0.0", "::", "") else listen.host  # noqa: S104
+    return f"http://{host}:{listen.port}"
+
+
+def _public_url(value: str, where: str) -> str:
+    if value and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        raise ConfigError(f"{where}: expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _tickets(values: Mapping[str, object], source: str) -> TicketSettings:
+    url, timeout = str(values["url"]), str(values["timeout"])
+    if url and not re.match(r"^https?://\S+$", url):
+        raise ConfigError(f"{source}: tickets.url: expected an http:// or https:// URL")
+    try:
+        wait = parse_duration(timeout)
+    except PolicyError:
+        raise ConfigError(f"{source}: tickets.timeout: expected a duration such as 5s") from None
+    return TicketSettings(url=url, timeout=wait, fail_closed=bool(values["fail_closed"]))
 
 
 def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -168,6 +204,7 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             ssh_fastpath=fastpath,
             http_fastpath=http_fastpath,
             web_domain=_web_domain(str(server["web_domain"]), f"{source}: server.web_domain"),
+            public_url=_public_url(str(server["public_url"]), f"{source}: server.public_url"),
         ),
         database_url=db_url,
         master_key=str(master),
@@ -176,6 +213,16 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
         rules=_parse_list(raw.get("rules", []), "rules", source, parse_rule),
         anomaly_rules=_parse_list(
             raw.get("anomaly", {}).get("rules", []), "anomaly.rules", source, parse_anomaly_rule
+        ),
+        audit_sinks=_parse_list(
+            raw.get("audit", {}).get("sinks", []),
+            "audit.sinks",
+            source,
+            lambda item: parse_sink(item, lambda p: _resolve(base, p)),
+        ),
+        tickets=_tickets(values["tickets"], source),
+        notifications=_parse_list(
+            raw.get("notifications", []), "notifications", source, parse_channel
         ),
         source=source,
     )

@@ -63,6 +63,12 @@ class Metrics:
             "How far the recording indexer is behind",
             registry=r,
         )
+        self.stream_errors = Counter(
+            "lockgate_audit_stream_errors_total",
+            "Audit sink failures (each one resends from the sink's cursor)",
+            ["sink"],
+            registry=r,
+        )
 
 
 def kill_reason(reason: str) -> str:

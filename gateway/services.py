@@ -23,6 +23,7 @@ from gateway.db.tables import audit_head
 from gateway.errors import StartupError
 from gateway.provision.service import Provisioner
 from gateway.sessions.records import SessionStore
+from gateway.tickets import TicketChecker
 from policy.models import Clock, utcnow
 from policy.service import PolicyService
 from vault.errors import VaultError
@@ -85,7 +86,8 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
         raise
     maker = sessionmaker(engine)
     audit = AuditLog(maker, node=config.server.node_name, clock=clock)
-    policy = PolicyService(maker, config.rules, audit, clock=clock)
+    tickets = TicketChecker(config.tickets) if config.tickets.url else None
+    policy = PolicyService(maker, config.rules, audit, clock=clock, tickets=tickets)
     vault = VaultService(maker, keyring, audit, clock=clock)
     return Services(
         config=config,

@@ -126,6 +126,7 @@ class AccessRequest:
     extends_grant: str | None  # set for an extension request
     break_glass: bool
     version: int
+    ticket_summary: str = ""  # what the ticket system said of the ticket ("": not checked)
 
 
 @dataclass(frozen=True)

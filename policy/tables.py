@@ -78,6 +78,7 @@ requests = sa.Table(
     sa.Column("duration_s", sa.Integer, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("ticket", sa.String(128), nullable=False),
+    sa.Column("ticket_summary", sa.Text, nullable=False),  # the ticket system's answer
     sa.Column("rule", sa.String(64), nullable=False),
     sa.Column("state", sa.String(16), nullable=False, index=True),
     sa.Column("created_at", Time, nullable=False),

@@ -25,10 +25,12 @@ async def start_test_node(
     rules: tuple[Rule, ...] = (),
     anomaly_rules: tuple[AnomalyRule, ...] = (),
     timer: Timer | None = None,
+    environ: dict[str, str] | None = None,
     **overrides: Any,
 ) -> Node:
     """A node with its own data directory under ``workdir`` (host key, master key, migrated
-    database); ``overrides`` replace top-level Config fields."""
+    database); ``environ`` adds ``LOCKGATE_*`` overrides, ``overrides`` replace top-level
+    Config fields."""
     data = workdir / "data"
     data.mkdir(mode=0o700)
     config = load_config(
@@ -41,6 +43,7 @@ async def start_test_node(
             "LOCKGATE_SERVER_NODE_NAME": name,
             # The README's test command runs the SSH tests once more with the fast path off.
             "LOCKGATE_SERVER_SSH_FASTPATH": os.environ.get("LOCKGATE_SERVER_SSH_FASTPATH", "true"),
+            **(environ or {}),
         },
     )
     config = replace(config, anomaly_rules=(*config.anomaly_rules, *anomaly_rules), **overrides)

@@ -6,9 +6,22 @@ from typing import Any
 
 from gateway.cli.context import Context
 from gateway.render import to_jsonable
+from gateway.stream.status import stream_status
 from policy.durations import parse_duration
 
-REQUEST_COLUMNS = ("id", "user", "target", "account", "duration", "state", "reason", "created_at")
+REQUEST_COLUMNS = (
+    "id",
+    "user",
+    "target",
+    "account",
+    "duration",
+    "state",
+    "reason",
+    "ticket",
+    "ticket_summary",
+    "created_at",
+)
+STREAM_COLUMNS = ("name", "kind", "destination", "delivered", "behind", "node", "updated_at")
 LOCK_COLUMNS = ("id", "kind", "name", "reason", "created_by", "expires_at")
 AUDIT_COLUMNS = ("seq", "at", "actor", "action", "subject", "details")
 GRANT_COLUMNS = ("id", "user", "target", "account", "expires_at", "revoked_at", "request_id")
@@ -89,6 +102,8 @@ async def audit(ctx: Context) -> int:
     await _require_auditor(ctx)
     if ctx.args.action == "verify":
         return show_verify(ctx, await log.verify())
+    if ctx.args.action == "streams":
+        return ctx.emit(await stream_status(ctx.svc), STREAM_COLUMNS)
     since = None
     if ctx.args.since:
         since = ctx.svc.policy.now() - parse_duration(ctx.args.since)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from gateway.cli import access, admin, provision, recordings, run, setup
+from gateway.cli import access, admin, events, provision, recordings, report, run, setup
 from gateway.cli.context import Context, Usage
 from gateway.cli.remote import run_remote
 from gateway.config import load_config
@@ -224,7 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit log")
     _common(audit)
     audit.add_argument("--since", metavar="DURATION")
-    audit.add_argument("action", nargs="?", choices=["verify"], help="verify the hash chain")
+    audit.add_argument(
+        "action",
+        nargs="?",
+        choices=["verify", "streams"],
+        help="verify: check the hash chain; streams: where each SIEM sink stands",
+    )
     audit.set_defaults(handler=access.audit)
 
     recs = group("recordings", "session recordings")
@@ -252,6 +257,32 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--value-stdin", action="store_true", help="read the secret from stdin")
     how.add_argument(
         "--generate", action="store_true", help="generate one and print it once, on stdout"
+    )
+
+    p = command("report", report.report, "the compliance report: grants, approvals, sessions")
+    p.add_argument("--since", required=True, metavar="DURATION", help="e.g. 7d or 30d")
+    p.add_argument("--target", help="one target only")
+    p.add_argument("--user", help="one person only")
+    p.add_argument("--format", choices=["csv", "json", "html"], help="default json")
+    p.add_argument("--output", type=Path, metavar="FILE", help="write here, not to stdout")
+
+    notes = group("notifications", "outgoing notifications: the outbox and dead letters")
+    p = subcommand(notes, "list", events.notifications_list, "list notifications")
+    p.add_argument("--state", help="pending | sent | dead (the dead letters)")
+    p.add_argument("--channel", help="one channel's notifications")
+    p = subcommand(notes, "retry", events.notifications_retry, "queue a dead letter again")
+    p.add_argument("id", type=int, metavar="ID")
+    p = subcommand(
+        notes,
+        "secret",
+        events.notifications_secret,
+        "store a webhook's signing secret, a chat webhook URL or an SMTP password",
+    )
+    p.add_argument("name", metavar="CHANNEL")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--value-stdin", action="store_true", help="read it from stdin")
+    how.add_argument(
+        "--generate", action="store_true", help="webhook: generate one, print it once on stdout"
     )
 
     tokens = group("token", "API tokens")

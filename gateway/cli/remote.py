@@ -37,8 +37,15 @@ class Client:
         self.token = token
 
     async def call(
-        self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        *,
+        raw: bool = False,
     ) -> Any:
+        """The JSON answer (every page of a listing); with ``raw`` the body as text."""
         url = f"{self.url}/api/v1{path}"
         if query:
             url += "?" + urlencode({k: v for k, v in query.items() if v})
@@ -47,7 +54,9 @@ class Client:
         try:
             while True:  # a listing comes in pages: follow Link rel="next" to its end
                 async with self.session.request(method, url, json=body, headers=headers) as resp:
-                    if resp.content_type == "application/x-asciicast":
+                    if resp.content_type == "application/x-asciicast" or (
+                        raw and resp.status < 400
+                    ):
                         return await resp.text()
                     try:
                         data = await resp.json(content_type=None)
@@ -311,6 +320,8 @@ async def _terminate(ctx: Context, api: Client) -> int:
 async def _audit(ctx: Context, api: Client) -> int:
     if ctx.args.action == "verify":
         return access.show_verify(ctx, await api.call("GET", "/audit/verify"))
+    if ctx.args.action == "streams":
+        return ctx.emit(await api.call("GET", "/audit/streams"), access.STREAM_COLUMNS)
     events = await api.call("GET", "/audit", query={"since": ctx.args.since or ""})
     return ctx.emit(events, access.AUDIT_COLUMNS)
 

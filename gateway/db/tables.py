@@ -120,3 +120,41 @@ prov_uids = sa.Table(
     sa.Column("item_id", sa.String(40), nullable=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# Where each audit sink (and the notification dispatcher) has got to: the last sequence
+# number delivered, and which node streams it now (a lease, so one node streams per sink).
+stream_cursors = sa.Table(
+    "gw_stream_cursors",
+    metadata,
+    sa.Column("name", sa.String(80), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The notification outbox: one row per (channel, notice), written in the transaction that
+# moves the dispatcher's cursor; sent, retried with backoff, or kept as a dead letter.
+notifications = sa.Table(
+    "gw_notifications",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),  # the idempotency key
+    sa.Column("event", sa.String(40), nullable=False),
+    sa.Column("thread", sa.String(80), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON: the notice and its recipients
+    sa.Column("state", sa.String(16), nullable=False, index=True),  # pending | sent | dead
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("channel", "key", name="uq_gw_notifications_channel_key"),
+)

@@ -16,7 +16,9 @@ from aiohttp.typedefs import Middleware
 from gateway.web import (  # noqa: F401  (register routes)
     api_access,
     api_admin,
+    api_events,
     api_provision,
+    api_report,
     api_sessions,
     live,
 )

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
+from gateway.report.build import report_for
 from gateway.sessions.records import SessionRecord
 from gateway.web import paging
 from gateway.web.api_sessions import request_timeline
@@ -34,7 +35,7 @@ from gateway.web.auth import (
 )
 from gateway.web.deps import DEPS, Deps
 from policy.durations import format_duration
-from policy.errors import NotFound
+from policy.errors import InvalidInput, NotFound
 from policy.models import RequestState
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -194,7 +195,17 @@ async def approvals(request: web.Request) -> web.Response:
     pending = [
         r for r in await policy.list_requests(who.name, pending_only=True) if r.user != who.name
     ]
-    return render(request, "approvals.html", pending=pending)
+    # ?request=ID: the one a notification linked to, first; said so when already decided.
+    wanted, decided = request.query.get("request", ""), None
+    if wanted:
+        if any(r.id == wanted for r in pending):
+            pending.sort(key=lambda r: r.id != wanted)
+        else:
+            try:
+                decided = await policy.get_request(who.name, wanted)
+            except NotFound:
+                decided = None
+    return render(request, "approvals.html", pending=pending, wanted=wanted, decided=decided)
 
 
 # --- sessions ------------------------------------------------------------------------
@@ -312,6 +323,30 @@ async def provisioned_page(request: web.Request) -> web.Response:
     return render(request, "provisioned.html", items=list(reversed(items)), target=target or "")
 
 
+async def report_page(request: web.Request) -> web.Response:
+    """The compliance report for auditors, with links to its exports (the API's files)."""
+    who = signed_in(request)
+    need_auditor(who)
+    since = request.query.get("since", "30d")
+    target, user = request.query.get("target", ""), request.query.get("user", "")
+    query = urlencode(
+        {k: v for k, v in (("since", since), ("target", target), ("user", user)) if v}
+    )
+    context: dict[str, Any] = {"since": since, "target": target, "user": user, "error": ""}
+    try:
+        context["report"] = await report_for(
+            request.app[DEPS].services,
+            who.name,
+            since=since,
+            target=target or None,
+            user=user or None,
+            public_url=f"{scheme(request)}://{request.host}",
+        )
+    except InvalidInput as exc:
+        context["error"] = str(exc)
+    return render(request, "report.html", export=f"/api/v1/report?{query}", **context)
+
+
 def add_ui_routes(app: web.Application) -> None:
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)
@@ -325,6 +360,7 @@ def add_ui_routes(app: web.Application) -> None:
     app.router.add_get("/recordings/{id}", replay_page)
     app.router.add_get("/audit", audit_page)
     app.router.add_get("/provisioned", provisioned_page)
+    app.router.add_get("/report", report_page)
 
 
 __all__ = ["ENV", "Deps", "add_ui_routes", "render"]

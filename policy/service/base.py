@@ -31,6 +31,7 @@ from policy.models import (
     User,
     utcnow,
 )
+from policy.tickets import TicketCheck
 
 SYSTEM_ACTOR = "lockgate"  # the built-in administrator (CLI on the gateway host, no --as)
 REQUEST_TTL = timedelta(hours=24)  # a pending request nobody answers expires
@@ -82,8 +83,10 @@ class ServiceBase:
         clock: Clock = utcnow,
         *,
         gateway_hint: str = "ssh -p 2222 {user}@gateway",
+        tickets: TicketCheck | None = None,
     ) -> None:
         self.maker = maker
+        self.tickets = tickets
         self.rules = tuple(rules)
         self.audit = audit
         self.clock = clock

@@ -18,7 +18,7 @@ from policy.models import (
     AccessRequest,
     RequestState,
 )
-from policy.rules import check_request, match_rule, may_approve
+from policy.rules import MAX_TEXT, check_request, match_rule, may_approve
 from policy.service.base import REQUEST_TTL, SYSTEM_ACTOR, _new_id
 from policy.service.grants import GrantsMixin
 
@@ -53,6 +53,14 @@ class RequestsMixin(GrantsMixin):
             raise AccessDenied(f"no rule lets {actor} request {account}@{tgt.name}")
         terms = check_request(rule, tgt.name, duration, reason, ticket, now)
         duration, reason, ticket = terms.duration, terms.reason, terms.ticket
+        summary = ""
+        if ticket and self.tickets is not None:
+            verdict = await self.tickets.check(ticket, user=actor, target=tgt.name, account=account)
+            summary = " ".join(verdict.summary.split())[:MAX_TEXT]
+            # Break-glass is for when things are broken, the ticket system perhaps too: only
+            # its explicit "no" stops it, and approvers see that the ticket was not checked.
+            if not verdict.valid and (verdict.answered or not rule.break_glass):
+                raise AccessDenied(f"ticket {ticket} refused: {summary or 'not valid'}")
         request = AccessRequest(
             id=_new_id("rq"),
             user=actor,
@@ -70,6 +78,7 @@ class RequestsMixin(GrantsMixin):
             extends_grant=None,
             break_glass=rule.break_glass,
             version=1,
+            ticket_summary=summary,
         )
 
         async def write(db: AsyncSession) -> AccessRequest:
@@ -98,6 +107,7 @@ class RequestsMixin(GrantsMixin):
                 duration=format_duration(duration),
                 reason=reason,
                 ticket=ticket,
+                ticket_summary=summary,
                 rule=rule.name,
             )
             await store.insert_request(db, request)

@@ -5,6 +5,7 @@ them."""
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from gateway.app import Node
 from gateway.web.routes import API
 from policy.models import Rule
 from policy.service import SYSTEM_ACTOR
+from recorder.anomaly import AnomalyRule
 from tests.eventually import eventually
 from tests.nodes import start_test_node
 from tests.target import TARGET_USER, Sshd, register_target, ssh_argv
@@ -34,6 +36,8 @@ RULES = (
         require_reason=True,
     ),
 )
+# An alert only (the session goes on), on a word no other test types: the report's anomaly hits.
+ANOMALIES = (AnomalyRule("canary", "command", re.compile(r"lockgate-canary-word"), "alert"),)
 # role name in the tests -> (user, roles)
 PEOPLE = {
     "requester": ("alice", ["dev"]),
@@ -130,7 +134,9 @@ def _seed(uri: str) -> bytes:
 
 @pytest.fixture
 async def web(db_url: str, sshd: Sshd, tmp_path: Path) -> AsyncIterator[Web]:
-    node = await start_test_node(db_url, tmp_path, name="web-node", rules=RULES)
+    node = await start_test_node(
+        db_url, tmp_path, name="web-node", rules=RULES, anomaly_rules=ANOMALIES
+    )
     http = aiohttp.ClientSession()
     harness = Web(node, sshd, tmp_path, http)
     try:

@@ -99,6 +99,9 @@ READS: list[tuple[str, dict[str, int]]] = [
     ("/audit", expect(403, auditor=200, admin=200)),
     ("/audit/verify", expect(403, auditor=200, admin=200)),
     ("/provisioned", expect(403, auditor=200, admin=200)),
+    ("/notifications", expect(403, auditor=200, admin=200)),
+    ("/audit/streams", expect(403, auditor=200, admin=200)),
+    ("/report?since=7d", expect(403, auditor=200, admin=200)),
     ("/openapi.json", {role: 200 for role in ROLES}),
 ]
 
@@ -200,6 +203,7 @@ WRITES: list[tuple[str, str, Setup, Any, dict[str, int]]] = [
     ),
     ("POST", "/tokens", nothing, {"user": "alice"}, expect(403, requester=201, admin=201)),
     ("POST", "/sessions/{x}/terminate", nothing, {"reason": "matrix"}, expect(403, admin=404)),
+    ("POST", "/notifications/{x}/retry", nothing, {}, expect(403, admin=404)),
     # last: it disables the "other" requester
     ("POST", "/users/{x}/disable", other_user, {}, expect(403, admin=200)),
 ]
