@@ -29,6 +29,7 @@ from gateway.http.relay import Relay
 from gateway.http.session import WebCore
 from gateway.http.upstream import UpstreamPool
 from gateway.metrics import Metrics, kill_reason
+from gateway.oidc.federation import Federation
 from gateway.services import Services, check_database, open_services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
@@ -219,6 +220,8 @@ async def start_node(
             metrics.index_lag.set(await recordings.index_lag(now))
 
         browser = BrowserSessions(services.policy.now)
+        federation = Federation.build(services, timer) if config.oidc else None
+        gateway.devices = federation.devices if federation is not None else None
         deps = Deps(
             services=services,
             sessions=services.sessions,
@@ -228,6 +231,7 @@ async def start_node(
             metrics=metrics,
             browser=browser,
             signin=SignIn(services, gateway.throttle, browser, metrics),
+            federation=federation,
         )
         node.deps = deps
         core = WebCore(
@@ -262,7 +266,10 @@ async def start_node(
             raise StartupError(f"cannot listen for HTTP on {http} ({exc.strerror})") from None
         # The issuer names the listener's port, known only now (it may have been 0).
         core.signer = AssertionSigner.load_or_create(assertion_key, _issuer(config, node.http_port))
+        gateway.device_url = _issuer(config, node.http_port) + "/ssh/"
         node._tasks.append(asyncio.ensure_future(node._backstop()))
+        if federation is not None:
+            node._tasks.append(asyncio.ensure_future(federation.checker.run()))
         node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node
     except BaseException:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.oidc.settings import OidcProvider, parse_provider
 from policy.errors import PolicyError
 from policy.models import Rule
 from policy.rules import parse_rule
@@ -64,6 +65,13 @@ class Config:
     rules: tuple[Rule, ...]
     anomaly_rules: tuple[AnomalyRule, ...]
     source: str = field(default="<defaults>", compare=False)
+    oidc: tuple[OidcProvider, ...] = ()
+    # Who may sign in with a local password (web and SSH): empty = everyone, else only users
+    # holding one of these roles (e.g. break-glass admins once people use the IdP).
+    password_login_roles: frozenset[str] = frozenset()
+
+    def oidc_provider(self, name: str) -> OidcProvider | None:
+        return next((p for p in self.oidc if p.name == name), None)
 
     @property
     def host_key_path(self) -> Path:
@@ -83,10 +91,11 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
     "database": {"url": (str, None)},
     "vault": {"master_key": (str, None)},
     "recordings": {"path": (str, None)},
-    "auth": {"max_failed_logins": (int, 5)},
+    "auth": {"max_failed_logins": (int, 5), "password_login_roles": (list, [])},
 }
 _LIST_SECTIONS = {"rules"}
 _NESTED = {"anomaly": {"rules"}}
+_TABLE_LISTS = {"auth": {"oidc"}}  # [[auth.oidc]] inside the [auth] table
 
 
 def parse_listen(value: str, where: str) -> Listen:
@@ -156,6 +165,11 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
     assert isinstance(fastpath, bool)
     if max_failed < 1:
         raise ConfigError(f"{source}: auth.max_failed_logins must be at least 1")
+    password_roles = values["auth"]["password_login_roles"]
+    assert isinstance(password_roles, list)
+    if not all(isinstance(r, str) for r in password_roles):
+        raise ConfigError(f"{source}: auth.password_login_roles must be a list of role names")
+    auth_table = raw.get("auth", {})
 
     return Config(
         server=ServerConfig(
@@ -175,6 +189,8 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             raw.get("anomaly", {}).get("rules", []), "anomaly.rules", source, parse_anomaly_rule
         ),
         source=source,
+        oidc=_parse_list(auth_table.get("oidc", []), "auth.oidc", source, parse_provider),
+        password_login_roles=frozenset(password_roles),
     )
 
 
@@ -194,7 +210,7 @@ def _check_unknown(raw: Mapping[str, Any], source: str) -> None:
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{section}] must be a table")
         for key in table:
-            if key not in _SCHEMA[section]:
+            if key not in _SCHEMA[section] and key not in _TABLE_LISTS.get(section, ()):
                 raise ConfigError(f"{source}: unknown key {section}.{key}")
 
 
@@ -223,6 +239,8 @@ def _parse_env_value(name: str, value: str, kind: type) -> object:
         if word in _TRUE | _FALSE:
             return word in _TRUE
         raise ConfigError(f"environment: {name} must be true or false (or 1/0, yes/no)")
+    if kind is list:
+        raise ConfigError(f"environment: {name}: lists are set in the file only")
     if kind is int:
         try:
             return int(value)

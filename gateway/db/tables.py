@@ -80,3 +80,18 @@ signals_seen = sa.Table(
     sa.Column("signature", sa.String(64), primary_key=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
+
+# People who sign in through an OpenID provider: which user a provider's subject is, and
+# whether the provider has stopped recognising them (their refresh token is in the vault).
+oidc_identities = sa.Table(
+    "gw_oidc_identities",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("subject", sa.String(255), primary_key=True),
+    sa.Column("user", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("signed_in_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("deprovisioned_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("deprovision_reason", sa.Text, nullable=True),
+)

@@ -15,6 +15,7 @@ import asyncssh
 
 from gateway.access import Factor, Where, factors_suffice
 from gateway.errors import LoginError
+from gateway.oidc.device import DeviceLogin
 from gateway.ssh.bridge import ClientChannel
 from gateway.ssh.forward import open_forward
 from gateway.ssh.login import Login, parse_login
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from gateway.ssh.listener import SshGateway
 
 log = logging.getLogger(__name__)
+DEVICE_WAIT = 300.0  # seconds an SSH login waits for its approval in the browser
 
 
 class GatewayConnection(asyncssh.SSHServer):
@@ -44,6 +46,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self.prepared: asyncio.Task[None] | None = None
         self.gone = False
         self._kbd: dict[str, User] = {}  # user name -> password verified, code pending
+        self._device: dict[str, DeviceLogin] = {}  # user name -> device login shown
 
     # --- connection ----------------------------------------------------------------
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -127,14 +130,63 @@ class GatewayConnection(asyncssh.SSHServer):
     def kbdint_auth_supported(self) -> bool:
         return True
 
-    def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
+    async def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
+        """A password prompt; for a user linked to an identity provider, instead, the device
+        login's link with no prompt (the client answers at once and the login waits for the
+        browser, see ``validate_kbdint_response``)."""
         self._kbd.pop(username, None)
+        login = self._parse(username)
+        devices = self.gw.devices
+        if (
+            login is not None
+            and devices is not None
+            and not self._blocked(login, username)
+            and await self.access.idp_user(login.user)
+        ):
+            device = devices.start(login.user, self.addr)
+            self._device[username] = device
+            self._hold_login(DEVICE_WAIT)
+            text = (
+                f"Sign in with your identity provider to continue: {self.gw.device_url}"
+                f"{device.code}\r\n(the link works once, for {int(DEVICE_WAIT)} seconds)\r\n"
+            )
+            return "", text, "", []
         return "", "", "", [("Password: ", False)]
+
+    def _hold_login(self, seconds: float) -> None:
+        """Give a device login its time: the login timer (60 s) is set again for it. This
+        reaches into asyncssh (pinned, like ``gateway.ssh.fastpath``)."""
+        conn = self.conn
+        if conn is None or getattr(conn, "_login_timer", None) is None:
+            return
+        conn._cancel_login_timer()
+        loop = asyncio.get_running_loop()
+        conn._login_timer = loop.call_later(seconds, conn._login_timer_callback)
+
+    async def _device_login(self, username: str, login: Login, device: DeviceLogin) -> bool:
+        devices = self.gw.devices
+        assert devices is not None
+        try:
+            approved = await devices.wait(device, DEVICE_WAIT)
+        finally:
+            devices.cancel(device)
+        if not approved:
+            return await self._failed(username, "device")
+        try:
+            user = await self.gw.services.policy.get_user(login.user)
+        except Exception:
+            return await self._failed(username, "device")
+        if await self._suffice(login, user, {Factor.IDP}):
+            return True
+        return await self._failed(username, "device-mfa")
 
     async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> Any:
         """First the password, then — when the user has TOTP — the code (echo off). A rule
         demanding MFA refuses a user without TOTP enrolled: the code cannot be asked."""
         login = self._parse(username)
+        device = self._device.pop(username, None)
+        if device is not None and login is not None and not responses:
+            return await self._device_login(username, login, device)
         if login is None or len(responses) != 1 or self._blocked(login, username):
             return await self._failed(username, "keyboard-interactive")
         user = self._kbd.pop(username, None)

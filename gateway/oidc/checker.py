@@ -1,0 +1,121 @@
+"""The periodic check: does the identity provider still recognise the people who hold access?
+
+Every ``check_interval`` (per provider, on the node's ``Timer``, so tests drive it with a fake
+clock) each linked user with an active grant or a pending request is checked: the gateway's
+refresh token is exchanged (a refusal, e.g. ``invalid_grant`` for a disabled user or a revoked
+token, deprovisions them), userinfo is read with the new access token (a refusal or another
+subject deprovisions them), and the claims are mapped again (a managed role no longer
+granted is removed, with the grants and pending requests it carried). A provider that does
+not answer leaves access as it is and is audited as ``oidc.check.unreachable``; a user with no
+refresh token to check with loses their live access (it cannot be confirmed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from gateway.audit import AuditLog
+from gateway.oidc.accounts import Accounts
+from gateway.oidc.client import ProviderRefused, ProviderUnreachable
+from gateway.oidc.identities import Identities, Identity
+from gateway.oidc.settings import OidcProvider
+from gateway.oidc.signin import Clients
+from gateway.sessions.killswitch import Timer
+from policy.service import PolicyService
+from vault.secret import Secret
+from vault.service import VaultService
+
+log = logging.getLogger(__name__)
+
+
+class ProviderChecker:
+    def __init__(
+        self,
+        providers: Sequence[OidcProvider],
+        clients: Clients,
+        accounts: Accounts,
+        identities: Identities,
+        policy: PolicyService,
+        vault: VaultService,
+        audit: AuditLog,
+        timer: Timer,
+    ) -> None:
+        self.providers = tuple(providers)
+        self.clients = clients
+        self.accounts = accounts
+        self.identities = identities
+        self.policy = policy
+        self.vault = vault
+        self.audit = audit
+        self.timer = timer
+
+    async def run(self) -> None:
+        """Forever: one loop per provider."""
+        await asyncio.gather(*(self._loop(p) for p in self.providers))
+
+    async def _loop(self, provider: OidcProvider) -> None:
+        while True:
+            await self.timer.sleep_until(self.timer.now() + provider.check_interval)
+            try:
+                await self.check_provider(provider)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("checking the users of identity provider %s failed", provider.name)
+
+    async def check_provider(self, provider: OidcProvider) -> None:
+        identities = await self.identities.of_provider(provider.name)
+        live = await self.policy.users_with_live_access(i.user for i in identities)
+        for identity in identities:
+            if identity.user in live:
+                await self.check(provider, identity)
+
+    async def check(self, provider: OidcProvider, identity: Identity) -> None:
+        now = self.timer.now()
+        token = await self.vault.refresh_token(identity.user, provider.name)
+        if token is None:
+            await self.policy.withdraw_access(
+                identity.user,
+                f"identity provider {provider.name}: no refresh token to confirm the user with",
+                everything=True,
+            )
+            return
+        client = await self.clients.get(provider.name)
+        try:
+            tokens = await client.refresh(token.reveal_text())
+            if tokens.access_token is None:
+                raise ProviderRefused("no_access_token", 200)
+            claims = await client.userinfo(tokens.access_token)
+        except ProviderRefused as exc:
+            await self._deprovision(provider, identity, f"refused the refresh ({exc.error})", now)
+            return
+        except ProviderUnreachable:
+            with contextlib.suppress(Exception):
+                await self.audit.record(
+                    actor="lockgate",
+                    action="oidc.check.unreachable",
+                    subject=identity.user,
+                    details={"provider": provider.name},
+                )
+            return
+        if tokens.refresh_token:
+            await self.vault.keep_refresh_token(
+                identity.user, provider.name, Secret(tokens.refresh_token)
+            )
+        if claims is None:
+            await self.identities.checked(provider.name, identity.subject, now)
+            return
+        if claims.get("sub") != identity.subject:
+            await self._deprovision(provider, identity, "userinfo names another subject", now)
+            return
+        await self.accounts.reconcile(provider, identity, claims, now)
+
+    async def _deprovision(
+        self, provider: OidcProvider, identity: Identity, why: str, now: datetime
+    ) -> None:
+        await self.accounts.deprovision(provider, identity, why, now)
+        await self.vault.forget_refresh_token(identity.user, provider.name)
