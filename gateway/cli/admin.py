@@ -167,6 +167,12 @@ async def target_show(ctx: Context) -> int:
 
 async def credential_set(ctx: Context) -> int:
     a = ctx.args
+    if a.oidc:
+        from gateway.cli.auth import oidc_secret
+
+        return await oidc_secret(ctx)
+    if not a.target or not a.account:
+        raise Usage("credential set needs TARGET and ACCOUNT (or --oidc PROVIDER)")
     target = await ctx.svc.policy.get_target(a.target)
     vault = ctx.svc.vault
     if a.value_stdin and not a.header:
