@@ -1,4 +1,5 @@
-"""OpenID Connect identities: provider subject -> user, and deprovisioning state
+"""OpenID Connect identities: provider subject -> user, and deprovisioning state; credential
+kinds up to 32 characters (oidc_client_secret, oidc_refresh_token)
 
 Revision ID: 0007
 Revises: 0005
@@ -16,6 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("vault_credentials", schema=None) as batch_op:
+        batch_op.alter_column(
+            "kind", existing_type=sa.String(length=16), type_=sa.String(length=32)
+        )
     op.create_table(
         "gw_oidc_identities",
         sa.Column("provider", sa.String(length=32), nullable=False),
@@ -34,3 +39,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("gw_oidc_identities")
+    with op.batch_alter_table("vault_credentials", schema=None) as batch_op:
+        batch_op.alter_column(
+            "kind", existing_type=sa.String(length=32), type_=sa.String(length=16)
+        )
