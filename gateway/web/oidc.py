@@ -87,6 +87,7 @@ async def callback(request: web.Request) -> web.Response:
             client_address(request),
         )
     except SignInRefused as refused:
+        request.app[DEPS].metrics.auth_failures.labels("oidc").inc()
         response = _refused(request, str(refused), 403)
         response.del_cookie(BINDING, path=BINDING_PATH)
         return response

@@ -40,12 +40,16 @@ async def test_good_sign_in_maps_groups_to_roles_and_a_removed_group_loses_its_r
     assert status == 200 and "Signed in" in body
     alice = await policy.get_user("alice")
     assert alice.roles == {"dev"} and not alice.has_password
-    # a role given by hand survives; a managed one follows the groups
+    # a role given by hand survives; a managed one follows the groups, with its access
     await policy.sync_roles("alice", {"dev", "oncall"}, via="test", create=False)
+    await policy.add_target(SYSTEM_ACTOR, "db01", host="127.0.0.1", accounts=["root"])
+    request = await policy.create_request("alice", "db01", duration=timedelta(hours=1), reason="x")
     await corp.idp.set_account("alice", account("alice", ["admins-eu"]))
     status, _ = await corp.sign_in(corp.agent(), "alice")
     assert status == 200
     assert (await policy.get_user("alice")).roles == {"admin", "oncall"}
+    cancelled = await policy.get_request(SYSTEM_ACTOR, request.id)
+    assert cancelled.state == "cancelled"
     (change,) = [e for e in await corp.audit("user.roles") if e.details["via"] == "corp"]
     assert change.details["removed"] == ["dev"] and change.details["added"] == ["admin"]
     success = await corp.audit("auth.success")
