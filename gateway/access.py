@@ -8,6 +8,7 @@ from the policy service and the vault. The one table of which login factors suff
 | SSH, no MFA rule | a registered key; or password + TOTP; or password alone when the  |
 |                  | user has no TOTP enrolled                                         |
 | SSH, MFA rule    | password + a fresh TOTP code, even after a key (`mfa_per_session`)|
+|                  | or an IdP sign-in whose `amr`/`acr` the rule's `idp_mfa` accepts  |
 | web sign-in      | password + TOTP, always: a browser session lasts hours and can    |
 |                  | approve access, so a user without TOTP uses API tokens instead    |
 | either, IdP      | a sign-in at the user's OpenID provider (the browser's, or the    |
@@ -41,6 +42,7 @@ class Factor(enum.StrEnum):
     PASSWORD = "password"  # noqa: S105  (a factor's name)
     TOTP = "totp"
     IDP = "idp"  # a sign-in at the user's OpenID provider
+    IDP_MFA = "idp_mfa"  # ... which reported a second factor the rule accepts (idp_mfa)
 
 
 class Where(enum.StrEnum):
@@ -57,6 +59,8 @@ def factors_suffice(
         return False
     has = set(presented)
     if Factor.IDP in has and not mfa_per_session:
+        return True
+    if Factor.IDP_MFA in has and Factor.IDP in has:
         return True
     password_and_code = {Factor.PASSWORD, Factor.TOTP} <= has
     if where is Where.WEB or mfa_per_session:
@@ -119,8 +123,18 @@ class Access:
 
     async def mfa_per_session(self, user: str, target: str, account: str | None) -> bool:
         """Whether the rule behind the user's grant demands a fresh TOTP for every session."""
+        return (await self.session_mfa(user, target, account))[0]
+
+    async def session_mfa(
+        self, user: str, target: str, account: str | None
+    ) -> tuple[bool, frozenset[str]]:
+        """(per-session MFA demanded, the identity provider's amr/acr values the rule accepts
+        in place of the TOTP) for the rule behind the user's grant."""
         auth = await self.policy.authorize_session(user, target, account, None)
-        return bool(auth.decision.allowed and auth.rule is not None and auth.rule.mfa_per_session)
+        rule = auth.rule if auth.decision.allowed else None
+        if rule is None or not rule.mfa_per_session:
+            return False, frozenset()
+        return True, rule.idp_mfa
 
     # --- sessions and channels -------------------------------------------------------
     async def authorize(

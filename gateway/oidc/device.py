@@ -35,6 +35,8 @@ class DeviceLogin:
     created: datetime
     done: asyncio.Event = field(default_factory=asyncio.Event)
     approved: bool = False
+    # amr values and acr of the approving browser's IdP sign-in (for a rule's idp_mfa)
+    methods: frozenset[str] = frozenset()
 
 
 class DeviceLogins:
@@ -59,12 +61,16 @@ class DeviceLogins:
             return None
         return login
 
-    def decide(self, code: str, user: str, approve: bool) -> bool:
-        """Approve or deny ``code`` as ``user``; False when it is not that user's pending login."""
+    def decide(
+        self, code: str, user: str, approve: bool, methods: frozenset[str] = frozenset()
+    ) -> bool:
+        """Approve or deny ``code`` as ``user``; False when it is not that user's pending
+        login. ``methods``: how the user signed in at the provider (amr, acr)."""
         login = self.pending(code)
         if login is None or not secrets.compare_digest(login.user.encode(), user.encode()):
             return False
         login.approved = approve
+        login.methods = methods
         self._by_code.pop(login.code, None)
         login.done.set()
         return True

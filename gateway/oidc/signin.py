@@ -62,6 +62,16 @@ class SignedIn:
     next_url: str
     claims: Mapping[str, Any]
 
+    @property
+    def methods(self) -> frozenset[str]:
+        """How the person authenticated at the provider: its ``amr`` values and ``acr``."""
+        amr = self.claims.get("amr")
+        found = {m for m in amr if isinstance(m, str)} if isinstance(amr, list) else set()
+        acr = self.claims.get("acr")
+        if isinstance(acr, str) and acr:
+            found.add(acr)
+        return frozenset(found)
+
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()

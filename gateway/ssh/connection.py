@@ -86,10 +86,16 @@ class GatewayConnection(asyncssh.SSHServer):
             )
         return False
 
-    async def _suffice(self, login: Login, user: User, presented: set[Factor]) -> bool:
-        mfa = login.target is not None and await self.access.mfa_per_session(
-            login.user, login.target, login.account
-        )
+    async def _suffice(
+        self, login: Login, user: User, presented: set[Factor], idp: frozenset[str] = frozenset()
+    ) -> bool:
+        """Whether the factors sign in; ``idp``: the amr/acr of a device login's IdP sign-in,
+        a second factor where the rule's ``idp_mfa`` names one of them."""
+        mfa, accepted = False, frozenset[str]()
+        if login.target is not None:
+            mfa, accepted = await self.access.session_mfa(login.user, login.target, login.account)
+        if Factor.IDP in presented and idp & accepted:
+            presented = {*presented, Factor.IDP_MFA}
         return factors_suffice(user, presented, Where.SSH, mfa_per_session=mfa)
 
     # --- authentication -------------------------------------------------------------
@@ -176,7 +182,7 @@ class GatewayConnection(asyncssh.SSHServer):
             user = await self.gw.services.policy.get_user(login.user)
         except Exception:
             return await self._failed(username, "device")
-        if await self._suffice(login, user, {Factor.IDP}):
+        if await self._suffice(login, user, {Factor.IDP}, device.methods):
             return True
         return await self._failed(username, "device-mfa")
 

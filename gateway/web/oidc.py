@@ -93,7 +93,9 @@ async def callback(request: web.Request) -> web.Response:
         return response
     if not factors_suffice(done.user, {Factor.IDP}, Where.WEB):
         return _refused(request, f"the user {done.user.name} is disabled", 403)
-    cookie, _ = request.app[DEPS].browser.create(done.user.name, via=f"oidc:{name}")
+    cookie, _ = request.app[DEPS].browser.create(
+        done.user.name, via=f"oidc:{name}", methods=done.methods
+    )
     response = render(request, "signed_in.html", who=None, next_url=done.next_url)
     response.del_cookie(BINDING, path=BINDING_PATH)
     response.set_cookie(
@@ -147,7 +149,7 @@ async def device_decide(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(text="This SSH login is not yours to approve, or has expired.")
     form = await request.post()
     approve = form.get("decision") == "approve"
-    deps.federation.devices.decide(code, who.name, approve)
+    deps.federation.devices.decide(code, who.name, approve, who.signed_in_methods)
     await deps.services.audit.record(
         actor=who.name,
         action="auth.device.approve" if approve else "auth.device.deny",

@@ -4,6 +4,8 @@
 // Config: { issuer?: string (default: this server's own URL), jwks: {keys: [...]},
 //           clients: [...], accounts: {sub: {claims: {...}, disabled?: bool}},
 //           idTokenTtl?: seconds, adminToken: string }
+// An account's "amr" (e.g. ["pwd", "otp"]) is what its sign-in reports as authentication
+// methods, as an IdP does after a second factor.
 // It listens on 127.0.0.1:0 and prints one JSON line {"port": N} on stdout once it serves.
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -41,7 +43,7 @@ server.listen(0, '127.0.0.1', () => {
     jwks: config.jwks,
     cookies: { keys: [config.adminToken] },
     claims: {
-      openid: ['sub'],
+      openid: ['sub', 'amr'],  // the sign-in's methods go into the ID token
       email: ['email', 'email_verified'],
       profile: ['preferred_username', 'name'],
       groups: ['groups'],
@@ -84,8 +86,34 @@ server.listen(0, '127.0.0.1', () => {
   });
   provider.on('server_error', (ctx, err) => { console.error('server_error', err); });
   const handle = provider.callback();
+  // The login form's answer: the dev interactions' own, plus the account's amr.
+  const loginSubmit = (req, res) => {
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', async () => {
+      const form = new URLSearchParams(body);
+      if (form.get('prompt') !== 'login') {
+        res.writeHead(501).end();
+        return;
+      }
+      const accountId = form.get('login');
+      const amr = accounts[accountId]?.amr;
+      try {
+        await provider.interactionFinished(req, res, {
+          login: { accountId, ...(amr ? { amr } : {}) },
+        }, { mergeWithLastSubmission: false });
+      } catch (err) {
+        res.writeHead(400).end(String(err));
+      }
+    });
+  };
   server.on('request', (req, res) => {
-    if (!adminRequest(req, res)) handle(req, res);
+    if (adminRequest(req, res)) return;
+    if (req.method === 'POST' && /^\/interaction\/[^/]+$/.test(req.url)) {
+      loginSubmit(req, res);
+      return;
+    }
+    handle(req, res);
   });
   process.stdout.write(`${JSON.stringify({ port })}\n`);
 });

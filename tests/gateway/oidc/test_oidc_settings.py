@@ -138,3 +138,21 @@ def test_a_token_from_the_future_and_a_second_audience_without_azp_are_refused()
     assert verify(signed(exp=int(now.timestamp()) - 30), keys, _expected(now))
     with pytest.raises(TokenRefused, match="expired"):
         verify(signed(exp=int(now.timestamp()) - 61), keys, _expected(now))
+
+
+def test_an_idp_sign_in_suffices_except_under_mfa_unless_it_reported_an_accepted_factor() -> None:
+    from gateway.access import Factor, Where, factors_suffice
+    from policy.models import User
+    from policy.rules import parse_rule
+
+    user = User("us-1", "alice", frozenset({"dev"}), (), False, False, False, datetime.now(UTC))
+    assert factors_suffice(user, {Factor.IDP}, Where.WEB)
+    assert factors_suffice(user, {Factor.IDP}, Where.SSH)
+    assert not factors_suffice(user, {Factor.IDP}, Where.SSH, mfa_per_session=True)
+    both = {Factor.IDP, Factor.IDP_MFA}
+    assert factors_suffice(user, both, Where.SSH, mfa_per_session=True)
+    assert not factors_suffice(user, {Factor.IDP_MFA}, Where.SSH, mfa_per_session=True)
+    disabled = User("us-2", "bob", frozenset(), (), False, False, True, datetime.now(UTC))
+    assert not factors_suffice(disabled, both, Where.SSH)
+    rule = parse_rule({"name": "r", "roles": ["dev"], "mfa_per_session": True, "idp_mfa": ["otp"]})
+    assert rule.idp_mfa == {"otp"}

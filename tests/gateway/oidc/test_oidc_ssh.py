@@ -1,0 +1,117 @@
+"""The SSH device login with real OpenSSH and a real oidc-provider: only the same person,
+freshly signed in at the provider, can approve it; under ``mfa_per_session`` it counts only
+when the provider reports a second factor the rule's ``idp_mfa`` accepts."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+
+import pytest
+
+from policy.models import Rule
+from tests.gateway.oidc.conftest import Corp, Starter
+from tests.gateway.oidc.test_oidc_in_chromium import device_ssh
+from tests.oidc.idp import Agent, account
+from tests.target import TARGET_USER, Sshd, register_target
+
+pytestmark = pytest.mark.timeout(180)
+
+MFA_RULE = Rule(
+    name="mfa",
+    roles=frozenset({"dev"}),
+    approvals=0,
+    require_reason=False,
+    mfa_per_session=True,
+    idp_mfa=frozenset({"otp", "hwk"}),
+)
+
+
+async def _link(ssh: asyncio.subprocess.Process) -> str:
+    assert ssh.stderr is not None
+    shown = b""
+    while b"/ssh/" not in shown:
+        shown += await asyncio.wait_for(ssh.stderr.readline(), 30)
+    found = re.search(rb"http://\S+/ssh/([A-Z]{4}-[A-Z]{4})", shown)
+    assert found is not None, shown
+    return found.group(0).decode()
+
+
+async def _decide(corp: Corp, agent: Agent, link: str, decision: str = "approve") -> int:
+    _, body, _ = await agent.get(link)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', body)
+    token = csrf.group(1) if csrf else await corp.csrf(agent)
+    async with agent.http.post(
+        link, data={"csrf": token, "decision": decision}, headers={"Origin": corp.base}
+    ) as response:
+        return response.status
+
+
+async def _connect(corp: Corp, command: str) -> asyncio.subprocess.Process:
+    argv = device_ssh(corp.node.ssh_port, f"alice+{TARGET_USER}@db01", command)
+    argv[1:1] = ["-o", "NumberOfPasswordPrompts=1"]
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_only_alice_freshly_signed_in_can_approve_her_ssh_login(
+    start_corp: Starter, sshd: Sshd
+) -> None:
+    corp = await start_corp()
+    await register_target(corp.node.services, sshd)
+    alice, bob = corp.agent(), corp.agent()
+    assert (await corp.sign_in(alice, "alice"))[0] == 200
+    await corp.timer.advance(timedelta(minutes=11))  # alice's sign-in is now stale
+    assert (await corp.sign_in(bob, "bob"))[0] == 200
+    ssh = await _connect(corp, "true")
+    try:
+        link = await _link(ssh)
+        assert await _decide(corp, bob, link) == 403  # not bob's to approve
+        status, body, _ = await alice.get(link)
+        assert status == 200 and 'id="approve"' not in body and "Sign in with corp" in body
+        assert await _decide(corp, alice, link) == 403
+        # signing in again (the provider remembers her) makes it fresh: she denies it
+        assert (await corp.sign_in(alice, "alice"))[0] == 200
+        assert await _decide(corp, alice, link, "deny") == 200
+        assert await asyncio.wait_for(ssh.wait(), 30) == 255
+    finally:
+        if ssh.returncode is None:
+            ssh.kill()
+            await ssh.wait()
+    (denied,) = await corp.audit("auth.device.deny")
+    assert denied.actor == "alice"
+    assert not corp.node.registry.sessions
+
+
+async def test_under_mfa_per_session_only_a_second_factor_at_the_idp_counts(
+    start_corp: Starter, sshd: Sshd
+) -> None:
+    corp = await start_corp(rules=(MFA_RULE,))
+    services = corp.node.services
+    await register_target(services, sshd)
+    await corp.idp.set_account("alice", {**account("alice", ["sre-db"]), "amr": ["pwd"]})
+    first = corp.agent()
+    assert (await corp.sign_in(first, "alice"))[0] == 200
+    await services.policy.create_request("alice", "db01", account=TARGET_USER)
+
+    ssh = await _connect(corp, "echo in")
+    link = await _link(ssh)
+    assert await _decide(corp, first, link) == 200
+    assert await asyncio.wait_for(ssh.wait(), 30) == 255  # a password alone at the IdP
+
+    await corp.idp.set_account("alice", {**account("alice", ["sre-db"]), "amr": ["pwd", "otp"]})
+    second = corp.agent()  # a new browser: a new sign-in at the provider, with the code
+    assert (await corp.sign_in(second, "alice"))[0] == 200
+    ssh = await _connect(corp, "echo in")
+    link = await _link(ssh)
+    assert await _decide(corp, second, link) == 200
+    assert ssh.stdout is not None
+    assert await asyncio.wait_for(ssh.stdout.read(), 30) == b"in\n"
+    assert await asyncio.wait_for(ssh.wait(), 30) == 0
+    failures = [e.details["method"] for e in await corp.audit("auth.failure")]
+    assert "device-mfa" in failures
