@@ -1,7 +1,9 @@
 """The periodic check: does the identity provider still recognise the people who hold access?
 
 Every ``check_interval`` (per provider, on the node's ``Timer``, so tests drive it with a fake
-clock) each linked user with an active grant or a pending request is checked: the gateway's
+clock) each linked user with an active grant or a pending request is checked, and every other
+linked user once per ``IDLE_FACTOR`` intervals (an approver, or a holder of an API token,
+holds no grant but still holds power): the gateway's
 refresh token is exchanged (a refusal, e.g. ``invalid_grant`` for a disabled user or a revoked
 token, deprovisions them), userinfo is read with the new access token (a refusal or another
 subject deprovisions them), and the claims are mapped again (a managed role no longer
@@ -14,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import Sequence
 from datetime import datetime
 
 from gateway.audit import AuditLog
 from gateway.oidc.accounts import Accounts
-from gateway.oidc.client import ProviderRefused, ProviderUnreachable
+from gateway.oidc.client import ProviderClient, ProviderRefused, ProviderUnreachable, Tokens
 from gateway.oidc.identities import Identities, Identity
 from gateway.oidc.settings import OidcProvider
 from gateway.oidc.signin import Clients
@@ -30,6 +33,7 @@ from vault.secret import Secret
 from vault.service import VaultService
 
 log = logging.getLogger(__name__)
+IDLE_FACTOR = 10  # users without live access are checked every 10 intervals
 
 
 class ProviderChecker:
@@ -70,8 +74,11 @@ class ProviderChecker:
     async def check_provider(self, provider: OidcProvider) -> None:
         identities = await self.identities.of_provider(provider.name)
         live = await self.policy.users_with_live_access(i.user for i in identities)
+        idle = provider.check_interval * IDLE_FACTOR
+        now = self.timer.now()
         for identity in identities:
-            if identity.user in live:
+            last = identity.checked_at or identity.signed_in_at
+            if identity.user in live or now - last >= idle:
                 await self.check(provider, identity)
 
     async def check(self, provider: OidcProvider, identity: Identity) -> None:
@@ -86,7 +93,7 @@ class ProviderChecker:
             return
         client = await self.clients.get(provider.name)
         try:
-            tokens = await client.refresh(token.reveal_text())
+            tokens = await self._refresh(client, identity, provider, token)
             if tokens.access_token is None:
                 raise ProviderRefused("no_access_token", 200)
             claims = await client.userinfo(tokens.access_token)
@@ -113,6 +120,19 @@ class ProviderChecker:
             await self._deprovision(provider, identity, "userinfo names another subject", now)
             return
         await self.accounts.reconcile(provider, identity, claims, now)
+
+    async def _refresh(
+        self, client: ProviderClient, identity: Identity, provider: OidcProvider, token: Secret
+    ) -> Tokens:
+        """The refresh; refused, it is tried once more with the vault's token when that one
+        changed meanwhile (a sign-in, or another node's check, rotated it)."""
+        try:
+            return await client.refresh(token.reveal_text())
+        except ProviderRefused:
+            again = await self.vault.refresh_token(identity.user, provider.name)
+            if again is None or hmac.compare_digest(again.reveal(), token.reveal()):
+                raise
+            return await client.refresh(again.reveal_text())
 
     async def _deprovision(
         self, provider: OidcProvider, identity: Identity, why: str, now: datetime

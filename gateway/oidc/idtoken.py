@@ -125,8 +125,9 @@ def verify(token: str, keys: Keys, expected: Expected) -> dict[str, Any]:
             sent.encode(), expected.nonce.encode()
         ):
             raise TokenRefused("nonce", "the ID token's nonce is not this sign-in's")
-    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-        raise TokenRefused("claims", "the ID token has no subject")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub or len(sub) > 255:  # OIDC Core 2: at most 255
+        raise TokenRefused("claims", "the ID token has no usable subject")
     return claims
 
 

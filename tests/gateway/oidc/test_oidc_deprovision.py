@@ -85,9 +85,6 @@ async def test_a_user_the_idp_disables_loses_grants_requests_tokens_and_browser(
     assert status == 303 and location is not None and "/login" in location
     assert await corp.node.services.vault.refresh_token("alice", "corp") is None
 
-    # bob was not checked away: only users with live access are checked, and he has none
-    assert not (await policy.get_user("bob")).disabled
-
     # back at the IdP and signing in again, alice is enabled (with no access of course)
     await corp.idp.set_account("alice", account("alice", ["sre-db"]))
     assert (await corp.sign_in(corp.agent(), "alice"))[0] == 200
@@ -114,6 +111,23 @@ async def test_a_group_dropped_at_the_idp_takes_its_roles_access_at_the_next_che
     assert request.state is RequestState.CANCELLED
     (change,) = [e for e in await corp.audit("user.roles") if e.subject == "alice"]
     assert change.details == {"added": [], "removed": ["dev"], "via": "corp"}
+
+
+async def test_an_approver_without_grants_is_checked_too_less_often(start_corp: Starter) -> None:
+    """bob holds no grant, but approves: he is checked every ten intervals."""
+    corp = await start_corp()
+    policy = corp.node.services.policy
+    assert (await corp.sign_in(corp.agent(), "bob"))[0] == 200
+    assert (await policy.get_user("bob")).roles == {"approver"}
+    token, _ = await policy.create_token(SYSTEM_ACTOR, "bob")
+    await corp.idp.set_account("bob", {**account("bob", ["sec-approvers"]), "disabled": True})
+    await corp.timer.advance(corp.provider.check_interval * 10)
+
+    async def deprovisioned() -> bool:
+        return (await policy.get_user("bob")).disabled
+
+    await eventually(deprovisioned, what="bob disabled by the check")
+    assert await policy.authenticate_token(token) is None
 
 
 async def test_an_unreachable_provider_takes_nothing_away(start_corp: Starter) -> None:
