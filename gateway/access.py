@@ -102,16 +102,17 @@ class Access:
             return None
         return found
 
-    async def idp_user(self, user: str) -> bool:
-        """Whether ``user`` is enabled and linked to an identity provider that still
-        recognises them (they sign in to SSH with the device login)."""
+    async def idp_user(self, user: str) -> User | None:
+        """``user`` if enabled and linked to an identity provider that still recognises them
+        (they sign in to SSH with the device login)."""
         links = await self.identities.of_user(user)
         if not any(link.deprovisioned_at is None for link in links):
-            return False
+            return None
         try:
-            return not (await self.policy.get_user(user)).disabled
+            found = await self.policy.get_user(user)
         except PolicyError:
-            return False
+            return None
+        return None if found.disabled else found
 
     async def totp_ok(self, user: str, code: str) -> bool:
         """A current TOTP code of the user's enrolled seed; an unknown user or a vault

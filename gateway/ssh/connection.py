@@ -137,27 +137,28 @@ class GatewayConnection(asyncssh.SSHServer):
         return True
 
     async def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
-        """A password prompt; for a user linked to an identity provider, instead, the device
-        login's link with no prompt (the client answers at once and the login waits for the
-        browser, see ``validate_kbdint_response``)."""
+        """A password prompt; for a user linked to an identity provider, the device login's
+        link: with no prompt (the client answers at once and the login waits for the
+        browser, see ``validate_kbdint_response``), or, for one who also has a password
+        (a break-glass admin), with a password prompt that an empty answer skips."""
         self._kbd.pop(username, None)
         login = self._parse(username)
         devices = self.gw.devices
-        if (
-            login is not None
-            and devices is not None
-            and not self._blocked(login, username)
-            and await self.access.idp_user(login.user)
-        ):
-            device = devices.start(login.user, self.addr)
-            self._device[username] = device
-            self._hold_login(DEVICE_WAIT)
-            text = (
-                f"Sign in with your identity provider to continue: {self.gw.device_url}"
-                f"{device.code}\r\n(the link works once, for {int(DEVICE_WAIT)} seconds)\r\n"
-            )
-            return "", text, "", []
-        return "", "", "", [("Password: ", False)]
+        user = None
+        if login is not None and devices is not None and not self._blocked(login, username):
+            user = await self.access.idp_user(login.user)
+        if user is None or devices is None:
+            return "", "", "", [("Password: ", False)]
+        device = devices.start(user.name, self.addr)
+        self._device[username] = device
+        self._hold_login(DEVICE_WAIT)
+        text = (
+            f"Sign in with your identity provider to continue: {self.gw.device_url}"
+            f"{device.code}\r\n(the link works once, for {int(DEVICE_WAIT)} seconds)\r\n"
+        )
+        if user.has_password:
+            return "", text, "", [("Password (empty: wait for the browser): ", False)]
+        return "", text, "", []
 
     def _hold_login(self, seconds: float) -> None:
         """Give a device login its time: the login timer (60 s) is set again for it. This
@@ -191,8 +192,11 @@ class GatewayConnection(asyncssh.SSHServer):
         demanding MFA refuses a user without TOTP enrolled: the code cannot be asked."""
         login = self._parse(username)
         device = self._device.pop(username, None)
-        if device is not None and login is not None and not responses:
-            return await self._device_login(username, login, device)
+        if device is not None and login is not None:
+            if not responses or responses == [""]:
+                return await self._device_login(username, login, device)
+            assert self.gw.devices is not None
+            self.gw.devices.cancel(device)  # a password instead
         if login is None or len(responses) != 1 or self._blocked(login, username):
             return await self._failed(username, "keyboard-interactive")
         user = self._kbd.pop(username, None)

@@ -115,3 +115,42 @@ async def test_under_mfa_per_session_only_a_second_factor_at_the_idp_counts(
     assert await asyncio.wait_for(ssh.wait(), 30) == 0
     failures = [e.details["method"] for e in await corp.audit("auth.failure")]
     assert "device-mfa" in failures
+
+
+async def test_a_linked_user_with_a_password_may_answer_the_link_with_it(
+    start_corp: Starter,
+) -> None:
+    """A break-glass admin linked to the provider keeps a password: the link comes with a
+    password prompt, and the password signs in without the browser."""
+    import asyncssh
+
+    from policy.service import SYSTEM_ACTOR
+
+    corp = await start_corp(link_existing=True)
+    password = "break glass 4821"
+    await corp.node.services.policy.add_user(SYSTEM_ACTOR, "bob", password=password)
+    assert (await corp.sign_in(corp.agent(), "bob"))[0] == 200
+    seen: list[tuple[str, list[tuple[str, bool]]]] = []
+
+    class Client(asyncssh.SSHClient):
+        def kbdint_auth_requested(self) -> str:
+            return ""
+
+        def kbdint_challenge_received(
+            self, name: str, instructions: str, lang: str, prompts: list[tuple[str, bool]]
+        ) -> list[str]:
+            seen.append((instructions, prompts))
+            return [password] if prompts else []
+
+    conn, _ = await asyncssh.create_connection(
+        Client,
+        "127.0.0.1",
+        corp.node.ssh_port,
+        username="bob",
+        known_hosts=None,
+        client_keys=None,
+        preferred_auth="keyboard-interactive",
+    )
+    conn.close()
+    ((instructions, prompts),) = seen
+    assert "/ssh/" in instructions and prompts[0][0].startswith("Password (empty")
