@@ -98,7 +98,9 @@ async def start_corp(db_url: str, tmp_path: Path) -> AsyncIterator[Starter]:
     started: list[Corp] = []
     stops: list[Callable[[], Awaitable[None]]] = []
 
-    async def start(rules: tuple[Rule, ...] = RULES, **overrides: Any) -> Corp:
+    async def start(
+        rules: tuple[Rule, ...] = RULES, others: tuple[OidcProvider, ...] = (), **overrides: Any
+    ) -> Corp:
         proxy = Proxy()
         await proxy.start()
         stops.append(proxy.stop)
@@ -107,7 +109,12 @@ async def start_corp(db_url: str, tmp_path: Path) -> AsyncIterator[Starter]:
         workdir = tmp_path / f"node{len(started)}"
         workdir.mkdir()
         node = await start_test_node(
-            db_url, workdir, name=f"oidc{len(started)}", rules=rules, timer=timer, oidc=(provider,)
+            db_url,
+            workdir,
+            name=f"oidc{len(started)}",
+            rules=rules,
+            timer=timer,
+            oidc=(provider, *others),
         )
         stops.append(node.stop)
         await node.services.vault.set_credential(

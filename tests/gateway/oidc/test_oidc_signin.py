@@ -58,6 +58,22 @@ async def test_good_sign_in_maps_groups_to_roles_and_a_removed_group_loses_its_r
     assert CLIENT_SECRET not in text and "eyJ" not in text  # no secret, no token in the log
 
 
+async def test_the_sign_in_page_has_one_button_per_provider(start_corp: Starter) -> None:
+    from gateway.oidc.settings import parse_provider
+
+    lab = parse_provider(
+        {"name": "lab", "issuer": "https://idp.invalid", "client_id": "x", "label": "Lab SSO"}
+    )
+    corp = await start_corp(others=(lab,))
+    status, body, _ = await corp.agent().get(f"{corp.base}/login?next=/approvals")
+    assert status == 200
+    assert body.count('class="provider"') == 2
+    assert 'href="/auth/oidc/corp/start?next=%2Fapprovals">Sign in with corp<' in body
+    assert 'href="/auth/oidc/lab/start?next=%2Fapprovals">Lab SSO<' in body
+    status, _, _ = await corp.agent().get(f"{corp.base}/auth/oidc/nope/start")
+    assert status == 404
+
+
 async def test_unverified_email_is_refused(start_corp: Starter) -> None:
     corp = await start_corp()
     status, body = await corp.sign_in(corp.agent(), "eve")
