@@ -58,6 +58,9 @@ class GatewayConnection(asyncssh.SSHServer):
         """The grant check is not cancelled (a cancel in the middle of a database call can
         leave SQLite locked); ``_prepare`` sees the flag and ends what it opened."""
         self.gone = True
+        if self.gw.devices is not None:  # a device login waiting for a client that left
+            for device in self._device.values():
+                self.gw.devices.cancel(device)
         if self.live is not None:
             self.live.spawn(self.live.finish("client disconnected"))
 
@@ -173,9 +176,11 @@ class GatewayConnection(asyncssh.SSHServer):
     async def _device_login(self, username: str, login: Login, device: DeviceLogin) -> bool:
         devices = self.gw.devices
         assert devices is not None
+        self._device[username] = device  # until decided: connection_lost cancels it
         try:
             approved = await devices.wait(device, DEVICE_WAIT)
         finally:
+            self._device.pop(username, None)
             devices.cancel(device)
         if not approved:
             return await self._failed(username, "device")
