@@ -4,11 +4,13 @@ the provider issued, moved to where they do not belong by a real proxy or user a
 
 from __future__ import annotations
 
+import logging
 from base64 import b64encode
 from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
+import sqlalchemy as sa
 
 from policy.service import SYSTEM_ACTOR
 from tests.gateway.oidc.conftest import CLIENT_SECRET, Corp, Starter
@@ -31,8 +33,9 @@ async def _refusal(corp: Corp, reason: str) -> None:
 
 
 async def test_good_sign_in_maps_groups_to_roles_and_a_removed_group_loses_its_role(
-    start_corp: Starter,
+    start_corp: Starter, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     corp = await start_corp()
     policy = corp.node.services.policy
     await policy.add_user(SYSTEM_ACTOR, "helper")  # roles given by hand are kept below
@@ -56,6 +59,19 @@ async def test_good_sign_in_maps_groups_to_roles_and_a_removed_group_loses_its_r
     assert [e.details["provider"] for e in success] == ["corp", "corp"]
     text = repr([e.details for e in await corp.node.services.audit.events()])
     assert CLIENT_SECRET not in text and "eyJ" not in text  # no secret, no token in the log
+    tokens = [v for a in corp.proxy.token_answers for k, v in a.items() if k.endswith("token")]
+    assert len(tokens) >= 6  # id, access and refresh token of each sign-in
+    for secret in (CLIENT_SECRET, *tokens):
+        assert secret not in caplog.text and secret not in text
+    async with corp.node.services.maker() as db:  # the refresh token is sealed at rest
+        rows = (await db.execute(sa.text("SELECT * FROM vault_credentials"))).all()
+    stored = repr(rows)
+    assert all(t.encode() not in stored.encode() and t not in stored for t in tokens)
+    refresh = await corp.node.services.vault.refresh_token("alice", "corp")
+    assert (
+        refresh is not None
+        and refresh.reveal_text() == corp.proxy.token_answers[-1]["refresh_token"]
+    )
 
 
 async def test_the_sign_in_page_has_one_button_per_provider(start_corp: Starter) -> None:
