@@ -26,6 +26,7 @@ from gateway.oidc.accounts import Accounts, SignInRefused
 from gateway.oidc.client import ProviderClient, ProviderError, ProviderRefused, Tokens, pkce_pair
 from gateway.oidc.idtoken import Expected, TokenRefused, header, verify
 from gateway.oidc.settings import OidcProvider
+from policy.errors import PolicyError
 from policy.models import Clock, User
 from vault.errors import VaultError
 from vault.secret import Secret
@@ -187,11 +188,14 @@ class OidcSignIn:
         except ProviderError:
             raise SignInRefused("unreachable", "the identity provider cannot be reached") from None
         claims = await self._verified(client, provider, tokens, flow.nonce, now)
-        user = await self.accounts.admit(provider, claims, now)
-        if tokens.refresh_token:
-            await self.clients.vault.keep_refresh_token(
-                user.name, name, Secret(tokens.refresh_token)
-            )
+        try:
+            user = await self.accounts.admit(provider, claims, now)
+            if tokens.refresh_token:
+                await self.clients.vault.keep_refresh_token(
+                    user.name, name, Secret(tokens.refresh_token)
+                )
+        except (PolicyError, VaultError) as exc:  # fail closed, with one line
+            raise SignInRefused("policy", f"the sign-in cannot be completed ({exc})") from None
         await self.audit.record(
             actor=user.name,
             action="auth.success",

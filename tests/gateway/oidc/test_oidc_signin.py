@@ -269,3 +269,17 @@ async def test_an_expired_id_token_is_refused(start_corp: Starter) -> None:
     status, body, _ = await agent.get(callback)
     assert status == 403 and "expired" in body
     await _refusal(corp, "expired")
+
+
+async def test_without_auto_create_or_link_existing_nobody_new_gets_in(
+    start_corp: Starter,
+) -> None:
+    corp = await start_corp(auto_create=False)
+    status, body = await corp.sign_in(corp.agent(), "alice")
+    assert status == 403 and "no Lockgate user alice" in body
+    await corp.node.services.policy.add_user(SYSTEM_ACTOR, "alice", roles=["dev"])
+    status, body = await corp.sign_in(corp.agent(), "alice")
+    assert status == 403 and "not linked to corp" in body
+    reasons = [e.details["reason"] for e in await corp.audit("auth.failure")]
+    assert reasons == ["no_user", "not_linked"]
+    assert (await corp.node.services.policy.get_user("alice")).roles == {"dev"}
