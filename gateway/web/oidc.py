@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -110,13 +109,12 @@ async def callback(request: web.Request) -> web.Response:
     return response
 
 
-def _fresh_idp(
-    who: Principal | None, user: str, now_minus: timedelta, request: web.Request
-) -> bool:
+def _fresh_idp(request: web.Request, who: Principal | None, user: str) -> bool:
+    """``who`` is ``user``, signed in through an identity provider at most ``FRESH`` ago."""
     if who is None or who.name != user or not who.signed_in_via.startswith("oidc:"):
         return False
     now = request.app[DEPS].services.policy.now()
-    return who.signed_in_at is not None and now - who.signed_in_at <= now_minus
+    return who.signed_in_at is not None and now - who.signed_in_at <= FRESH
 
 
 async def device_page(request: web.Request) -> web.Response:
@@ -128,7 +126,7 @@ async def device_page(request: web.Request) -> web.Response:
             request, "device.html", status=404, login=None, fresh=False, providers=[], done=None
         )
     who = request.get(PRINCIPAL)
-    fresh = _fresh_idp(who, login.user, FRESH, request)
+    fresh = _fresh_idp(request, who, login.user)
     assert deps.federation is not None
     here = request.path
     providers = [
@@ -145,17 +143,17 @@ async def device_decide(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(text="Sign in with your identity provider first.")
     code = request.match_info["code"]
     login = deps.federation.devices.pending(code)
-    if login is None or not _fresh_idp(who, login.user, FRESH, request):
+    if login is None or not _fresh_idp(request, who, login.user):
         raise web.HTTPForbidden(text="This SSH login is not yours to approve, or has expired.")
     form = await request.post()
     approve = form.get("decision") == "approve"
-    deps.federation.devices.decide(code, who.name, approve, who.signed_in_methods)
-    await deps.services.audit.record(
+    await deps.services.audit.record(  # first: no audit, no login
         actor=who.name,
         action="auth.device.approve" if approve else "auth.device.deny",
         subject=who.name,
         details={"ssh_client": login.address, "addr": client_address(request)},
     )
+    deps.federation.devices.decide(code, who.name, approve, who.signed_in_methods)
     return render(request, "device.html", login=None, fresh=False, providers=[], done=approve)
 
 
