@@ -74,11 +74,13 @@ class ProviderChecker:
     async def check_provider(self, provider: OidcProvider) -> None:
         identities = await self.identities.of_provider(provider.name)
         live = await self.policy.users_with_live_access(i.user for i in identities)
-        idle = provider.check_interval * IDLE_FACTOR
+        interval = provider.check_interval
         now = self.timer.now()
         for identity in identities:
-            last = identity.checked_at or identity.signed_in_at
-            if identity.user in live or now - last >= idle:
+            every = interval if identity.user in live else interval * IDLE_FACTOR
+            # due half an interval early, so a check that woke a little late still claims
+            due = now - every + interval / 2
+            if await self.identities.claim(provider.name, identity.subject, now, due):
                 await self.check(provider, identity)
 
     async def check(self, provider: OidcProvider, identity: Identity) -> None:

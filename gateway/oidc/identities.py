@@ -96,6 +96,23 @@ class Identities:
                     )
                 )
 
+    async def claim(self, provider: str, subject: str, now: datetime, due: datetime) -> bool:
+        """Take the check of one identity if it was last checked at ``due`` or before: a
+        compare-and-swap on ``checked_at``, so of the processes and nodes that wake for it
+        one asks the provider (two refreshes of one rotating refresh token would look like
+        token theft to the provider)."""
+        async with self.maker() as db, db.begin():
+            taken = await db.execute(
+                table.update()
+                .where(
+                    table.c.provider == provider,
+                    table.c.subject == subject,
+                    sa.or_(table.c.checked_at.is_(None), table.c.checked_at <= due),
+                )
+                .values(checked_at=now)
+            )
+            return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
+
     async def checked(self, provider: str, subject: str, now: datetime) -> None:
         async with self.maker() as db, db.begin():
             await db.execute(

@@ -143,3 +143,36 @@ async def test_an_unreachable_provider_takes_nothing_away(start_corp: Starter) -
     await eventually(audited, what="the unreachable provider audited")
     assert (await policy.get_grant(SYSTEM_ACTOR, grant_id)).revoked_at is None
     assert not (await policy.get_user("alice")).disabled
+
+
+async def test_processes_waking_together_ask_the_provider_once_per_user(
+    start_corp: Starter,
+) -> None:
+    """Every worker process and node runs the check; one refresh per user and interval
+    reaches the provider (two of a rotating refresh token look like a stolen one)."""
+    import asyncio
+
+    corp = await start_corp()
+    await _with_access(corp)
+    assert corp.node.deps is not None and corp.node.deps.federation is not None
+    federation = corp.node.deps.federation
+    identities = federation.identities
+    claim, wins = identities.claim, []
+
+    async def counted(*args: object) -> bool:
+        won = await claim(*args)  # type: ignore[arg-type]
+        wins.append(won)
+        return won
+
+    identities.claim = counted  # type: ignore[method-assign]
+    before = len(corp.proxy.token_answers)
+    await corp.timer.advance(corp.provider.check_interval)  # the node's own loop wakes too
+    await asyncio.gather(*(federation.checker.check_provider(corp.provider) for _ in range(3)))
+
+    async def refreshed() -> bool:
+        return len(corp.proxy.token_answers) == before + 1
+
+    await eventually(refreshed, what="the refresh")
+    assert wins.count(True) == 1 and len(wins) >= 3  # one claim won: one refresh
+    (identity,) = await identities.of_user("alice")
+    assert identity.checked_at == corp.timer.now()
