@@ -95,3 +95,16 @@ oidc_identities = sa.Table(
     sa.Column("deprovisioned_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("deprovision_reason", sa.Text, nullable=True),
 )
+
+# SSH device logins waiting for their approval in a browser (gateway.oidc.device); rows are
+# removed some minutes after they expire.
+device_logins = sa.Table(
+    "gw_device_logins",
+    metadata,
+    sa.Column("code", sa.String(16), primary_key=True),
+    sa.Column("user", sa.String(64), nullable=False),
+    sa.Column("address", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("state", sa.String(16), nullable=False),  # pending|approved|denied|cancelled
+    sa.Column("methods", sa.Text, nullable=False),  # JSON list: the IdP sign-in's amr, acr
+)

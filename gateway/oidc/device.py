@@ -4,21 +4,32 @@ A person whose user is linked to a provider connects with plain ``ssh``; keyboar
 shows a short link, ``<gateway>/ssh/<code>``, and the SSH login waits. In the browser they
 sign in with the provider (a fresh sign-in: at most ``FRESH`` old) and approve the login,
 which names the SSH client's address. Only the same user can approve it; each code serves
-once and expires with ``TTL``. The codes live in the memory of the node that holds the SSH
-connection, like browser sign-ins.
+once (a compare-and-swap from ``pending``) and expires with ``TTL``.
+
+The logins are rows in the database, so the browser may reach any node of the cluster: the
+node holding the SSH connection learns the answer at once when it served the browser itself,
+else by reading the row again every ``POLL`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from gateway.db import SessionMaker
+from gateway.db.tables import device_logins as table
 from policy.models import Clock
 
 TTL = timedelta(minutes=5)
 FRESH = timedelta(minutes=10)  # how recent the browser's IdP sign-in must be to approve
+POLL = 0.5  # seconds between reads of a login's row by the node that waits for it
 _ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # no vowels: no words; no look-alike digits
 
 
@@ -27,65 +38,134 @@ def new_code() -> str:
     return f"{raw[:4]}-{raw[4:]}"
 
 
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 @dataclass
 class DeviceLogin:
     code: str
     user: str
     address: str
     created: datetime
-    done: asyncio.Event = field(default_factory=asyncio.Event)
     approved: bool = False
     # amr values and acr of the approving browser's IdP sign-in (for a rule's idp_mfa)
     methods: frozenset[str] = frozenset()
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class DeviceLogins:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, maker: SessionMaker, clock: Clock) -> None:
+        self.maker = maker
         self.clock = clock
-        self._by_code: dict[str, DeviceLogin] = {}
+        self._waiting: dict[str, DeviceLogin] = {}  # logins this node's SSH side waits for
 
-    def start(self, user: str, address: str) -> DeviceLogin:
+    async def start(self, user: str, address: str) -> DeviceLogin:
         now = self.clock()
-        for code in [c for c, d in self._by_code.items() if now - d.created > TTL]:
-            self._by_code.pop(code).done.set()
-        code = new_code()
-        while code in self._by_code:
-            code = new_code()
-        login = DeviceLogin(code, user, address, now)
-        self._by_code[code] = login
-        return login
+        async with self.maker() as db, db.begin():
+            await db.execute(table.delete().where(table.c.created_at < now - 2 * TTL))
+        for _ in range(5):
+            login = DeviceLogin(new_code(), user, address[:255], now)
+            try:
+                async with self.maker() as db, db.begin():
+                    await db.execute(
+                        table.insert().values(
+                            code=login.code,
+                            user=user,
+                            address=login.address,
+                            created_at=now,
+                            state="pending",
+                            methods="[]",
+                        )
+                    )
+            except IntegrityError:
+                continue  # the code is taken: draw again
+            self._waiting[login.code] = login
+            return login
+        raise RuntimeError("no free device code")  # 20^8 codes: never in practice
 
-    def pending(self, code: str) -> DeviceLogin | None:
-        login = self._by_code.get(code.strip().upper())
-        if login is None or login.done.is_set() or self.clock() - login.created > TTL:
+    async def pending(self, code: str) -> DeviceLogin | None:
+        """The pending, unexpired login with ``code``."""
+        async with self.maker() as db:
+            row = (
+                await db.execute(
+                    sa.select(table).where(
+                        table.c.code == code.strip().upper()[:16],
+                        table.c.state == "pending",
+                        table.c.created_at > self.clock() - TTL,
+                    )
+                )
+            ).first()
+        if row is None:
             return None
-        return login
+        return DeviceLogin(row.code, row.user, row.address, _utc(row.created_at))
 
-    def decide(
+    async def decide(
         self, code: str, user: str, approve: bool, methods: frozenset[str] = frozenset()
     ) -> bool:
         """Approve or deny ``code`` as ``user``; False when it is not that user's pending
         login. ``methods``: how the user signed in at the provider (amr, acr)."""
-        login = self.pending(code)
-        if login is None or not secrets.compare_digest(login.user.encode(), user.encode()):
+        async with self.maker() as db, db.begin():
+            done = await db.execute(
+                table.update()
+                .where(
+                    table.c.code == code,
+                    table.c.user == user,
+                    table.c.state == "pending",
+                    table.c.created_at > self.clock() - TTL,
+                )
+                .values(
+                    state="approved" if approve else "denied",
+                    methods=json.dumps(sorted(methods)),
+                )
+            )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
             return False
-        login.approved = approve
-        login.methods = methods
-        self._by_code.pop(login.code, None)
-        login.done.set()
+        local = self._waiting.get(code)
+        if local is not None:
+            local.done.set()
         return True
+
+    async def _answer(self, login: DeviceLogin) -> str:
+        async with self.maker() as db:
+            row = (
+                await db.execute(
+                    sa.select(table.c.state, table.c.methods).where(table.c.code == login.code)
+                )
+            ).first()
+        if row is None:
+            return "cancelled"
+        if row.state == "approved":
+            login.methods = frozenset(json.loads(row.methods))
+        return str(row.state)
 
     async def wait(self, login: DeviceLogin, seconds: float) -> bool:
         """Whether the login was approved within ``seconds`` (real time: it bounds how long
         an unauthenticated connection is held)."""
         try:
             async with asyncio.timeout(seconds):
-                await login.done.wait()
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(POLL):
+                            await login.done.wait()
+                    state = await self._answer(login)
+                    if state != "pending":
+                        login.approved = state == "approved"
+                        return login.approved
+                    if login.done.is_set():  # cancelled here
+                        return False
         except TimeoutError:
-            self._by_code.pop(login.code, None)
             return False
-        return login.approved
+        finally:
+            self._waiting.pop(login.code, None)
 
-    def cancel(self, login: DeviceLogin) -> None:
-        self._by_code.pop(login.code, None)
+    async def cancel(self, login: DeviceLogin) -> None:
+        """The SSH side gives up (the client left, or answered with a password)."""
         login.done.set()
+        self._waiting.pop(login.code, None)
+        async with self.maker() as db, db.begin():
+            await db.execute(
+                table.update()
+                .where(table.c.code == login.code, table.c.state == "pending")
+                .values(state="cancelled")
+            )

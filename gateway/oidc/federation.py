@@ -39,6 +39,6 @@ class Federation:
                 services.audit,
                 timer,
             ),
-            devices=DeviceLogins(policy.now),
+            devices=DeviceLogins(services.maker, policy.now),
             identities=identities,
         )

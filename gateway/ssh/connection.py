@@ -58,9 +58,8 @@ class GatewayConnection(asyncssh.SSHServer):
         """The grant check is not cancelled (a cancel in the middle of a database call can
         leave SQLite locked); ``_prepare`` sees the flag and ends what it opened."""
         self.gone = True
-        if self.gw.devices is not None:  # a device login waiting for a client that left
-            for device in self._device.values():
-                self.gw.devices.cancel(device)
+        for device in self._device.values():  # a device login waiting for a client that left
+            device.done.set()  # its waiter then marks it cancelled
         if self.live is not None:
             self.live.spawn(self.live.finish("client disconnected"))
 
@@ -152,7 +151,7 @@ class GatewayConnection(asyncssh.SSHServer):
             user = await self.access.idp_user(login.user)
         if user is None or devices is None:
             return "", "", "", [("Password: ", False)]
-        device = devices.start(user.name, self.addr)
+        device = await devices.start(user.name, self.addr)
         self._device[username] = device
         self._hold_login(DEVICE_WAIT)
         text = (
@@ -181,7 +180,7 @@ class GatewayConnection(asyncssh.SSHServer):
             approved = await devices.wait(device, DEVICE_WAIT)
         finally:
             self._device.pop(username, None)
-            devices.cancel(device)
+            await devices.cancel(device)
         if not approved:
             return await self._failed(username, "device")
         try:
@@ -201,7 +200,7 @@ class GatewayConnection(asyncssh.SSHServer):
             if not responses or responses == [""]:
                 return await self._device_login(username, login, device)
             assert self.gw.devices is not None
-            self.gw.devices.cancel(device)  # a password instead
+            await self.gw.devices.cancel(device)  # a password instead
         if login is None or len(responses) != 1 or self._blocked(login, username):
             return await self._failed(username, "keyboard-interactive")
         user = self._kbd.pop(username, None)

@@ -120,7 +120,7 @@ def _fresh_idp(request: web.Request, who: Principal | None, user: str) -> bool:
 async def device_page(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     code = request.match_info["code"]
-    login = deps.federation.devices.pending(code) if deps.federation is not None else None
+    login = await deps.federation.devices.pending(code) if deps.federation is not None else None
     if login is None:
         return render(
             request, "device.html", status=404, login=None, fresh=False, providers=[], done=None
@@ -142,7 +142,7 @@ async def device_decide(request: web.Request) -> web.Response:
     if not isinstance(who, Principal) or who.via != "cookie" or deps.federation is None:
         raise web.HTTPForbidden(text="Sign in with your identity provider first.")
     code = request.match_info["code"]
-    login = deps.federation.devices.pending(code)
+    login = await deps.federation.devices.pending(code)
     if login is None or not _fresh_idp(request, who, login.user):
         raise web.HTTPForbidden(text="This SSH login is not yours to approve, or has expired.")
     form = await request.post()
@@ -153,7 +153,7 @@ async def device_decide(request: web.Request) -> web.Response:
         subject=who.name,
         details={"ssh_client": login.address, "addr": client_address(request)},
     )
-    deps.federation.devices.decide(code, who.name, approve, who.signed_in_methods)
+    await deps.federation.devices.decide(login.code, who.name, approve, who.signed_in_methods)
     return render(request, "device.html", login=None, fresh=False, providers=[], done=approve)
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from policy.models import Rule
-from tests.gateway.oidc.conftest import Corp, Starter
+from tests.gateway.oidc.conftest import CLIENT_SECRET, Corp, Starter
 from tests.gateway.oidc.test_oidc_in_chromium import device_ssh
 from tests.oidc.idp import Agent, account
 from tests.target import TARGET_USER, Sshd, register_target
@@ -154,3 +155,62 @@ async def test_a_linked_user_with_a_password_may_answer_the_link_with_it(
     conn.close()
     ((instructions, prompts),) = seen
     assert "/ssh/" in instructions and prompts[0][0].startswith("Password (empty")
+
+
+async def test_the_link_may_be_approved_on_another_node(
+    start_corp: Starter, sshd: Sshd, db_url: str, tmp_path: Path
+) -> None:
+    """The SSH connection is held by one node, the browser reaches another (a load
+    balancer's choice): the approval reaches the waiting login through the database."""
+    from tests.nodes import start_test_node
+    from tests.oidc.idp import client, start_provider
+
+    auto = Rule(name="auto", roles=frozenset({"dev"}), approvals=0, require_reason=False)
+    corp = await start_corp(rules=(auto,))
+    (tmp_path / "second").mkdir()
+    other = await start_test_node(
+        db_url,
+        tmp_path / "second",
+        name="oidc-b",
+        rules=(auto,),
+        timer=corp.timer,
+        oidc=(corp.provider,),
+        master_key=corp.node.config.master_key,
+    )
+    try:
+        second = f"http://127.0.0.1:{other.http_port}"
+        await corp.idp.stop()
+        corp.idp = await start_provider(
+            corp.workdir,
+            clients=[
+                client(
+                    "lockgate", CLIENT_SECRET, [corp.callback, f"{second}/auth/oidc/corp/callback"]
+                )
+            ],
+            accounts={"alice": account("alice", ["sre-db"])},
+            jwk=corp.jwk,
+            issuer=corp.proxy.url,
+        )
+        corp.proxy.backend = corp.idp.url
+        await register_target(corp.node.services, sshd)
+        browser = corp.agent()
+        authorize = await browser.redirected(f"{second}/auth/oidc/corp/start")
+        callback = await browser.sign_in_at_provider(
+            authorize, "alice", f"{second}/auth/oidc/corp/callback"
+        )
+        assert (await browser.get(callback))[0] == 200
+        await corp.node.services.policy.create_request("alice", "db01", account=TARGET_USER)
+        ssh = await _connect(corp, "echo across")
+        link = (await _link(ssh)).replace(corp.base, second)
+        _, body, _ = await browser.get(link)
+        token = re.search(r'name="csrf" value="([^"]+)"', body)
+        assert token is not None, body[:500]
+        async with browser.http.post(
+            link, data={"csrf": token.group(1), "decision": "approve"}, headers={"Origin": second}
+        ) as response:
+            assert response.status == 200
+        assert ssh.stdout is not None
+        assert await asyncio.wait_for(ssh.stdout.read(), 30) == b"across\n"
+        assert await asyncio.wait_for(ssh.wait(), 30) == 0
+    finally:
+        await other.stop()

@@ -1,5 +1,5 @@
-"""OpenID Connect identities: provider subject -> user, and deprovisioning state; credential
-kinds up to 32 characters (oidc_client_secret, oidc_refresh_token)
+"""OpenID Connect identities: provider subject -> user, and deprovisioning state; SSH device
+logins; credential kinds up to 32 characters (oidc_client_secret, oidc_refresh_token)
 
 Revision ID: 0007
 Revises: 0005
@@ -36,8 +36,24 @@ def upgrade() -> None:
     with op.batch_alter_table("gw_oidc_identities", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_gw_oidc_identities_user"), ["user"], unique=False)
 
+    op.create_table(
+        "gw_device_logins",
+        sa.Column("code", sa.String(length=16), nullable=False),
+        sa.Column("user", sa.String(length=64), nullable=False),
+        sa.Column("address", sa.String(length=255), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("methods", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("code", name=op.f("pk_gw_device_logins")),
+    )
+    with op.batch_alter_table("gw_device_logins", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_gw_device_logins_created_at"), ["created_at"], unique=False
+        )
+
 
 def downgrade() -> None:
+    op.drop_table("gw_device_logins")
     op.drop_table("gw_oidc_identities")
     with op.batch_alter_table("vault_credentials", schema=None) as batch_op:
         batch_op.alter_column(
