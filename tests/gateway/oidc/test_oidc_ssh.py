@@ -49,8 +49,10 @@ async def _decide(corp: Corp, agent: Agent, link: str, decision: str = "approve"
         return response.status
 
 
-async def _connect(corp: Corp, command: str) -> asyncio.subprocess.Process:
-    argv = device_ssh(corp.node.ssh_port, f"alice+{TARGET_USER}@db01", command)
+async def _connect(
+    corp: Corp, command: str, login: str = f"alice+{TARGET_USER}@db01"
+) -> asyncio.subprocess.Process:
+    argv = device_ssh(corp.node.ssh_port, login, command)
     argv[1:1] = ["-o", "NumberOfPasswordPrompts=1"]
     return await asyncio.create_subprocess_exec(
         *argv,
@@ -214,3 +216,15 @@ async def test_the_link_may_be_approved_on_another_node(
         assert await asyncio.wait_for(ssh.wait(), 30) == 0
     finally:
         await other.stop()
+
+
+async def test_ssh_alice_at_gw_login_signs_in_through_the_link(start_corp: Starter) -> None:
+    corp = await start_corp()
+    alice = corp.agent()
+    assert (await corp.sign_in(alice, "alice"))[0] == 200
+    ssh = await _connect(corp, "login", login="alice")
+    assert await _decide(corp, alice, await _link(ssh)) == 200
+    assert ssh.stdout is not None
+    out = (await asyncio.wait_for(ssh.stdout.read(), 30)).decode()
+    assert await asyncio.wait_for(ssh.wait(), 30) == 0
+    assert out.startswith("Signed in as alice (roles: dev).")
