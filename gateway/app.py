@@ -270,6 +270,7 @@ async def start_node(
         node._tasks.append(asyncio.ensure_future(node._backstop()))
         if federation is not None:
             node._tasks.append(asyncio.ensure_future(federation.checker.run()))
+            node.extra.append(federation.checker.aclose)
         node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node
     except BaseException:

@@ -34,6 +34,7 @@ from vault.service import VaultService
 
 log = logging.getLogger(__name__)
 IDLE_FACTOR = 10  # users without live access are checked every 10 intervals
+CLOSE_WAIT = 15.0  # seconds a stopping node waits for a check pass under way
 
 
 class ProviderChecker:
@@ -56,20 +57,32 @@ class ProviderChecker:
         self.vault = vault
         self.audit = audit
         self.timer = timer
+        self._passes: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        """Forever: one loop per provider."""
+        """Until cancelled: one loop per provider. A pass under way is not cancelled with
+        the loop (a cancel in the middle of a database call can leave SQLite locked): it
+        runs to its end, and ``aclose`` waits for it."""
         await asyncio.gather(*(self._loop(p) for p in self.providers))
 
     async def _loop(self, provider: OidcProvider) -> None:
         while True:
             await self.timer.sleep_until(self.timer.now() + provider.check_interval)
-            try:
-                await self.check_provider(provider)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("checking the users of identity provider %s failed", provider.name)
+            task = asyncio.ensure_future(self._pass(provider))
+            self._passes.add(task)
+            task.add_done_callback(self._passes.discard)
+            await asyncio.shield(task)
+
+    async def _pass(self, provider: OidcProvider) -> None:
+        try:
+            await self.check_provider(provider)
+        except Exception:
+            log.exception("checking the users of identity provider %s failed", provider.name)
+
+    async def aclose(self) -> None:
+        """Wait (a bounded time) for the passes under way once the loops are cancelled."""
+        if self._passes:
+            await asyncio.wait(set(self._passes), timeout=CLOSE_WAIT)
 
     async def check_provider(self, provider: OidcProvider) -> None:
         identities = await self.identities.of_provider(provider.name)

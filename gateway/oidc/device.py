@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from gateway.db import SessionMaker
+from gateway.db import SessionMaker, completed
 from gateway.db.tables import device_logins as table
 from policy.models import Clock
 
@@ -148,7 +148,9 @@ class DeviceLogins:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(POLL):
                             await login.done.wait()
-                    state = await self._answer(login)
+                    # the SSH side's task is cancelled when the client leaves: never
+                    # in the middle of a database call (gateway.db.completed)
+                    state = await completed(self._answer(login))
                     if state != "pending":
                         login.approved = state == "approved"
                         return login.approved

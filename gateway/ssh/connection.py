@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from gateway.access import Factor, Where, factors_suffice
+from gateway.db import completed
 from gateway.errors import LoginError
 from gateway.oidc.device import DeviceLogin
 from gateway.ssh.bridge import ClientChannel
@@ -80,11 +81,13 @@ class GatewayConnection(asyncssh.SSHServer):
         self.gw.throttle.failed(*self._keys(login, username))
         self.gw.metrics.auth_failures.labels(method).inc()
         with contextlib.suppress(Exception):
-            await self.gw.services.audit.record(
-                actor=login.user if login else "?",
-                action="auth.failure",
-                subject=username[:64],
-                details={"method": method, "client": self.addr},
+            await completed(  # not cut short by a client that leaves meanwhile
+                self.gw.services.audit.record(
+                    actor=login.user if login else "?",
+                    action="auth.failure",
+                    subject=username[:64],
+                    details={"method": method, "client": self.addr},
+                )
             )
         return False
 
@@ -148,10 +151,10 @@ class GatewayConnection(asyncssh.SSHServer):
         devices = self.gw.devices
         user = None
         if login is not None and devices is not None and not self._blocked(login, username):
-            user = await self.access.idp_user(login.user)
+            user = await completed(self.access.idp_user(login.user))
         if user is None or devices is None:
             return "", "", "", [("Password: ", False)]
-        device = await devices.start(user.name, self.addr)
+        device = await completed(devices.start(user.name, self.addr))
         self._device[username] = device
         self._hold_login(DEVICE_WAIT)
         text = (
@@ -180,14 +183,14 @@ class GatewayConnection(asyncssh.SSHServer):
             approved = await devices.wait(device, DEVICE_WAIT)
         finally:
             self._device.pop(username, None)
-            await devices.cancel(device)
+            await completed(devices.cancel(device))
         if not approved:
             return await self._failed(username, "device")
         try:
-            user = await self.gw.services.policy.get_user(login.user)
+            user = await completed(self.gw.services.policy.get_user(login.user))
         except Exception:
             return await self._failed(username, "device")
-        if await self._suffice(login, user, {Factor.IDP}, device.methods):
+        if await completed(self._suffice(login, user, {Factor.IDP}, device.methods)):
             return True
         return await self._failed(username, "device-mfa")
 
@@ -200,7 +203,7 @@ class GatewayConnection(asyncssh.SSHServer):
             if not responses or responses == [""]:
                 return await self._device_login(username, login, device)
             assert self.gw.devices is not None
-            await self.gw.devices.cancel(device)  # a password instead
+            await completed(self.gw.devices.cancel(device))  # a password instead
         if login is None or len(responses) != 1 or self._blocked(login, username):
             return await self._failed(username, "keyboard-interactive")
         user = self._kbd.pop(username, None)
