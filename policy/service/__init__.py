@@ -19,8 +19,8 @@ from policy.service.base import (
     SessionAuthorization,
     normalize_key,
 )
+from policy.service.idp import IdpMixin, RoleChange, Withdrawn
 from policy.service.locks import LocksMixin
-from policy.service.provisioning import ProvisioningMixin, RoleChange, Withdrawn
 from policy.service.requests import RequestsMixin
 from policy.service.targets import TargetsMixin
 from policy.service.tokens import TokensMixin
@@ -34,7 +34,7 @@ class PolicyService(
     LocksMixin,
     AuthorizationMixin,
     TokensMixin,
-    ProvisioningMixin,
+    IdpMixin,
 ):
     """The access-model service: one object, one part per concern over ``ServiceBase``."""
 

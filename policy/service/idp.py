@@ -36,7 +36,7 @@ class Withdrawn:
     requests: tuple[AccessRequest, ...]
 
 
-class ProvisioningMixin(ServiceBase):
+class IdpMixin(ServiceBase):
     async def sync_roles(
         self, name: str, roles: Iterable[str], *, via: str, create: bool
     ) -> RoleChange:
