@@ -8,8 +8,14 @@ from the policy service and the vault. The one table of which login factors suff
 | SSH, no MFA rule | a registered key; or password + TOTP; or password alone when the  |
 |                  | user has no TOTP enrolled                                         |
 | SSH, MFA rule    | password + a fresh TOTP code, even after a key (`mfa_per_session`)|
+|                  | or an IdP sign-in whose `amr`/`acr` the rule's `idp_mfa` accepts  |
 | web sign-in      | password + TOTP, always: a browser session lasts hours and can    |
 |                  | approve access, so a user without TOTP uses API tokens instead    |
+| either, IdP      | a sign-in at the user's OpenID provider (the browser's, or the    |
+|                  | SSH device login's); not enough under an MFA rule                 |
+
+With ``auth.password_login_roles`` set, a password signs in only a user holding one of those
+roles (everyone else signs in through the identity provider or with a key).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from datetime import datetime
 
 import asyncssh
 
+from gateway.oidc.identities import Identities
 from gateway.sessions.registry import SessionHandle
 from policy.errors import PolicyError
 from policy.httppath import normalize_http_path
@@ -34,6 +41,8 @@ class Factor(enum.StrEnum):
     KEY = "key"
     PASSWORD = "password"  # noqa: S105  (a factor's name)
     TOTP = "totp"
+    IDP = "idp"  # a sign-in at the user's OpenID provider
+    IDP_MFA = "idp_mfa"  # ... which reported a second factor the rule accepts (idp_mfa)
 
 
 class Where(enum.StrEnum):
@@ -49,6 +58,10 @@ def factors_suffice(
     if user.disabled:
         return False
     has = set(presented)
+    if Factor.IDP in has and not mfa_per_session:
+        return True
+    if Factor.IDP_MFA in has and Factor.IDP in has:
+        return True
     password_and_code = {Factor.PASSWORD, Factor.TOTP} <= has
     if where is Where.WEB or mfa_per_session:
         return password_and_code
@@ -60,9 +73,17 @@ def factors_suffice(
 class Access:
     """The access questions the SSH edge, the web sign-in and the kill switch ask."""
 
-    def __init__(self, policy: PolicyService, vault: VaultService) -> None:
+    def __init__(
+        self,
+        policy: PolicyService,
+        vault: VaultService,
+        identities: Identities,
+        password_roles: frozenset[str] = frozenset(),
+    ) -> None:
         self.policy = policy
         self.vault = vault
+        self.identities = identities
+        self.password_roles = password_roles
 
     def now(self) -> datetime:
         return self.policy.now()
@@ -74,8 +95,24 @@ class Access:
         return await self.policy.user_for_key(user, key.export_public_key().decode())
 
     async def password_user(self, user: str, password: str) -> User | None:
-        """The user, if the password is theirs (argon2id, constant time)."""
-        return await self.policy.verify_password(user, password)
+        """The user, if the password is theirs (argon2id, constant time) and a password
+        may sign them in (``auth.password_login_roles``)."""
+        found = await self.policy.verify_password(user, password)
+        if found is None or (self.password_roles and not found.roles & self.password_roles):
+            return None
+        return found
+
+    async def idp_user(self, user: str) -> User | None:
+        """``user`` if enabled and linked to an identity provider that still recognises them
+        (they sign in to SSH with the device login)."""
+        links = await self.identities.of_user(user)
+        if not any(link.deprovisioned_at is None for link in links):
+            return None
+        try:
+            found = await self.policy.get_user(user)
+        except PolicyError:
+            return None
+        return None if found.disabled else found
 
     async def totp_ok(self, user: str, code: str) -> bool:
         """A current TOTP code of the user's enrolled seed; an unknown user or a vault
@@ -87,8 +124,18 @@ class Access:
 
     async def mfa_per_session(self, user: str, target: str, account: str | None) -> bool:
         """Whether the rule behind the user's grant demands a fresh TOTP for every session."""
+        return (await self.session_mfa(user, target, account))[0]
+
+    async def session_mfa(
+        self, user: str, target: str, account: str | None
+    ) -> tuple[bool, frozenset[str]]:
+        """(per-session MFA demanded, the identity provider's amr/acr values the rule accepts
+        in place of the TOTP) for the rule behind the user's grant."""
         auth = await self.policy.authorize_session(user, target, account, None)
-        return bool(auth.decision.allowed and auth.rule is not None and auth.rule.mfa_per_session)
+        rule = auth.rule if auth.decision.allowed else None
+        if rule is None or not rule.mfa_per_session:
+            return False, frozenset()
+        return True, rule.idp_mfa
 
     # --- sessions and channels -------------------------------------------------------
     async def authorize(

@@ -32,6 +32,7 @@ from gateway.http.session import WebCore
 from gateway.http.upstream import UpstreamPool
 from gateway.metrics import Metrics, kill_reason
 from gateway.notify.notifier import Notifier
+from gateway.oidc.federation import Federation
 from gateway.services import Services, check_database, open_services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
@@ -251,6 +252,8 @@ async def start_node(
             metrics.index_lag.set(await recordings.index_lag(now))
 
         browser = BrowserSessions(services.policy.now)
+        federation = Federation.build(services, timer) if config.oidc else None
+        gateway.devices = federation.devices if federation is not None else None
         deps = Deps(
             services=services,
             sessions=services.sessions,
@@ -260,6 +263,7 @@ async def start_node(
             metrics=metrics,
             browser=browser,
             signin=SignIn(services, gateway.throttle, browser, metrics),
+            federation=federation,
         )
         node.deps = deps
         core = WebCore(
@@ -317,7 +321,11 @@ async def start_node(
                 public_url=config.server.public_url or _issuer(config, node.http_port),
             )
             node.notifier.start()
+        gateway.device_url = _issuer(config, node.http_port) + "/ssh/"
         node._tasks.append(asyncio.ensure_future(node._backstop()))
+        if federation is not None:
+            node._tasks.append(asyncio.ensure_future(federation.checker.run()))
+            node.extra.append(federation.checker.aclose)
         node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node
     except BaseException:

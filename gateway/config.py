@@ -25,6 +25,7 @@ from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.notify.settings import Channel, parse_channel
+from gateway.oidc.settings import OidcProvider, parse_provider
 from gateway.stream.settings import SinkSettings, parse_sink
 from gateway.tickets import TicketSettings
 from policy.durations import parse_duration
@@ -73,6 +74,13 @@ class Config:
     notifications: tuple[Channel, ...] = ()
     tickets: TicketSettings = field(default_factory=TicketSettings)
     source: str = field(default="<defaults>", compare=False)
+    oidc: tuple[OidcProvider, ...] = ()
+    # Who may sign in with a local password (web and SSH): empty = everyone, else only users
+    # holding one of these roles (e.g. break-glass admins once people use the IdP).
+    password_login_roles: frozenset[str] = frozenset()
+
+    def oidc_provider(self, name: str) -> OidcProvider | None:
+        return next((p for p in self.oidc if p.name == name), None)
 
     @property
     def host_key_path(self) -> Path:
@@ -94,11 +102,12 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
     "database": {"url": (str, None)},
     "vault": {"master_key": (str, None)},
     "recordings": {"path": (str, None)},
-    "auth": {"max_failed_logins": (int, 5)},
+    "auth": {"max_failed_logins": (int, 5), "password_login_roles": (list, [])},
     "tickets": {"url": (str, ""), "timeout": (str, "5s"), "fail_closed": (bool, True)},
 }
 _LIST_SECTIONS = {"rules", "notifications"}
 _NESTED = {"anomaly": {"rules"}, "audit": {"sinks"}}
+_TABLE_LISTS = {"auth": {"oidc"}}  # [[auth.oidc]] inside the [auth] table
 
 
 def parse_listen(value: str, where: str) -> Listen:
@@ -194,6 +203,11 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
     assert isinstance(fastpath, bool) and isinstance(http_fastpath, bool)
     if max_failed < 1:
         raise ConfigError(f"{source}: auth.max_failed_logins must be at least 1")
+    password_roles = values["auth"]["password_login_roles"]
+    assert isinstance(password_roles, list)
+    if not all(isinstance(r, str) for r in password_roles):
+        raise ConfigError(f"{source}: auth.password_login_roles must be a list of role names")
+    auth_table = raw.get("auth", {})
 
     return Config(
         server=ServerConfig(
@@ -225,6 +239,8 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             raw.get("notifications", []), "notifications", source, parse_channel
         ),
         source=source,
+        oidc=_parse_list(auth_table.get("oidc", []), "auth.oidc", source, parse_provider),
+        password_login_roles=frozenset(password_roles),
     )
 
 
@@ -244,7 +260,7 @@ def _check_unknown(raw: Mapping[str, Any], source: str) -> None:
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{section}] must be a table")
         for key in table:
-            if key not in _SCHEMA[section]:
+            if key not in _SCHEMA[section] and key not in _TABLE_LISTS.get(section, ()):
                 raise ConfigError(f"{source}: unknown key {section}.{key}")
 
 
@@ -273,6 +289,8 @@ def _parse_env_value(name: str, value: str, kind: type) -> object:
         if word in _TRUE | _FALSE:
             return word in _TRUE
         raise ConfigError(f"environment: {name} must be true or false (or 1/0, yes/no)")
+    if kind is list:
+        raise ConfigError(f"environment: {name}: lists are set in the file only")
     if kind is int:
         try:
             return int(value)

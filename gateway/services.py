@@ -21,6 +21,7 @@ from gateway.credentials import Credentials
 from gateway.db import SessionMaker, create_engine, sessionmaker
 from gateway.db.tables import audit_head
 from gateway.errors import StartupError
+from gateway.oidc.identities import Identities
 from gateway.provision.service import Provisioner
 from gateway.sessions.records import SessionStore
 from gateway.tickets import TicketChecker
@@ -98,7 +99,7 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
         policy=policy,
         vault=vault,
         sessions=SessionStore(maker, policy, audit, config.server.node_name),
-        access=Access(policy, vault),
+        access=Access(policy, vault, Identities(maker), password_roles=config.password_login_roles),
         credentials=Credentials(vault),
         provisioner=Provisioner(
             maker, audit, policy, vault, node=config.server.node_name, clock=clock

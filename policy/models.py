@@ -84,6 +84,8 @@ class Rule:
     ticket_pattern: str = ""
     channels: frozenset[str] = frozenset({"shell", "exec", "sftp"})
     mfa_per_session: bool = False
+    # amr/acr values of an identity provider's sign-in that stand in for the per-session TOTP
+    idp_mfa: frozenset[str] = frozenset()
     hours: str = ""  # "Mon-Fri 08:00-20:00 Europe/Paris"
     break_glass: bool = False
     http_methods: tuple[str, ...] = ("*",)  # web targets: upper-case method globs

@@ -27,10 +27,28 @@ from vault.secret import Secret
 from vault.tables import credentials, totp_state
 
 CredentialKind = Literal[
-    "password", "private_key", "ssh_ca", "http_basic", "http_header", "totp_seed", "provisioner"
+    "password",
+    "private_key",
+    "ssh_ca",
+    "http_basic",
+    "http_header",
+    "totp_seed",
+    "provisioner",
+    "oidc_client_secret",
+    "oidc_refresh_token",
 ]
 CREDENTIAL_KINDS: frozenset[str] = frozenset(
-    {"password", "private_key", "ssh_ca", "http_basic", "http_header", "totp_seed", "provisioner"}
+    {
+        "password",
+        "private_key",
+        "ssh_ca",
+        "http_basic",
+        "http_header",
+        "totp_seed",
+        "provisioner",
+        "oidc_client_secret",
+        "oidc_refresh_token",
+    }
 )
 # The account slot a target's provisioner key is kept under: no account name has an "@",
 # so it can never be checked out for a session (and only that kind may sit there).
@@ -38,7 +56,10 @@ PROVISIONER_ACCOUNT = "@provisioner"
 MAX_SECRET = 64 * 1024
 # What ``checkout`` hands out: secrets presented upstream as they are. An ``ssh_ca`` key only
 # signs (``sign_user_certificate``); a ``totp_seed`` only verifies codes.
-CHECKOUT_KINDS: frozenset[str] = frozenset({"password", "private_key", "http_basic", "http_header"})
+CHECKOUT_KINDS: frozenset[str] = frozenset(
+    {"password", "private_key", "http_basic", "http_header", "oidc_client_secret"}
+)
+_SET_KINDS = CREDENTIAL_KINDS - {"ssh_ca", "totp_seed", "oidc_refresh_token"}
 
 
 def _utcnow() -> datetime:
@@ -175,7 +196,7 @@ class VaultService:
         """One-way write (replaces any credential for target+account), validated for its
         kind. Audited. The secret cannot be read back through any method but checkout."""
         public = dict(public or {})
-        if kind not in CREDENTIAL_KINDS - {"ssh_ca", "totp_seed"}:
+        if kind not in _SET_KINDS:
             raise InvalidInput(f"credential kind {kind!r} cannot be set this way")
         value = secret.reveal()
         if not value or len(value) > MAX_SECRET:
@@ -217,7 +238,7 @@ class VaultService:
             rows = (
                 await db.execute(
                     sa.select(credentials)
-                    .where(credentials.c.kind != "totp_seed")
+                    .where(credentials.c.kind.notin_(["totp_seed", "oidc_refresh_token"]))
                     .order_by(credentials.c.target, credentials.c.account)
                 )
             ).all()
@@ -379,6 +400,65 @@ class VaultService:
                 if result.rowcount != 1:  # type: ignore[attr-defined]
                     return False  # a concurrent login used a code first
             return True
+
+    async def keep_refresh_token(self, user: str, provider: str, token: Secret) -> None:
+        """Store (or replace) the gateway's refresh token for ``user`` at an OpenID provider.
+        It is the gateway's own, used only to ask the provider whether the person is still
+        recognised; it never leaves the vault but through ``refresh_token``. Not audited:
+        the sign-in or check that brings it is."""
+        value = token.reveal()
+        if not value or len(value) > MAX_SECRET:
+            raise InvalidInput("the token is empty or too large")
+        target, account = f"user:{user}", f"oidc:{provider}"
+        cred_id = f"cr-{secrets.token_hex(6)}"
+        kind = "oidc_refresh_token"
+        sealed = crypto.seal(
+            self.keyring.current, crypto.Binding(cred_id, kind, target, account), value
+        )
+        async with self.maker() as db, db.begin():
+            await db.execute(
+                credentials.delete().where(
+                    credentials.c.target == target, credentials.c.account == account
+                )
+            )
+            await db.execute(
+                credentials.insert().values(
+                    id=cred_id,
+                    target=target,
+                    account=account,
+                    kind=kind,
+                    key_id=sealed.key_id,
+                    wrapped_key=sealed.wrapped_key,
+                    ciphertext=sealed.ciphertext,
+                    public="{}",
+                    created_at=self.clock(),
+                    created_by="lockgate",
+                )
+            )
+
+    async def refresh_token(self, user: str, provider: str) -> Secret | None:
+        async with self.maker() as db:
+            row = (
+                await db.execute(
+                    sa.select(credentials).where(
+                        credentials.c.target == f"user:{user}",
+                        credentials.c.account == f"oidc:{provider}",
+                        credentials.c.kind == "oidc_refresh_token",
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        return Secret(crypto.open_sealed(self.keyring, _binding(row), _sealed(row)))
+
+    async def forget_refresh_token(self, user: str, provider: str) -> None:
+        async with self.maker() as db, db.begin():
+            await db.execute(
+                credentials.delete().where(
+                    credentials.c.target == f"user:{user}",
+                    credentials.c.account == f"oidc:{provider}",
+                )
+            )
 
     async def rotate(self, actor: str, new_keyring: Keyring) -> int:
         """Re-wrap every data key under ``new_keyring.current`` in one transaction; the

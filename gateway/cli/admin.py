@@ -170,14 +170,20 @@ async def target_show(ctx: Context) -> int:
 
 async def credential_set(ctx: Context) -> int:
     a = ctx.args
+    if a.oidc:
+        from gateway.cli.auth import oidc_secret
+
+        return await oidc_secret(ctx)
+    if not a.target or not (a.account or a.provisioner):
+        raise Usage(
+            "credential set needs TARGET ACCOUNT (or TARGET --provisioner, or --oidc PROVIDER)"
+        )
     target = await ctx.svc.policy.get_target(a.target)
     vault = ctx.svc.vault
     if a.value_stdin and not a.header:
         raise Usage("--value-stdin goes with --header")
     if a.passphrase_stdin and not a.private_key:
         raise Usage("--passphrase-stdin goes with --private-key")
-    if not a.account and not a.provisioner:
-        raise Usage("credential set needs TARGET ACCOUNT (or TARGET --provisioner)")
     if a.provisioner:
         login = provisioner_login(ctx)
         passphrase = Secret(ctx.read_stdin_secret("passphrase")) if a.passphrase_stdin else None

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from gateway.cli import access, admin, events, provision, recordings, report, run, setup
+from gateway.cli import access, admin, auth, events, provision, recordings, report, run, setup
 from gateway.cli.context import Context, Usage
 from gateway.cli.remote import run_remote
 from gateway.config import load_config
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     creds = group("credential", "vaulted credentials (write-only)")
     p = subcommand(creds, "set", admin.credential_set, "store the credential for TARGET ACCOUNT")
-    p.add_argument("target")
+    p.add_argument("target", nargs="?")
     p.add_argument("account", nargs="?", help="with --provisioner: its login (default lockgate)")
     p.add_argument(
         "--provisioner",
@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --private-key: the key that creates and removes accounts on TARGET",
     )
     kinds = p.add_mutually_exclusive_group(required=True)
+    kinds.add_argument(
+        "--oidc", metavar="PROVIDER", help="the client secret of [[auth.oidc]] PROVIDER, from stdin"
+    )
     kinds.add_argument("--password-stdin", action="store_true")
     kinds.add_argument("--private-key", type=Path, metavar="FILE")
     kinds.add_argument("--ssh-ca", action="store_true")
@@ -284,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument(
         "--generate", action="store_true", help="webhook: generate one, print it once on stdout"
     )
+
+    auth_group = group("auth", "identity providers ([[auth.oidc]])")
+    p = subcommand(
+        auth_group,
+        "test-mapping",
+        auth.test_mapping,
+        "print the user and roles a set of claims would sign in with (changes nothing)",
+    )
+    p.add_argument("--provider", required=True, metavar="P")
+    p.add_argument("--claims", required=True, type=Path, metavar="FILE", help="JSON object")
 
     tokens = group("token", "API tokens")
     p = subcommand(tokens, "create", admin.token_create, "create an API token for USER")

@@ -184,6 +184,10 @@ async def _target_show(ctx: Context, api: Client) -> int:
 @remote(admin.credential_set)
 async def _credential_set(ctx: Context, api: Client) -> int:
     a = ctx.args
+    if a.oidc:
+        raise Usage("credential set --oidc runs on the gateway host only (unset LOCKGATE_URL)")
+    if not a.target or not a.account:
+        raise Usage("credential set needs TARGET and ACCOUNT")
     if a.value_stdin and not a.header:
         raise Usage("--value-stdin goes with --header")
     if not a.account and not a.provisioner:

@@ -158,3 +158,31 @@ notifications = sa.Table(
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("channel", "key", name="uq_gw_notifications_channel_key"),
 )
+
+# People who sign in through an OpenID provider: which user a provider's subject is, and
+# whether the provider has stopped recognising them (their refresh token is in the vault).
+oidc_identities = sa.Table(
+    "gw_oidc_identities",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("subject", sa.String(255), primary_key=True),
+    sa.Column("user", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("signed_in_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("deprovisioned_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("deprovision_reason", sa.Text, nullable=True),
+)
+
+# SSH device logins waiting for their approval in a browser (gateway.oidc.device); rows are
+# removed some minutes after they expire.
+device_logins = sa.Table(
+    "gw_device_logins",
+    metadata,
+    sa.Column("code", sa.String(16), primary_key=True),
+    sa.Column("user", sa.String(64), nullable=False),
+    sa.Column("address", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("state", sa.String(16), nullable=False),  # pending|approved|denied|cancelled
+    sa.Column("methods", sa.Text, nullable=False),  # JSON list: the IdP sign-in's amr, acr
+)

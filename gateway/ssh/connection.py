@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from gateway.access import Factor, Where, factors_suffice
+from gateway.db import completed
 from gateway.errors import LoginError
+from gateway.oidc.device import DeviceLogin
 from gateway.ssh.bridge import ClientChannel
 from gateway.ssh.forward import open_forward
 from gateway.ssh.login import Login, parse_login
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from gateway.ssh.listener import SshGateway
 
 log = logging.getLogger(__name__)
+DEVICE_WAIT = 300.0  # seconds an SSH login waits for its approval in the browser
 
 
 class GatewayConnection(asyncssh.SSHServer):
@@ -44,6 +47,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self.prepared: asyncio.Task[None] | None = None
         self.gone = False
         self._kbd: dict[str, User] = {}  # user name -> password verified, code pending
+        self._device: dict[str, DeviceLogin] = {}  # user name -> device login shown
 
     # --- connection ----------------------------------------------------------------
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -55,6 +59,8 @@ class GatewayConnection(asyncssh.SSHServer):
         """The grant check is not cancelled (a cancel in the middle of a database call can
         leave SQLite locked); ``_prepare`` sees the flag and ends what it opened."""
         self.gone = True
+        for device in self._device.values():  # a device login waiting for a client that left
+            device.done.set()  # its waiter then marks it cancelled
         if self.live is not None:
             self.live.spawn(self.live.finish("client disconnected"))
 
@@ -75,18 +81,26 @@ class GatewayConnection(asyncssh.SSHServer):
         self.gw.throttle.failed(*self._keys(login, username))
         self.gw.metrics.auth_failures.labels(method).inc()
         with contextlib.suppress(Exception):
-            await self.gw.services.audit.record(
-                actor=login.user if login else "?",
-                action="auth.failure",
-                subject=username[:64],
-                details={"method": method, "client": self.addr},
+            await completed(  # not cut short by a client that leaves meanwhile
+                self.gw.services.audit.record(
+                    actor=login.user if login else "?",
+                    action="auth.failure",
+                    subject=username[:64],
+                    details={"method": method, "client": self.addr},
+                )
             )
         return False
 
-    async def _suffice(self, login: Login, user: User, presented: set[Factor]) -> bool:
-        mfa = login.target is not None and await self.access.mfa_per_session(
-            login.user, login.target, login.account
-        )
+    async def _suffice(
+        self, login: Login, user: User, presented: set[Factor], idp: frozenset[str] = frozenset()
+    ) -> bool:
+        """Whether the factors sign in; ``idp``: the amr/acr of a device login's IdP sign-in,
+        a second factor where the rule's ``idp_mfa`` names one of them."""
+        mfa, accepted = False, frozenset[str]()
+        if login.target is not None:
+            mfa, accepted = await self.access.session_mfa(login.user, login.target, login.account)
+        if Factor.IDP in presented and idp & accepted:
+            presented = {*presented, Factor.IDP_MFA}
         return factors_suffice(user, presented, Where.SSH, mfa_per_session=mfa)
 
     # --- authentication -------------------------------------------------------------
@@ -127,14 +141,69 @@ class GatewayConnection(asyncssh.SSHServer):
     def kbdint_auth_supported(self) -> bool:
         return True
 
-    def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
+    async def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> Any:
+        """A password prompt; for a user linked to an identity provider, the device login's
+        link: with no prompt (the client answers at once and the login waits for the
+        browser, see ``validate_kbdint_response``), or, for one who also has a password
+        (a break-glass admin), with a password prompt that an empty answer skips."""
         self._kbd.pop(username, None)
-        return "", "", "", [("Password: ", False)]
+        login = self._parse(username)
+        devices = self.gw.devices
+        user = None
+        if login is not None and devices is not None and not self._blocked(login, username):
+            user = await completed(self.access.idp_user(login.user))
+        if user is None or devices is None:
+            return "", "", "", [("Password: ", False)]
+        device = await completed(devices.start(user.name, self.addr))
+        self._device[username] = device
+        self._hold_login(DEVICE_WAIT)
+        text = (
+            f"Sign in with your identity provider to continue: {self.gw.device_url}"
+            f"{device.code}\r\n(the link works once, for {int(DEVICE_WAIT)} seconds)\r\n"
+        )
+        if user.has_password:
+            return "", text, "", [("Password (empty: wait for the browser): ", False)]
+        return "", text, "", []
+
+    def _hold_login(self, seconds: float) -> None:
+        """Give a device login its time: the login timer (60 s) is set again for it. This
+        reaches into asyncssh (pinned, like ``gateway.ssh.fastpath``)."""
+        conn = self.conn
+        if conn is None or getattr(conn, "_login_timer", None) is None:
+            return
+        conn._cancel_login_timer()
+        loop = asyncio.get_running_loop()
+        conn._login_timer = loop.call_later(seconds, conn._login_timer_callback)
+
+    async def _device_login(self, username: str, login: Login, device: DeviceLogin) -> bool:
+        devices = self.gw.devices
+        assert devices is not None
+        self._device[username] = device  # until decided: connection_lost cancels it
+        try:
+            approved = await devices.wait(device, DEVICE_WAIT)
+        finally:
+            self._device.pop(username, None)
+            await completed(devices.cancel(device))
+        if not approved:
+            return await self._failed(username, "device")
+        try:
+            user = await completed(self.gw.services.policy.get_user(login.user))
+        except Exception:
+            return await self._failed(username, "device")
+        if await completed(self._suffice(login, user, {Factor.IDP}, device.methods)):
+            return True
+        return await self._failed(username, "device-mfa")
 
     async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> Any:
         """First the password, then — when the user has TOTP — the code (echo off). A rule
         demanding MFA refuses a user without TOTP enrolled: the code cannot be asked."""
         login = self._parse(username)
+        device = self._device.pop(username, None)
+        if device is not None and login is not None:
+            if not responses or responses == [""]:
+                return await self._device_login(username, login, device)
+            assert self.gw.devices is not None
+            await completed(self.gw.devices.cancel(device))  # a password instead
         if login is None or len(responses) != 1 or self._blocked(login, username):
             return await self._failed(username, "keyboard-interactive")
         user = self._kbd.pop(username, None)

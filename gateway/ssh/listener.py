@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import asyncssh
 
 from gateway.metrics import Metrics
+from gateway.oidc.device import DeviceLogins
 from gateway.services import Services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.registry import SessionRegistry
@@ -66,6 +67,10 @@ class SshGateway:
     metrics: Metrics = field(default_factory=Metrics)
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 0
+    # SSH sign-in through the identity provider (None: no provider configured), and the
+    # web address its links start with.
+    devices: DeviceLogins | None = None
+    device_url: str = ""
     # Session set-ups that may touch the database at once. A burst of hundreds of sessions
     # starting together otherwise queues on SQLite's write lock, whose sleep-and-retry
     # waiting starves some of them past the busy timeout; the rest wait here, in order.

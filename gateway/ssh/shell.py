@@ -32,6 +32,8 @@ Lockgate gateway shell. Commands (each takes --json):
   extend GRANT --for DURATION --reason TEXT
   cancel REQUEST
   whoami
+  login                                    sign in (by key, password or your identity
+                                           provider's link) and say who you are
   help
 Connect to a granted target with:  ssh -p {port} {user}+ACCOUNT@TARGET@{host}
 """
@@ -72,7 +74,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> _Parser:
     root = _Parser(prog="lockgate", add_help=False)
     sub = root.add_subparsers(dest="cmd", parser_class=_Parser)
-    for name in ("help", "targets", "grants", "requests", "whoami"):
+    for name in ("help", "targets", "grants", "requests", "whoami", "login"):
         sub.add_parser(name, add_help=False).add_argument("--json", action="store_true")
     p = sub.add_parser("request", add_help=False)
     p.add_argument("target")
@@ -125,6 +127,12 @@ async def _dispatch(ctx: ShellContext, args: argparse.Namespace, out: StringIO) 
 
     if args.cmd == "help":
         out.write(HELP.format(port=ctx.gateway_port, user=ctx.user, host=ctx.gateway_host))
+        return 0
+    if args.cmd == "login":  # ssh USER@gw login: the sign-in itself was the point
+        user = await policy.get_user(ctx.user)
+        roles = ", ".join(sorted(user.roles)) or "none"
+        out.write(f"Signed in as {user.name} (roles: {roles}). Connect to a granted target with:\n")
+        out.write(f"  {ctx.connect_hint('ACCOUNT', 'TARGET')}\n")
         return 0
     if args.cmd == "whoami":
         user = await policy.get_user(ctx.user)

@@ -25,6 +25,7 @@ from gateway.web import (  # noqa: F401  (register routes)
 from gateway.web.auth import Authenticator, scheme
 from gateway.web.deps import DEPS, Deps
 from gateway.web.health import Check, Refresh, add_health_routes
+from gateway.web.oidc import add_oidc_routes
 from gateway.web.problems import problem_middleware
 from gateway.web.routes import MAX_BODY, TABLE
 from gateway.web.ui import add_ui_routes
@@ -71,5 +72,6 @@ def build_app(
     add_health_routes(app, deps.metrics, checks, refresh)
     TABLE.install(app)
     add_ui_routes(app)
+    add_oidc_routes(app)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
     return app

@@ -42,6 +42,9 @@ class Principal:
     user: User
     via: str  # "token" or "cookie"
     csrf: str = ""
+    signed_in_via: str = ""  # for a cookie: "password" or "oidc:<provider>"
+    signed_in_at: datetime | None = None
+    signed_in_methods: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -56,6 +59,9 @@ class _BrowserSession:
     user: str
     csrf: str
     expires: datetime
+    via: str = "password"  # or "oidc:<provider>"
+    at: datetime | None = None  # when the person signed in
+    methods: frozenset[str] = frozenset()  # the IdP's amr values and acr, for idp_mfa
 
 
 class BrowserSessions:
@@ -69,13 +75,17 @@ class BrowserSessions:
     def _digest(cookie: str) -> str:
         return hashlib.sha256(cookie.encode()).hexdigest()
 
-    def create(self, user: str) -> tuple[str, str]:
+    def create(
+        self, user: str, via: str = "password", methods: frozenset[str] = frozenset()
+    ) -> tuple[str, str]:
         """(cookie value, csrf token) for a fresh session."""
         now = self.clock()
         for key in [k for k, s in self._by_digest.items() if s.expires <= now]:
             del self._by_digest[key]
         cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-        self._by_digest[self._digest(cookie)] = _BrowserSession(user, csrf, now + SESSION_TTL)
+        self._by_digest[self._digest(cookie)] = _BrowserSession(
+            user, csrf, now + SESSION_TTL, via, now, methods
+        )
         return cookie, csrf
 
     def lookup(self, cookie: str) -> _BrowserSession | None:
@@ -149,7 +159,9 @@ class Authenticator:
                 except Exception:
                     return None
                 if not user.disabled:
-                    return Principal(user, "cookie", session.csrf)
+                    return Principal(
+                        user, "cookie", session.csrf, session.via, session.at, session.methods
+                    )
         return None
 
     @web.middleware

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.metrics import Metrics
+from gateway.oidc.federation import Federation
 from gateway.services import Services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.records import SessionStore
@@ -25,6 +26,7 @@ class Deps:
     metrics: Metrics
     browser: BrowserSessions
     signin: SignIn
+    federation: Federation | None = None
 
     @property
     def node(self) -> str:

@@ -111,23 +111,35 @@ def need_auditor(who: Principal) -> None:
 # --- sign-in -------------------------------------------------------------------------
 
 
-def _safe_next(value: str) -> str:
+def safe_next(value: str) -> str:
     """Only a path on this site: never another host (``//evil``) or a scheme."""
     if value.startswith("/") and not value.startswith("//") and "\\" not in value:
         return value
     return "/"
 
 
+def login_context(request: web.Request, next_url: str, message: str) -> dict[str, Any]:
+    """What the sign-in page shows: the form, and one button per identity provider."""
+    federation = request.app[DEPS].federation
+    providers = []
+    if federation is not None:
+        providers = [
+            (p.button, f"/auth/oidc/{p.name}/start?" + urlencode({"next": next_url}))
+            for p in federation.signin.providers.values()
+        ]
+    return {"next_url": next_url, "message": message, "providers": providers}
+
+
 async def login_page(request: web.Request) -> web.Response:
-    next_url = _safe_next(request.query.get("next", "/"))
-    return render(request, "login.html", who=None, next_url=next_url, message="")
+    next_url = safe_next(request.query.get("next", "/"))
+    return render(request, "login.html", who=None, **login_context(request, next_url, ""))
 
 
 async def login(request: web.Request) -> web.Response:
     if not same_origin(request):
         raise web.HTTPForbidden(text="Sign-in must come from the Lockgate sign-in page.")
     form = await request.post()
-    next_url = _safe_next(str(form.get("next", "/")))
+    next_url = safe_next(str(form.get("next", "/")))
     deps = request.app[DEPS]
     result = await deps.signin.attempt(
         str(form.get("user", "")),
@@ -141,8 +153,7 @@ async def login(request: web.Request) -> web.Response:
             "login.html",
             status=401,
             who=None,
-            next_url=next_url,
-            message="Sign-in failed.",
+            **login_context(request, next_url, "Sign-in failed."),
         )
     cookie, _ = result
     response = web.HTTPSeeOther(next_url)

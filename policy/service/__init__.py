@@ -19,6 +19,7 @@ from policy.service.base import (
     SessionAuthorization,
     normalize_key,
 )
+from policy.service.idp import IdpMixin, RoleChange, Withdrawn
 from policy.service.locks import LocksMixin
 from policy.service.requests import RequestsMixin
 from policy.service.targets import TargetsMixin
@@ -27,7 +28,13 @@ from policy.service.users import UsersMixin
 
 
 class PolicyService(
-    UsersMixin, TargetsMixin, RequestsMixin, LocksMixin, AuthorizationMixin, TokensMixin
+    UsersMixin,
+    TargetsMixin,
+    RequestsMixin,
+    LocksMixin,
+    AuthorizationMixin,
+    TokensMixin,
+    IdpMixin,
 ):
     """The access-model service: one object, one part per concern over ``ServiceBase``."""
 
@@ -37,6 +44,8 @@ __all__ = [
     "SYSTEM_ACTOR",
     "PolicyService",
     "Requestable",
+    "RoleChange",
     "SessionAuthorization",
+    "Withdrawn",
     "normalize_key",
 ]

@@ -10,6 +10,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
+from gateway.oidc.settings import parse_provider
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,6 +33,16 @@ def test_example_file_loads_and_documents_every_key(tmp_path: Path) -> None:
     cfg = load_config(ROOT / "config.example.toml", environ={})
     assert [r.name for r in cfg.rules] == ["dev-prod"]
     assert [r.name for r in cfg.anomaly_rules] == ["wipe"]
+    assert [p.name for p in cfg.oidc] == ["corp"]
+    (corp,) = cfg.oidc
+    table = tomllib.loads((ROOT / "config.example.toml").read_text())["auth"]["oidc"][0]
+    from gateway.oidc.settings import _KEYS
+
+    assert set(table) == _KEYS, "every [[auth.oidc]] key is documented"
+    assert corp == parse_provider(
+        {k: table[k] for k in ("name", "issuer", "client_id")}
+        | {"role_mappings": table["role_mappings"]}
+    ), "the example shows the defaults"
     text = (ROOT / "config.example.toml").read_text()
     from gateway.config import _SCHEMA
 
