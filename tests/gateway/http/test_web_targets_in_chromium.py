@@ -1,6 +1,6 @@
 """Web targets in a real Chromium: two targets side by side in two tabs on their own origins,
 the demo console served with a credential the person never typed, its WebSocket live, and
-an admin's terminate cutting page and WebSocket at once."""
+an admin's terminate or the grant's end cutting page and WebSocket at once."""
 
 from __future__ import annotations
 
