@@ -54,11 +54,17 @@ def headline(notice: Mapping[str, Any], escape: Callable[[object], str] = escape
     request = notice.get("request") or {}
     grant = notice.get("grant") or {}
     session = notice.get("session") or {}
+    prov = notice.get("provisioning") or {}
     who = escape(request.get("user") or grant.get("user") or session.get("user"))
     what = escape(
         f"{request.get('account') or grant.get('account') or session.get('account')}"
         f"@{request.get('target') or grant.get('target') or session.get('target')}"
     )
+    if event == "provisioning.cleanup_failed":
+        return (
+            f"Removing {escape(prov.get('account'))} from {escape(prov.get('target'))} failed"
+            f" ({escape(prov.get('error'))}); retrying until the target confirms"
+        )
     if event == "request.created":
         kind = "an extension of" if request.get("extends_grant") else "access to"
         return f"{who} requests {kind} {what} ({progress(request)} approvals)"
@@ -82,7 +88,7 @@ def headline(notice: Mapping[str, Any], escape: Callable[[object], str] = escape
     return f"BREAK-GLASS: {who} took {what} without approval"
 
 
-WIDE = {"Reason", "Ticket check", "Comment", "Revoke reason", "Session end"}
+WIDE = {"Reason", "Ticket check", "Comment", "Revoke reason", "Session end", "Error"}
 
 
 def facts(notice: Mapping[str, Any]) -> list[tuple[str, object]]:
@@ -90,9 +96,14 @@ def facts(notice: Mapping[str, Any]) -> list[tuple[str, object]]:
     request = notice.get("request") or {}
     grant = notice.get("grant") or {}
     session = notice.get("session") or {}
+    prov = notice.get("provisioning") or {}
     rows: list[tuple[str, object]] = [
         ("Target", request.get("target") or grant.get("target") or session.get("target")),
         ("Account", request.get("account") or grant.get("account") or session.get("account")),
+        ("Provisioned", f"{prov['kind']} {prov['account']}@{prov['target']}" if prov else None),
+        ("For", prov.get("user")),
+        ("Error", prov.get("error")),
+        ("Next try", prov.get("retry_at")),
         ("Reason", request.get("reason")),
         ("Ticket", request.get("ticket")),
         ("Ticket check", request.get("ticket_summary")),
@@ -115,6 +126,8 @@ def story(notice: Mapping[str, Any]) -> str:
         return f"Request {notice['request']['id']}"
     if notice.get("grant"):
         return f"Grant {notice['grant']['id']}"
+    if notice.get("provisioning"):
+        return f"Provisioned {notice['provisioning']['id']}"
     return f"Session {(notice.get('session') or {}).get('id', '')}"
 
 

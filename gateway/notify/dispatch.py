@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import SessionMaker
-from gateway.db.tables import audit_events, sessions
+from gateway.db.tables import audit_events, prov_items, sessions
 from gateway.notify import notice as n
 from gateway.notify.outbox import enqueue
 from gateway.notify.settings import Channel
@@ -175,6 +175,8 @@ class Dispatcher:
             return f"{self.public_url}/recordings/{session['id']}"
         if item.event in ("request.created", "request.approved"):
             return f"{self.public_url}/approvals?request={item.thread}"
+        if item.event == "provisioning.cleanup_failed":
+            return f"{self.public_url}/provisioned"
         return f"{self.public_url}/access"
 
     async def _recipients(self, db: AsyncSession, channel: Channel, item: n.Notice) -> list[str]:
@@ -230,7 +232,35 @@ class Dispatcher:
             ]
         if action == "session.end" and n.is_kill(str(details.get("reason", ""))):
             return await self._killed(db, row, key, at, str(details.get("reason", "")))
+        if action == "provision.retry" and details.get("state") == "revoking":
+            return await self._cleanup_failed(db, row, key, at, details)
         return []
+
+    async def _cleanup_failed(
+        self, db: AsyncSession, row: Any, key: str, at: datetime, details: dict[str, Any]
+    ) -> list[n.Notice]:
+        """A removal from a target failed: said at the first failure of each thing (it is
+        retried until the target confirms; the metric and the audit log count every try)."""
+        if details.get("attempt") != 1:
+            return []
+        item = (
+            await db.execute(sa.select(prov_items).where(prov_items.c.id == details.get("item")))
+        ).first()
+        if item is None:
+            return []
+        data = {
+            "provisioning": {
+                "id": item.id,
+                "kind": item.kind,
+                "target": item.target,
+                "account": item.account,
+                "user": item.user,
+                "grant": item.grant_id,
+                "error": str(details.get("error", ""))[:500],
+                "retry_at": details.get("retry_at"),
+            }
+        }
+        return [n.Notice("provisioning.cleanup_failed", key, item.id, "", at, row.actor, data)]
 
     async def _killed(
         self, db: AsyncSession, row: Any, key: str, at: datetime, reason: str

@@ -21,6 +21,7 @@ EVENTS = (
     "grant.revoked",
     "session.killed",
     "breakglass.used",
+    "provisioning.cleanup_failed",
 )
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")

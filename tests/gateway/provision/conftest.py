@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +15,7 @@ import pytest
 
 from gateway.app import Node, start_node
 from gateway.config import load_config
+from gateway.notify.settings import Channel
 from gateway.provision.store import Item
 from gateway.services import Services
 from policy.models import Rule
@@ -90,7 +91,13 @@ def nstarget() -> Iterator[NsTarget]:
         target.close()
 
 
-async def start_gateway(db_url: str, workdir: Path, timer: FakeTimer, name: str) -> Node:
+async def start_gateway(
+    db_url: str,
+    workdir: Path,
+    timer: FakeTimer,
+    name: str,
+    notifications: Sequence[Channel] = (),
+) -> Node:
     """A node on ``workdir``; a second call with the same ``workdir`` is the same node
     starting again (same data directory, master key and name), as after a crash."""
     if (workdir / "data").exists():
@@ -106,6 +113,7 @@ async def start_gateway(db_url: str, workdir: Path, timer: FakeTimer, name: str)
                 },
             ),
             recordings_path=workdir / "recordings",
+            notifications=list(notifications),
         )
         return await start_node(config, timer=timer, extra_rules=RULES)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -116,6 +124,7 @@ async def start_gateway(db_url: str, workdir: Path, timer: FakeTimer, name: str)
         rules=RULES,
         timer=timer,
         recordings_path=workdir / "recordings",
+        notifications=list(notifications),
     )
 
 

@@ -9,10 +9,12 @@ import subprocess
 import sys
 from datetime import timedelta
 
+from gateway.notify.settings import parse_channel
 from gateway.provision.service import backoff
 from gateway.provision.steps import account_name
 from policy.service import SYSTEM_ACTOR
 from tests.eventually import eventually
+from tests.gateway.notify.receivers import Hooks
 from tests.gateway.provision.conftest import ProvGateway, start_gateway
 from tests.target import free_port, ssh_argv
 
@@ -34,8 +36,19 @@ async def test_a_gateway_down_at_expiry_removes_the_account_when_it_starts(
 
 
 async def test_an_unreachable_target_is_retried_until_the_removal_is_confirmed(
-    pgw: ProvGateway,
+    pgw: ProvGateway, db_url: str
 ) -> None:
+    hooks = Hooks()
+    await hooks.start()
+    chat = {"name": "ops", "kind": "slack", "url": hooks.url("/slack")}
+    await pgw.node.stop("gateway shutdown")
+    pgw.node = await start_gateway(
+        db_url,
+        pgw.workdir / "node1",
+        pgw.timer,
+        "prov-node",
+        [parse_channel({**chat, "events": ["provisioning.*"]})],
+    )
     grant = await pgw.grant()
     rc, _, err = await pgw.ssh("alice", "alice+db01", "true")
     assert rc == 0, err
@@ -59,11 +72,17 @@ async def test_an_unreachable_target_is_retried_until_the_removal_is_confirmed(
     assert retries >= 2
     events = await pgw.services.audit.events()
     assert any(e.action == "provision.retry" and e.subject == item.subject for e in events)
+    # people hear of it once, at the first failure (the metric and audit count every try)
+    told = await eventually(lambda: hooks.slack, what="the cleanup-failed message")
+    assert len(told) == 1
+    text = told[0]["body"]["text"]
+    assert f"Removing {item.account} from db01 failed" in text and "cannot reach db01" in text
 
     await asyncio.to_thread(pgw.target.start)
     await pgw.timer.advance(backoff(5))
     await pgw.settled(item.id, "removed")
     assert item.account not in pgw.target.passwd()  # ...and gone once it is back
+    await hooks.stop()
 
 
 GATE = """#!/bin/sh
