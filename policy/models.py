@@ -92,6 +92,7 @@ class Rule:
     http_paths: tuple[str, ...] = ("/*",)  # web targets: globs over the normalised path
     groups: tuple[str, ...] = ()  # provisioned targets: the account's extra groups
     sudo: tuple[str, ...] = ()  # provisioned targets: ("ALL",) or absolute commands
+    provision_at: str = "session"  # provisioned targets: session (the first one) | approval
 
 
 class RequestState(enum.StrEnum):

@@ -44,6 +44,7 @@ _RULE_KEYS = {
     "http_paths",
     "groups",
     "sudo",
+    "provision_at",
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -174,7 +175,15 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
         http_paths=http_paths,
         groups=parse_groups(raw.get("groups", [])),
         sudo=parse_sudo(raw.get("sudo", "")),
+        provision_at=_provision_at(raw),
     )
+
+
+def _provision_at(raw: Mapping[str, Any]) -> str:
+    value = str(_typed(raw, "provision_at", str, "session"))
+    if value not in ("session", "approval"):
+        raise InvalidInput("provision_at must be session or approval")
+    return value
 
 
 def _glob(patterns: Sequence[str], value: str) -> bool:

@@ -5,8 +5,10 @@ account to log in as, created (ephemeral) or elevated for the grant first if it 
 ``reconcile`` is the durable half: every live row is looked at, a row whose grant has ended
 (expired, revoked, user or target locked) moves to ``revoking``, a ``creating`` row nobody is
 working on any more (its node died) too, and every ``revoking`` row is removed on the target,
-retried with backoff until the target confirms nothing is left. ``run`` does that at start
-and then whenever a grant ends, access changes, or a retry is due.
+retried with backoff until the target confirms nothing is left. Each pass also makes the
+account of a grant whose rule says ``provision_at = "approval"`` before its first session
+(``provision_approved``). ``run`` does that at start and then whenever a grant ends, access
+changes, or a retry is due.
 
 An ephemeral account's only way in is a key the gateway generated for the grant, kept in the
 vault under the account's name and deleted with the account: while a target is unreachable
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 import asyncssh
@@ -30,7 +32,7 @@ from gateway.provision import drift, steps
 from gateway.provision.remote import ProvisionError, TargetShell, open_shell
 from gateway.provision.store import LIVE, Item, Kind, ProvisionStore, State, UidRangeExhausted
 from policy.errors import PolicyError
-from policy.models import Clock, Target
+from policy.models import Clock, Grant, Target
 from policy.service import SYSTEM_ACTOR, PolicyService
 from vault.errors import VaultError
 from vault.secret import Secret
@@ -80,6 +82,7 @@ class Provisioner:
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._creating: dict[str, asyncio.Lock] = {}
+        self._early: set[str] = set()  # grants provisioned at approval from this node
 
     def wake(self) -> None:
         self._wake.set()
@@ -269,12 +272,43 @@ class Provisioner:
             return str(auth.decision.message)[:200], None
         return None, grant.expires_at
 
+    async def provision_approved(self, live: Sequence[Item]) -> None:
+        """Make the account (or elevation) of each active grant whose rule says
+        ``provision_at = "approval"`` and that has none yet, without waiting for its first
+        session. Tried once per grant on this node; a failure is taken away by the
+        reconciler like any other, and the first session then tries again."""
+        have = {item.grant_id for item in live}
+        for grant in await self.policy.list_grants(SYSTEM_ACTOR, active_only=True):
+            rule = self.policy.rule(grant.rule)
+            if grant.id in have or grant.id in self._early or rule is None:
+                continue
+            if rule.provision_at != "approval":
+                continue
+            try:
+                target = await self.policy.get_target(grant.target)
+            except PolicyError:
+                continue
+            if target.provision == "none":
+                continue
+            self._early.add(grant.id)
+            task = asyncio.ensure_future(self._early_account(grant.user, target, grant))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _early_account(self, user: str, target: Target, grant: Grant) -> None:
+        try:
+            await self.session_account(user, target, grant.account, grant.id)
+        except ProvisionRefused as exc:
+            log.warning("provisioning at approval for grant %s: %s", grant.id, exc)
+
     async def reconcile(self, *, starting: bool = False) -> datetime | None:
         """One pass over every live row (see the module docstring); returns when the next
         pass is due (a grant's end or a retry), None if nothing is scheduled."""
         now = self.clock()
         due: list[datetime] = []
-        for item in await self.store.list(states=LIVE):
+        live = await self.store.list(states=LIVE)
+        await self.provision_approved(live)
+        for item in live:
             if item.id in self._busy:
                 continue
             moved: Item | None = item

@@ -36,6 +36,14 @@ RULES = (
         groups=("lgops", "lgdb"),
         sudo=("/usr/bin/true",),
     ),
+    Rule(
+        name="early",
+        roles=frozenset({"early"}),
+        approvals=0,
+        require_reason=True,
+        groups=("lgops",),
+        provision_at="approval",
+    ),
 )
 
 

@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 
 from gateway.provision.steps import account_name
+from gateway.provision.store import Item
 from policy.service import SYSTEM_ACTOR
 from tests.eventually import eventually
 from tests.gateway.provision.conftest import ProvGateway
@@ -154,3 +155,26 @@ async def test_a_target_with_a_home_archive_keeps_the_home_there(pgw: ProvGatewa
     assert archived.name.startswith(item.account + "-")
     assert (archived / "notes").read_text() == "kept\n"
     assert not (pgw.target.root / "home" / item.account).exists()
+
+
+async def test_a_rule_can_make_the_account_at_approval(pgw: ProvGateway) -> None:
+    """``provision_at = "approval"``: the account is there before the first session."""
+    await pgw.services.policy.add_user(SYSTEM_ACTOR, "carol", roles=["early"])
+    request = await pgw.services.policy.create_request(
+        "carol", "db01", account=None, duration=timedelta(hours=1), reason="test"
+    )
+    assert request.grant_id
+    await pgw.grant("alice")  # under a rule that provisions at the first session
+    await pgw.services.provisioner.reconcile()
+
+    async def made() -> list[Item]:
+        return [i for i in await pgw.items("active") if i.grant_id == request.grant_id]
+
+    [item] = await eventually(made, what="the account made at approval", timeout=60)
+    assert item.account.startswith("lg-carol-") and item.account in pgw.target.passwd()
+    assert item.account in pgw.target.group_members("lgops")
+    assert [i.user for i in await pgw.items()] == ["carol"]  # nothing early for alice
+
+    await pgw.timer.advance(timedelta(hours=1, minutes=1))
+    await pgw.settled(item.id, "removed")
+    assert item.account not in pgw.target.passwd()
