@@ -42,7 +42,7 @@
   }
 
   function show(frame) {
-    if (frame) { screen.textContent = frame.lines.join("\n"); }
+    if (frame) { window.lockgateTerminal.draw(screen, frame); }
     seek.value = String(now);
     clock.textContent = fmt(now) + " / " + fmt(duration);
   }
@@ -165,6 +165,17 @@
       screen.textContent = "(" + err.message + ")";
       return;
     }
+    if (!info.indexed) {
+      // Right after a session ends its recording is indexed in the background (a few
+      // seconds): say so, and open the replay by itself once it is ready.
+      screen.textContent = info.sealed
+        ? "(the recording is being indexed; the replay opens when it is ready)"
+        : "(the session is still running; its replay opens when it ends)";
+      viewer.dataset.state = info.sealed ? "indexing" : "running";
+      window.setTimeout(start, info.sealed ? 1000 : 3000);
+      return;
+    }
+    viewer.dataset.state = "ready";
     duration = info.duration;
     seek.max = String(duration);
     fact("user", info.user);
@@ -172,6 +183,7 @@
     fact("account", info.account);
     fact("started", info.started_at);
     fact("length", fmt(info.duration));
+    fact("terminal", info.width + "x" + info.height + " " + (info.term || ""));
     fact("ended by", info.end_reason);
     if (info.grant) {
       fact("grant", info.grant.id);
@@ -187,10 +199,6 @@
       el.title = fmt(mark.t) + " " + mark.kind + ": " + (mark.text || mark.op || mark.path || "");
       el.addEventListener("click", function () { seekTo(mark.t); });
       markers.append(el);
-    }
-    if (!info.indexed) {
-      screen.textContent = "(this recording is not indexed yet; try again in a moment)";
-      return;
     }
     const wanted = Number(new URLSearchParams(window.location.search).get("t") || "0");
     await seekTo(wanted);
