@@ -92,7 +92,40 @@ async def target_add(ctx: Context) -> int:
         sensitive_params=web.get("sensitive_params", ()),
         record_bodies=web.get("record_bodies", 0),
     )
-    return ctx.emit(target)
+    if target.kind == "http" and not ctx.args.json:
+        ctx.err.write(web_next_steps(target.name, list(target.accounts)))
+    return show_target(ctx, target)
+
+
+SSH_ONLY = ("host", "port", "host_key")
+WEB_ONLY: tuple[str, ...] = ("url", "tls_verify", "tls_ca", "tls_fingerprint", "preserve_host")
+WEB_ONLY += ("sensitive_params", "record_bodies")
+
+
+def show_target(ctx: Context, target: Any) -> int:
+    """A target with the fields of its kind (all of them with --json)."""
+    if ctx.args.json:
+        return ctx.emit(target)
+    data = to_jsonable(target)
+    hidden = WEB_ONLY if data.get("kind") == "ssh" else SSH_ONLY
+    return ctx.emit({k: v for k, v in data.items() if k not in hidden})
+
+
+def web_next_steps(name: str, accounts: list[str]) -> str:
+    """What a new web target needs before anyone can open it (stderr, text mode)."""
+    account = accounts[0] if accounts else "ACCOUNT"
+    lines = [
+        f"lockgate: next for {name}: its credential, "
+        f"`lockgate credential set {name} {account} --basic-stdin` (USER:PASSWORD) or "
+        f'`--header NAME --value-stdin`; a rule whose channels include "http"; then people '
+        "request it and open it from My access in the web UI"
+    ]
+    if not accounts:
+        lines.append(
+            f"lockgate: {name} has no account, and grants and credentials name one: "
+            "add web targets with --account NAME"
+        )
+    return "\n".join(lines) + "\n"
 
 
 INSECURE_WARNING = (
@@ -162,7 +195,7 @@ async def target_list(ctx: Context) -> int:
 
 
 async def target_show(ctx: Context) -> int:
-    return ctx.emit(await ctx.svc.policy.get_target(ctx.args.name))
+    return show_target(ctx, await ctx.svc.policy.get_target(ctx.args.name))
 
 
 async def credential_set(ctx: Context) -> int:

@@ -139,7 +139,10 @@ async def _target_add(ctx: Context, api: Client) -> int:
         "labels": admin.parse_labels(a.label),
         **web,
     }
-    return ctx.emit(await api.call("POST", "/targets", body))
+    target = await api.call("POST", "/targets", body)
+    if a.url and not a.json:
+        ctx.err.write(admin.web_next_steps(a.name, list(a.account)))
+    return admin.show_target(ctx, target)
 
 
 @remote(admin.target_list)
@@ -149,7 +152,7 @@ async def _target_list(ctx: Context, api: Client) -> int:
 
 @remote(admin.target_show)
 async def _target_show(ctx: Context, api: Client) -> int:
-    return ctx.emit(await api.call("GET", f"/targets/{_seg(ctx.args.name)}"))
+    return admin.show_target(ctx, await api.call("GET", f"/targets/{_seg(ctx.args.name)}"))
 
 
 @remote(admin.credential_set)

@@ -63,7 +63,8 @@ class _Usage(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise _Usage(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("lockgate").strip()
+        raise _Usage(f"{command}: {message}" if command else message)
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         raise _Usage(message or "")

@@ -11,7 +11,13 @@ from policy import requests as machine
 from policy import store
 from policy import tables as t
 from policy.durations import format_duration
-from policy.errors import AccessDenied, Conflict, InvalidInput, InvalidTransition, NotFound
+from policy.errors import (
+    AccessDenied,
+    Conflict,
+    InvalidTransition,
+    NotFound,
+    Refused,
+)
 from policy.models import (
     ADMIN,
     AUDITOR,
@@ -44,7 +50,7 @@ class RequestsMixin(GrantsMixin):
         tgt = await self.get_target(target)
         account = account or tgt.default_account
         if not account or (tgt.accounts and account not in tgt.accounts):
-            raise InvalidInput(
+            raise Refused(
                 f"target {tgt.name} has no account {account or '(default)'}; "
                 f"accounts: {', '.join(tgt.accounts) or 'none'}"
             )
