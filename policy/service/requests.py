@@ -56,7 +56,10 @@ class RequestsMixin(GrantsMixin):
             )
         rule = match_rule(self.rules, person.roles, tgt, account)
         if rule is None:
-            raise AccessDenied(f"no rule lets {actor} request {account}@{tgt.name}")
+            raise AccessDenied(
+                f"no rule lets {actor} request {account}@{tgt.name}; an admin adds one: a "
+                "[[rules]] entry in the configuration naming one of the user's roles"
+            )
         terms = check_request(rule, tgt.name, duration, reason, ticket, now)
         duration, reason, ticket = terms.duration, terms.reason, terms.ticket
         request = AccessRequest(

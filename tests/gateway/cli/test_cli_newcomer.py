@@ -118,7 +118,11 @@ def test_refusals_exit_1_and_bad_usage_2(here: Path) -> None:
         ((*request, "--for", "5h"), 1, "at most 4h on db02 (rule dev-prod)"),
         ((*request, "--for", "1h", "--account", "admin"), 1, "db02 has no account admin"),
         (("request", "db1", "--for", "1h", "--reason", "x", "--as", "alice"), 1, "no target db1"),
-        (("request", "db01", "--for", "1h", "--reason", "x", "--as", "alice"), 1, "no rule"),
+        (
+            ("request", "db01", "--for", "1h", "--reason", "x", "--as", "alice"),
+            1,
+            "an admin adds one: a [[rules]] entry",
+        ),
         ((*request, "--for", "-5m"), 2, "invalid duration '-5m': must be more than zero"),
         ((*request, "--for", "forever"), 2, "invalid duration 'forever'"),
         (("request",), 2, "the following arguments are required: target"),
