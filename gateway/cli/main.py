@@ -148,6 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p = subcommand(users, "disable", admin.user_disable, "disable a user")
     p.add_argument("name")
+    p = subcommand(users, "set", admin.user_set, "change a user (what is not named stays)")
+    p.add_argument("name")
+    p.add_argument("--password-stdin", action="store_true", help="read a new password from stdin")
+    p.add_argument("--totp", action="store_true", help="enrol a (new) TOTP second factor")
+    p.add_argument(
+        "--add-key", action="append", default=[], type=Path, metavar="FILE", help="(repeatable)"
+    )
+    p.add_argument(
+        "--remove-key",
+        action="append",
+        default=[],
+        metavar="FP",
+        help="SHA256:... fingerprint or key line (repeatable)",
+    )
+    p.add_argument(
+        "--role", action="append", default=None, help="the user's roles, all of them (repeatable)"
+    )
+    p.add_argument("--enable", action="store_true", help="enable a disabled user")
 
     targets = group("target", "manage targets")
     p = subcommand(

@@ -115,6 +115,24 @@ async def _user_show(ctx: Context, api: Client) -> int:
     return ctx.emit(await api.call("GET", f"/users/{_seg(ctx.args.name)}"))
 
 
+@remote(admin.user_set)
+async def _user_set(ctx: Context, api: Client) -> int:
+    a = ctx.args
+    admin.check_user_set(ctx)
+    if a.totp:
+        raise Usage("--totp runs on the gateway host (the enrolment is shown there, once)")
+    body: dict[str, Any] = {
+        "add_keys": admin.read_keys(a.add_key),
+        "remove_keys": a.remove_key,
+        "enable": a.enable,
+    }
+    if a.role is not None:
+        body["roles"] = a.role
+    if a.password_stdin:
+        body["password"] = ctx.read_stdin_secret("password")
+    return ctx.emit(await api.call("POST", f"/users/{_seg(a.name)}/change", body))
+
+
 @remote(admin.user_disable)
 async def _user_disable(ctx: Context, api: Client) -> int:
     return ctx.emit(await api.call("POST", f"/users/{_seg(ctx.args.name)}/disable", {}))
