@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--for", dest="duration", metavar="DURATION")
     p.add_argument("--reason", default="")
     p.add_argument("--ticket", default="")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the decision (Ctrl-C stops waiting)"
+    )
     p = command("requests", access.requests, "list access requests")
     p.add_argument("--pending", action="store_true")
     p = command("approve", access.approve, "approve a request")

@@ -225,7 +225,12 @@ async def _request(ctx: Context, api: Client) -> int:
         "reason": a.reason,
         "ticket": a.ticket,
     }
-    return ctx.emit(await api.call("POST", "/requests", body))
+    created = await api.call("POST", "/requests", body)
+    if a.wait:
+        return await access.wait_for_decision(
+            ctx, created, lambda rid: api.call("GET", f"/requests/{_seg(rid)}")
+        )
+    return ctx.emit(created)
 
 
 @remote(access.requests)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import pty
 import re
@@ -257,3 +258,39 @@ def test_ctrl_c_stops_play(here: Path) -> None:
         os.close(master)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
+
+
+def test_request_wait_on_the_host(here: Path) -> None:
+    ask = ("request", "db02", "--for", "1h", "--reason", "INC-2", "--as", "alice", "--wait")
+    proc = subprocess.Popen(
+        [PY, "-m", "gateway", *ask, "--json"],
+        cwd=here,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "is pending approval; waiting" in line, line
+    match = re.search(r"request (rq-[0-9a-f]+)", line)
+    assert match is not None
+    approved = lockgate(here, "approve", match.group(1), "--as", "bob", "--comment", "ok")
+    assert approved.returncode == 0, approved.stderr
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and json.loads(out)["state"] == "approved"
+
+    waiting, master = _on_a_terminal(here, *ask)
+    try:
+        seen = _read_until(master, b"(Ctrl-C stops waiting", waiting)
+        rid = re.search(rb"request (rq-[0-9a-f]+)", seen)
+        assert rid is not None
+        os.write(master, b"\x03")
+        assert waiting.wait(60) == 130
+        assert b"still pending" in _rest(master)
+    finally:
+        os.close(master)
+        if waiting.poll() is None:
+            waiting.kill()
+    pending = json.loads(lockgate(here, "requests", "--pending", "--json").stdout)
+    assert rid.group(1).decode() in [r["id"] for r in pending]

@@ -85,3 +85,58 @@ def _seed(uri: str) -> bytes:
 
     secret = parse_qs(urlsplit(uri).query)["secret"][0]
     return base64.b32decode(secret + "=" * (-len(secret) % 8))
+
+
+async def _read_until(master: int, seen: bytearray, text: bytes) -> None:
+    while text not in seen:
+        seen += await asyncio.to_thread(os.read, master, 4096)
+
+
+async def test_request_wait_says_so_at_once_and_ctrl_c_stops_waiting(gateway: Gateway) -> None:
+    """In the gateway shell's prompt on a real terminal: the waiting line shows before any
+    decision; Ctrl-C stops the wait, the request stays pending, and the prompt answers."""
+    argv = gateway.ssh_args("alice", "alice")
+    argv[1:1] = ["-tt"]
+    master, slave = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=slave, stdout=slave, stderr=slave, preexec_fn=_take_terminal
+    )
+    os.close(slave)
+    seen = bytearray()
+    try:
+        await asyncio.wait_for(_read_until(master, seen, b"lockgate> "), 30)
+        os.write(master, b'request db01 --for 30m --reason "INC-7 wait" --wait\r')
+        await asyncio.wait_for(_read_until(master, seen, b"waiting (Ctrl-C stops waiting"), 30)
+        pending = await gateway.policy.list_requests("alice", pending_only=True, mine_only=True)
+        assert len(pending) == 1  # nothing decided yet, and the line is already there
+        os.write(master, b"\x03")
+        await asyncio.wait_for(_read_until(master, seen, b"stopped waiting; request"), 30)
+        os.write(master, b"requests\r")
+        await asyncio.wait_for(_read_until(master, seen, b"INC-7 wait"), 30)
+        os.write(master, b"exit\r")
+        await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(master)
+    still = await gateway.policy.list_requests("alice", pending_only=True, mine_only=True)
+    assert [r.id for r in still] == [r.id for r in pending]
+
+
+async def test_request_wait_as_a_command_ends_when_approved(gateway: Gateway) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *gateway.ssh_args("alice", "alice"),
+        "request", "db01", "--for", "30m", "--reason", "INC-8", "--wait",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    line = await asyncio.wait_for(proc.stderr.readline(), 30)
+    assert b"is pending approval; waiting" in line
+    [request] = await gateway.policy.list_requests("alice", pending_only=True, mine_only=True)
+    assert request.id.encode() in line
+    await gateway.policy.approve("bob", request.id, "go")
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    assert b"approved: ssh -p" in out
