@@ -85,6 +85,7 @@ async def init(ctx: Context) -> int:
         f"wrote {path}\n"
         f"data directory {config.server.data_dir} (host key, master key, database, recordings)\n"
         "next steps:\n"
+        f"  add a [[rules]] entry to {path} (the commented example) saying who may ask for what\n"
         "  lockgate user add alice --role admin --key ~/.ssh/id_ed25519.pub\n"
         "  lockgate token create alice            # a token for the HTTP API\n"
         "  lockgate serve\n"
