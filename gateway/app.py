@@ -228,6 +228,7 @@ async def start_node(
             metrics=metrics,
             browser=browser,
             signin=SignIn(services, gateway.throttle, browser, metrics),
+            ssh_address=(gateway.gateway_host, gateway.gateway_port),
         )
         node.deps = deps
         core = WebCore(

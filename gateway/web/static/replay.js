@@ -47,6 +47,14 @@
     clock.textContent = fmt(now) + " / " + fmt(duration);
   }
 
+  function when(iso) {
+    // "2026-12-02T14:54:26.123456+00:00" as "2026-12-02 14:54:26 UTC": no microseconds.
+    if (!iso) { return null; }
+    const at = new Date(iso);
+    if (isNaN(at.getTime())) { return iso; }
+    return at.toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  }
+
   function fact(name, value) {
     const dt = document.createElement("dt");
     dt.textContent = name;
@@ -181,7 +189,8 @@
     fact("user", info.user);
     fact("target", info.target);
     fact("account", info.account);
-    fact("started", info.started_at);
+    fact("started", when(info.started_at));
+    fact("ended", when(info.ended_at));
     fact("length", fmt(info.duration));
     fact("terminal", info.width + "x" + info.height + " " + (info.term || ""));
     fact("ended by", info.end_reason);
