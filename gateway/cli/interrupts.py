@@ -42,6 +42,29 @@ def _quit(signum: int, frame: FrameType | None) -> None:
     os._exit(INTERRUPTED)
 
 
+_wakeup: list[int] = []  # the write end the signal machinery writes signal numbers to
+
+
+def _watch() -> None:
+    """A thread that exits on SIGINT even while the main thread cannot run Python: the
+    kernel may hand the signal to another thread (a worker replaying a recording, a database
+    thread), and then nothing wakes the main thread until its wait ends on its own."""
+    import threading
+
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    _wakeup[:] = [write]
+
+    def watch() -> None:
+        while data := os.read(read, 64):
+            if signal.SIGINT in data:
+                _restore_terminal()
+                os._exit(INTERRUPTED)
+
+    threading.Thread(target=watch, name="lockgate-ctrl-c", daemon=True).start()
+
+
 def install() -> None:
     """Ctrl-C exits quietly with 130 (the console program calls this first)."""
     with contextlib.suppress(Exception):
@@ -50,6 +73,8 @@ def install() -> None:
 
             _saved_tty[:] = [termios.tcgetattr(sys.stdin.fileno())]
     signal.signal(signal.SIGINT, _quit)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # as a shell starts programs
+    _watch()
 
 
 def pipe_closed() -> int:
@@ -74,6 +99,8 @@ def _handled_by_loop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         signal.signal(signal.SIGINT, previous)
+        if _wakeup:  # asyncio took the wakeup descriptor over while it handled the signal
+            signal.set_wakeup_fd(_wakeup[0], warn_on_full_buffer=False)
 
 
 async def interruptible(wait: Awaitable[T]) -> T:

@@ -21,12 +21,22 @@ LOGIN = f"alice+{TARGET_USER}@db01"
 
 
 def rows(driver: WebDriver) -> list[str]:
-    return [r.text for r in driver.find_elements(By.CSS_SELECTOR, "table tbody tr")]
+    """The table rows' text (read in one step, like ``flash``)."""
+    return list(
+        driver.execute_script(
+            "return Array.from(document.querySelectorAll('table tbody tr'), r => r.innerText);"
+        )
+    )
 
 
 def flash(driver: WebDriver) -> str:
-    box = driver.find_element(By.ID, "flash")
-    return str(box.text) if box.is_displayed() else ""
+    """The confirmation shown (read in one step: the page may be reloading meanwhile)."""
+    return str(
+        driver.execute_script(
+            "const box = document.getElementById('flash');"
+            "return box && !box.hidden ? box.textContent : '';"
+        )
+    )
 
 
 @pytest.mark.timeout(600)
