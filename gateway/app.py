@@ -38,6 +38,7 @@ from gateway.throttle import Throttle
 from gateway.web.app import FOREIGN, build_app
 from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme
 from gateway.web.deps import Deps
+from policy import passwords
 from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
 from recorder.follow import LiveIndexer
@@ -160,6 +161,7 @@ async def start_node(
     _check_recordings(config.recordings_path)
     timer = timer or RealTimer()
     services = await open_services(config, clock=timer.now)
+    await asyncio.to_thread(passwords.warm)  # before any sign-in can be timed
     try:
         try:
             await services.audit.record(

@@ -20,7 +20,6 @@ from typing import NoReturn, TextIO
 
 from gateway.cli import access, admin, interrupts, recordings, run, setup
 from gateway.cli.context import Context, Usage
-from gateway.cli.remote import run_remote
 from gateway.config import load_config
 from gateway.errors import AuditError, ConfigError, StartupError
 from gateway.services import open_services
@@ -327,6 +326,8 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if url or token:
         if not (url and token):
             raise Usage("set both LOCKGATE_URL and LOCKGATE_TOKEN to use the HTTP API")
+        from gateway.cli.remote import run_remote  # aiohttp, only through the API
+
         ctx = Context(args, out, err, None, None, "")
         return await run_remote(ctx, url, token)
     path = config_path(args)

@@ -6,12 +6,13 @@ import io
 from dataclasses import replace
 from pathlib import Path
 
-from gateway.app import describe, public_host, run_until_signalled, start_node
 from gateway.cli.context import Context
 from gateway.config import Config, load_config
 
 
 async def serve(ctx: Context) -> int:
+    from gateway.app import describe, run_until_signalled, start_node  # only when serving
+
     node = await start_node(load_config(ctx.config_path))
     ctx.out.write(describe(node))
     ctx.out.flush()
@@ -25,6 +26,7 @@ serve.needs_services = False  # type: ignore[attr-defined]
 async def demo(ctx: Context) -> int:
     """First run: initialise ./lockgate.toml; then serve with a built-in target and user."""
     from gateway import demo_web, demo_web_setup
+    from gateway.app import describe, public_host, run_until_signalled, start_node
     from gateway.cli.setup import init
     from gateway.demo import DEMO_RULE, DEMO_TARGET, DEMO_USER, provision, start_demo_target
     from gateway.services import open_services
