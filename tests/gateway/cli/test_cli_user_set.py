@@ -4,9 +4,11 @@ afterwards, on the gateway host and through the API — the real CLI against a r
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -98,3 +100,21 @@ async def test_user_set_gives_bob_a_second_factor_and_changes_the_rest(
     ):
         code, _, err = await lockgate(host, *argv)
         assert code == status and says in err and err.count("\n") == 1, (argv, err)
+
+
+async def test_request_wait_through_the_api(web: Web) -> None:
+    """``request --wait`` from anywhere: the waiting line at once, then the decision."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway",
+        "request", "db01", "--for", "20m", "--reason", "INC-11 remote wait", "--wait", "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=remote_env(web, "requester"),
+    )  # fmt: skip
+    assert proc.stderr is not None
+    line = await asyncio.wait_for(proc.stderr.readline(), 60)
+    assert b"is pending approval; waiting" in line, line
+    [pending] = await web.policy.list_requests("alice", pending_only=True, mine_only=True)
+    await web.policy.approve("bob", pending.id, "go")
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0 and json.loads(out)["state"] == "approved"
