@@ -120,16 +120,25 @@ def signed_in(request: web.Request) -> Principal:
 
 def error_page(request: web.Request, status: int, title: str, message: str) -> web.HTTPException:
     """A styled page (the layout and its navigation) for a refused or missing page."""
+    return _error_page(request.get(PRINCIPAL), status, title, message)
+
+
+def _error_page(who: Principal | None, status: int, title: str, message: str) -> web.HTTPException:
     text = ENV.get_template("error.html").render(
-        who=request.get(PRINCIPAL), title=title, message=message, status=status
+        who=who, title=title, message=message, status=status
     )
     error = web.HTTPForbidden if status == 403 else web.HTTPNotFound
     return error(text=text, content_type="text/html")
 
 
-def forbidden_unless_auditor(request: web.Request, who: Principal) -> None:
+def need_auditor(who: Principal) -> None:
+    """Auditors and admins only: anyone else gets the styled 403 page."""
     if not who.user.is_auditor:
-        raise error_page(request, 403, "Not for you", "This page is for auditors and admins.")
+        raise _error_page(who, 403, "Not for you", "This page is for auditors and admins.")
+
+
+def forbidden_unless_auditor(request: web.Request, who: Principal) -> None:
+    need_auditor(who)
 
 
 async def favicon(request: web.Request) -> web.Response:
