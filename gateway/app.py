@@ -44,6 +44,7 @@ from gateway.throttle import Throttle
 from gateway.web.app import FOREIGN, build_app
 from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme, scheme_of
 from gateway.web.deps import Deps
+from policy import passwords
 from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
 from recorder.follow import LiveIndexer
@@ -193,6 +194,7 @@ async def start_node(
     _check_recordings(config.recordings_path)
     timer = timer or RealTimer()
     services = await open_services(config, clock=timer.now)
+    await asyncio.to_thread(passwords.warm)  # before any sign-in can be timed
     try:
         try:
             await services.audit.record(
@@ -264,6 +266,7 @@ async def start_node(
             browser=browser,
             signin=SignIn(services, gateway.throttle, browser, metrics),
             federation=federation,
+            ssh_address=(gateway.gateway_host, gateway.gateway_port),
         )
         node.deps = deps
         core = WebCore(

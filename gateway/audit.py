@@ -167,6 +167,50 @@ class AuditLog:
             for r in rows
         ]
 
+    async def page(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> tuple[list[AuditEvent], int | None]:
+        """Newest first, filtered in the query (``action`` matches a prefix: ``request.``);
+        ``before`` is the sequence number the previous page ended at. Returns the page and
+        the next ``before`` (None on the last page)."""
+        query = sa.select(audit_events).order_by(audit_events.c.seq.desc())
+        if actor:
+            query = query.where(audit_events.c.actor == actor)
+        if action:
+            escaped = action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(audit_events.c.action.like(f"{escaped}%", escape="\\"))
+        if subject:
+            query = query.where(audit_events.c.subject == subject)
+        if since is not None:
+            query = query.where(audit_events.c.at >= since)
+        if until is not None:
+            query = query.where(audit_events.c.at < until)
+        if before is not None:
+            query = query.where(audit_events.c.seq < before)
+        async with self.maker() as db:
+            rows = (await db.execute(query.limit(limit + 1))).all()
+        events = [
+            AuditEvent(
+                seq=r.seq,
+                at=_as_utc(r.at),
+                node=r.node,
+                actor=r.actor,
+                action=r.action,
+                subject=r.subject,
+                details=json.loads(r.details),
+            )
+            for r in rows[:limit]
+        ]
+        return events, events[-1].seq if len(rows) > limit and events else None
+
     async def verify(self) -> VerifyResult:
         """Walk the whole chain; report the first sequence number where it breaks."""
         async with self.maker() as db:

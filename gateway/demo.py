@@ -2,8 +2,10 @@
 generated key and an auto-approving rule, so a first user can try the whole path at once.
 
 The demo target gives a real shell (in a pty), exec and SFTP, as the operating-system user
-running Lockgate, in a scratch directory. It listens on 127.0.0.1 only, with a random
-password that exists only in the vault, so it is reachable only through the gateway.
+running Lockgate, starting in a scratch directory (file transfers too: relative paths are
+from there, absolute ones are the machine's, as in the shell). It listens on 127.0.0.1
+only, with a random password that exists only in the vault, so it is reachable only through
+the gateway.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import shutil
 import struct
 import termios
 from pathlib import Path
-from typing import Any
 
 import asyncssh
 
@@ -59,6 +60,47 @@ class _DemoServer(asyncssh.SSHServer):
         return username == self.account and hmac.compare_digest(password, self.password)
 
 
+class _DemoFiles(asyncssh.SFTPServer):
+    """SFTP and scp on the demo target: relative paths from the demo home, absolute ones as
+    they are (the shell is not confined either), and an exit status at the end as OpenSSH's
+    sftp-server gives (without one the gateway reports the channel as lost and scp fails)."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel[bytes], home: Path) -> None:
+        super().__init__(chan)
+        self.home = os.fsencode(home)
+
+    def map_path(self, path: bytes) -> bytes:
+        return path if path.startswith(b"/") else os.path.join(self.home, path)
+
+    def exit(self) -> None:
+        self.channel.exit(0)
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncssh.SSHWriter[bytes]) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+
+
+async def _feed(process: asyncssh.SSHServerProcess[bytes], stdin: asyncio.StreamWriter) -> None:
+    """The person's input to the command, then its end of file. Not asyncssh's redirect:
+    that leaves a clean-up coroutine that only ``wait_closed`` would await."""
+    try:
+        while True:
+            try:
+                data = await process.stdin.read(65536)
+            except (asyncssh.BreakReceived, asyncssh.SignalReceived, asyncssh.TerminalSizeChanged):
+                continue
+            if not data:
+                break
+            stdin.write(data)
+            await stdin.drain()
+    except (ConnectionError, asyncssh.Error):
+        pass
+    finally:
+        stdin.close()
+
+
 async def _run(process: asyncssh.SSHServerProcess[bytes], home: Path) -> None:
     shell = shutil.which("bash") or "/bin/sh"
     env = {
@@ -80,18 +122,14 @@ async def _run(process: asyncssh.SSHServerProcess[bytes], home: Path) -> None:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        assert proc.stdout is not None and proc.stderr is not None
-        await process.redirect(stdin=proc.stdin)
-
-        async def copy(reader: asyncio.StreamReader, writer: Any) -> None:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        feed = asyncio.ensure_future(_feed(process, proc.stdin))
         # Every byte the command wrote is sent before the exit status: exiting as soon as the
-        # child ended dropped output still in flight through a redirect.
-        await asyncio.gather(copy(proc.stdout, process.stdout), copy(proc.stderr, process.stderr))
-        process.exit(await proc.wait())
+        # child ended dropped output still in flight.
+        await asyncio.gather(_copy(proc.stdout, process.stdout), _copy(proc.stderr, process.stderr))
+        status = await proc.wait()
+        feed.cancel()
+        process.exit(status)
         return
     master, slave = pty.openpty()
     _set_size(slave, process.get_terminal_size())
@@ -139,6 +177,7 @@ async def _run(process: asyncssh.SSHServerProcess[bytes], home: Path) -> None:
 
 async def start_demo_target(home: Path) -> tuple[asyncssh.SSHAcceptor, int, str, str]:
     """Start the target on 127.0.0.1; returns (acceptor, port, host key line, password)."""
+    home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     (home / "README").write_text(
         "This is the Lockgate demo target. Everything you type here is recorded.\n"
@@ -153,7 +192,7 @@ async def start_demo_target(home: Path) -> tuple[asyncssh.SSHAcceptor, int, str,
         server_factory=lambda: _DemoServer(account, password),
         process_factory=lambda p: _run(p, home),
         encoding=None,
-        sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(home).encode()),
+        sftp_factory=lambda chan: _DemoFiles(chan, home),
         allow_scp=True,
         agent_forwarding=False,
         x11_forwarding=False,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
+import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,20 +36,32 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+EMPTY = "-"  # what an empty value prints as, everywhere
+
+
 def _cell(value: Any) -> str:
+    """One value as a person reads it: times to the second with their zone, yes/no, lists
+    joined by commas, tables as ``key=value`` words, never a Python repr."""
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     value = to_jsonable(value)
-    if value is None:
-        return "-"
+    if value is None or value == "" or value == [] or value == {}:
+        return EMPTY
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return ",".join(str(v) for v in value) or "-"
+        return ",".join(_cell(v) for v in value)
     if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+        return " ".join(f"{k}={_cell(v)}" for k, v in value.items())
     text = str(value)
-    if len(text) == 32 and text[10] == "T":  # trim isoformat to the second
-        return text[:19].replace("T", " ")
+    if _ISO_TIME.fullmatch(text):  # a time that came as text (JSON, the API)
+        with contextlib.suppress(ValueError):
+            return _cell(datetime.fromisoformat(text))
     return text.replace("\n", " ")
+
+
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(\+00:00|Z)")
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], out: TextIO) -> None:

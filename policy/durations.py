@@ -16,6 +16,8 @@ MAX = timedelta(days=365)
 def parse_duration(text: str) -> timedelta:
     """Parse a positive duration of at most 365 days; units must not repeat or go backwards."""
     value = text.strip().lower()
+    if value.startswith("-") and _FULL.fullmatch(value[1:]):
+        raise InvalidInput(f"invalid duration {text!r}: must be more than zero, e.g. 30m")
     if not _FULL.fullmatch(value):
         raise InvalidInput(f"invalid duration {text!r}: use e.g. 90s, 15m, 1h, 2h30m, 1d")
     seconds, last = 0, -1

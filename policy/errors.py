@@ -13,6 +13,11 @@ class AccessDenied(PolicyError):
     """The actor may not do this."""
 
 
+class Refused(AccessDenied):
+    """Well-formed, but the rules do not allow it: longer than a rule's maximum, an account
+    the target does not have, a reason or ticket the rule requires left out."""
+
+
 class Conflict(PolicyError):
     """The object already exists, or changed concurrently."""
 

@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from policy.durations import format_duration, parse_duration
-from policy.errors import AccessDenied, InvalidInput
+from policy.errors import AccessDenied, InvalidInput, Refused
 from policy.httppath import is_method_token, normalize_http_path
 from policy.models import CHANNEL_KINDS, Decision, Grant, Lock, Rule, Target, User
 from policy.provisioning import parse_groups, parse_sudo
@@ -248,13 +248,13 @@ def check_request(
     if duration <= timedelta(0):
         raise InvalidInput("the duration must be positive")
     if duration > rule.max_duration:
-        raise InvalidInput(
+        raise Refused(
             f"at most {format_duration(rule.max_duration)} on {target} (rule {rule.name})"
         )
     reason = clean_text(reason, "reason", required=rule.require_reason)
     ticket = clean_text(ticket, "ticket")
     if rule.ticket_pattern and not re.search(rule.ticket_pattern, ticket):
-        raise InvalidInput(f"a ticket matching {rule.ticket_pattern} is required")
+        raise Refused(f"a ticket matching {rule.ticket_pattern} is required")
     hours = parse_hours(rule.hours)
     if hours is not None and not hours.contains(now) and not rule.break_glass:
         raise AccessDenied(f"{target} may be requested only {rule.hours}")
@@ -265,7 +265,7 @@ def clean_text(value: str, what: str, *, required: bool = False) -> str:
     """``value`` with white space folded; InvalidInput when required and empty, or too long."""
     value = " ".join(value.split())
     if required and not value:
-        raise InvalidInput(f"a {what} is required")
+        raise Refused(f"a {what} is required")
     if len(value) > MAX_TEXT:
         raise InvalidInput(f"the {what} is longer than {MAX_TEXT} characters")
     return value

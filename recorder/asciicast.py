@@ -12,34 +12,48 @@ import codecs
 import json
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
-from recorder.events import MASKED, RESIZE, Kind, Record
+from recorder.events import MASKED, Kind, Record, size_of, terminal_of
 from recorder.http import display_line
 
 
+def _header(meta: dict[str, Any]) -> dict[str, Any]:
+    started = datetime.fromisoformat(meta["started"])
+    return {
+        "version": 2,
+        "width": meta.get("width", 80),
+        "height": meta.get("height", 24),
+        "timestamp": int(started.timestamp()),
+        "env": {"TERM": meta.get("term", "xterm")},
+        "title": (
+            f"{meta.get('user')} -> {meta.get('target')} (http)"
+            if meta.get("kind") == "http"
+            else f"{meta.get('user')} -> {meta.get('account')}@{meta.get('target')}"
+        ),
+    }
+
+
 def export(records: Iterator[Record]) -> Iterator[str]:
+    """The header carries the first geometry: the pty request's size and TERM when it came
+    before anything was shown (it always does for a shell), else the recording's header."""
     out = codecs.getincrementaldecoder("utf-8")("replace")
     inp = codecs.getincrementaldecoder("utf-8")("replace")
+    header: dict[str, Any] | None = None
     for record in records:
         t = round(record.t, 6)
         kind = record.kind
         if kind is Kind.META:
-            meta = json.loads(record.data)
-            started = datetime.fromisoformat(meta["started"])
-            header = {
-                "version": 2,
-                "width": meta.get("width", 80),
-                "height": meta.get("height", 24),
-                "timestamp": int(started.timestamp()),
-                "env": {"TERM": meta.get("term", "xterm")},
-                "title": (
-                    f"{meta.get('user')} -> {meta.get('target')} (http)"
-                    if meta.get("kind") == "http"
-                    else f"{meta.get('user')} -> {meta.get('account')}@{meta.get('target')}"
-                ),
-            }
+            header = _header(json.loads(record.data))
+            continue
+        if header is not None:
+            if kind is Kind.TERMINAL:
+                term, header["width"], header["height"] = terminal_of(record.data)
+                header["env"] = {"TERM": term}
+                continue
             yield json.dumps(header)
-        elif kind is Kind.OUTPUT:
+            header = None
+        if kind is Kind.OUTPUT:
             text = out.decode(record.data)
             if text:
                 yield json.dumps([t, "o", text])
@@ -53,9 +67,8 @@ def export(records: Iterator[Record]) -> Iterator[str]:
             line = display_line(record.data)
             if line:
                 yield json.dumps([t, "o", line.decode()])
-        elif kind is Kind.RESIZE:
-            width, height = RESIZE.unpack(record.data)
-            yield json.dumps([t, "r", f"{width}x{height}"])
+        elif (size := size_of(record)) is not None:
+            yield json.dumps([t, "r", f"{size[0]}x{size[1]}"])
         elif kind in (Kind.MARKER, Kind.EXEC, Kind.SEAL):
             label = (
                 json.loads(record.data).get("text", "")
@@ -65,3 +78,5 @@ def export(records: Iterator[Record]) -> Iterator[str]:
                 else "end: " + json.loads(record.data).get("reason", "")
             )
             yield json.dumps([t, "m", label])
+    if header is not None:
+        yield json.dumps(header)

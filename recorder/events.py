@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,10 +39,27 @@ class Kind(enum.IntEnum):
     MARKER = 9  # JSON: kind, text
     HTTP = 10  # JSON of one HTTP exchange or WebSocket event, then "\n" + body if recorded
     SEAL = 11  # JSON: end reason, duration
+    TERMINAL = 12  # JSON: term, width, height: a pty request (the first is the first geometry)
 
 
 RESIZE = struct.Struct("<HH")
 MASKED = struct.Struct("<I")
+
+
+def terminal_of(data: bytes) -> tuple[str, int, int]:
+    """A TERMINAL record's (term, width, height)."""
+    fields = json.loads(data)
+    return str(fields.get("term") or "xterm"), int(fields["width"]), int(fields["height"])
+
+
+def size_of(record: Record) -> tuple[int, int] | None:
+    """The screen size a RESIZE or TERMINAL record sets (None for any other record)."""
+    if record.kind is Kind.RESIZE:
+        width, height = RESIZE.unpack(record.data)
+        return int(width), int(height)
+    if record.kind is Kind.TERMINAL:
+        return terminal_of(record.data)[1:]
+    return None
 
 
 @dataclass(frozen=True)

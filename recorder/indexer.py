@@ -25,11 +25,12 @@ from recorder.events import (
     HASH_LEN,
     MAGIC,
     MASKED,
-    RESIZE,
     Kind,
     Record,
     decode_records,
     read_chunks,
+    size_of,
+    terminal_of,
 )
 from recorder.http import display_line, exchange_from, header_of, search_line
 from recorder.screen import TerminalModel
@@ -107,9 +108,9 @@ class Feeder:
     def apply(self, record: Record) -> None:
         if record.kind is Kind.OUTPUT:
             self.output(record.data)
-        elif record.kind is Kind.RESIZE:
+        elif (size := size_of(record)) is not None:
             self.flush()
-            self.model.resize(*RESIZE.unpack(record.data))
+            self.model.resize(*size)
         elif record.kind is Kind.INPUT:
             self.flush()
         elif record.kind is Kind.HTTP:  # a web session's screen: its request log
@@ -128,19 +129,28 @@ def _index_http(result: IndexResult, record: Record) -> None:
         result.lines.append((record.t, "http", search_line(decoded[1])[:MAX_LINE]))
 
 
-def meta_of(data: bytes) -> dict[str, Any]:
-    for chunk in read_chunks(data):
+def geometry_of(data: bytes) -> tuple[str, int, int]:
+    """The recording's first geometry: the pty request's TERM and size when the session
+    asked for one before any output, else what the header says."""
+    meta: dict[str, Any] = {}
+    for chunk in read_chunks(data, complete_only=True):
         for record in decode_records(chunk.payload):
             if record.kind is Kind.META:
-                return dict(json.loads(record.data))
+                meta = dict(json.loads(record.data))
+            elif record.kind is Kind.TERMINAL:
+                return terminal_of(record.data)
+            elif record.kind in (Kind.OUTPUT, Kind.INPUT, Kind.RESIZE, Kind.HTTP):
+                break
+        else:
+            continue
         break
-    return {}
+    return str(meta.get("term", "xterm")), int(meta.get("width", 80)), int(meta.get("height", 24))
 
 
 def index_bytes(data: bytes, live: bool = False) -> IndexResult:
     """Index a recording; ``live``: one still being written, up to its last complete chunk."""
-    meta = meta_of(data)
-    result = IndexResult(int(meta.get("width", 80)), int(meta.get("height", 24)))
+    _, width, height = geometry_of(data)
+    result = IndexResult(width, height)
     model = TerminalModel(result.width, result.height)
     feeder = Feeder(model)
     tracker = LineTracker()
@@ -183,14 +193,8 @@ def index_bytes(data: bytes, live: bool = False) -> IndexResult:
                 result.events.append((record.t, kind.name.lower(), json.loads(record.data)))
             elif kind is Kind.HTTP:
                 _index_http(result, record)
-            elif kind is Kind.RESIZE:
-                result.events.append(
-                    (
-                        record.t,
-                        "resize",
-                        dict(zip(("width", "height"), RESIZE.unpack(record.data), strict=True)),
-                    )
-                )
+            elif (size := size_of(record)) is not None:
+                result.events.append((record.t, "resize", {"width": size[0], "height": size[1]}))
     feeder.flush()
     result.lines.extend((last_t, "screen", line) for line in assembler.finish())
     result.duration = last_t

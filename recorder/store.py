@@ -107,15 +107,24 @@ class RecordingStore:
         target: str | None = None,
         limit: int = 100,
         after: tuple[datetime, str] | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> tuple[list[RecordingInfo], tuple[datetime, str] | None]:
-        """Newest first, filtered in the query; ``after`` is the (started_at, session_id)
-        of the last row of the previous page. Returns the page and the next ``after``
-        (None on the last page)."""
+        """Newest first, filtered in the query (``kind``: ``ssh`` or ``http``; started in
+        ``[since, until)``); ``after`` is the (started_at, session_id) of the last row of
+        the previous page. Returns the page and the next ``after`` (None on the last page)."""
         query = sa.select(recordings)
         if user is not None:
             query = query.where(recordings.c.user == user)
         if target is not None:
             query = query.where(recordings.c.target == target)
+        if kind is not None:  # the writer's header: json.dumps with its default separators
+            query = query.where(recordings.c.meta.like(f'%"kind": "{kind}"%'))
+        if since is not None:
+            query = query.where(recordings.c.started_at >= since)
+        if until is not None:
+            query = query.where(recordings.c.started_at < until)
         if after is not None:
             at, sid = after
             query = query.where(
@@ -132,6 +141,23 @@ class RecordingStore:
         infos = [self._info(r) for r in rows[:limit]]
         more = len(rows) > limit and infos
         return infos, (infos[-1].started_at, infos[-1].session_id) if more else None
+
+    async def first_commands(self, session_ids: list[str], per: int = 2) -> dict[str, list[str]]:
+        """The first ``per`` command lines of each recording (its index's), for a listing."""
+        if not session_ids:
+            return {}
+        query = (
+            sa.select(text_lines.c.session_id, text_lines.c.line)
+            .where(text_lines.c.session_id.in_(session_ids), text_lines.c.kind == "command")
+            .order_by(text_lines.c.session_id, text_lines.c.t, text_lines.c.id)
+        )
+        found: dict[str, list[str]] = {}
+        async with self.maker() as db:
+            for sid, line in (await db.execute(query)).all():
+                lines = found.setdefault(sid, [])
+                if len(lines) < per:
+                    lines.append(line)
+        return found
 
     # --- indexing --------------------------------------------------------------------
     def index_later(self, session_id: str) -> None:

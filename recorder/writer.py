@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from recorder.disk import DiskWriter, post, sha256_file, write_all
@@ -112,6 +113,8 @@ class SessionRecording:
         self._pressed = False
         self._pressure: list[Callable[[bool], None]] = []
         self._broken = False  # set by the writer thread after a failed write
+        self.term = "xterm"
+        self._geometry: asyncio.Future[None] | None = None  # the first pty request's row update
 
     # --- data path -----------------------------------------------------------------
     def _now(self) -> float:
@@ -201,6 +204,17 @@ class SessionRecording:
     def resize(self, width: int, height: int) -> None:
         self.width, self.height = _clamp(width), _clamp(height)
         self._add(Kind.RESIZE, RESIZE.pack(self.width, self.height))
+
+    def terminal(self, term: str, width: int, height: int) -> None:
+        """A pty request: its TERM and size. The first one is the recording's geometry (the
+        database row and the asciicast header say it); later ones act as resizes."""
+        self.width, self.height = _clamp(width or 80), _clamp(height or 24)
+        term = "".join(c for c in term[:64] if c.isprintable()) or "xterm"
+        fields = {"term": term, "width": self.width, "height": self.height}
+        self._add(Kind.TERMINAL, json.dumps(fields).encode())
+        if self._geometry is None:
+            self.term = term
+            self._geometry = asyncio.ensure_future(self.recorder.geometry(self.session_id, fields))
 
     def exec_command(self, command: str) -> None:
         self._add(Kind.EXEC, command.encode("utf-8", "replace"))
@@ -338,6 +352,9 @@ class SessionRecording:
         failure = self._failure or failure
         if failure is not None:
             raise RecordingFailed(f"recording {self.session_id} could not be written") from failure
+        if self._geometry is not None:
+            with contextlib.suppress(Exception):
+                await self._geometry
         digest = await asyncio.to_thread(sha256_file, self.path)
         seal = Seal(self.session_id, self.path, digest, self._prev.hex(), self._size, duration)
         await self.recorder.sealed(seal, reason)
@@ -431,6 +448,26 @@ class Recorder:
             raise RecordingFailed(f"cannot register the recording for {session_id}") from exc
         self.live[session_id] = rec
         return rec
+
+    async def geometry(self, session_id: str, fields: Mapping[str, Any]) -> None:
+        """The first pty request's TERM and size, into the recording's row."""
+        async with self.maker() as db, db.begin():
+            row = (
+                await db.execute(
+                    sa.select(recordings.c.meta).where(recordings.c.session_id == session_id)
+                )
+            ).first()
+            if row is None:
+                return
+            await db.execute(
+                recordings.update()
+                .where(recordings.c.session_id == session_id)
+                .values(
+                    width=fields["width"],
+                    height=fields["height"],
+                    meta=json.dumps({**json.loads(row.meta), **fields}),
+                )
+            )
 
     async def sealed(self, seal: Seal, reason: str) -> None:
         async with self.maker() as db, db.begin():

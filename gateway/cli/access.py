@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gateway.cli import interrupts
 from gateway.cli.context import Context
 from gateway.render import to_jsonable
 from gateway.stream.status import stream_status
@@ -33,7 +36,8 @@ def _optional_duration(text: str | None) -> Any:
 
 async def request(ctx: Context) -> int:
     a = ctx.args
-    result = await ctx.svc.policy.create_request(
+    policy = ctx.svc.policy
+    result = await policy.create_request(
         ctx.actor,
         a.target,
         account=a.account,
@@ -41,7 +45,49 @@ async def request(ctx: Context) -> int:
         reason=a.reason,
         ticket=a.ticket,
     )
+    if a.wait:
+        return await wait_for_decision(ctx, result, lambda rid: policy.get_request(ctx.actor, rid))
     return ctx.emit(result)
+
+
+WAIT_POLL = 1.0
+
+
+async def wait_for_decision(
+    ctx: Context, request: Any, fetch: Callable[[str], Awaitable[Any]]
+) -> int:
+    """``request --wait``: say at once that it waits, then poll until the request is decided.
+    0 when approved, 1 when denied, cancelled or expired; Ctrl-C stops waiting (130) and
+    leaves the request pending."""
+    data = to_jsonable(request)
+    rid = data["id"]
+    if data["state"] == "pending":
+        ctx.err.write(
+            f"request {rid} is pending approval; waiting (Ctrl-C stops waiting, the request "
+            "stays)...\n"
+        )
+        ctx.err.flush()
+
+        async def decided() -> Any:
+            while True:
+                await asyncio.sleep(WAIT_POLL)
+                current = to_jsonable(await fetch(rid))
+                if current["state"] != "pending":
+                    return current
+
+        try:
+            data = await interrupts.interruptible(decided())
+        except interrupts.Interrupted:
+            ctx.err.write(
+                f"lockgate: stopped waiting; request {rid} is still pending "
+                f"(lockgate cancel {rid} withdraws it)\n"
+            )
+            return interrupts.INTERRUPTED
+    ctx.emit(data)
+    if data["state"] == "approved":
+        return 0
+    ctx.err.write(f"lockgate: request {rid} was {data['state']}\n")
+    return 1
 
 
 async def requests(ctx: Context) -> int:

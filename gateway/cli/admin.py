@@ -19,10 +19,10 @@ CREDENTIAL_COLUMNS = ("id", "target", "account", "kind", "key_id", "created_at")
 TARGET_COLUMNS = ("name", "kind", "host", "port", "url", "accounts", "default_account", "labels")
 
 
-async def user_add(ctx: Context) -> int:
-    a = ctx.args
+def read_keys(paths: list[Any]) -> list[str]:
+    """The public key lines of OpenSSH public key files."""
     keys: list[str] = []
-    for path in a.key:
+    for path in paths:
         try:
             keys.extend(
                 line.strip()
@@ -31,16 +31,59 @@ async def user_add(ctx: Context) -> int:
             )
         except OSError as exc:
             raise Usage(f"cannot read key file {path}: {exc.strerror}") from None
+    return keys
+
+
+async def _enrol_totp(ctx: Context, name: str) -> Any:
+    uri = await ctx.svc.vault.enroll_totp(ctx.actor, name)
+    user = await ctx.svc.policy.set_totp_enabled(ctx.actor, name, True)
+    # The enrolment URI is shown once, to the admin's terminal only, for the person's
+    # authenticator app; it is never stored in clear or logged.
+    ctx.err.write(f"TOTP enrolment for {name} (shown once): {uri}\n")
+    return user
+
+
+async def user_add(ctx: Context) -> int:
+    a = ctx.args
+    keys = read_keys(a.key)
     password = ctx.read_stdin_secret("password") if a.password_stdin else None
     user = await ctx.svc.policy.add_user(
         ctx.actor, a.name, roles=a.role, public_keys=keys, password=password
     )
     if a.totp:
-        uri = await ctx.svc.vault.enroll_totp(ctx.actor, user.name)
-        user = await ctx.svc.policy.set_totp_enabled(ctx.actor, user.name, True)
-        # The enrolment URI is shown once, to the admin's terminal only, for the person's
-        # authenticator app; it is never stored in clear or logged.
-        ctx.err.write(f"TOTP enrolment for {user.name} (shown once): {uri}\n")
+        user = await _enrol_totp(ctx, user.name)
+    return ctx.emit(user)
+
+
+def check_user_set(ctx: Context) -> None:
+    a = ctx.args
+    if not (a.password_stdin or a.totp or a.add_key or a.remove_key or a.enable) and a.role is None:
+        raise Usage(
+            "user set needs at least one of --password-stdin, --totp, --add-key, "
+            "--remove-key, --role, --enable"
+        )
+
+
+async def user_set(ctx: Context) -> int:
+    """Only what is named changes: roles (all of them, when --role is given), keys, the
+    disabled flag; a new password; a new TOTP enrolment (the URI shown once)."""
+    a = ctx.args
+    check_user_set(ctx)
+    policy = ctx.svc.policy
+    await policy.get_user(a.name)  # NotFound before reading a password for nobody
+    password = ctx.read_stdin_secret("password") if a.password_stdin else None
+    user = await policy.change_user(
+        ctx.actor,
+        a.name,
+        roles=a.role,
+        add_keys=read_keys(a.add_key),
+        remove_keys=a.remove_key,
+        enable=a.enable,
+    )
+    if password is not None:
+        user = await policy.set_password(ctx.actor, a.name, password)
+    if a.totp:
+        user = await _enrol_totp(ctx, a.name)
     return ctx.emit(user)
 
 
@@ -95,7 +138,40 @@ async def target_add(ctx: Context) -> int:
         record_bodies=web.get("record_bodies", 0),
         **provision_options(ctx),
     )
-    return ctx.emit(target)
+    if target.kind == "http" and not ctx.args.json:
+        ctx.err.write(web_next_steps(target.name, list(target.accounts)))
+    return show_target(ctx, target)
+
+
+SSH_ONLY = ("host", "port", "host_key")
+WEB_ONLY: tuple[str, ...] = ("url", "tls_verify", "tls_ca", "tls_fingerprint", "preserve_host")
+WEB_ONLY += ("sensitive_params", "record_bodies")
+
+
+def show_target(ctx: Context, target: Any) -> int:
+    """A target with the fields of its kind (all of them with --json)."""
+    if ctx.args.json:
+        return ctx.emit(target)
+    data = to_jsonable(target)
+    hidden = WEB_ONLY if data.get("kind") == "ssh" else SSH_ONLY
+    return ctx.emit({k: v for k, v in data.items() if k not in hidden})
+
+
+def web_next_steps(name: str, accounts: list[str]) -> str:
+    """What a new web target needs before anyone can open it (stderr, text mode)."""
+    account = accounts[0] if accounts else "ACCOUNT"
+    lines = [
+        f"lockgate: next for {name}: its credential, "
+        f"`lockgate credential set {name} {account} --basic-stdin` (USER:PASSWORD) or "
+        f'`--header NAME --value-stdin`; a rule whose channels include "http"; then people '
+        "request it and open it from My access in the web UI"
+    ]
+    if not accounts:
+        lines.append(
+            f"lockgate: {name} has no account, and grants and credentials name one: "
+            "add web targets with --account NAME"
+        )
+    return "\n".join(lines) + "\n"
 
 
 INSECURE_WARNING = (
@@ -165,7 +241,7 @@ async def target_list(ctx: Context) -> int:
 
 
 async def target_show(ctx: Context) -> int:
-    return ctx.emit(await ctx.svc.policy.get_target(ctx.args.name))
+    return show_target(ctx, await ctx.svc.policy.get_target(ctx.args.name))
 
 
 async def credential_set(ctx: Context) -> int:

@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
+import importlib.metadata
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from gateway.cli import access, admin, auth, events, provision, recordings, report, run, setup
+from gateway.cli import (
+    access,
+    admin,
+    auth,
+    events,
+    interrupts,
+    provision,
+    recordings,
+    report,
+    run,
+    setup,
+)
 from gateway.cli.context import Context, Usage
-from gateway.cli.remote import run_remote
 from gateway.config import load_config
 from gateway.errors import AuditError, ConfigError, StartupError
 from gateway.services import open_services
@@ -29,19 +42,63 @@ from vault.errors import VaultError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise Usage(f"{message} (see: {self.prog} --help)")
+        raise Usage(f"{_did_you_mean(self, message)} (see: {self.prog} --help)")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    """A mistyped command named as such, with the nearest ones."""
+    match = re.match(r"argument \w+: invalid choice: '([^']*)'", message)
+    if match is None:
+        return message
+    word = match.group(1)
+    choices = [
+        name
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    ]
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+    group = parser.prog.removeprefix("lockgate").strip()
+
+    def named(w: str) -> str:
+        return repr(f"{group} {w}" if group else w)
+
+    text = f"no command {named(word)}"
+    if close:
+        text += "; did you mean " + " or ".join(named(c) for c in close) + "?"
+    return text
+
+
+def _common(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """The options every command takes; also before the command (``lockgate --config F
+    grants``), where the command's own defaults must not override them."""
+    default: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
     p.add_argument(
         "--config",
         type=Path,
         help="configuration file (default: $LOCKGATE_CONFIG or ./lockgate.toml)",
+        **default,  # type: ignore[arg-type]
     )
     p.add_argument(
-        "--as", dest="actor", metavar="USER", help="acting person (default: the built-in admin)"
+        "--as",
+        dest="actor",
+        metavar="USER",
+        help="acting person (default: the built-in admin)",
+        **default,  # type: ignore[arg-type]
     )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output",
+        **default,  # type: ignore[arg-type]
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("lockgate")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _provision_args(p: argparse.ArgumentParser) -> None:
@@ -57,9 +114,15 @@ def _provision_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lockgate", description="Just-in-time privileged access gateway.")
+    parser = _Parser(
+        prog="lockgate",
+        description="Just-in-time privileged access gateway.",
+        epilog="Durations read 90s, 15m, 1h, 2h30m, 1d. "
+        "Exit status: 0 done, 1 refused (the reason on stderr), 2 bad usage, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"lockgate {_version()}")
+    _common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
 
     def command(
         name: str, handler: object, help_text: str, **kw: object
@@ -71,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def group(name: str, help_text: str) -> argparse._SubParsersAction[_Parser]:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p)
+        p.set_defaults(handler=None, help_of=p)  # no subcommand: this group's help
         g = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=_Parser)
-        g.required = True
         return g
 
     def subcommand(
@@ -106,6 +170,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p = subcommand(users, "disable", admin.user_disable, "disable a user")
     p.add_argument("name")
+    p = subcommand(users, "set", admin.user_set, "change a user (what is not named stays)")
+    p.add_argument("name")
+    p.add_argument("--password-stdin", action="store_true", help="read a new password from stdin")
+    p.add_argument("--totp", action="store_true", help="enrol a (new) TOTP second factor")
+    p.add_argument(
+        "--add-key", action="append", default=[], type=Path, metavar="FILE", help="(repeatable)"
+    )
+    p.add_argument(
+        "--remove-key",
+        action="append",
+        default=[],
+        metavar="FP",
+        help="SHA256:... fingerprint or key line (repeatable)",
+    )
+    p.add_argument(
+        "--role", action="append", default=None, help="the user's roles, all of them (repeatable)"
+    )
+    p.add_argument("--enable", action="store_true", help="enable a disabled user")
 
     targets = group("target", "manage targets")
     p = subcommand(
@@ -189,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--for", dest="duration", metavar="DURATION")
     p.add_argument("--reason", default="")
     p.add_argument("--ticket", default="")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the decision (Ctrl-C stops waiting)"
+    )
     p = command("requests", access.requests, "list access requests")
     p.add_argument("--pending", action="store_true")
     p = command("approve", access.approve, "approve a request")
@@ -320,12 +405,19 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if url or token:
         if not (url and token):
             raise Usage("set both LOCKGATE_URL and LOCKGATE_TOKEN to use the HTTP API")
+        from gateway.cli.remote import run_remote  # aiohttp, only through the API
+
         ctx = Context(args, out, err, None, None, "")
         return await run_remote(ctx, url, token)
     path = config_path(args)
     handler = args.handler
     needs_services = getattr(handler, "needs_services", True)
-    services = await open_services(load_config(path)) if needs_services else None
+    services = None
+    if needs_services:
+        config = load_config(path)
+        if path is None:
+            _check_initialised(config.master_key)
+        services = await open_services(config)
     ctx = Context(
         args=args,
         out=out,
@@ -341,29 +433,77 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             await services.aclose()
 
 
+class NotInitialised(StartupError):
+    """No configuration file and no data directory here."""
+
+
+def _check_initialised(master_key: str) -> None:
+    """Without a configuration file, the defaults name ``./lockgate-data``: if nothing is
+    there, say how to start rather than which key file is missing."""
+    if master_key.startswith("file:") and not Path(master_key[5:]).exists():
+        raise NotInitialised(
+            "no Lockgate configuration here (./lockgate.toml): run `lockgate init` first, "
+            "or pass --config FILE or set LOCKGATE_CONFIG"
+        )
+
+
+_DURATION_OPTIONS = frozenset({"--for"})
+
+
+def _joined_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--for -5m`` as ``--for=-5m``: argparse would read ``-5m`` as an unknown option and
+    say the duration is missing; the duration check then says what is wrong with it."""
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        if (
+            items[i] in _DURATION_OPTIONS
+            and i + 1 < len(items)
+            and items[i + 1][:2] in {f"-{d}" for d in "0123456789"}
+        ):
+            out.append(f"{items[i]}={items[i + 1]}")
+            i += 2
+            continue
+        out.append(items[i])
+        i += 1
+    return out
+
+
 def main(
     argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    argv = _joined_negative_values(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except Usage as exc:
         err.write(f"lockgate: {exc}\n")
         return 2
-    except SystemExit as exc:  # --help
+    except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
     try:
-        return asyncio.run(_run(args, out, err))
+        if getattr(args, "handler", None) is None:  # ``lockgate`` or ``lockgate GROUP`` alone
+            getattr(args, "help_of", parser).print_help(out)
+            code = 0
+        else:
+            code = asyncio.run(_run(args, out, err))
+        out.flush()  # a closed pipe shows here, not in an interpreter's exit message
+        return code
+    except BrokenPipeError:
+        return interrupts.pipe_closed()
+    except KeyboardInterrupt:
+        return interrupts.INTERRUPTED
+    except interrupts.Interrupted:
+        return interrupts.INTERRUPTED
     except (Usage, ConfigError, InvalidInput, VaultInvalidInput) as exc:
-        err.write(f"lockgate: {exc}\n")
+        err.write(f"lockgate: {_unprefixed(exc)}\n")
         return 2
     except (PolicyError, VaultError, StartupError, AuditError) as exc:
-        err.write(f"lockgate: {exc}\n")
+        err.write(f"lockgate: {_unprefixed(exc)}\n")
         return 1
-    except KeyboardInterrupt:
-        err.write("lockgate: interrupted\n")
-        return 130
     except Exception as exc:  # the last resort: one line, the details only on request
         if os.environ.get("LOCKGATE_DEBUG"):
             import traceback
@@ -373,3 +513,11 @@ def main(
             f"lockgate: internal error ({type(exc).__name__}); set LOCKGATE_DEBUG=1 for details\n"
         )
         return 1
+
+
+def _unprefixed(exc: BaseException) -> str:
+    """The message once, without a ``lockgate:`` of its own (never ``lockgate: lockgate:``)."""
+    text = str(exc).strip()
+    while text.startswith("lockgate:"):
+        text = text.removeprefix("lockgate:").strip()
+    return text

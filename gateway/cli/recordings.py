@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 from typing import Any
 
@@ -91,6 +92,14 @@ async def play(ctx: Context) -> int:
     if not check.ok:
         ctx.err.write(f"lockgate: warning: recording fails verification: {check.problem}\n")
     out = sys.stdout.buffer if ctx.out is sys.stdout else None
+    if out is not None and sys.stdout.isatty():
+        cols, rows = shutil.get_terminal_size()
+        if cols < info.width or rows < info.height:
+            ctx.err.write(
+                f"lockgate: recorded at {info.width}x{info.height} "
+                f"({info.meta.get('term', 'xterm')}); this terminal is {cols}x{rows}, "
+                "so the replay may wrap\n"
+            )
 
     def write(data: bytes) -> None:
         if out is not None:

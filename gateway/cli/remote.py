@@ -125,6 +125,24 @@ async def _user_show(ctx: Context, api: Client) -> int:
     return ctx.emit(await api.call("GET", f"/users/{_seg(ctx.args.name)}"))
 
 
+@remote(admin.user_set)
+async def _user_set(ctx: Context, api: Client) -> int:
+    a = ctx.args
+    admin.check_user_set(ctx)
+    if a.totp:
+        raise Usage("--totp runs on the gateway host (the enrolment is shown there, once)")
+    body: dict[str, Any] = {
+        "add_keys": admin.read_keys(a.add_key),
+        "remove_keys": a.remove_key,
+        "enable": a.enable,
+    }
+    if a.role is not None:
+        body["roles"] = a.role
+    if a.password_stdin:
+        body["password"] = ctx.read_stdin_secret("password")
+    return ctx.emit(await api.call("POST", f"/users/{_seg(a.name)}/change", body))
+
+
 @remote(admin.user_disable)
 async def _user_disable(ctx: Context, api: Client) -> int:
     return ctx.emit(await api.call("POST", f"/users/{_seg(ctx.args.name)}/disable", {}))
@@ -150,7 +168,10 @@ async def _target_add(ctx: Context, api: Client) -> int:
         **web,
         **provision.provision_options(ctx),
     }
-    return ctx.emit(await api.call("POST", "/targets", body))
+    target = await api.call("POST", "/targets", body)
+    if a.url and not a.json:
+        ctx.err.write(admin.web_next_steps(a.name, list(a.account)))
+    return admin.show_target(ctx, target)
 
 
 @remote(provision.target_set)
@@ -178,7 +199,7 @@ async def _target_list(ctx: Context, api: Client) -> int:
 
 @remote(admin.target_show)
 async def _target_show(ctx: Context, api: Client) -> int:
-    return ctx.emit(await api.call("GET", f"/targets/{_seg(ctx.args.name)}"))
+    return admin.show_target(ctx, await api.call("GET", f"/targets/{_seg(ctx.args.name)}"))
 
 
 @remote(admin.credential_set)
@@ -249,7 +270,12 @@ async def _request(ctx: Context, api: Client) -> int:
         "reason": a.reason,
         "ticket": a.ticket,
     }
-    return ctx.emit(await api.call("POST", "/requests", body))
+    created = await api.call("POST", "/requests", body)
+    if a.wait:
+        return await access.wait_for_decision(
+            ctx, created, lambda rid: api.call("GET", f"/requests/{_seg(rid)}")
+        )
+    return ctx.emit(created)
 
 
 @remote(access.requests)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
+from dataclasses import replace
 from pathlib import Path
 
-from gateway.app import describe, public_host, run_until_signalled, start_node
 from gateway.cli.context import Context
-from gateway.config import load_config
+from gateway.config import Config, load_config
 
 
 async def serve(ctx: Context) -> int:
+    from gateway.app import describe, run_until_signalled, start_node  # only when serving
+
     node = await start_node(load_config(ctx.config_path))
     ctx.out.write(describe(node))
     ctx.out.flush()
@@ -23,15 +26,21 @@ serve.needs_services = False  # type: ignore[attr-defined]
 async def demo(ctx: Context) -> int:
     """First run: initialise ./lockgate.toml; then serve with a built-in target and user."""
     from gateway import demo_web, demo_web_setup
+    from gateway.app import describe, public_host, run_until_signalled, start_node
     from gateway.cli.setup import init
     from gateway.demo import DEMO_RULE, DEMO_TARGET, DEMO_USER, provision, start_demo_target
     from gateway.services import open_services
 
-    if ctx.config_path is None and not Path("lockgate.toml").exists():
+    first_run = ctx.config_path is None and not Path("lockgate.toml").exists()
+    if first_run:
         ctx.args.data_dir = None
-        await init(ctx)
+        said, ctx.out = ctx.out, io.StringIO()  # init's next steps are not the demo's
+        try:
+            await init(ctx)
+        finally:
+            ctx.out = said
         ctx.config_path = Path("lockgate.toml")
-    config = load_config(ctx.config_path)
+    config = loopback_only(load_config(ctx.config_path))
     acceptor, port, host_key, secret = await start_demo_target(config.server.data_dir / "demo-home")
     web = None
     try:
@@ -57,14 +66,20 @@ async def demo(ctx: Context) -> int:
     web_url = f"http://{web_host}:{node.http_port}/"
     demo_web.trust_gateway(web.runner, issuer=web_url.rstrip("/"))
     account = secret.split("\0", 1)[0]
+    if first_run:
+        ctx.out.write(f"First run: wrote lockgate.toml and {config.server.data_dir}/.\n")
     ctx.out.write(describe(node))
     ctx.out.write(
-        "\nDemo: a target named 'demo' and a user 'demo' whose key is in the data directory.\n"
+        "\nDemo: a target named 'demo' (a shell as you, in a scratch directory) and a user\n"
+        "'demo' whose key is in the data directory. The gateway's host key is\n"
+        f"{host_key_fingerprint(config)}: ssh asks you to confirm it the first time.\n"
         "Paste this to get a recorded shell on the demo target through the gateway:\n\n"
         f"  ssh -p {node.ssh_port} -i {key} -o IdentitiesOnly=yes "
         f"{DEMO_USER}+{account}@{DEMO_TARGET}@{public_host(config)}\n\n"
         + demo_web_setup.instructions(web_url, web, config.server.data_dir)
-        + "\nPress Ctrl-C to stop.\n"
+        + "\nThen, in another terminal in this directory: lockgate sessions, lockgate play "
+        "SESSION,\nlockgate recordings search TEXT; or the web UI's Sessions and Recordings.\n"
+        "Press Ctrl-C to stop.\n"
     )
     ctx.out.flush()
     await run_until_signalled(node, ctx.out)
@@ -72,3 +87,24 @@ async def demo(ctx: Context) -> int:
 
 
 demo.needs_services = False  # type: ignore[attr-defined]
+
+WILDCARDS = ("0.0.0.0", "::", "")  # noqa: S104
+
+
+def loopback_only(config: Config) -> Config:
+    """The demo listens on 127.0.0.1 unless an address is named: its target is a shell as
+    the operating-system user running it."""
+    server = config.server
+    ssh, http = server.ssh_listen, server.http_listen
+    if ssh.host in WILDCARDS:
+        ssh = replace(ssh, host="127.0.0.1")
+    if http.host in WILDCARDS:
+        http = replace(http, host="127.0.0.1")
+    return replace(config, server=replace(server, ssh_listen=ssh, http_listen=http))
+
+
+def host_key_fingerprint(config: Config) -> str:
+    import asyncssh
+
+    key = asyncssh.read_private_key(config.host_key_path)
+    return f"{key.get_fingerprint('sha256')} ({key.get_algorithm()})"

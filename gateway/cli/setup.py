@@ -8,7 +8,6 @@ from pathlib import Path
 from gateway.cli.context import Context, Usage
 from gateway.config import Config, load_config
 from gateway.db import create_engine
-from gateway.db.schema import upgrade
 from gateway.errors import StartupError
 from gateway.services import safe_url
 
@@ -52,6 +51,8 @@ def generate_host_key(path: Path) -> None:
 
 
 async def migrate(config: Config) -> None:
+    from gateway.db.schema import upgrade  # alembic, only when migrating
+
     engine = create_engine(config.database_url)
     try:
         await upgrade(engine)
@@ -85,6 +86,7 @@ async def init(ctx: Context) -> int:
         f"wrote {path}\n"
         f"data directory {config.server.data_dir} (host key, master key, database, recordings)\n"
         "next steps:\n"
+        f"  add a [[rules]] entry to {path} (the commented example) saying who may ask for what\n"
         "  lockgate user add alice --role admin --key ~/.ssh/id_ed25519.pub\n"
         "  lockgate token create alice            # a token for the HTTP API\n"
         "  lockgate serve\n"

@@ -58,6 +58,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
     ) -> bool:
         self.pty = (term_type, term_size, term_modes)
+        if self.live.recording is not None:
+            self.live.recording.terminal(term_type, term_size[0], term_size[1])
         return True
 
     def shell_requested(self) -> bool:

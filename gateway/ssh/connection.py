@@ -19,7 +19,7 @@ from gateway.errors import LoginError
 from gateway.oidc.device import DeviceLogin
 from gateway.ssh.bridge import ClientChannel
 from gateway.ssh.forward import open_forward
-from gateway.ssh.login import Login, parse_login
+from gateway.ssh.login import Login, login_help, parse_login
 from gateway.ssh.session import LiveSshSession
 from gateway.ssh.shell import ShellChannel, ShellContext
 from policy.models import User
@@ -105,7 +105,11 @@ class GatewayConnection(asyncssh.SSHServer):
 
     # --- authentication -------------------------------------------------------------
     def begin_auth(self, username: str) -> bool:
-        """Authentication is always required: there is no anonymous access."""
+        """Authentication is always required: there is no anonymous access. A name that is
+        not a Lockgate login (every attempt with it fails) is answered with the grammar, in
+        a banner the client shows before it gives up."""
+        if self.conn is not None and self._parse(username) is None:
+            self.conn.send_auth_banner(login_help(username) + "\r\n")
         return True
 
     def public_key_auth_supported(self) -> bool:
@@ -216,7 +220,7 @@ class GatewayConnection(asyncssh.SSHServer):
             if not user.totp_enabled:
                 return await self._failed(username, "totp-not-enrolled")
             self._kbd[username] = user
-            return "", "", "", [("Verification code: ", True)]
+            return "", "", "", [("Verification code: ", False)]
         if await self.access.totp_ok(login.user, responses[0]) and await self._suffice(
             login, user, {Factor.PASSWORD, Factor.TOTP}
         ):

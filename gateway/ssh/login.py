@@ -37,3 +37,17 @@ def parse_login(name: str) -> Login:
     if not _PART.match(target) or (at and not _PART.match(account)):
         raise LoginError("log in as USER+ACCOUNT@TARGET, USER+TARGET or USER")
     return Login(user, account or None, target)
+
+
+def login_help(name: str) -> str:
+    """What to type instead of ``name`` (one line, for a login that does not parse)."""
+    shown = "".join(c for c in name[:80] if c.isprintable())
+    text = (
+        f"lockgate: {shown!r} is not a Lockgate login; log in as USER+ACCOUNT@TARGET "
+        "(e.g. alice+root@db01@gateway), USER+TARGET (its default account) or USER (the "
+        "gateway shell)"
+    )
+    user, at, target = name.partition("@")
+    if at and "+" not in name and _PART.match(user) and _PART.match(target):
+        text += f": did you mean {user}+{target}?"
+    return text

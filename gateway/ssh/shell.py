@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shlex
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from io import StringIO
 from typing import Any, NoReturn
 
@@ -54,6 +55,8 @@ class ShellContext:
     gateway_port: int
     wait_poll: float = 1.0
     gone: bool = False  # the person disconnected: stop waiting
+    say: Callable[[str], None] = lambda text: None  # progress, shown at once (stderr)
+    interrupt: asyncio.Event = field(default_factory=asyncio.Event)  # Ctrl-C: stop waiting
 
     def connect_hint(self, account: str, target: str) -> str:
         return f"ssh -p {self.gateway_port} {self.user}+{account}@{target}@{self.gateway_host}"
@@ -65,7 +68,8 @@ class _Usage(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise _Usage(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("lockgate").strip()
+        raise _Usage(f"{command}: {message}" if command else message)
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         raise _Usage(message or "")
@@ -183,25 +187,37 @@ async def _dispatch(ctx: ShellContext, args: argparse.Namespace, out: StringIO) 
             reason=args.reason,
             ticket=args.ticket,
         )
-        if args.wait and req.state is RequestState.PENDING:
-            if not as_json:
-                out.write(f"request {req.id} is pending approval; waiting...\n")
+        waited = args.wait and req.state is RequestState.PENDING
+        if waited:
+            ctx.interrupt.clear()
+            ctx.say(
+                f"request {req.id} is pending approval; waiting "
+                "(Ctrl-C stops waiting, the request stays)...\n"
+            )
             req = await _wait(ctx, req.id)
         show(req)
         if req.state is RequestState.APPROVED:
             if not as_json:
                 out.write(f"approved: {ctx.connect_hint(req.account, req.target)}\n")
             return 0
+        if waited and req.state is RequestState.PENDING:
+            ctx.say(
+                f"lockgate: stopped waiting; request {req.id} is still pending "
+                f"(cancel {req.id} withdraws it)\n"
+            )
+            return 130
         return 0 if req.state is RequestState.PENDING else 1
     raise _Usage("unknown command")  # unreachable: argparse rejects unknown commands
 
 
 async def _wait(ctx: ShellContext, request_id: str) -> Any:
+    """Poll until the request is decided, the person disconnects or presses Ctrl-C."""
     while True:
         req = await ctx.policy.get_request(ctx.user, request_id)
-        if req.state is not RequestState.PENDING or ctx.gone:
+        if req.state is not RequestState.PENDING or ctx.gone or ctx.interrupt.is_set():
             return req
-        await asyncio.sleep(ctx.wait_poll)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.interrupt.wait(), ctx.wait_poll)
 
 
 class ShellChannel(asyncssh.SSHServerSession[bytes]):
@@ -217,13 +233,23 @@ class ShellChannel(asyncssh.SSHServerSession[bytes]):
         self.line = bytearray()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        self.busy = False  # a command of the prompt is running
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
+        self.ctx.say = self._say
+
+    def _say(self, text: str) -> None:
+        if self.chan is not None and not self.ctx.gone:
+            self.chan.write_stderr(_crlf(text, self.interactive))
 
     def pty_requested(self, term_type: str, term_size: object, term_modes: object) -> bool:
         self.interactive = True
         return True
+
+    def signal_received(self, signal: str) -> None:
+        if signal == "INT":
+            self.ctx.interrupt.set()
 
     def shell_requested(self) -> bool:
         return True
@@ -258,7 +284,11 @@ class ShellChannel(asyncssh.SSHServerSession[bytes]):
             if line is None or line.strip() in ("exit", "quit", "logout"):
                 chan.exit(0)
                 return
-            result = await run_command(self.ctx, line)
+            self.busy = True
+            try:
+                result = await run_command(self.ctx, line)
+            finally:
+                self.busy = False
             if self.ctx.gone:
                 return
             chan.write(_crlf(result.stdout, True))
@@ -277,7 +307,11 @@ class ShellChannel(asyncssh.SSHServerSession[bytes]):
                     self.chan.write(b"\b \b")
             elif byte == 0x03:
                 self.line.clear()
-                self.chan.write(b"^C\r\n" + self.PROMPT)
+                if self.busy or self.command is not None:  # Ctrl-C stops what is running
+                    self.chan.write(b"^C\r\n")
+                    self.ctx.interrupt.set()
+                else:
+                    self.chan.write(b"^C\r\n" + self.PROMPT)
             elif byte == 0x04 and not self.line:
                 self.queue.put_nowait(None)
             elif byte >= 0x20 and len(self.line) < 4096:

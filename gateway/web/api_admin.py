@@ -58,6 +58,36 @@ async def get_user(call: Call) -> Any:
     return await call.deps.services.policy.get_user(name)
 
 
+@route(
+    "POST",
+    "/users/{name}/change",
+    "Change a user: roles (all of them), keys added and removed, enable, a new password",
+    access=ADMIN,
+    body={
+        "roles": F("array", items="string"),
+        "add_keys": F("array", items="string"),
+        "remove_keys": F("array", items="string"),
+        "enable": F("boolean"),
+        "password": F("string", max_length=1024),
+    },
+    tag="users",
+)
+async def change_user(call: Call) -> Any:
+    b, policy = call.body, call.deps.services.policy
+    name = call.arg("name")
+    user = await policy.change_user(
+        call.actor,
+        name,
+        roles=b.get("roles"),
+        add_keys=b.get("add_keys") or (),
+        remove_keys=b.get("remove_keys") or (),
+        enable=bool(b.get("enable")),
+    )
+    if b.get("password") is not None:
+        user = await policy.set_password(call.actor, name, b["password"])
+    return user
+
+
 @route("POST", "/users/{name}/disable", "Disable a user", access=ADMIN, body={}, tag="users")
 async def disable_user(call: Call) -> Any:
     user = await call.deps.services.policy.disable_user(call.actor, call.arg("name"))

@@ -95,6 +95,7 @@ def _summary(info: RecordingInfo) -> dict[str, Any]:
         "duration": round(info.duration, 3),
         "width": info.width,
         "height": info.height,
+        "term": info.meta.get("term", "xterm"),
         "size": info.size,
         "sealed": info.sealed,
         "end_reason": info.end_reason,

@@ -27,6 +27,12 @@ class Deps:
     browser: BrowserSessions
     signin: SignIn
     federation: Federation | None = None
+    ssh_address: tuple[str, int] = ("", 0)  # host and port people connect to, for ssh lines
+
+    def ssh_line(self, user: str, account: str, target: str) -> str:
+        """The exact command that connects ``user`` to ``account@target``."""
+        host, port = self.ssh_address
+        return f"ssh -p {port} {user}+{account}@{target}@{host or 'GATEWAY'}"
 
     @property
     def node(self) -> str:

@@ -11,8 +11,7 @@ return to the same person.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -21,8 +20,6 @@ import jinja2
 from aiohttp import web
 
 from gateway.report.build import report_for
-from gateway.sessions.records import SessionRecord
-from gateway.web import paging
 from gateway.web.api_sessions import request_timeline
 from gateway.web.auth import (
     COOKIE,
@@ -50,6 +47,14 @@ def timestamp(value: datetime | None) -> str:
     return "-" if value is None else value.isoformat(timespec="seconds")
 
 
+def when(value: datetime | None) -> str:
+    """A moment as people read it: to the second, with its zone."""
+    if value is None:
+        return "-"
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def duration(value: timedelta | None) -> str:
     return "-" if value is None else format_duration(value)
 
@@ -59,7 +64,16 @@ def seconds(value: float, digits: int = 1) -> str:
 
 
 def details(value: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in value.items())
+    """An audit event's details as ``key=value`` words, lists joined by commas."""
+
+    def word(v: Any) -> str:
+        if isinstance(v, list | tuple):
+            return ",".join(word(x) for x in v) or "-"
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        return "-" if v is None or v == "" else str(v)
+
+    return " ".join(f"{k}={word(v)}" for k, v in value.items())
 
 
 def _finalize(value: Any) -> Any:
@@ -79,7 +93,9 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
-    env.filters.update(timestamp=timestamp, duration=duration, seconds=seconds, details=details)
+    env.filters.update(
+        timestamp=timestamp, when=when, duration=duration, seconds=seconds, details=details
+    )
     return env
 
 
@@ -103,9 +119,31 @@ def signed_in(request: web.Request) -> Principal:
     return who
 
 
+def error_page(request: web.Request, status: int, title: str, message: str) -> web.HTTPException:
+    """A styled page (the layout and its navigation) for a refused or missing page."""
+    return _error_page(request.get(PRINCIPAL), status, title, message)
+
+
+def _error_page(who: Principal | None, status: int, title: str, message: str) -> web.HTTPException:
+    text = ENV.get_template("error.html").render(
+        who=who, title=title, message=message, status=status
+    )
+    error = web.HTTPForbidden if status == 403 else web.HTTPNotFound
+    return error(text=text, content_type="text/html")
+
+
 def need_auditor(who: Principal) -> None:
+    """Auditors and admins only: anyone else gets the styled 403 page."""
     if not who.user.is_auditor:
-        raise web.HTTPForbidden(text="This page is for auditors and admins.")
+        raise _error_page(who, 403, "Not for you", "This page is for auditors and admins.")
+
+
+def forbidden_unless_auditor(request: web.Request, who: Principal) -> None:
+    need_auditor(who)
+
+
+async def favicon(request: web.Request) -> web.Response:
+    raise web.HTTPMovedPermanently("/static/favicon.svg")
 
 
 # --- sign-in -------------------------------------------------------------------------
@@ -188,9 +226,12 @@ async def my_access(request: web.Request) -> web.Response:
     requests = await policy.list_requests(who.name, mine_only=True)
     grants = [g for g in await policy.list_grants(who.name, mine_only=True) if g.is_active(now)]
     web_targets = {t.name for t in await policy.list_targets() if t.kind == "http"}
+    deps = request.app[DEPS]
+    connect = {g.id: deps.ssh_line(who.name, g.account, g.target) for g in grants}
     return render(
         request,
         "my_access.html",
+        connect=connect,
         requestable=requestable,
         requests=requests[:50],
         grants=grants,
@@ -222,71 +263,18 @@ async def approvals(request: web.Request) -> web.Response:
 # --- sessions ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LiveRow:
-    """A live session with its byte counts, fresh from this node's registry when it runs here."""
-
-    session: SessionRecord
-    up: int
-    down: int
-
-
-async def sessions_page(request: web.Request) -> web.Response:
-    who = signed_in(request)
-    deps = request.app[DEPS]
-    rows = []
-    for s in await deps.sessions.list(who.name, active_only=True):
-        handle = deps.registry.get(s.id)
-        up = getattr(handle, "bytes_up", s.bytes_up)
-        down = getattr(handle, "bytes_down", s.bytes_down)
-        rows.append(LiveRow(s, up, down))
-    return render(request, "sessions.html", live=rows)
-
-
 async def live_page(request: web.Request) -> web.Response:
     who = signed_in(request)
-    need_auditor(who)
+    forbidden_unless_auditor(request, who)
     deps = request.app[DEPS]
     try:
         session = await deps.sessions.get(who.name, request.match_info["id"])
     except NotFound:
-        raise web.HTTPNotFound(text="No such session.") from None
+        raise error_page(request, 404, "Not found", "No such session.") from None
     return render(request, "live.html", session=session)
 
 
 # --- recordings and audit --------------------------------------------------------------
-
-
-async def recordings_page(request: web.Request) -> web.Response:
-    who = signed_in(request)
-    need_auditor(who)
-    deps = request.app[DEPS]
-    q = request.query.get("q", "").strip()[:200]
-    user = request.query.get("user", "")
-    target = request.query.get("target", "")
-    hits: list[Any] = []
-    recordings: list[Any] = []
-    more: str | None = None
-    if q:
-        hits = list(await deps.recordings.search(q))
-    else:
-        recordings, after = await deps.recordings.page(
-            user=user or None,
-            target=target or None,
-            limit=paging.limit(request),
-            after=paging.cursor(request),
-        )
-        more = paging.next_url(request, paging.Page(recordings, after))
-    return render(
-        request,
-        "recordings.html",
-        q=q,
-        user=user,
-        target=target,
-        hits=hits,
-        recordings=recordings,
-        more=more,
-    )
 
 
 async def replay_page(request: web.Request) -> web.Response:
@@ -296,9 +284,9 @@ async def replay_page(request: web.Request) -> web.Response:
     try:
         info = await deps.recordings.get(sid)
     except Exception:
-        raise web.HTTPNotFound(text="No such recording.") from None
+        raise error_page(request, 404, "Not found", "No such recording.") from None
     if not who.user.is_auditor and info.meta.get("user") != who.name:
-        raise web.HTTPNotFound(text="No such recording.")
+        raise error_page(request, 404, "Not found", "No such recording.")
     if info.meta.get("kind") == "http":
         entries, after = await request_timeline(request, info)
         more = None
@@ -313,15 +301,6 @@ async def replay_page(request: web.Request) -> web.Response:
             more=more,
         )
     return render(request, "replay.html", session_id=sid, speeds=SPEEDS)
-
-
-async def audit_page(request: web.Request) -> web.Response:
-    who = signed_in(request)
-    need_auditor(who)
-    log = request.app[DEPS].services.audit
-    check = await log.verify()
-    events = (await log.events())[-500:]
-    return render(request, "audit.html", check=check, events=list(reversed(events)))
 
 
 async def provisioned_page(request: web.Request) -> web.Response:
@@ -359,17 +338,18 @@ async def report_page(request: web.Request) -> web.Response:
 
 
 def add_ui_routes(app: web.Application) -> None:
+    from gateway.web.ui_lists import add_list_routes  # the listings build on this module
+
+    add_list_routes(app)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_get("/", my_access)
     app.router.add_get("/access", my_access)  # ?target=NAME preselects it (refusal pages link here)
     app.router.add_get("/approvals", approvals)
-    app.router.add_get("/sessions", sessions_page)
     app.router.add_get("/sessions/{id}/live", live_page)
-    app.router.add_get("/recordings", recordings_page)
     app.router.add_get("/recordings/{id}", replay_page)
-    app.router.add_get("/audit", audit_page)
     app.router.add_get("/provisioned", provisioned_page)
     app.router.add_get("/report", report_page)
 

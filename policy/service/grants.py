@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from policy import store
 from policy import tables as t
 from policy.durations import format_duration
-from policy.errors import AccessDenied, InvalidInput, InvalidTransition, NotFound
+from policy.errors import AccessDenied, InvalidTransition, NotFound, Refused
 from policy.models import (
     ADMIN,
     AUDITOR,
@@ -142,7 +142,7 @@ class GrantsMixin(ServiceBase):
         if rule is None:
             raise InvalidTransition(f"the rule {grant.rule} of grant {grant_id} no longer exists")
         if duration > rule.max_duration:
-            raise InvalidInput(f"at most {format_duration(rule.max_duration)} (rule {rule.name})")
+            raise Refused(f"at most {format_duration(rule.max_duration)} (rule {rule.name})")
         reason = clean_text(reason, "reason", required=True)
         request = AccessRequest(
             id=_new_id("rq"),

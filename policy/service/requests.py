@@ -11,7 +11,13 @@ from policy import requests as machine
 from policy import store
 from policy import tables as t
 from policy.durations import format_duration
-from policy.errors import AccessDenied, Conflict, InvalidInput, InvalidTransition, NotFound
+from policy.errors import (
+    AccessDenied,
+    Conflict,
+    InvalidTransition,
+    NotFound,
+    Refused,
+)
 from policy.models import (
     ADMIN,
     AUDITOR,
@@ -44,13 +50,16 @@ class RequestsMixin(GrantsMixin):
         tgt = await self.get_target(target)
         account = account or tgt.default_account
         if not account or (tgt.accounts and account not in tgt.accounts):
-            raise InvalidInput(
+            raise Refused(
                 f"target {tgt.name} has no account {account or '(default)'}; "
                 f"accounts: {', '.join(tgt.accounts) or 'none'}"
             )
         rule = match_rule(self.rules, person.roles, tgt, account)
         if rule is None:
-            raise AccessDenied(f"no rule lets {actor} request {account}@{tgt.name}")
+            raise AccessDenied(
+                f"no rule lets {actor} request {account}@{tgt.name}; an admin adds one: a "
+                "[[rules]] entry in the configuration naming one of the user's roles"
+            )
         terms = check_request(rule, tgt.name, duration, reason, ticket, now)
         duration, reason, ticket = terms.duration, terms.reason, terms.ticket
         summary = ""

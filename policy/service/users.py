@@ -104,6 +104,65 @@ class UsersMixin(ServiceBase):
 
         return await self._write(write)
 
+    async def change_user(
+        self,
+        actor: str,
+        name: str,
+        *,
+        roles: Sequence[str] | None = None,
+        add_keys: Sequence[str] = (),
+        remove_keys: Sequence[str] = (),
+        enable: bool = False,
+    ) -> User:
+        """Admin only, in one transaction and one audit event: ``roles`` (when given)
+        replace the user's roles; keys are added (OpenSSH lines) and removed (by
+        ``SHA256:`` fingerprint or key line; NotFound for a key the user does not have);
+        ``enable`` lifts ``disable``. Taking roles away re-checks live sessions."""
+        for role in roles or ():
+            if not _ROLE.match(role):
+                raise InvalidInput(f"invalid role {role!r}")
+        added = list(dict.fromkeys(normalize_key(k) for k in add_keys))
+
+        async def write(db: AsyncSession) -> User:
+            await self._admin(db, actor, "change users")
+            row = await store.user_row(db, name)
+            if row is None:
+                raise NotFound(f"no user {name}")
+            current = (await store.user_keys(db, [row.id])).get(row.id, [])
+            gone = [_key_named(current, wanted) for wanted in remove_keys]
+            values: dict[str, Any] = {}
+            if roles is not None:
+                values["roles"] = json.dumps(sorted(set(roles)))
+            if enable:
+                values["disabled"] = False
+            await self._audit(
+                db,
+                actor,
+                "user.change",
+                name,
+                access_changed=roles is not None or bool(gone),
+                roles=sorted(set(roles)) if roles is not None else None,
+                keys_added=len([k for k in added if k not in current]),
+                keys_removed=len(set(gone)),
+                enabled=enable,
+            )
+            if values:
+                await db.execute(t.users.update().where(t.users.c.id == row.id).values(**values))
+            for key in set(gone):
+                await db.execute(
+                    t.user_keys.delete().where(
+                        (t.user_keys.c.user_id == row.id) & (t.user_keys.c.public_key == key)
+                    )
+                )
+            for key in added:
+                if key not in current:
+                    await db.execute(t.user_keys.insert().values(user_id=row.id, public_key=key))
+            user = await store.load_user(db, name)
+            assert user is not None
+            return user
+
+        return await self._write(write)
+
     async def disable_user(self, actor: str, name: str) -> User:
         return await self._update_user(
             actor, name, "user.disable", "disable users", {"disabled": True}, access_changed=True
@@ -156,3 +215,21 @@ class UsersMixin(ServiceBase):
         if user is None or user.disabled or wanted not in user.public_keys:
             return None
         return user
+
+
+def key_fingerprint(line: str) -> str:
+    """The ``SHA256:`` fingerprint of an OpenSSH public key line, as ``ssh-keygen -l`` shows."""
+    import asyncssh
+
+    return str(asyncssh.import_public_key(line).get_fingerprint("sha256"))
+
+
+def _key_named(keys: Sequence[str], wanted: str) -> str:
+    """The registered key that ``wanted`` (a fingerprint or a key line) names."""
+    wanted = wanted.strip()
+    for key in keys:
+        if wanted in (key, key_fingerprint(key)) or (
+            " " in wanted and normalize_key(wanted) == key
+        ):
+            return key
+    raise NotFound(f"the user has no key {wanted[:80]}")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from policy import requests as machine
 from policy.durations import format_duration, parse_duration
-from policy.errors import AccessDenied, Conflict, InvalidInput, InvalidTransition
+from policy.errors import AccessDenied, Conflict, InvalidInput, InvalidTransition, Refused
 from policy.models import AccessRequest, Grant, Lock, RequestState, Rule, Target, User
 from policy.rules import (
     SessionFacts,
@@ -293,7 +293,7 @@ def test_check_request_applies_the_rules_default_and_maximum_duration() -> None:
     terms = check_request(_rule(), "db01", None, "INC-1  disk\nfull", "", now)
     assert terms.duration == timedelta(hours=1)
     assert terms.reason == "INC-1 disk full"
-    with pytest.raises(InvalidInput, match="at most 4h"):
+    with pytest.raises(Refused, match="at most 4h"):
         check_request(_rule(), "db01", timedelta(hours=5), "x", "", now)
     with pytest.raises(InvalidInput, match="positive"):
         check_request(_rule(), "db01", timedelta(minutes=-5), "x", "", now)
@@ -301,11 +301,11 @@ def test_check_request_applies_the_rules_default_and_maximum_duration() -> None:
 
 def test_check_request_needs_a_reason_and_a_matching_ticket_when_the_rule_says_so() -> None:
     now = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
-    with pytest.raises(InvalidInput, match="reason is required"):
+    with pytest.raises(Refused, match="reason is required"):
         check_request(_rule(), "db01", None, "   ", "", now)
     assert check_request(_rule(require_reason=False), "db01", None, "", "", now).reason == ""
     ticketed = _rule(ticket_pattern=r"^INC-[0-9]+$")
-    with pytest.raises(InvalidInput, match="ticket"):
+    with pytest.raises(Refused, match="ticket"):
         check_request(ticketed, "db01", None, "x", "CHG-1", now)
     assert check_request(ticketed, "db01", None, "x", "INC-42", now).ticket == "INC-42"
 

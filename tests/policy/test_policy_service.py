@@ -16,6 +16,7 @@ from policy.errors import (
     InvalidInput,
     InvalidTransition,
     NotFound,
+    Refused,
 )
 from policy.models import RequestState, Rule
 from policy.service import SYSTEM_ACTOR, PolicyService
@@ -111,11 +112,11 @@ async def test_auto_approval_and_refusals(svc: PolicyService) -> None:
     assert req.state is RequestState.APPROVED and req.grant_id
     with pytest.raises(AccessDenied, match="no rule"):
         await svc.create_request("olga", "db01", account="root")
-    with pytest.raises(InvalidInput, match="reason"):
+    with pytest.raises(Refused, match="reason"):
         await svc.create_request("alice", "db01", account="root")
-    with pytest.raises(InvalidInput, match="at most 4h"):
+    with pytest.raises(Refused, match="at most 4h"):
         await svc.create_request("alice", "db01", reason="x", duration=timedelta(hours=5))
-    with pytest.raises(InvalidInput, match="no account"):
+    with pytest.raises(Refused, match="no account"):
         await svc.create_request("alice", "db01", account="admin", reason="x")
     with pytest.raises(NotFound):
         await svc.create_request("alice", "nosuch", reason="x")

@@ -218,3 +218,31 @@ async def test_chunks_of_few_large_and_many_small_records(recorder: Recorder) ->
     assert check.ok and check.sealed
     outputs = [r.data for r in iter_records_from(str(rec.path), 0) if r.kind is Kind.OUTPUT]
     assert outputs == big + keys
+
+
+async def test_the_pty_request_is_the_first_geometry(
+    recorder: Recorder, store: RecordingStore, clock: Clock
+) -> None:
+    """The recording starts before the client asks for a pty: the request's TERM and size
+    still become the recording's size (database row, index, asciicast header), and a second
+    pty request or a window change later acts as a resize."""
+    from recorder.asciicast import export
+    from recorder.indexer import index_file
+
+    rec = await recorder.start("se-pty", meta={"user": "alice", "target": "db01"})
+    clock.t += 0.01
+    rec.terminal("screen-256color", 120, 40)
+    rec.output(b"\x1b[40;1Hbottom row")
+    clock.t += 1
+    rec.resize(100, 30)
+    rec.terminal("xterm\x1b[31m", 90, 20)  # control characters never reach the header
+    await rec.close("done")
+    info = await store.get("se-pty")
+    assert (info.width, info.height, info.meta["term"]) == (120, 40, "screen-256color")
+    index = index_file(str(rec.path))
+    assert (index.width, index.height) == (120, 40)
+    assert index.keyframes[0][2]["width"] == 120
+    lines = [json.loads(line) for line in export(iter_records_from(str(rec.path), 0))]
+    assert (lines[0]["width"], lines[0]["height"]) == (120, 40)
+    assert lines[0]["env"] == {"TERM": "screen-256color"}
+    assert [e[2] for e in lines[1:] if e[1] == "r"] == ["100x30", "90x20"]

@@ -41,7 +41,14 @@
       if (parts[1]) { body.account = parts[1]; }
     }
     try {
-      await api(form.dataset.api, form.dataset.method || "POST", body);
+      const result = await api(form.dataset.api, form.dataset.method || "POST", body);
+      if (form.dataset.done) {
+        // Said on the reloaded page, so the person sees what the click did.
+        const said = form.dataset.done.replace(/\{(\w+)\}/g, function (_, key) {
+          return result && result[key] !== undefined ? String(result[key]) : "";
+        });
+        try { window.sessionStorage.setItem(FLASH, said); } catch (_) { /* private mode */ }
+      }
       window.location.reload();
     } catch (err) {
       if (error) { error.textContent = err.message; }
@@ -55,6 +62,22 @@
       submit(form);
     }
   });
+
+  const FLASH = "lockgate.flash";
+
+  function showFlash() {
+    const box = document.getElementById("flash");
+    let said = null;
+    try {
+      said = window.sessionStorage.getItem(FLASH);
+      window.sessionStorage.removeItem(FLASH);
+    } catch (_) { said = null; }
+    if (box && said) {
+      box.textContent = said;
+      box.hidden = false;
+    }
+  }
+  showFlash();
 
   function tick() {
     const now = Date.now();

@@ -17,7 +17,7 @@
       status.textContent = "session ended";
       return;
     }
-    screen.textContent = frame.lines.join("\n");
+    window.lockgateTerminal.draw(screen, frame);
   };
   socket.onclose = function () {
     if (!ended) { status.textContent = "disconnected"; }

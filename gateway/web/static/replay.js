@@ -42,9 +42,17 @@
   }
 
   function show(frame) {
-    if (frame) { screen.textContent = frame.lines.join("\n"); }
+    if (frame) { window.lockgateTerminal.draw(screen, frame); }
     seek.value = String(now);
     clock.textContent = fmt(now) + " / " + fmt(duration);
+  }
+
+  function when(iso) {
+    // "2026-12-02T14:54:26.123456+00:00" as "2026-12-02 14:54:26 UTC": no microseconds.
+    if (!iso) { return null; }
+    const at = new Date(iso);
+    if (isNaN(at.getTime())) { return iso; }
+    return at.toISOString().slice(0, 19).replace("T", " ") + " UTC";
   }
 
   function fact(name, value) {
@@ -165,13 +173,26 @@
       screen.textContent = "(" + err.message + ")";
       return;
     }
+    if (!info.indexed) {
+      // Right after a session ends its recording is indexed in the background (a few
+      // seconds): say so, and open the replay by itself once it is ready.
+      screen.textContent = info.sealed
+        ? "(the recording is being indexed; the replay opens when it is ready)"
+        : "(the session is still running; its replay opens when it ends)";
+      viewer.dataset.state = info.sealed ? "indexing" : "running";
+      window.setTimeout(start, info.sealed ? 1000 : 3000);
+      return;
+    }
+    viewer.dataset.state = "ready";
     duration = info.duration;
     seek.max = String(duration);
     fact("user", info.user);
     fact("target", info.target);
     fact("account", info.account);
-    fact("started", info.started_at);
+    fact("started", when(info.started_at));
+    fact("ended", when(info.ended_at));
     fact("length", fmt(info.duration));
+    fact("terminal", info.width + "x" + info.height + " " + (info.term || ""));
     fact("ended by", info.end_reason);
     if (info.grant) {
       fact("grant", info.grant.id);
@@ -187,10 +208,6 @@
       el.title = fmt(mark.t) + " " + mark.kind + ": " + (mark.text || mark.op || mark.path || "");
       el.addEventListener("click", function () { seekTo(mark.t); });
       markers.append(el);
-    }
-    if (!info.indexed) {
-      screen.textContent = "(this recording is not indexed yet; try again in a moment)";
-      return;
     }
     const wanted = Number(new URLSearchParams(window.location.search).get("t") || "0");
     await seekTo(wanted);

@@ -204,6 +204,7 @@ WRITES: list[tuple[str, str, Setup, Any, dict[str, int]]] = [
     ("POST", "/tokens", nothing, {"user": "alice"}, expect(403, requester=201, admin=201)),
     ("POST", "/sessions/{x}/terminate", nothing, {"reason": "matrix"}, expect(403, admin=404)),
     ("POST", "/notifications/{x}/retry", nothing, {}, expect(403, admin=404)),
+    ("POST", "/users/{x}/change", other_user, {"enable": True}, expect(403, admin=200)),
     # last: it disables the "other" requester
     ("POST", "/users/{x}/disable", other_user, {}, expect(403, admin=200)),
 ]
