@@ -38,6 +38,7 @@ from gateway.throttle import Throttle
 from gateway.web.app import FOREIGN, build_app
 from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme
 from gateway.web.deps import Deps
+from gateway.web.server import ConnectionGuard, GuardedSite, HttpLimits
 from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
 from recorder.follow import LiveIndexer
@@ -256,7 +257,9 @@ async def start_node(
         await node.runner.setup()
         http = config.server.http_listen
         try:
-            await web.TCPSite(node.runner, http.host, http.port).start()
+            await GuardedSite(
+                node.runner, http.host, http.port, ConnectionGuard(_http_limits(config))
+            ).start()
         except OSError as exc:
             await node.stop()
             raise StartupError(f"cannot listen for HTTP on {http} ({exc.strerror})") from None
@@ -268,6 +271,15 @@ async def start_node(
     except BaseException:
         await services.aclose()
         raise
+
+
+def _http_limits(config: Config) -> HttpLimits:
+    limits = config.limits
+    return HttpLimits(
+        header_timeout=limits.http_header_timeout,
+        idle_timeout=limits.http_idle_timeout,
+        max_unauthenticated=limits.http_max_unauthenticated,
+    )
 
 
 def _issuer(config: Config, port: int) -> str:

@@ -55,6 +55,20 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Resource limits of the listeners ([limits] in the file); 0 turns a cap off."""
+
+    ssh_max_startups: int = 32  # unauthenticated SSH connections at once (OpenSSH MaxStartups)
+    ssh_login_grace_time: int = 60  # seconds to authenticate (OpenSSH LoginGraceTime)
+    ssh_max_channels: int = 10  # open channels per SSH connection (OpenSSH MaxSessions)
+    http_header_timeout: int = 10  # seconds for a request's line and headers
+    http_idle_timeout: int = 60  # seconds a connection may sit between requests
+    http_max_unauthenticated: int = 64  # unauthenticated HTTP connections per address
+    login_workers: int = 2  # threads hashing passwords (argon2id) off the event loop
+    login_queue: int = 32  # password checks waiting for a worker; more are refused
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     database_url: str
@@ -64,6 +78,7 @@ class Config:
     rules: tuple[Rule, ...]
     anomaly_rules: tuple[AnomalyRule, ...]
     source: str = field(default="<defaults>", compare=False)
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def host_key_path(self) -> Path:
@@ -84,6 +99,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
     "vault": {"master_key": (str, None)},
     "recordings": {"path": (str, None)},
     "auth": {"max_failed_logins": (int, 5)},
+    "limits": {name: (int, value) for name, value in vars(Limits()).items()},
 }
 _LIST_SECTIONS = {"rules"}
 _NESTED = {"anomaly": {"rules"}}
@@ -175,7 +191,17 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             raw.get("anomaly", {}).get("rules", []), "anomaly.rules", source, parse_anomaly_rule
         ),
         source=source,
+        limits=_limits(values["limits"], source),
     )
+
+
+def _limits(values: Mapping[str, object], source: str) -> Limits:
+    for name, value in values.items():
+        assert isinstance(value, int)
+        least = 1 if name in ("ssh_login_grace_time", "login_workers") else 0
+        if value < least:
+            raise ConfigError(f"{source}: limits.{name} must be at least {least}")
+    return Limits(**values)  # type: ignore[arg-type]
 
 
 def _check_unknown(raw: Mapping[str, Any], source: str) -> None:

@@ -167,7 +167,7 @@ async def target_show(ctx: Context) -> int:
 
 async def credential_set(ctx: Context) -> int:
     a = ctx.args
-    target = await ctx.svc.policy.get_target(a.target)
+    target = await ctx.svc.policy.credential_target(a.target, a.account)
     vault = ctx.svc.vault
     if a.value_stdin and not a.header:
         raise Usage("--value-stdin goes with --header")

@@ -10,7 +10,6 @@ answer "not found" for what the caller may not see.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.render import to_jsonable
-from gateway.web import paging
+from gateway.web import jsonbody, paging
 from gateway.web.auth import PRINCIPAL, Principal
 from gateway.web.deps import DEPS, Deps
 from gateway.web.problems import Problem
@@ -145,7 +144,9 @@ async def read_body(request: web.Request, schema: Mapping[str, F]) -> dict[str, 
         if request.content_type not in ("application/json", ""):
             raise Problem(415, "unsupported-media-type", "send application/json")
         try:
-            data = json.loads(raw)
+            data = jsonbody.loads(raw)
+        except jsonbody.BadJson as exc:
+            raise Problem(400, "bad-request", f"the body is not usable JSON: {exc}") from None
         except (ValueError, UnicodeDecodeError):
             raise Problem(400, "bad-request", "the body is not valid JSON") from None
     if not isinstance(data, dict):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -111,10 +111,19 @@ def need_auditor(who: Principal) -> None:
 
 
 def _safe_next(value: str) -> str:
-    """Only a path on this site: never another host (``//evil``) or a scheme."""
-    if value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
+    """Only a path on this site: never another host (``//evil``) or a scheme.
+
+    Browsers drop tabs and newlines from a URL and read ``\\`` as ``/``, so the value is judged
+    as they would parse it: any control character or backslash refuses it, and what is left
+    must split into a path (and query) with neither scheme nor host."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or "\\" in value:
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return "/"
+    if parts.path.startswith("//"):
+        return "/"
+    return value
 
 
 async def login_page(request: web.Request) -> web.Response:
