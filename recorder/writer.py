@@ -43,6 +43,7 @@ from recorder.events import (
     encode_record,
 )
 from recorder.http import HttpExchange, encode_exchange, encode_websocket_open
+from recorder.scp import ScpCommand, ScpTracker
 from recorder.sftp import SftpTracker
 from recorder.tables import recordings
 
@@ -102,6 +103,7 @@ class SessionRecording:
         self._pending_since = 0.0
         self._sftp = SftpTracker(self._sftp_op)
         self._sftp_callbacks: list[Callable[[Mapping[str, Any]], None]] = []
+        self._scp: list[ScpTracker] = []
         self._closed = False
         self._sealing = False
         self.dropped = 0
@@ -214,6 +216,13 @@ class SessionRecording:
     def sftp_server(self, data: bytes) -> None:
         self._sftp.server(data)
 
+    def scp_channel(self, command: ScpCommand) -> ScpTracker:
+        """A tracker for one legacy scp channel; its files are recorded (and reported to the
+        SFTP callbacks) as SFTP's are. Feed it with ``source``/``sink`` per direction."""
+        tracker = ScpTracker(command, self._sftp_op)
+        self._scp.append(tracker)
+        return tracker
+
     def _sftp_op(self, op: Mapping[str, Any]) -> None:
         self._add(Kind.SFTP, json.dumps(dict(op)).encode())
         for cb in self._sftp_callbacks:
@@ -323,6 +332,8 @@ class SessionRecording:
         if self._pending:
             self._hide_pending()
         self._sftp.finish()
+        for scp in self._scp:
+            scp.finish()
         duration = self._now()
         last = encode_record(duration, Kind.SEAL, json.dumps({"reason": reason}).encode())
         self._buf.append(last)

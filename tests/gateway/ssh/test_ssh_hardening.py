@@ -1,0 +1,142 @@
+"""The SSH door under the attack-and-fault review's findings, with real OpenSSH clients, a real
+sshd target and a real node: legacy scp is a file transfer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policy.models import Rule
+from policy.service import SYSTEM_ACTOR
+from recorder.store import RecordingStore
+from tests.clock import FakeTimer
+from tests.eventually import eventually
+from tests.gateway.ssh.conftest import Client, Gateway
+from tests.gateway.ssh.test_ssh_basic import scp_options
+from tests.nodes import start_test_node
+from tests.target import TARGET_USER, Sshd, register_target
+
+RULES = (
+    Rule(
+        name="exec-only",
+        roles=frozenset({"execer"}),
+        approvals=0,
+        require_reason=False,
+        channels=frozenset({"exec"}),
+    ),
+    Rule(
+        name="files-only",
+        roles=frozenset({"mover"}),
+        approvals=0,
+        require_reason=False,
+        channels=frozenset({"sftp"}),
+    ),
+)
+PEOPLE = {"alice": ["mover"], "ed": ["execer"]}
+
+
+async def _harness(db_url: str, sshd: Sshd, tmp_path: Path, **overrides: Any) -> Gateway:
+    timer = FakeTimer(datetime.now(UTC))
+    node = await start_test_node(
+        db_url,
+        tmp_path,
+        name="hardening-node",
+        rules=RULES,
+        timer=timer,
+        recordings_path=tmp_path / "recordings",
+        **overrides,
+    )
+    harness = Gateway(
+        node.ssh_port, node.services, node.gateway, timer, node.killswitch, sshd, tmp_path
+    )
+    harness.node = node  # type: ignore[attr-defined]
+    for name, roles in PEOPLE.items():
+        key_file = tmp_path / f"id_{name}"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_file)], check=True
+        )
+        await node.services.policy.add_user(
+            SYSTEM_ACTOR, name, roles=roles, public_keys=[(tmp_path / f"id_{name}.pub").read_text()]
+        )
+        harness.clients[name] = Client(name, key_file)
+    await register_target(node.services, sshd)
+    return harness
+
+
+@pytest.fixture
+async def hard(db_url: str, sshd: Sshd, tmp_path: Path) -> AsyncIterator[Gateway]:
+    harness = await _harness(db_url, sshd, tmp_path)
+    try:
+        yield harness
+    finally:
+        await harness.node.stop("test finished")  # type: ignore[attr-defined]
+
+
+def _scp(gateway: Gateway, user: str) -> list[str]:
+    return ["scp", "-O", *scp_options(gateway), "-i", str(gateway.clients[user].key_file)]
+
+
+async def _file_ops(gateway: Gateway) -> list[dict[str, Any]]:
+    store = RecordingStore(gateway.workdir / "recordings", gateway.services.maker)
+    ops: list[dict[str, Any]] = []
+
+    async def sealed(session_id: str) -> bool:
+        return (await store.get(session_id)).sealed
+
+    try:
+        for info in await store.recent():
+            await eventually(partial(sealed, info.session_id), what=f"{info.session_id} sealed")
+            await store.index(info.session_id)
+            ops += [e for e in await store.timeline(info.session_id) if e["kind"] == "sftp"]
+    finally:
+        await store.aclose()
+    return ops
+
+
+async def test_legacy_scp_is_a_file_transfer_recorded_and_audited_like_sftp(
+    hard: Gateway, tmp_path: Path
+) -> None:
+    payload = os.urandom(150_000)
+    src = tmp_path / "legacy.bin"
+    src.write_bytes(payload)
+    login = f"alice+{TARGET_USER}@db01@127.0.0.1"
+    code, _, err = await hard.run([*_scp(hard, "alice"), str(src), f"{login}:/tmp/lg-legacy.bin"])
+    assert code == 0, err
+    back = tmp_path / "legacy-back.bin"
+    code, _, err = await hard.run([*_scp(hard, "alice"), f"{login}:/tmp/lg-legacy.bin", str(back)])
+    assert code == 0, err
+    assert back.read_bytes() == payload
+    # A shell command dressed as scp is an exec, which this rule does not allow.
+    code, _, err = await hard.ssh("alice", f"alice+{TARGET_USER}@db01", "scp -t /tmp/x; id")
+    assert code != 0 and b"lockgate: " in err
+    ops = [
+        {k: e.get(k) for k in ("op", "path", "bytes", "result")}
+        for e in await _file_ops(hard)
+        if e.get("op") in ("upload", "download")
+    ]
+    assert {"op": "upload", "path": "/tmp/lg-legacy.bin", "bytes": 150_000, "result": "ok"} in ops
+    assert {"op": "download", "path": "/tmp/lg-legacy.bin", "bytes": 150_000, "result": "ok"} in ops
+    audited = [
+        (e.action, e.details.get("path"), e.details.get("bytes"))
+        for e in await hard.services.audit.events()
+        if e.action.startswith("sftp.")
+    ]
+    assert ("sftp.upload", "/tmp/lg-legacy.bin", 150_000) in audited
+    assert ("sftp.download", "/tmp/lg-legacy.bin", 150_000) in audited
+
+
+async def test_legacy_scp_is_refused_under_an_exec_only_rule(hard: Gateway, tmp_path: Path) -> None:
+    src = tmp_path / "nope.bin"
+    src.write_bytes(b"x" * 100)
+    login = f"ed+{TARGET_USER}@db01@127.0.0.1"
+    code, _, err = await hard.run([*_scp(hard, "ed"), str(src), f"{login}:/tmp/lg-nope.bin"])
+    assert code != 0 and b"lockgate: " in err, err
+    code, out, err = await hard.ssh("ed", f"ed+{TARGET_USER}@db01", "echo", "exec-ok")
+    assert code == 0 and out.strip() == b"exec-ok", err
