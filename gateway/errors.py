@@ -29,6 +29,11 @@ class LoginError(GatewayError, ValueError):
     """An SSH login name does not follow the grammar."""
 
 
+class LoginBusy(GatewayError):
+    """Too many password checks are running or waiting; the attempt was not judged (it is
+    not a failed login)."""
+
+
 class UpstreamError(GatewayError):
     """The target could not be reached, or refused the gateway."""
 

@@ -21,6 +21,7 @@ from gateway.credentials import Credentials
 from gateway.db import SessionMaker, create_engine, sessionmaker
 from gateway.db.tables import audit_head
 from gateway.errors import StartupError
+from gateway.hashing import HashPool
 from gateway.sessions.records import SessionStore
 from policy.models import Clock, utcnow
 from policy.service import PolicyService
@@ -41,8 +42,10 @@ class Services:
     sessions: SessionStore
     access: Access
     credentials: Credentials
+    hashing: HashPool
 
     async def aclose(self) -> None:
+        self.hashing.close()
         await self.engine.dispose()
 
 
@@ -83,7 +86,8 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
         raise
     maker = sessionmaker(engine)
     audit = AuditLog(maker, node=config.server.node_name, clock=clock)
-    policy = PolicyService(maker, config.rules, audit, clock=clock)
+    hashing = HashPool(config.limits.login_workers, config.limits.login_queue)
+    policy = PolicyService(maker, config.rules, audit, clock=clock, password_check=hashing.verify)
     vault = VaultService(maker, keyring, audit, clock=clock)
     return Services(
         config=config,
@@ -96,4 +100,5 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
         sessions=SessionStore(maker, policy, audit, config.server.node_name),
         access=Access(policy, vault),
         credentials=Credentials(vault),
+        hashing=hashing,
     )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from gateway.access import Factor, Where, factors_suffice
-from gateway.errors import LoginError
+from gateway.errors import LoginBusy, LoginError
 from gateway.ssh.bridge import ClientChannel
 from gateway.ssh.forward import open_forward
 from gateway.ssh.login import Login, parse_login
@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 class GatewayConnection(asyncssh.SSHServer):
     """One client connection. Identity is taken from the user name of the attempt that
     succeeded, so switching names between attempts never mixes states; failures are
-    throttled per user and per address and answered alike for unknown users."""
+    throttled per (user, address) with per-user and per-address ceilings
+    (``gateway.throttle``), and answered alike for unknown users. Only password checks are
+    throttled: key logins never wait behind them or get blocked by their failures."""
 
     def __init__(self, gw: SshGateway) -> None:
         self.gw = gw
@@ -64,15 +66,16 @@ class GatewayConnection(asyncssh.SSHServer):
         except LoginError:
             return None
 
-    def _keys(self, login: Login | None, username: str) -> tuple[str, str]:
-        return (f"user:{login.user if login else username}", f"addr:{self.addr}")
+    def _keys(self, login: Login | None, username: str) -> tuple[str, ...]:
+        return self.gw.throttle.login_keys(login.user if login else username[:64], self.addr)
 
     def _blocked(self, login: Login | None, username: str) -> bool:
         return login is None or self.gw.throttle.blocked(*self._keys(login, username))
 
-    async def _failed(self, username: str, method: str) -> bool:
+    async def _failed(self, username: str, method: str, *, throttled: bool = True) -> bool:
         login = self._parse(username)
-        self.gw.throttle.failed(*self._keys(login, username))
+        if throttled:
+            self.gw.throttle.failed(*self._keys(login, username))
         self.gw.metrics.auth_failures.labels(method).inc()
         with contextlib.suppress(Exception):
             await self.gw.services.audit.record(
@@ -81,6 +84,12 @@ class GatewayConnection(asyncssh.SSHServer):
                 subject=username[:64],
                 details={"method": method, "client": self.addr},
             )
+        return False
+
+    def _busy(self) -> bool:
+        """The password could not be checked now (too many checks waiting): refused, but not
+        counted as a failure of this person."""
+        self.gw.metrics.auth_failures.labels("busy").inc()
         return False
 
     async def _suffice(self, login: Login, user: User, presented: set[Factor]) -> bool:
@@ -101,14 +110,16 @@ class GatewayConnection(asyncssh.SSHServer):
         """A key registered to the user. Called for the key query and again for the signed
         request; asyncssh completes authentication only once the signature over the session
         id has verified. Under a per-session MFA rule a key is not enough: refused here, the
-        client moves on to keyboard-interactive, which asks for a password and a fresh code."""
+        client moves on to keyboard-interactive, which asks for a password and a fresh code.
+        The password throttle is neither consulted nor fed: offering keys costs no hashing
+        and cannot guess anything, and password failures must never lock a key out."""
         login = self._parse(username)
-        if login is None or self._blocked(login, username):
-            return await self._failed(username, "publickey")
+        if login is None:
+            return await self._failed(username, "publickey", throttled=False)
         user = await self.access.key_user(login.user, key)
         if user is not None:
             return await self._suffice(login, user, {Factor.KEY})
-        return await self._failed(username, "publickey")
+        return await self._failed(username, "publickey", throttled=False)
 
     def password_auth_supported(self) -> bool:
         return True
@@ -119,7 +130,10 @@ class GatewayConnection(asyncssh.SSHServer):
         login = self._parse(username)
         if login is None or self._blocked(login, username):
             return await self._failed(username, "password")
-        user = await self.access.password_user(login.user, password)
+        try:
+            user = await self.access.password_user(login.user, password)
+        except LoginBusy:
+            return self._busy()
         if user is not None and await self._suffice(login, user, {Factor.PASSWORD}):
             return True
         return await self._failed(username, "password")
@@ -139,7 +153,10 @@ class GatewayConnection(asyncssh.SSHServer):
             return await self._failed(username, "keyboard-interactive")
         user = self._kbd.pop(username, None)
         if user is None:
-            user = await self.access.password_user(login.user, responses[0])
+            try:
+                user = await self.access.password_user(login.user, responses[0])
+            except LoginBusy:
+                return self._busy()
             if user is None:
                 return await self._failed(username, "keyboard-interactive")
             if await self._suffice(login, user, {Factor.PASSWORD}):

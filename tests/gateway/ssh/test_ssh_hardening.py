@@ -1,8 +1,10 @@
 """The SSH door under the attack-and-fault review's findings, with real OpenSSH clients, a real
-sshd target and a real node: legacy scp is a file transfer."""
+sshd target and a real node: legacy scp is a file transfer; password guessing neither locks an
+account for everyone nor delays key logins."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import AsyncIterator
@@ -11,8 +13,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 
+from gateway.config import Limits
 from policy.models import Rule
 from policy.service import SYSTEM_ACTOR
 from recorder.store import RecordingStore
@@ -140,3 +144,66 @@ async def test_legacy_scp_is_refused_under_an_exec_only_rule(hard: Gateway, tmp_
     assert code != 0 and b"lockgate: " in err, err
     code, out, err = await hard.ssh("ed", f"ed+{TARGET_USER}@db01", "echo", "exec-ok")
     assert code == 0 and out.strip() == b"exec-ok", err
+
+
+async def _password_login(gateway: Gateway, user: str, password: str, source: str) -> bool:
+    try:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            gateway.port,
+            username=user,
+            password=password,
+            known_hosts=None,
+            client_keys=None,
+            agent_path=None,
+            preferred_auth="password",
+            local_addr=(source, 0),
+        ):
+            return True
+    except asyncssh.PermissionDenied:
+        return False
+
+
+async def test_a_stranger_cannot_lock_the_account_for_everyone(hard: Gateway) -> None:
+    await hard.policy.set_password(SYSTEM_ACTOR, "ed", "ed-correct-horse-battery")
+    for _ in range(6):
+        assert not await _password_login(hard, "ed", "guess-123456789", "127.0.0.2")
+    # The stranger's address is locked out of ed, even with the right password ...
+    assert not await _password_login(hard, "ed", "ed-correct-horse-battery", "127.0.0.2")
+    # ... ed elsewhere is not, and password failures never block a key.
+    assert await _password_login(hard, "ed", "ed-correct-horse-battery", "127.0.0.1")
+    code, out, err = await hard.run(
+        [*hard.ssh_args("ed", f"ed+{TARGET_USER}@db01", "-b", "127.0.0.2"), "echo", "key-ok"]
+    )
+    assert code == 0 and out.strip() == b"key-ok", err
+
+
+@pytest.fixture
+async def storm_gateway(db_url: str, sshd: Sshd, tmp_path: Path) -> AsyncIterator[Gateway]:
+    harness = await _harness(
+        db_url, sshd, tmp_path, limits=Limits(login_workers=1, login_queue=100)
+    )
+    try:
+        yield harness
+    finally:
+        await harness.node.stop("test finished")  # type: ignore[attr-defined]
+
+
+async def test_key_logins_go_on_while_a_storm_of_passwords_is_hashed(
+    storm_gateway: Gateway,
+) -> None:
+    gw = storm_gateway
+    hashing = gw.services.hashing
+    storm = [
+        asyncio.ensure_future(_password_login(gw, f"ghost{i}", "wrong-password-1", "127.0.0.3"))
+        for i in range(60)
+    ]
+    try:
+        await eventually(lambda: hashing.pending >= 10, what="the storm queued at the hash pool")
+        code, out, err = await gw.ssh("ed", f"ed+{TARGET_USER}@db01", "echo", "during-storm")
+        assert code == 0 and out.strip() == b"during-storm", err
+        assert hashing.pending > 0  # done before the storm was: it never queued behind it
+    finally:
+        for task in storm:
+            task.cancel()
+        await asyncio.gather(*storm, return_exceptions=True)
