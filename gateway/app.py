@@ -38,7 +38,7 @@ from gateway.throttle import Throttle
 from gateway.web.app import FOREIGN, build_app
 from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme
 from gateway.web.deps import Deps
-from gateway.web.server import ConnectionGuard, GuardedSite, HttpLimits
+from gateway.web.server import AUTHENTICATED, ConnectionGuard, GuardedSite, HttpLimits
 from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
 from recorder.follow import LiveIndexer
@@ -301,7 +301,9 @@ def _gateway_site() -> GatewaySite:
         who = request.get(PRINCIPAL)
         return who.name if who is not None else None
 
-    return GatewaySite(scheme=scheme, signed_in=signed_in, foreign=FOREIGN)
+    return GatewaySite(
+        scheme=scheme, signed_in=signed_in, foreign=FOREIGN, authenticated=AUTHENTICATED
+    )
 
 
 async def run_until_signalled(node: Node, out: TextIO) -> None:

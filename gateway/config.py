@@ -58,7 +58,7 @@ class ServerConfig:
 class Limits:
     """Resource limits of the listeners ([limits] in the file); 0 turns a cap off."""
 
-    ssh_max_startups: int = 32  # unauthenticated SSH connections at once (OpenSSH MaxStartups)
+    ssh_max_startups: int = 128  # unauthenticated SSH connections; a quarter per address
     ssh_login_grace_time: int = 60  # seconds to authenticate (OpenSSH LoginGraceTime)
     ssh_max_channels: int = 10  # open channels per SSH connection (OpenSSH MaxSessions)
     http_header_timeout: int = 10  # seconds for a request's line and headers

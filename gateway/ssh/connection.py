@@ -45,17 +45,31 @@ class GatewayConnection(asyncssh.SSHServer):
         self.live: LiveSshSession | None = None
         self.prepared: asyncio.Task[None] | None = None
         self.gone = False
+        self.starting = False  # counted among the unauthenticated connections
         self._kbd: dict[str, User] = {}  # user name -> password verified, code pending
 
     # --- connection ----------------------------------------------------------------
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        """Beyond ``limits.ssh_max_startups`` unauthenticated connections (a quarter of them
+        per address) a new one is closed before its key exchange, as OpenSSH's MaxStartups."""
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.addr = str(peer[0]) if peer else "?"
+        if self.gw.admit(self.addr):
+            self.starting = True
+        else:
+            log.info("SSH connection from %s refused: too many unauthenticated", self.addr)
+            asyncio.get_running_loop().call_soon(conn.abort)
+
+    def _started(self) -> None:
+        if self.starting:
+            self.starting = False
+            self.gw.startup_done(self.addr)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """The grant check is not cancelled (a cancel in the middle of a database call can
         leave SQLite locked); ``_prepare`` sees the flag and ends what it opened."""
+        self._started()
         self.gone = True
         if self.live is not None:
             self.live.spawn(self.live.finish("client disconnected"))
@@ -175,6 +189,7 @@ class GatewayConnection(asyncssh.SSHServer):
         """For a target login, the grant check starts now, while the client sets up its
         channel; the target is contacted only once it passed."""
         assert self.conn is not None
+        self._started()
         username = self.conn.get_extra_info("username")
         self.login = parse_login(username)
         self.gw.throttle.succeeded(*self._keys(self.login, username))
@@ -212,11 +227,24 @@ class GatewayConnection(asyncssh.SSHServer):
             self.refusal = "the session could not be opened (audit or recording unavailable)"
 
     # --- channels -------------------------------------------------------------------
+    def _channel_slot(self) -> None:
+        """Refuse a channel beyond ``limits.ssh_max_channels`` open on this connection (as
+        OpenSSH's MaxSessions; forwards count too)."""
+        cap = self.gw.services.config.limits.ssh_max_channels
+        # asyncssh keeps the connection's open channels here; the one being opened (these
+        # callbacks are coroutines, run once asyncssh made the channel) is among them.
+        open_now = len(getattr(self.conn, "_channels", {}))
+        if cap and open_now > cap:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE, f"at most {cap} channels per connection"
+            )
+
     async def session_requested(self) -> Any:
         """The gateway shell for a plain ``USER`` login; for a target login a bridged
         channel only once the grant check passed (each channel is authorized again when it
         says what it is), else a channel that prints the one-line refusal and exits 1."""
         assert self.login is not None
+        self._channel_slot()
         if self.login.is_shell:
             gw = self.gw
             context = ShellContext(
@@ -240,6 +268,7 @@ class GatewayConnection(asyncssh.SSHServer):
     ) -> Any:
         """Local forwarding (``-L``, ``-W``): only after the grant check, and only where the
         rule allows ``port_forward`` to that destination (``gateway.ssh.forward``)."""
+        self._channel_slot()
         if self.prepared is not None:
             await self.prepared
         if self.live is None:

@@ -207,3 +207,71 @@ async def test_key_logins_go_on_while_a_storm_of_passwords_is_hashed(
         for task in storm:
             task.cancel()
         await asyncio.gather(*storm, return_exceptions=True)
+
+
+@pytest.fixture
+async def limited(db_url: str, sshd: Sshd, tmp_path: Path) -> AsyncIterator[Gateway]:
+    limits = Limits(ssh_max_startups=4, ssh_max_channels=3, ssh_login_grace_time=2)
+    harness = await _harness(db_url, sshd, tmp_path, limits=limits)
+    try:
+        yield harness
+    finally:
+        await harness.node.stop("test finished")  # type: ignore[attr-defined]
+
+
+async def _key_connection(gateway: Gateway, user: str, login: str) -> asyncssh.SSHClientConnection:
+    return await asyncssh.connect(
+        "127.0.0.1",
+        gateway.port,
+        username=login,
+        client_keys=[str(gateway.clients[user].key_file)],
+        known_hosts=None,
+        agent_path=None,
+    )
+
+
+async def test_channels_per_connection_are_capped(limited: Gateway) -> None:
+    async with await _key_connection(limited, "ed", f"ed+{TARGET_USER}@db01") as conn:
+        held = [await conn.create_process("sleep 30") for _ in range(3)]
+        with pytest.raises(asyncssh.ChannelOpenError) as refused:
+            await conn.create_process("echo one-too-many")
+        assert "at most 3 channels" in refused.value.reason
+        held[0].close()
+        await held[0].wait_closed()
+        result = await conn.run("echo room-again", check=True)
+        assert result.stdout == "room-again\n"
+        for proc in held[1:]:
+            proc.close()
+
+
+async def _until_eof(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.read(), 20)
+
+
+async def test_unauthenticated_connections_are_capped_overall_and_per_address(
+    limited: Gateway,
+) -> None:
+    port = limited.port
+    held = [await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.4", 0))]
+    # A second one from the same address (a quarter of 4) is closed before any key exchange
+    # (after the version line), while the first waits for it.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.4", 0))
+    assert (await _until_eof(reader)).startswith(b"SSH-2.0-")
+    assert not held[0][0].at_eof()
+    writer.close()
+    for last in (5, 6, 7):
+        held.append(
+            await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.0.{last}", 0))
+        )
+    for r, _ in held:  # each of the four admitted got the server's version line
+        assert (await asyncio.wait_for(r.readline(), 20)).startswith(b"SSH-2.0-")
+    code, _, _ = await limited.ssh("ed", f"ed+{TARGET_USER}@db01", "true")
+    assert code == 255  # no room while four strangers sit before authentication
+    # The login grace time (2 s here) ends them; then there is room again.
+    for r, _ in held:
+        await _until_eof(r)
+    for _, w in held:
+        w.close()
+    code, out, err = await limited.ssh("ed", f"ed+{TARGET_USER}@db01", "echo", "in")
+    assert code == 0 and out.strip() == b"in", err
+    assert limited.gw.startups == {}
