@@ -84,6 +84,7 @@ class Rule:
     break_glass: bool = False
     http_methods: tuple[str, ...] = ("*",)  # web targets: upper-case method globs
     http_paths: tuple[str, ...] = ("/*",)  # web targets: globs over the normalised path
+    forward_to: tuple[str, ...] = ()  # port-forward allowlist (policy.forwarding); () = none
 
 
 class RequestState(enum.StrEnum):

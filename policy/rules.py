@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from policy.durations import format_duration, parse_duration
 from policy.errors import AccessDenied, InvalidInput
+from policy.forwarding import parse_entry
 from policy.httppath import is_method_token, normalize_http_path
 from policy.models import CHANNEL_KINDS, Decision, Grant, Lock, Rule, Target, User
 
@@ -40,6 +41,7 @@ _RULE_KEYS = {
     "break_glass",
     "http_methods",
     "http_paths",
+    "forward_to",
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -149,6 +151,9 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
     for glob in http_paths:
         if not glob.startswith("/") or not all("!" <= ch <= "~" for ch in glob):
             raise InvalidInput(f"http_paths: {glob!r} must be a glob starting with '/'")
+    forward_to = _strings(raw, "forward_to", ())
+    for entry in forward_to:
+        parse_entry(entry)
     return Rule(
         name=name,
         roles=frozenset(roles),
@@ -167,6 +172,7 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
         break_glass=_typed(raw, "break_glass", bool, False),
         http_methods=http_methods,
         http_paths=http_paths,
+        forward_to=forward_to,
     )
 
 

@@ -38,6 +38,9 @@ class ChannelHost(Protocol):
     async def authorize_channel(self, kind: str, command: str | None) -> str | None:
         """None if the channel may open, else the one-line reason."""
 
+    async def authorize_forward(self, host: str, port: int) -> tuple[str | None, str]:
+        """(None, destination to connect to) if the forward may open, else (reason, _)."""
+
     def check_shell_line(self, line: str) -> str | None:
         """The rule that blocks this shell line at Enter, if any."""
 

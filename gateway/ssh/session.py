@@ -147,6 +147,21 @@ class LiveSshSession:
             return await self._check_command(command)
         return None
 
+    async def authorize_forward(self, host: str, port: int) -> tuple[str | None, str]:
+        """(None, the normalised destination) if ``-L`` to ``host:port`` may open, else the
+        one-line reason. Fails closed like ``authorize_channel``."""
+        try:
+            async with self.gw.admission:
+                decision = await self.gw.services.access.authorize_forward(
+                    self.user, self.target, self.account, host, port
+                )
+        except Exception:
+            log.exception("session %s: checking a forward failed", self.id)
+            return "the gateway could not check this forward right now; try again", host
+        if not decision.allowed:
+            return decision.message, decision.destination
+        return None, decision.destination
+
     async def _check_command(self, command: str) -> str | None:
         for hit in self.gw.anomaly.check_command(command):
             await self._act(hit)
