@@ -22,6 +22,7 @@ from aiohttp import web
 
 from gateway.cluster.bus import ClusterBus, ClusterEvent, EventKind
 from gateway.config import Config
+from gateway.db.clock import ClockWatch
 from gateway.errors import StartupError
 from gateway.http.assertion import JWKS_PATH, AssertionSigner, jwks_handler
 from gateway.http.proxy import GatewaySite, WebProxy
@@ -63,6 +64,7 @@ class Node:
     killswitch: KillSwitch
     bus: ClusterBus
     metrics: Metrics
+    clock: ClockWatch
     acceptor: asyncssh.SSHAcceptor | None = None
     runner: web.AppRunner | None = None
     deps: Deps | None = None
@@ -96,6 +98,8 @@ class Node:
     async def _backstop(self) -> None:
         while True:
             await asyncio.sleep(BACKSTOP_RECHECK)
+            with contextlib.suppress(Exception):
+                await self.killswitch.end_expired(await self.clock.check())
             with contextlib.suppress(Exception):
                 await self.killswitch.recheck_all()
                 await self.services.policy.expire_requests()
@@ -190,7 +194,10 @@ async def start_node(
         )
         killswitch = KillSwitch(registry, timer, services.access.recheck)
         bus = ClusterBus(services.maker, config.server.node_name, clock=timer.now)
-        node = Node(config, services, registry, gateway, killswitch, bus, metrics)
+        clock = ClockWatch(services.engine, timer.now)
+        node = Node(config, services, registry, gateway, killswitch, bus, metrics, clock)
+        with contextlib.suppress(Exception):  # a first reading for /readyz; retried on a timer
+            await clock.check()
         node.extra.append(recordings.aclose)
         await recordings.index_pending()
         bus.subscribe(node.on_event)
@@ -250,6 +257,7 @@ async def start_node(
             {"database": database_ok, "vault": vault_ok, "listeners": listeners_ok},
             [refresh_gauges],
             front=[node.proxy.middleware],
+            warnings={"clock": node.clock.warning},
         )
         app.router.add_get("/open/{target}", node.proxy.open)
         app.router.add_get(JWKS_PATH, jwks_handler(keys))
