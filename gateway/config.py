@@ -52,6 +52,7 @@ class ServerConfig:
     node_name: str
     ssh_fastpath: bool = True  # gateway/ssh/fastpath.py; false: asyncssh's own data path
     web_domain: str = ""  # web targets at <target>.<web_domain>; "" = /t/<target>/ paths
+    require_strict_kex: bool = False  # refuse SSH clients without strict KEX (Terrapin)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "node_name": (str, ""),
         "ssh_fastpath": (bool, True),
         "web_domain": (str, ""),
+        "require_strict_kex": (bool, False),
     },
     "database": {"url": (str, None)},
     "vault": {"master_key": (str, None)},
@@ -181,6 +183,7 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             node_name=node,
             ssh_fastpath=fastpath,
             web_domain=_web_domain(str(server["web_domain"]), f"{source}: server.web_domain"),
+            require_strict_kex=bool(server["require_strict_kex"]),
         ),
         database_url=db_url,
         master_key=str(master),

@@ -15,6 +15,7 @@ import asyncssh
 
 from gateway.access import Factor, Where, factors_suffice
 from gateway.errors import LoginBusy, LoginError
+from gateway.ssh import terrapin
 from gateway.ssh.bridge import ClientChannel
 from gateway.ssh.forward import open_forward
 from gateway.ssh.login import Login, parse_login
@@ -51,10 +52,12 @@ class GatewayConnection(asyncssh.SSHServer):
     # --- connection ----------------------------------------------------------------
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         """Beyond ``limits.ssh_max_startups`` unauthenticated connections (a quarter of them
-        per address) a new one is closed before its key exchange, as OpenSSH's MaxStartups."""
+        per address) a new one is closed before its key exchange, as OpenSSH's MaxStartups.
+        A client without strict KEX gets only Terrapin-safe algorithms (``terrapin``)."""
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.addr = str(peer[0]) if peer else "?"
+        terrapin.guard(conn, require_strict=self.gw.services.config.server.require_strict_kex)
         if self.gw.admit(self.addr):
             self.starting = True
         else:

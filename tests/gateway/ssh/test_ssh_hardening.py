@@ -1,13 +1,15 @@
 """The SSH door under the attack-and-fault review's findings, with real OpenSSH clients, a real
 sshd target and a real node: legacy scp is a file transfer; password guessing neither locks an
-account for everyone nor delays key logins."""
+account for everyone nor delays key logins; pre-auth and channel caps; Terrapin-safe
+algorithms for clients without strict KEX."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import Any
 import asyncssh
 import pytest
 
-from gateway.config import Limits
+from gateway.config import Limits, Listen, ServerConfig
+from gateway.ssh import terrapin
 from policy.models import Rule
 from policy.service import SYSTEM_ACTOR
 from recorder.store import RecordingStore
@@ -275,3 +278,74 @@ async def test_unauthenticated_connections_are_capped_overall_and_per_address(
     code, out, err = await limited.ssh("ed", f"ed+{TARGET_USER}@db01", "echo", "in")
     assert code == 0 and out.strip() == b"in", err
     assert limited.gw.startups == {}
+
+
+@contextlib.contextmanager
+def _without_strict_kex() -> Iterator[None]:
+    """This process's asyncssh clients stop offering strict KEX, as clients before OpenSSH
+    9.6 do (only gateway-shell logins run meanwhile: no upstream connection is made)."""
+    cls = asyncssh.connection.SSHClientConnection
+    original = cls._get_extra_kex_algs
+    cls._get_extra_kex_algs = lambda self: [b"ext-info-c"]  # type: ignore[method-assign]
+    # ... nor turn it on when the server offers it (an old client does not know the name).
+    cls._strict_kex = property(lambda self: False, lambda self, value: None)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        cls._get_extra_kex_algs = original  # type: ignore[method-assign]
+        del cls._strict_kex  # type: ignore[attr-defined]
+
+
+async def _negotiate(gateway: Gateway, **algs: list[str]) -> tuple[str, str]:
+    async with asyncssh.connect(
+        "127.0.0.1",
+        gateway.port,
+        username="ed",
+        client_keys=[str(gateway.clients["ed"].key_file)],
+        known_hosts=None,
+        agent_path=None,
+        **algs,  # type: ignore[arg-type]
+    ) as conn:
+        return terrapin.negotiated(conn)
+
+
+CHACHA, ETM = "chacha20-poly1305@openssh.com", "hmac-sha2-256-etm@openssh.com"
+CHACHA_FIRST = {
+    "encryption_algs": [CHACHA, "aes128-ctr", "aes256-gcm@openssh.com"],
+    "mac_algs": [ETM, "hmac-sha2-256"],
+}
+
+
+async def test_a_client_without_strict_kex_gets_only_terrapin_safe_algorithms(
+    hard: Gateway,
+) -> None:
+    assert await _negotiate(hard, **CHACHA_FIRST) == (CHACHA, CHACHA)
+    with _without_strict_kex():
+        assert await _negotiate(hard, **CHACHA_FIRST) == ("aes128-ctr", "hmac-sha2-256")
+        etm_only = {
+            "encryption_algs": ["aes128-ctr"],
+            "mac_algs": ["hmac-sha2-256-etm@openssh.com"],
+        }
+        with pytest.raises(asyncssh.KeyExchangeFailed):
+            await _negotiate(hard, **etm_only)
+        with pytest.raises(asyncssh.KeyExchangeFailed):
+            await _negotiate(hard, encryption_algs=[CHACHA])
+
+
+async def test_require_strict_kex_refuses_clients_without_it(
+    db_url: str, sshd: Sshd, tmp_path: Path
+) -> None:
+    server = ServerConfig(
+        ssh_listen=Listen("127.0.0.1", 0),
+        http_listen=Listen("127.0.0.1", 0),
+        data_dir=tmp_path / "data",
+        node_name="strict-node",
+        require_strict_kex=True,
+    )
+    gateway = await _harness(db_url, sshd, tmp_path, server=server)
+    try:
+        with _without_strict_kex(), pytest.raises(asyncssh.KeyExchangeFailed):
+            await _negotiate(gateway, **CHACHA_FIRST)
+        assert await _negotiate(gateway, **CHACHA_FIRST) == (CHACHA, CHACHA)
+    finally:
+        await gateway.node.stop("test finished")  # type: ignore[attr-defined]
