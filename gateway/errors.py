@@ -38,6 +38,10 @@ class UpstreamError(GatewayError):
     """The target could not be reached, or refused the gateway."""
 
 
+class UpstreamUnreachable(UpstreamError):
+    """The target could not be reached, or the connection to it was lost."""
+
+
 class UpstreamRefused(UpstreamError):
     """No usable credential or pinned host key for the target; nothing was sent to it."""
 

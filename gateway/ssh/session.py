@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from gateway.credentials import UpstreamCredential
 from gateway.db import completed
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, UpstreamUnreachable
 from gateway.metrics import kill_reason
 from gateway.sessions.records import NewSession, new_session_id
 from gateway.ssh.bridge import ClientChannel
@@ -66,10 +67,13 @@ class LiveSshSession:
         self.recording: SessionRecording | None = None
         self.channels: list[ClientChannel] = []
         self._upstream: asyncio.Future[asyncssh.SSHClientConnection] | None = None
+        # Set once a channel is authorized: only then is the credential checked out and used.
+        self._authorized: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sftp_ops: list[dict[str, Any]] = []
         self._sftp_audit: asyncio.Task[None] | None = None
         self._ended = False
+        self._reconnected = False
         self.has_command_rules = bool(gw.anomaly.commands)
         self.disk_behind = False
         self.gateway_host = gw.gateway_host
@@ -104,20 +108,35 @@ class LiveSshSession:
         self.gw.registry.add(self)
         self._upstream = asyncio.ensure_future(self._connect())
 
-    async def _connect(self) -> asyncssh.SSHClientConnection:
+    async def _credential(self) -> UpstreamCredential:
+        await asyncio.shield(self._authorized)
         valid_until = self.expires_at or self.gw.services.policy.now()
-        cred = await completed(
+        return await completed(
             self.gw.services.credentials.ssh(
                 self.target_obj, self.account, self.id, self.user, valid_until
             )
         )
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        kind = await self.gw.services.vault.credential_kind(self.target, self.account)
         started = time.monotonic()
-        conn = await connect_upstream(self.target_obj, cred)
+        conn = await connect_upstream(self.target_obj, self.account, kind, self._credential)
         self.gw.metrics.upstream_connect.observe(time.monotonic() - started)
         return conn
 
     async def upstream(self) -> asyncssh.SSHClientConnection:
+        """The authenticated upstream. An early connection that the target dropped while it
+        waited for the first authorized channel is made again, once."""
         assert self._upstream is not None
+        if not self._authorized.done():
+            self._authorized.set_result(None)
+        try:
+            return await asyncio.shield(self._upstream)
+        except UpstreamUnreachable:
+            if self._ended or self._reconnected:
+                raise
+        self._reconnected = True
+        self._upstream = asyncio.ensure_future(self._connect())
         return await asyncio.shield(self._upstream)
 
     def describe_upstream_error(self, exc: BaseException) -> str:

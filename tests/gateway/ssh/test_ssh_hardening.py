@@ -349,3 +349,26 @@ async def test_require_strict_kex_refuses_clients_without_it(
         assert await _negotiate(gateway, **CHACHA_FIRST) == (CHACHA, CHACHA)
     finally:
         await gateway.node.stop("test finished")  # type: ignore[attr-defined]
+
+
+async def test_a_refused_channel_never_authenticates_to_the_target(hard: Gateway) -> None:
+    """The upstream connection (TCP, key exchange, host key) starts early; the vaulted
+    credential is checked out and used only for an authorized channel."""
+    accepted = hard.sshd.log.read_text(errors="replace").count("Accepted ")
+    connections = hard.sshd.connections()
+    code, _, err = await hard.run(
+        [*hard.ssh_args("ed", f"ed+{TARGET_USER}@db01"), "-W", "127.0.0.2:9"]
+    )
+    assert code != 0
+    await eventually(lambda: len(hard.gw.registry) == 0, what="the refused session ended")
+    await eventually(lambda: hard.sshd.connections() > connections, what="the early connection")
+    assert hard.sshd.log.read_text(errors="replace").count("Accepted ") == accepted
+    actions = [e.action for e in await hard.services.audit.events()]
+    assert "credential.checkout" not in actions
+    # An allowed channel then authenticates, once.
+    code, out, err = await hard.ssh("ed", f"ed+{TARGET_USER}@db01", "echo", "authorized")
+    assert code == 0 and out.strip() == b"authorized", err
+    log = hard.sshd.log.read_text(errors="replace")
+    assert log.count("Accepted ") == accepted + 1
+    actions = [e.action for e in await hard.services.audit.events()]
+    assert actions.count("credential.checkout") == 1
