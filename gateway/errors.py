@@ -42,8 +42,27 @@ class UpstreamUnreachable(UpstreamError):
     """The target could not be reached, or the connection to it was lost."""
 
 
+class UpstreamHostKeyMismatch(UpstreamError):
+    """The target showed another host key than the pinned one; nothing was sent to it."""
+
+
+class UpstreamAuthFailed(UpstreamError):
+    """The target refused the vaulted credential (stale or revoked on the target)."""
+
+
 class UpstreamRefused(UpstreamError):
     """No usable credential or pinned host key for the target; nothing was sent to it."""
+
+
+def end_reason(exc: BaseException) -> str:
+    """A session's end reason for an upstream failure (short, for records and metrics)."""
+    if isinstance(exc, UpstreamHostKeyMismatch):
+        return "target host key mismatch"
+    if isinstance(exc, UpstreamAuthFailed):
+        return "target refused the vaulted credential"
+    if isinstance(exc, UpstreamRefused):
+        return "no usable credential"
+    return "target unreachable"
 
 
 class SignalRejected(GatewayError):

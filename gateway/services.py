@@ -22,6 +22,7 @@ from gateway.db import SessionMaker, create_engine, sessionmaker
 from gateway.db.tables import audit_head
 from gateway.errors import StartupError
 from gateway.hashing import HashPool
+from gateway.refusals import RefusalLog
 from gateway.sessions.records import SessionStore
 from policy.models import Clock, utcnow
 from policy.service import PolicyService
@@ -43,6 +44,7 @@ class Services:
     access: Access
     credentials: Credentials
     hashing: HashPool
+    refusals: RefusalLog
 
     async def aclose(self) -> None:
         self.hashing.close()
@@ -101,4 +103,5 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
         access=Access(policy, vault),
         credentials=Credentials(vault),
         hashing=hashing,
+        refusals=RefusalLog(audit, clock),
     )

@@ -166,14 +166,32 @@ class SessionStore:
             )
 
     async def sweep_stale(self) -> int:
-        """Sessions this node left live when it last stopped: mark them ended."""
+        """Sessions this node left live when it last stopped (a crash or a kill -9): mark
+        them ended and audit each end, with the reason, in the same transaction."""
+        reason = "gateway restarted (the session was cut when the node stopped)"
         async with self.maker() as db, db.begin():
-            result = await db.execute(
-                sessions.update()
-                .where(sessions.c.node == self.node, sessions.c.ended_at.is_(None))
-                .values(ended_at=self.policy.now(), end_reason="gateway restarted")
-            )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            stale = (
+                await db.execute(
+                    sa.select(sessions.c.id, sessions.c.user, sessions.c.target).where(
+                        sessions.c.node == self.node, sessions.c.ended_at.is_(None)
+                    )
+                )
+            ).all()
+            for row in stale:
+                await self.audit.append(
+                    db,
+                    actor=row.user,
+                    action="session.end",
+                    subject=row.id,
+                    details={"reason": reason, "target": row.target, "node": self.node},
+                )
+            if stale:
+                await db.execute(
+                    sessions.update()
+                    .where(sessions.c.id.in_([r.id for r in stale]))
+                    .values(ended_at=self.policy.now(), end_reason=reason[:255])
+                )
+        return len(stale)
 
     async def _can_see_all(self, viewer: str) -> bool:
         if viewer == SYSTEM_ACTOR:

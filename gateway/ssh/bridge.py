@@ -14,6 +14,7 @@ from typing import cast
 
 import asyncssh
 
+from gateway.errors import end_reason
 from gateway.ssh.fastpath import write_data
 from gateway.ssh.ports import ChannelHost
 from recorder.commandline import LineTracker
@@ -118,6 +119,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 encoding=None,
             )
         except Exception as exc:
+            self.live.ended_because(end_reason(exc))
             self.refuse(self.live.describe_upstream_error(exc))
             return
         rec = self.live.recording
@@ -327,5 +329,6 @@ class UpstreamChannel(asyncssh.SSHClientSession[bytes]):
             chan.exit(self.status)
         else:
             if exc is not None:
+                self.client.live.ended_because("target connection lost")
                 chan.write_stderr(b"lockgate: the connection to the target was lost\r\n")
             chan.exit(255)

@@ -75,7 +75,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self._started()
         self.gone = True
         if self.live is not None:
-            self.live.spawn(self.live.finish("client disconnected"))
+            self.live.spawn(self.live.finish(self.live.end_reason or "client disconnected"))
 
     def _parse(self, username: str) -> Login | None:
         try:
@@ -210,6 +210,14 @@ class GatewayConnection(asyncssh.SSHServer):
                 )
                 if not auth.decision.allowed or auth.target is None or auth.account is None:
                     self.refusal = str(auth.decision.message)
+                    await self.gw.services.refusals.refused(
+                        actor=login.user,
+                        action="session.refused",
+                        subject=f"{login.account or ''}@{login.target}",
+                        reason=self.refusal,
+                        client=self.addr,
+                        details={"code": str(auth.decision.reason), "via": "ssh"},
+                    )
                     return
                 live = LiveSshSession(
                     self.gw,

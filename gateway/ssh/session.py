@@ -20,7 +20,7 @@ import asyncssh
 
 from gateway.credentials import UpstreamCredential
 from gateway.db import completed
-from gateway.errors import UpstreamError, UpstreamUnreachable
+from gateway.errors import UpstreamError, UpstreamUnreachable, end_reason
 from gateway.metrics import kill_reason
 from gateway.sessions.records import NewSession, new_session_id
 from gateway.ssh.bridge import ClientChannel
@@ -74,6 +74,8 @@ class LiveSshSession:
         self._sftp_audit: asyncio.Task[None] | None = None
         self._ended = False
         self._reconnected = False
+        self.end_reason: str | None = None
+        self._upstream_audited = False
         self.has_command_rules = bool(gw.anomaly.commands)
         self.disk_behind = False
         self.gateway_host = gw.gateway_host
@@ -124,6 +126,30 @@ class LiveSshSession:
         self.gw.metrics.upstream_connect.observe(time.monotonic() - started)
         return conn
 
+    async def _audit_upstream_failure(self, exc: UpstreamError) -> None:
+        """Once per session: the first channel that meets the failure reports it (a refused
+        session's early connection is never news)."""
+        if self._upstream_audited:
+            return
+        self._upstream_audited = True
+        self.ended_because(end_reason(exc))
+        with contextlib.suppress(Exception):
+            await self.gw.services.audit.record(
+                actor=self.user,
+                action="upstream.failure",
+                subject=self.id,
+                details={
+                    "target": self.target,
+                    "account": self.account,
+                    "reason": end_reason(exc),
+                    "detail": str(exc),
+                },
+            )
+
+    def ended_because(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+
     async def upstream(self) -> asyncssh.SSHClientConnection:
         """The authenticated upstream. An early connection that the target dropped while it
         waited for the first authorized channel is made again, once."""
@@ -132,12 +158,20 @@ class LiveSshSession:
             self._authorized.set_result(None)
         try:
             return await asyncio.shield(self._upstream)
-        except UpstreamUnreachable:
+        except UpstreamUnreachable as exc:
             if self._ended or self._reconnected:
+                await self._audit_upstream_failure(exc)
                 raise
+        except UpstreamError as exc:
+            await self._audit_upstream_failure(exc)
+            raise
         self._reconnected = True
         self._upstream = asyncio.ensure_future(self._connect())
-        return await asyncio.shield(self._upstream)
+        try:
+            return await asyncio.shield(self._upstream)
+        except UpstreamError as exc:
+            await self._audit_upstream_failure(exc)
+            raise
 
     def describe_upstream_error(self, exc: BaseException) -> str:
         if isinstance(exc, UpstreamError):
@@ -159,6 +193,7 @@ class LiveSshSession:
             log.exception("session %s: checking a %s channel failed", self.id, kind)
             return "the gateway could not check this channel's access right now; try again"
         if not auth.decision.allowed:
+            await self._refused("channel.refused", str(auth.decision.message), kind=kind)
             return str(auth.decision.message)
         if command is not None:
             if self.recording is not None:
@@ -178,8 +213,21 @@ class LiveSshSession:
             log.exception("session %s: checking a forward failed", self.id)
             return "the gateway could not check this forward right now; try again", host
         if not decision.allowed:
+            await self._refused(
+                "forward.refused", decision.message, destination=f"{decision.destination}:{port}"
+            )
             return decision.message, decision.destination
         return None, decision.destination
+
+    async def _refused(self, action: str, reason: str, **details: str) -> None:
+        await self.gw.services.refusals.refused(
+            actor=self.user,
+            action=action,
+            subject=self.id,
+            reason=reason,
+            client=self.client_addr,
+            details={"target": self.target, "account": self.account, **details},
+        )
 
     async def _check_command(self, command: str) -> str | None:
         for hit in self.gw.anomaly.check_command(command):

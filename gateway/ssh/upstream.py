@@ -17,7 +17,12 @@ from typing import Any
 import asyncssh
 
 from gateway.credentials import UpstreamCredential
-from gateway.errors import UpstreamError
+from gateway.errors import (
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamHostKeyMismatch,
+    UpstreamUnreachable,
+)
 from policy.models import Target
 
 UPSTREAM_CIPHERS = (
@@ -114,14 +119,14 @@ async def connect_upstream(
             **options,
         )
     except asyncssh.HostKeyNotVerifiable:
-        raise UpstreamError(
+        raise UpstreamHostKeyMismatch(
             f"host key of {target.name} does not match the pinned key; refusing to connect"
         ) from None
     except asyncssh.PermissionDenied:
         if held.error is not None:
             raise held.error from None
-        raise UpstreamError(
+        raise UpstreamAuthFailed(
             f"{target.name} refused the vaulted credential for {username}"
         ) from None
     except (OSError, TimeoutError, asyncssh.Error) as exc:
-        raise UpstreamError(f"cannot reach {target.name} ({type(exc).__name__})") from None
+        raise UpstreamUnreachable(f"cannot reach {target.name} ({type(exc).__name__})") from None

@@ -21,6 +21,7 @@ from gateway.web import jsonbody, paging
 from gateway.web.auth import PRINCIPAL, Principal
 from gateway.web.deps import DEPS, Deps
 from gateway.web.problems import Problem
+from policy.errors import AccessDenied
 
 API = "/api/v1"
 MAX_BODY = 64 * 1024
@@ -181,9 +182,22 @@ def _is(value: Any, kind: str) -> bool:
 def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def endpoint(request: web.Request) -> web.StreamResponse:
         who = request.get(PRINCIPAL)
-        _check_access(route, who)
-        body = await read_body(request, route.body) if route.body is not None else {}
-        result = await route.handler(Call(request, request.app[DEPS], body, who))
+        try:
+            _check_access(route, who)
+            body = await read_body(request, route.body) if route.body is not None else {}
+            result = await route.handler(Call(request, request.app[DEPS], body, who))
+        except (Problem, AccessDenied) as exc:
+            forbidden = isinstance(exc, AccessDenied) or exc.status == 403
+            if forbidden and who is not None:
+                await request.app[DEPS].services.refusals.refused(
+                    actor=who.name,
+                    action="api.refused",
+                    subject=f"{route.method} {route.path}",
+                    reason=str(exc),
+                    client=request.remote or "",
+                    details={"path": request.path[:200]},
+                )
+            raise
         if isinstance(result, web.StreamResponse):
             return result
         if isinstance(result, paging.Page):

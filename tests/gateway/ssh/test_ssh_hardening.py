@@ -19,6 +19,7 @@ import asyncssh
 import pytest
 
 from gateway.config import Limits, Listen, ServerConfig
+from gateway.sessions.records import NewSession, SessionRecord
 from gateway.ssh import terrapin
 from policy.models import Rule
 from policy.service import SYSTEM_ACTOR
@@ -28,7 +29,8 @@ from tests.eventually import eventually
 from tests.gateway.ssh.conftest import Client, Gateway
 from tests.gateway.ssh.test_ssh_basic import scp_options
 from tests.nodes import start_test_node
-from tests.target import TARGET_USER, Sshd, register_target
+from tests.target import TARGET_USER, Sshd, free_port, register_target
+from vault.secret import Secret
 
 RULES = (
     Rule(
@@ -372,3 +374,87 @@ async def test_a_refused_channel_never_authenticates_to_the_target(hard: Gateway
     assert log.count("Accepted ") == accepted + 1
     actions = [e.action for e in await hard.services.audit.events()]
     assert actions.count("credential.checkout") == 1
+
+
+async def _ended(gateway: Gateway, user: str, target: str) -> SessionRecord:
+    async def done() -> SessionRecord | None:
+        mine = [
+            s
+            for s in await gateway.services.sessions.list(SYSTEM_ACTOR)
+            if s.user == user and s.target == target and not s.active
+        ]
+        return mine[0] if mine else None
+
+    return await eventually(done, what=f"{user}'s session on {target} ended")
+
+
+async def test_upstream_failures_end_with_their_true_reason_and_are_audited(
+    hard: Gateway,
+) -> None:
+    wrong = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    sshd = hard.sshd
+    targets = {
+        "bad-key": (sshd.port, wrong, sshd.password, "target host key mismatch"),
+        "no-one": (free_port(), sshd.host_key, sshd.password, "target unreachable"),
+        "stale": (
+            sshd.port,
+            sshd.host_key,
+            "not-the-password",
+            "target refused the vaulted credential",
+        ),
+    }
+    for name, (port, key, password, _) in targets.items():
+        await hard.policy.add_target(
+            SYSTEM_ACTOR, name, host="127.0.0.1", port=port, host_key=key, accounts=[TARGET_USER]
+        )
+        await hard.services.vault.set_credential(
+            SYSTEM_ACTOR, name, TARGET_USER, "password", Secret(password)
+        )
+    for name, (*_, reason) in targets.items():
+        code, _, err = await hard.ssh("ed", f"ed+{TARGET_USER}@{name}", "true")
+        assert code != 0 and b"lockgate: " in err, err
+        record = await _ended(hard, "ed", name)
+        assert record.end_reason == reason, (name, record.end_reason)
+        failures = [
+            e
+            for e in await hard.services.audit.events()
+            if e.action == "upstream.failure" and e.subject == record.id
+        ]
+        assert [f.details["reason"] for f in failures] == [reason]
+        ends = [
+            e
+            for e in await hard.services.audit.events()
+            if e.action == "session.end" and e.subject == record.id
+        ]
+        assert [e.details["reason"] for e in ends] == [reason]
+    dump = repr(await hard.services.audit.events())
+    assert sshd.password not in dump and "not-the-pw" not in dump
+
+
+async def test_refused_sessions_and_channels_are_audited(hard: Gateway) -> None:
+    await hard.policy.lock(SYSTEM_ACTOR, "user", "ed", "under review")
+    code, _, err = await hard.ssh("ed", f"ed+{TARGET_USER}@db01", "true")
+    assert code != 0 and b"lockgate: " in err
+    code, _, err = await hard.ssh("alice", f"alice+{TARGET_USER}@db01", "echo", "exec?")
+    assert code != 0 and b"lockgate: " in err  # files only
+    events = await hard.services.audit.events()
+    refused = [(e.action, e.actor) for e in events if e.action.endswith(".refused")]
+    assert ("session.refused", "ed") in refused and ("channel.refused", "alice") in refused
+    lock = next(e for e in events if e.action == "session.refused" and e.actor == "ed")
+    assert "locked" in lock.details["reason"] and lock.details["client"] == "127.0.0.1"
+
+
+async def test_a_session_cut_by_a_crash_is_audited_when_the_node_starts_again(
+    hard: Gateway,
+) -> None:
+    store = hard.services.sessions
+    await store.started(NewSession("se-crashed", "ssh", "ed", "db01", TARGET_USER, None, "1.2.3.4"))
+    assert await store.sweep_stale() == 1
+    record = await store.get(SYSTEM_ACTOR, "se-crashed")
+    assert not record.active and "gateway restarted" in (record.end_reason or "")
+    ends = [
+        e
+        for e in await hard.services.audit.events()
+        if e.action == "session.end" and e.subject == "se-crashed"
+    ]
+    assert len(ends) == 1 and "gateway restarted" in ends[0].details["reason"]

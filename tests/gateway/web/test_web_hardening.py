@@ -190,3 +190,22 @@ async def test_requests_the_parser_rejects_are_problems_with_the_security_header
     assert problem["type"].startswith("urn:lockgate:problem:")
     assert b"echo" not in body and b"script" not in body
     assert "Traceback" not in caplog.text
+
+
+async def test_a_refused_action_leaves_an_audit_trace(web: Web) -> None:
+    request = await web.policy.create_request(
+        "alice", "db01", account=TARGET_USER, duration=timedelta(minutes=30), reason="INC-5"
+    )
+    status, body, _ = await web.call(
+        "POST", f"{API}/requests/{request.id}/approve", "requester", json={}
+    )
+    assert status == 403 and "own" in body["detail"]
+    status, _, _ = await web.call("GET", f"{API}/audit", "requester")
+    assert status == 403
+    refused = [
+        (e.actor, e.subject, e.details["reason"])
+        for e in await web.node.services.audit.events()
+        if e.action == "api.refused"
+    ]
+    assert ("alice", "POST /requests/{id}/approve", body["detail"]) in refused
+    assert any(s == "GET /audit" for a, s, _ in refused if a == "alice")
