@@ -193,7 +193,12 @@ async def start_node(
             gateway_host=public_host(config),
         )
         killswitch = KillSwitch(registry, timer, services.access.recheck)
-        bus = ClusterBus(services.maker, config.server.node_name, clock=timer.now)
+        bus = ClusterBus(
+            services.maker,
+            config.server.node_name,
+            clock=timer.now,
+            on_listen_reconnect=metrics.cluster_listen_reconnects.inc,
+        )
         clock = ClockWatch(services.engine, timer.now)
         node = Node(config, services, registry, gateway, killswitch, bus, metrics, clock)
         with contextlib.suppress(Exception):  # a first reading for /readyz; retried on a timer
