@@ -27,7 +27,7 @@ from gateway.sessions.records import SessionStore
 from policy.models import Clock, utcnow
 from policy.service import PolicyService
 from vault.errors import VaultError
-from vault.keys import Keyring, load_keyring
+from vault.keys import Keyring, KeyringSource
 from vault.service import VaultService
 
 
@@ -75,8 +75,9 @@ async def check_database(engine: AsyncEngine) -> None:
 
 async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = True) -> Services:
     """Build every service. With ``check`` (the default) verify the database and vault first."""
+    source = KeyringSource(config.master_key)
     try:
-        keyring = load_keyring(config.master_key)
+        keyring = source.load()
     except VaultError as exc:
         raise StartupError(f"vault cannot be unsealed: {exc}") from None
     engine = create_engine(config.database_url)
@@ -90,7 +91,7 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
     audit = AuditLog(maker, node=config.server.node_name, clock=clock)
     hashing = HashPool(config.limits.login_workers, config.limits.login_queue)
     policy = PolicyService(maker, config.rules, audit, clock=clock, password_check=hashing.verify)
-    vault = VaultService(maker, keyring, audit, clock=clock)
+    vault = VaultService(maker, keyring, audit, clock=clock, source=source)
     return Services(
         config=config,
         engine=engine,
