@@ -12,7 +12,7 @@ import contextlib
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,6 +30,7 @@ from gateway.http.relay import Relay
 from gateway.http.session import WebCore
 from gateway.http.upstream import UpstreamPool
 from gateway.metrics import Metrics, kill_reason
+from gateway.owed import OwedWrites
 from gateway.services import Services, check_database, open_services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
@@ -44,7 +45,7 @@ from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
 from recorder.follow import LiveIndexer
 from recorder.store import RecordingStore
-from recorder.writer import Recorder
+from recorder.writer import Recorder, Seal
 
 BACKSTOP_RECHECK = 30.0  # seconds; cluster events normally arrive far sooner
 ASSERTION_KEY = "assertion_signing_key.pem"  # in server.data_dir, 0600; shared by a cluster
@@ -65,6 +66,7 @@ class Node:
     bus: ClusterBus
     metrics: Metrics
     clock: ClockWatch
+    owed: OwedWrites | None = None
     acceptor: asyncssh.SSHAcceptor | None = None
     runner: web.AppRunner | None = None
     deps: Deps | None = None
@@ -116,6 +118,9 @@ class Node:
             await self.runner.cleanup()
         for closer in self.extra:
             await closer()
+        if self.owed is not None and self.owed.count:
+            with contextlib.suppress(Exception):  # what is still owed waits in the journal
+                await self.owed.replay()
         with contextlib.suppress(Exception):
             await self.services.audit.record(
                 actor="lockgate", action="node.stop", subject=self.config.server.node_name
@@ -177,9 +182,37 @@ async def start_node(
         registry = SessionRegistry()
         registry.on_change.append(lambda s, added: metrics.sessions_active.set(len(registry)))
         recordings = RecordingStore(config.recordings_path, services.maker)
-        recorder = Recorder(
-            config.recordings_path, services.maker, on_sealed=recordings.index_later
+        owed = OwedWrites(
+            config.server.data_dir / f"owed-{config.server.node_name}.jsonl",
+            on_count=metrics.db_outage_queued.set,
         )
+        services.sessions.owed = owed
+
+        async def defer_seal(seal: Seal, reason: str) -> None:
+            await owed.owe("recording.seal", {**_seal_payload(seal), "reason": reason})
+
+        recorder = Recorder(
+            config.recordings_path,
+            services.maker,
+            on_sealed=recordings.index_later,
+            defer_seal=defer_seal,
+        )
+
+        async def store_seal(payload: Mapping[str, Any]) -> None:
+            seal = Seal(
+                str(payload["session_id"]),
+                Path(str(payload["path"])),
+                str(payload["sha256"]),
+                str(payload["chain_head"]),
+                int(payload["size"]),
+                float(payload["duration"]),
+            )
+            await recorder.store_seal(seal, str(payload["reason"]))
+            recordings.index_later(seal.session_id)
+
+        owed.register("session.end", services.sessions.write_end)
+        owed.register("session.ops", services.sessions.write_operations)
+        owed.register("recording.seal", store_seal)
         enforcer = Enforcer(registry, services.sessions, services.policy, services.audit)
         gateway = SshGateway(
             services,
@@ -201,6 +234,7 @@ async def start_node(
         )
         clock = ClockWatch(services.engine, timer.now)
         node = Node(config, services, registry, gateway, killswitch, bus, metrics, clock)
+        node.owed = owed
         with contextlib.suppress(Exception):  # a first reading for /readyz; retried on a timer
             await clock.check()
         node.extra.append(recordings.aclose)
@@ -279,6 +313,7 @@ async def start_node(
         # The issuer names the listener's port, known only now (it may have been 0).
         core.signer = AssertionSigner.load_or_create(assertion_key, _issuer(config, node.http_port))
         node._tasks.append(asyncio.ensure_future(node._backstop()))
+        node._tasks.append(asyncio.ensure_future(owed.run()))
         node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node
     except BaseException:
@@ -293,6 +328,17 @@ def _http_limits(config: Config) -> HttpLimits:
         idle_timeout=limits.http_idle_timeout,
         max_unauthenticated=limits.http_max_unauthenticated,
     )
+
+
+def _seal_payload(seal: Seal) -> dict[str, Any]:
+    return {
+        "session_id": seal.session_id,
+        "path": str(seal.path),
+        "sha256": seal.sha256,
+        "chain_head": seal.chain_head,
+        "size": seal.size,
+        "duration": seal.duration,
+    }
 
 
 def _issuer(config: Config, port: int) -> str:

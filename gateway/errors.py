@@ -7,6 +7,10 @@ middleware (``gateway.web.problems``) into a problem document, the CLI into an e
 
 from __future__ import annotations
 
+# Errors that mean "the database (or the network to it) is unavailable right now": answered
+# as 503, never 500. gateway.db adds its driver's errors when it is imported.
+UNAVAILABLE: list[type[BaseException]] = [ConnectionError, TimeoutError]
+
 
 class GatewayError(Exception):
     """Root of the gateway's errors. ``str()`` is safe to show."""

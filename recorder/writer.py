@@ -19,7 +19,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -380,8 +380,12 @@ class Recorder:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_sealed: Callable[[str], None] | None = None,
+        defer_seal: Callable[[Seal, str], Awaitable[None]] | None = None,
     ) -> None:
         self.root = root
+        # Called instead of raising when a sealed file's row cannot be updated (the database
+        # is unreachable): the caller keeps the seal and stores it later (``store_seal``).
+        self.defer_seal = defer_seal
         self.maker = maker
         self.clock = clock
         self.on_sealed = on_sealed  # e.g. queue the recording for indexing
@@ -444,6 +448,17 @@ class Recorder:
         return rec
 
     async def sealed(self, seal: Seal, reason: str) -> None:
+        """Store the seal of a file already sealed on disk; deferred (``defer_seal``) when
+        the database cannot take it."""
+        try:
+            await self.store_seal(seal, reason)
+        except Exception:
+            if self.defer_seal is None:
+                raise
+            await self.defer_seal(seal, reason)
+
+    async def store_seal(self, seal: Seal, reason: str) -> None:
+        """The seal's row update (idempotent); raises if the database refuses it."""
         async with self.maker() as db, db.begin():
             await db.execute(
                 recordings.update()

@@ -47,6 +47,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self.prepared: asyncio.Task[None] | None = None
         self.gone = False
         self.starting = False  # counted among the unauthenticated connections
+        self._told_unavailable = False
         self._kbd: dict[str, User] = {}  # user name -> password verified, code pending
 
     # --- connection ----------------------------------------------------------------
@@ -103,6 +104,19 @@ class GatewayConnection(asyncssh.SSHServer):
             )
         return False
 
+    def _unavailable(self) -> bool:
+        """The login cannot be checked (the database is unreachable): refused, with the
+        one-line reason in the SSH banner (OpenSSH prints it on stderr)."""
+        log.warning("SSH login from %s refused: the database is unavailable", self.addr)
+        if self.conn is not None and not self._told_unavailable:
+            self._told_unavailable = True
+            with contextlib.suppress(Exception):
+                self.conn.send_auth_banner(
+                    "lockgate: the gateway cannot reach its database right now; "
+                    "try again in a minute\r\n"
+                )
+        return False
+
     def _busy(self) -> bool:
         """The password could not be checked now (too many checks waiting): refused, but not
         counted as a failure of this person."""
@@ -133,7 +147,10 @@ class GatewayConnection(asyncssh.SSHServer):
         login = self._parse(username)
         if login is None:
             return await self._failed(username, "publickey", throttled=False)
-        user = await self.access.key_user(login.user, key)
+        try:
+            user = await self.access.key_user(login.user, key)
+        except Exception:
+            return self._unavailable()
         if user is not None:
             return await self._suffice(login, user, {Factor.KEY})
         return await self._failed(username, "publickey", throttled=False)
@@ -151,6 +168,8 @@ class GatewayConnection(asyncssh.SSHServer):
             user = await self.access.password_user(login.user, password)
         except LoginBusy:
             return self._busy()
+        except Exception:
+            return self._unavailable()
         if user is not None and await self._suffice(login, user, {Factor.PASSWORD}):
             return True
         return await self._failed(username, "password")
@@ -174,6 +193,8 @@ class GatewayConnection(asyncssh.SSHServer):
                 user = await self.access.password_user(login.user, responses[0])
             except LoginBusy:
                 return self._busy()
+            except Exception:
+                return self._unavailable()
             if user is None:
                 return await self._failed(username, "keyboard-interactive")
             if await self._suffice(login, user, {Factor.PASSWORD}):
