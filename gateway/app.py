@@ -304,9 +304,8 @@ async def start_node(
         await node.runner.setup()
         http = config.server.http_listen
         try:
-            await GuardedSite(
-                node.runner, http.host, http.port, ConnectionGuard(_http_limits(config))
-            ).start()
+            guard = ConnectionGuard(_http_limits(config))
+            await GuardedSite(node.runner, http.host, http.port, guard, access_log=None).start()
         except OSError as exc:
             await node.stop()
             raise StartupError(f"cannot listen for HTTP on {http} ({exc.strerror})") from None

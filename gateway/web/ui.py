@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import jinja2
 from aiohttp import web
 
+from gateway.errors import UNAVAILABLE
 from gateway.sessions.records import SessionRecord
 from gateway.web import paging
 from gateway.web.api_sessions import request_timeline
@@ -137,12 +138,22 @@ async def login(request: web.Request) -> web.Response:
     form = await request.post()
     next_url = _safe_next(str(form.get("next", "/")))
     deps = request.app[DEPS]
-    result = await deps.signin.attempt(
-        str(form.get("user", "")),
-        str(form.get("password", "")),
-        str(form.get("code", "")),
-        client_address(request),
-    )
+    try:
+        result = await deps.signin.attempt(
+            str(form.get("user", "")),
+            str(form.get("password", "")),
+            str(form.get("code", "")),
+            client_address(request),
+        )
+    except tuple(UNAVAILABLE):
+        return render(
+            request,
+            "login.html",
+            status=503,
+            who=None,
+            next_url=next_url,
+            message="The gateway cannot reach its database right now; try again in a minute.",
+        )
     if result is None:
         return render(
             request,

@@ -124,6 +124,15 @@ async def test_a_session_that_ends_during_an_outage_is_recorded_when_the_databas
     ):
         assert response.status == 503
         assert (await response.json())["type"] == "urn:lockgate:problem:unavailable"
+    # A browser sign-in says so too.
+    base = f"http://127.0.0.1:{node.http_port}"
+    form = {"user": "alice", "password": "whatever-password", "code": "000000", "next": "/"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(base + "/login", data=form, headers={"Origin": base}) as response,
+    ):
+        assert response.status == 503
+        assert "cannot reach its database" in await response.text()
     # A new session gets the one-line reason (OpenSSH shows it at its default log level).
     argv = [
         a if a != "LogLevel=ERROR" else "LogLevel=INFO" for a in ssh_argv(node.ssh_port, key, login)
