@@ -458,3 +458,59 @@ async def test_a_session_cut_by_a_crash_is_audited_when_the_node_starts_again(
         if e.action == "session.end" and e.subject == "se-crashed"
     ]
     assert len(ends) == 1 and "gateway restarted" in ends[0].details["reason"]
+
+
+class _DyingTarget(asyncssh.SSHServer):
+    """A real SSH server standing in for a target host that dies mid-session."""
+
+    conns: list[asyncssh.SSHServerConnection] = []
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conns.append(conn)
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_password(self, username: str, password: str) -> bool:
+        return password == "dying-target-pw"
+
+
+async def _forever(process: asyncssh.SSHServerProcess[str]) -> None:
+    process.stdout.write("up\n")
+    await asyncio.Event().wait()
+
+
+async def test_a_target_that_dies_mid_session_ends_it_with_that_reason(hard: Gateway) -> None:
+    _DyingTarget.conns.clear()
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    server = await asyncssh.listen(
+        "127.0.0.1", 0, server_factory=_DyingTarget, server_host_keys=[host_key],
+        process_factory=_forever,
+    )  # fmt: skip
+    try:
+        port = server.sockets[0].getsockname()[1]
+        public = " ".join(host_key.export_public_key().decode().split()[:2])
+        await hard.policy.add_target(
+            SYSTEM_ACTOR, "dying", host="127.0.0.1", port=port, host_key=public,
+            accounts=[TARGET_USER],
+        )  # fmt: skip
+        await hard.services.vault.set_credential(
+            SYSTEM_ACTOR, "dying", TARGET_USER, "password", Secret("dying-target-pw")
+        )
+        proc = await asyncio.create_subprocess_exec(
+            *hard.ssh_args("ed", f"ed+{TARGET_USER}@dying"), "anything",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"up\n"
+        for conn in _DyingTarget.conns:
+            conn.abort()  # the host is gone
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode != 0 and b"lockgate: the connection to the target was lost" in err
+        record = await _ended(hard, "ed", "dying")
+        assert record.end_reason == "target connection lost"
+    finally:
+        server.close()
