@@ -120,7 +120,8 @@ class LiveSshSession:
         )
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
-        kind = await self.gw.services.vault.credential_kind(self.target, self.account)
+        # completed(): a cancel (the session ending) must not cut a database call short.
+        kind = await completed(self.gw.services.vault.credential_kind(self.target, self.account))
         started = time.monotonic()
         conn = await connect_upstream(self.target_obj, self.account, kind, self._credential)
         self.gw.metrics.upstream_connect.observe(time.monotonic() - started)
