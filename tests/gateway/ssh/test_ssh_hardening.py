@@ -358,12 +358,33 @@ async def test_a_refused_channel_never_authenticates_to_the_target(hard: Gateway
     credential is checked out and used only for an authorized channel."""
     accepted = hard.sshd.log.read_text(errors="replace").count("Accepted ")
     connections = hard.sshd.connections()
-    code, _, err = await hard.run(
-        [*hard.ssh_args("ed", f"ed+{TARGET_USER}@db01"), "-W", "127.0.0.2:9"]
-    )
-    assert code != 0
+    local = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *hard.ssh_args("ed", f"ed+{TARGET_USER}@db01", "-N", "-L", f"{local}:127.0.0.2:9"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await eventually(lambda: hard.sshd.connections() > connections, what="the early connection")
+
+        async def forward_tried() -> bool:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", local)
+            except OSError:
+                return False
+            await asyncio.wait_for(reader.read(), 30)  # refused: closed without a byte
+            writer.close()
+            return True
+
+        await eventually(forward_tried, what="ssh -L listening")
+
+        async def refused() -> bool:
+            return any(e.action == "forward.refused" for e in await hard.services.audit.events())
+
+        await eventually(refused, what="the forward refused")
+    finally:
+        proc.kill()
+        await proc.wait()
     await eventually(lambda: len(hard.gw.registry) == 0, what="the refused session ended")
-    await eventually(lambda: hard.sshd.connections() > connections, what="the early connection")
     assert hard.sshd.log.read_text(errors="replace").count("Accepted ") == accepted
     actions = [e.action for e in await hard.services.audit.events()]
     assert "credential.checkout" not in actions
