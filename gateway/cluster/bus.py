@@ -123,6 +123,7 @@ class ClusterBus:
         self._doorbell: doorbell.Doorbell | None = None
         self._stopping = False
         self._listen_lost = False
+        self._poll_failing = False
         self._next_listen_try = 0.0
         self.listen_reconnects = 0
         self.on_listen_reconnect = on_listen_reconnect
@@ -233,10 +234,18 @@ class ClusterBus:
             await self._poll_logged()
 
     async def _poll_logged(self) -> None:
+        """One poll; a failure is logged once until a poll succeeds again (an outage polls
+        several times a second)."""
         try:
             await self.poll_once()
-        except Exception:
-            log.exception("cluster: reading events failed; retrying")
+        except Exception as exc:
+            if not self._poll_failing:
+                log.warning("cluster: reading events failed (%s); retrying", type(exc).__name__)
+            self._poll_failing = True
+            return
+        if self._poll_failing:
+            log.warning("cluster: reading events works again")
+        self._poll_failing = False
 
     async def poll_once(self) -> int:
         """Deliver events not yet seen; returns how many were delivered."""
