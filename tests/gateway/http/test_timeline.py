@@ -27,9 +27,12 @@ async def _session_with_requests(web: WebTargets) -> str:
 
 async def _api(web: WebTargets, user: str, path: str) -> tuple[int, Any, str]:
     token, _ = await web.policy.create_token("lockgate", user)
-    async with aiohttp.ClientSession() as http, http.get(
-        f"http://127.0.0.1:{web.port}{API}{path}", headers={"Authorization": f"Bearer {token}"}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"http://127.0.0.1:{web.port}{API}{path}", headers={"Authorization": f"Bearer {token}"}
+        ) as resp,
+    ):
         body = await resp.json() if "json" in resp.content_type else await resp.text()
         return resp.status, body, resp.headers.get("Link", "")
 
