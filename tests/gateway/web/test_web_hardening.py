@@ -72,18 +72,16 @@ async def test_sign_in_redirects_only_to_a_path_on_this_site(web: Web) -> None:
     assert await _sign_in(web, "/\t/evil.example/x") == "/"
 
 
-@pytest.mark.parametrize("account", ["..%2F..%2Fetc%2Fpasswd", "ro%00ot", "%3Cb%3Ex", "nobody"])
-async def test_a_credential_is_stored_only_for_an_account_of_the_target(
-    web: Web, account: str
-) -> None:
-    status, body, _ = await web.call(
-        "PUT",
-        f"{API}/credentials/db01/{account}",
-        "admin",
-        json={"kind": "password", "value": "never-stored-1"},
-    )
-    assert status == 422, body
-    assert body["type"] == "urn:lockgate:problem:invalid-input" and "account" in body["detail"]
+async def test_a_credential_is_stored_only_for_an_account_of_the_target(web: Web) -> None:
+    for account in ("..%2F..%2Fetc%2Fpasswd", "ro%00ot", "%3Cb%3Ex", "nobody"):
+        status, body, _ = await web.call(
+            "PUT",
+            f"{API}/credentials/db01/{account}",
+            "admin",
+            json={"kind": "password", "value": "never-stored-1"},
+        )
+        assert status == 422, (account, body)
+        assert body["type"] == "urn:lockgate:problem:invalid-input" and "account" in body["detail"]
     listing = await web.node.services.vault.list_credentials()
     assert [(c.target, c.account) for c in listing] == [("db01", TARGET_USER)]
 
@@ -168,18 +166,22 @@ async def _raw(web: Web, data: bytes) -> tuple[bytes, dict[str, str], bytes]:
     return lines[0].encode(), headers, body
 
 
-@pytest.mark.parametrize(
-    "request_bytes",
-    [
-        b"GET /<script>x</script> HTTP/1.1\r\nHost: a\r\nBad Header <i>echo</i>\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + b"<i>echo</i>" * 2000 + b"\r\n\r\n",
-        b"<i>echo</i> / HTTP/1.1\r\n\r\n",
-    ],
-    ids=["bad-header-line", "header-too-long", "bad-method"],
+PARSER_REJECTS = (
+    b"GET /<script>x</script> HTTP/1.1\r\nHost: a\r\nBad Header <i>echo</i>\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + b"<i>echo</i>" * 2000 + b"\r\n\r\n",
+    b"<i>echo</i> / HTTP/1.1\r\n\r\n",
 )
+
+
 async def test_requests_the_parser_rejects_are_problems_with_the_security_headers(
-    web: Web, request_bytes: bytes, caplog: pytest.LogCaptureFixture
+    web: Web, caplog: pytest.LogCaptureFixture
 ) -> None:
+    for request_bytes in PARSER_REJECTS:
+        await _parser_reject(web, request_bytes)
+    assert "Traceback" not in caplog.text
+
+
+async def _parser_reject(web: Web, request_bytes: bytes) -> None:
     status_line, headers, body = await _raw(web, request_bytes)
     assert status_line.split()[1].startswith(b"4"), status_line
     assert headers["content-type"].startswith("application/problem+json")
@@ -189,7 +191,6 @@ async def test_requests_the_parser_rejects_are_problems_with_the_security_header
     problem = json.loads(body)
     assert problem["type"].startswith("urn:lockgate:problem:")
     assert b"echo" not in body and b"script" not in body
-    assert "Traceback" not in caplog.text
 
 
 async def test_a_refused_action_leaves_an_audit_trace(web: Web) -> None:
