@@ -92,6 +92,8 @@ class Setup:
         cfg.write_text(
             text + '\n[[rules]]\nname = "bench"\nroles = ["bench"]\napprovals = 0\n'
             'require_reason = false\nmax_duration = "1d"\ndefault_duration = "1d"\n'
+            # hundreds of sessions start at once from this one address
+            "\n[limits]\nssh_max_startups = 1024\n"
         )
         run("user", "add", "alice", "--role", "bench", "--key", str(w / "client.pub"))
         host_key = " ".join((w / "host_key.pub").read_text().split()[:2])

@@ -29,6 +29,7 @@ import asyncssh
 from gateway.oidc.identities import Identities
 from gateway.sessions.registry import SessionHandle
 from policy.errors import PolicyError
+from policy.forwarding import ForwardDecision, decide_forward, parse_entry
 from policy.httppath import normalize_http_path
 from policy.models import ChannelKind, Rule, User
 from policy.rules import http_request_allowed, match_rule
@@ -170,6 +171,19 @@ class Access:
         """The decision for a web session: channel kind ``http`` (locks, an active grant whose
         rule allows ``http``, the hour), as ``authorize``."""
         return await self.authorize(user, target, account, "http", auto_request=auto_request)
+
+    async def authorize_forward(
+        self, user: str, target: str, account: str | None, host: str, port: int
+    ) -> ForwardDecision:
+        """A local forward to ``host:port``: channel kind ``port_forward`` allowed by the
+        grant's rule, and the destination on the rule's ``forward_to`` allowlist, matched on
+        the normalised address (``policy.forwarding``). ``destination`` is what the target
+        must be asked to connect to."""
+        auth = await self.authorize(user, target, account, "port_forward")
+        if not auth.decision.allowed or auth.rule is None:
+            return ForwardDecision(False, host, str(auth.decision.message))
+        entries = tuple(parse_entry(e) for e in auth.rule.forward_to)
+        return decide_forward(entries, host, port)
 
     async def recheck(self, session: SessionHandle) -> tuple[bool, str, datetime | None]:
         """Whether a live session may go on: (allowed, the reason shown to the person when

@@ -13,7 +13,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,6 +23,7 @@ from aiohttp import web
 
 from gateway.cluster.bus import ClusterBus, ClusterEvent, EventKind
 from gateway.config import Config
+from gateway.db.clock import ClockWatch
 from gateway.errors import StartupError
 from gateway.http.assertion import JWKS_PATH, AssertionSigner, jwks_handler
 from gateway.http.fastpath import FastFront, FastSite
@@ -33,6 +34,7 @@ from gateway.http.upstream import UpstreamPool
 from gateway.metrics import Metrics, kill_reason
 from gateway.notify.notifier import Notifier
 from gateway.oidc.federation import Federation
+from gateway.owed import OwedWrites
 from gateway.services import Services, check_database, open_services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
@@ -44,12 +46,19 @@ from gateway.throttle import Throttle
 from gateway.web.app import FOREIGN, build_app
 from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme, scheme_of
 from gateway.web.deps import Deps
+from gateway.web.server import (
+    AUTHENTICATED,
+    ConnectionGuard,
+    GuardedSite,
+    HttpLimits,
+    aiohttp_handlers,
+)
 from policy import passwords
 from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
 from recorder.follow import LiveIndexer
 from recorder.store import RecordingStore
-from recorder.writer import Recorder
+from recorder.writer import Recorder, Seal
 
 log = logging.getLogger(__name__)
 BACKSTOP_RECHECK = 30.0  # seconds; cluster events normally arrive far sooner
@@ -71,6 +80,8 @@ class Node:
     killswitch: KillSwitch
     bus: ClusterBus
     metrics: Metrics
+    clock: ClockWatch
+    owed: OwedWrites | None = None
     acceptor: asyncssh.SSHAcceptor | None = None
     runner: web.AppRunner | None = None
     front: FastFront | None = None
@@ -118,6 +129,8 @@ class Node:
         while True:
             await asyncio.sleep(BACKSTOP_RECHECK)
             with contextlib.suppress(Exception):
+                await self.killswitch.end_expired(await self.clock.check())
+            with contextlib.suppress(Exception):
                 await self.killswitch.recheck_all()
                 await self.services.policy.expire_requests()
 
@@ -138,6 +151,9 @@ class Node:
             await self.runner.cleanup()
         for closer in self.extra:
             await closer()
+        if self.owed is not None and self.owed.count:
+            with contextlib.suppress(Exception):  # what is still owed waits in the journal
+                await self.owed.replay()
         with contextlib.suppress(Exception):
             await self.services.audit.record(
                 actor="lockgate", action="node.stop", subject=self.config.server.node_name
@@ -207,9 +223,37 @@ async def start_node(
         registry = SessionRegistry()
         registry.on_change.append(lambda s, added: metrics.sessions_active.set(len(registry)))
         recordings = RecordingStore(config.recordings_path, services.maker)
-        recorder = Recorder(
-            config.recordings_path, services.maker, on_sealed=recordings.index_later
+        owed = OwedWrites(
+            config.server.data_dir / f"owed-{config.server.node_name}.jsonl",
+            on_count=metrics.db_outage_queued.set,
         )
+        services.sessions.owed = owed
+
+        async def defer_seal(seal: Seal, reason: str) -> None:
+            await owed.owe("recording.seal", {**_seal_payload(seal), "reason": reason})
+
+        recorder = Recorder(
+            config.recordings_path,
+            services.maker,
+            on_sealed=recordings.index_later,
+            defer_seal=defer_seal,
+        )
+
+        async def store_seal(payload: Mapping[str, Any]) -> None:
+            seal = Seal(
+                str(payload["session_id"]),
+                Path(str(payload["path"])),
+                str(payload["sha256"]),
+                str(payload["chain_head"]),
+                int(payload["size"]),
+                float(payload["duration"]),
+            )
+            await recorder.store_seal(seal, str(payload["reason"]))
+            recordings.index_later(seal.session_id)
+
+        owed.register("session.end", services.sessions.write_end)
+        owed.register("session.ops", services.sessions.write_operations)
+        owed.register("recording.seal", store_seal)
         enforcer = Enforcer(registry, services.sessions, services.policy, services.audit)
         gateway = SshGateway(
             services,
@@ -223,8 +267,17 @@ async def start_node(
             gateway_host=public_host(config),
         )
         killswitch = KillSwitch(registry, timer, services.access.recheck)
-        bus = ClusterBus(services.maker, config.server.node_name, clock=timer.now)
-        node = Node(config, services, registry, gateway, killswitch, bus, metrics)
+        bus = ClusterBus(
+            services.maker,
+            config.server.node_name,
+            clock=timer.now,
+            on_listen_reconnect=metrics.cluster_listen_reconnects.inc,
+        )
+        clock = ClockWatch(services.engine, timer.now)
+        node = Node(config, services, registry, gateway, killswitch, bus, metrics, clock)
+        node.owed = owed
+        with contextlib.suppress(Exception):  # a first reading for /readyz; retried on a timer
+            await clock.check()
         node.extra.append(recordings.aclose)
         await recordings.index_pending()
         bus.subscribe(node.on_event)
@@ -288,6 +341,7 @@ async def start_node(
             {"database": database_ok, "vault": vault_ok, "listeners": listeners_ok},
             [refresh_gauges],
             front=[node.proxy.middleware],
+            warnings={"clock": node.clock.warning},
         )
         app.router.add_get("/open/{target}", node.proxy.open)
         app.router.add_get(JWKS_PATH, jwks_handler(keys))
@@ -295,12 +349,21 @@ async def start_node(
         await node.runner.setup()
         http = config.server.http_listen
         try:
+            guard = ConnectionGuard(_http_limits(config))
+            site: web.BaseSite
             if config.server.http_fastpath:
                 assert node.runner.server is not None
-                node.front = FastFront(node.proxy, node.runner.server, scheme_of)
-                site: web.TCPSite = FastSite(node.runner, http.host, http.port, node.front)
+                node.front = FastFront(
+                    node.proxy,
+                    aiohttp_handlers(node.runner.server, guard, access_log=None),
+                    scheme_of,
+                    guard,
+                    header_timeout=config.limits.http_header_timeout,
+                    idle_timeout=config.limits.http_idle_timeout,
+                )
+                site = FastSite(node.runner, http.host, http.port, node.front)
             else:
-                site = web.TCPSite(node.runner, http.host, http.port)
+                site = GuardedSite(node.runner, http.host, http.port, guard, access_log=None)
             await site.start()
         except OSError as exc:
             await node.stop()
@@ -329,6 +392,7 @@ async def start_node(
         if federation is not None:
             node._tasks.append(asyncio.ensure_future(federation.checker.run()))
             node.extra.append(federation.checker.aclose)
+        node._tasks.append(asyncio.ensure_future(owed.run()))
         node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node
     except BaseException:
@@ -353,6 +417,26 @@ def _wire_provisioner(services: Services, registry: SessionRegistry, metrics: Me
     services.provisioner.on_retry = retried
 
 
+def _http_limits(config: Config) -> HttpLimits:
+    limits = config.limits
+    return HttpLimits(
+        header_timeout=limits.http_header_timeout,
+        idle_timeout=limits.http_idle_timeout,
+        max_unauthenticated=limits.http_max_unauthenticated,
+    )
+
+
+def _seal_payload(seal: Seal) -> dict[str, Any]:
+    return {
+        "session_id": seal.session_id,
+        "path": str(seal.path),
+        "sha256": seal.sha256,
+        "chain_head": seal.chain_head,
+        "size": seal.size,
+        "duration": seal.duration,
+    }
+
+
 def _issuer(config: Config, port: int) -> str:
     """The identity assertions' ``iss``: the gateway's public origin, whose
     ``/.well-known/jwks.json`` has the keys: ``https://<web_domain>`` when targets have their
@@ -372,7 +456,9 @@ def _gateway_site() -> GatewaySite:
         who = request.get(PRINCIPAL)
         return who.name if who is not None else None
 
-    return GatewaySite(scheme=scheme, signed_in=signed_in, foreign=FOREIGN)
+    return GatewaySite(
+        scheme=scheme, signed_in=signed_in, foreign=FOREIGN, authenticated=AUTHENTICATED
+    )
 
 
 async def run_until_signalled(node: Node, out: TextIO) -> None:

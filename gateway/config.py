@@ -59,6 +59,21 @@ class ServerConfig:
     http_fastpath: bool = True  # gateway/http/fastpath.py; false: aiohttp for every request
     web_domain: str = ""  # web targets at <target>.<web_domain>; "" = /t/<target>/ paths
     public_url: str = ""  # where people reach the web UI (links in notifications)
+    require_strict_kex: bool = False  # refuse SSH clients without strict KEX (Terrapin)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of the listeners ([limits] in the file); 0 turns a cap off."""
+
+    ssh_max_startups: int = 128  # unauthenticated SSH connections; a quarter per address
+    ssh_login_grace_time: int = 60  # seconds to authenticate (OpenSSH LoginGraceTime)
+    ssh_max_channels: int = 10  # open channels per SSH connection (OpenSSH MaxSessions)
+    http_header_timeout: int = 10  # seconds for a request's line and headers
+    http_idle_timeout: int = 60  # seconds a connection may sit between requests
+    http_max_unauthenticated: int = 64  # unauthenticated HTTP connections per address
+    login_workers: int = 2  # threads hashing passwords (argon2id) off the event loop
+    login_queue: int = 32  # password checks waiting for a worker; more are refused
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,7 @@ class Config:
     # Who may sign in with a local password (web and SSH): empty = everyone, else only users
     # holding one of these roles (e.g. break-glass admins once people use the IdP).
     password_login_roles: frozenset[str] = frozenset()
+    limits: Limits = field(default_factory=Limits)
 
     def oidc_provider(self, name: str) -> OidcProvider | None:
         return next((p for p in self.oidc if p.name == name), None)
@@ -98,12 +114,14 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "http_fastpath": (bool, True),
         "web_domain": (str, ""),
         "public_url": (str, ""),
+        "require_strict_kex": (bool, False),
     },
     "database": {"url": (str, None)},
     "vault": {"master_key": (str, None)},
     "recordings": {"path": (str, None)},
     "auth": {"max_failed_logins": (int, 5), "password_login_roles": (list, [])},
     "tickets": {"url": (str, ""), "timeout": (str, "5s"), "fail_closed": (bool, True)},
+    "limits": {name: (int, value) for name, value in vars(Limits()).items()},
 }
 _LIST_SECTIONS = {"rules", "notifications"}
 _NESTED = {"anomaly": {"rules"}, "audit": {"sinks"}}
@@ -219,6 +237,7 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             http_fastpath=http_fastpath,
             web_domain=_web_domain(str(server["web_domain"]), f"{source}: server.web_domain"),
             public_url=_public_url(str(server["public_url"]), f"{source}: server.public_url"),
+            require_strict_kex=bool(server["require_strict_kex"]),
         ),
         database_url=db_url,
         master_key=str(master),
@@ -241,7 +260,17 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
         source=source,
         oidc=_parse_list(auth_table.get("oidc", []), "auth.oidc", source, parse_provider),
         password_login_roles=frozenset(password_roles),
+        limits=_limits(values["limits"], source),
     )
+
+
+def _limits(values: Mapping[str, object], source: str) -> Limits:
+    for name, value in values.items():
+        assert isinstance(value, int)
+        least = 1 if name in ("ssh_login_grace_time", "login_workers") else 0
+        if value < least:
+            raise ConfigError(f"{source}: limits.{name} must be at least {least}")
+    return Limits(**values)  # type: ignore[arg-type]
 
 
 def _check_unknown(raw: Mapping[str, Any], source: str) -> None:

@@ -58,6 +58,16 @@ class Metrics:
             "Web-target requests relayed on the fast path (the rest went through aiohttp)",
             registry=r,
         )
+        self.cluster_listen_reconnects = Counter(
+            "lockgate_cluster_listen_reconnects_total",
+            "Times the PostgreSQL LISTEN connection was re-opened after it was lost",
+            registry=r,
+        )
+        self.db_outage_queued = Gauge(
+            "lockgate_db_writes_owed",
+            "Writes owed to the database (queued durably during an outage)",
+            registry=r,
+        )
         self.index_lag = Gauge(
             "lockgate_recording_index_lag_seconds",
             "How far the recording indexer is behind",

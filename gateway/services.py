@@ -21,14 +21,16 @@ from gateway.credentials import Credentials
 from gateway.db import SessionMaker, create_engine, sessionmaker
 from gateway.db.tables import audit_head
 from gateway.errors import StartupError
+from gateway.hashing import HashPool
 from gateway.oidc.identities import Identities
 from gateway.provision.service import Provisioner
+from gateway.refusals import RefusalLog
 from gateway.sessions.records import SessionStore
 from gateway.tickets import TicketChecker
 from policy.models import Clock, utcnow
 from policy.service import PolicyService
 from vault.errors import VaultError
-from vault.keys import Keyring, load_keyring
+from vault.keys import Keyring, KeyringSource
 from vault.service import VaultService
 
 
@@ -45,8 +47,11 @@ class Services:
     access: Access
     credentials: Credentials
     provisioner: Provisioner
+    hashing: HashPool
+    refusals: RefusalLog
 
     async def aclose(self) -> None:
+        self.hashing.close()
         await self.engine.dispose()
 
 
@@ -74,8 +79,9 @@ async def check_database(engine: AsyncEngine) -> None:
 
 async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = True) -> Services:
     """Build every service. With ``check`` (the default) verify the database and vault first."""
+    source = KeyringSource(config.master_key)
     try:
-        keyring = load_keyring(config.master_key)
+        keyring = source.load()
     except VaultError as exc:
         raise StartupError(f"vault cannot be unsealed: {exc}") from None
     engine = create_engine(config.database_url)
@@ -88,8 +94,16 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
     maker = sessionmaker(engine)
     audit = AuditLog(maker, node=config.server.node_name, clock=clock)
     tickets = TicketChecker(config.tickets) if config.tickets.url else None
-    policy = PolicyService(maker, config.rules, audit, clock=clock, tickets=tickets)
-    vault = VaultService(maker, keyring, audit, clock=clock)
+    hashing = HashPool(config.limits.login_workers, config.limits.login_queue)
+    policy = PolicyService(
+        maker,
+        config.rules,
+        audit,
+        clock=clock,
+        tickets=tickets,
+        password_check=hashing.verify,
+    )
+    vault = VaultService(maker, keyring, audit, clock=clock, source=source)
     return Services(
         config=config,
         engine=engine,
@@ -104,4 +118,6 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
         provisioner=Provisioner(
             maker, audit, policy, vault, node=config.server.node_name, clock=clock
         ),
+        hashing=hashing,
+        refusals=RefusalLog(audit, clock),
     )

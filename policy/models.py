@@ -93,6 +93,7 @@ class Rule:
     groups: tuple[str, ...] = ()  # provisioned targets: the account's extra groups
     sudo: tuple[str, ...] = ()  # provisioned targets: ("ALL",) or absolute commands
     provision_at: str = "session"  # provisioned targets: session (the first one) | approval
+    forward_to: tuple[str, ...] = ()  # port-forward allowlist (policy.forwarding); () = none
 
 
 class RequestState(enum.StrEnum):

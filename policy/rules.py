@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from policy.durations import format_duration, parse_duration
 from policy.errors import AccessDenied, InvalidInput, Refused
+from policy.forwarding import parse_entry
 from policy.httppath import is_method_token, normalize_http_path
 from policy.models import CHANNEL_KINDS, Decision, Grant, Lock, Rule, Target, User
 from policy.provisioning import parse_groups, parse_sudo
@@ -45,6 +46,7 @@ _RULE_KEYS = {
     "groups",
     "sudo",
     "provision_at",
+    "forward_to",
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -154,6 +156,9 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
     for glob in http_paths:
         if not glob.startswith("/") or not all("!" <= ch <= "~" for ch in glob):
             raise InvalidInput(f"http_paths: {glob!r} must be a glob starting with '/'")
+    forward_to = _strings(raw, "forward_to", ())
+    for entry in forward_to:
+        parse_entry(entry)
     return Rule(
         name=name,
         roles=frozenset(roles),
@@ -176,6 +181,7 @@ def parse_rule(raw: Mapping[str, Any]) -> Rule:
         groups=parse_groups(raw.get("groups", [])),
         sudo=parse_sudo(raw.get("sudo", "")),
         provision_at=_provision_at(raw),
+        forward_to=forward_to,
     )
 
 

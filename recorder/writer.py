@@ -19,7 +19,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ from recorder.events import (
     encode_record,
 )
 from recorder.http import HttpExchange, encode_exchange, encode_websocket_open
+from recorder.scp import ScpCommand, ScpTracker
 from recorder.sftp import SftpTracker
 from recorder.tables import recordings
 
@@ -103,6 +104,7 @@ class SessionRecording:
         self._pending_since = 0.0
         self._sftp = SftpTracker(self._sftp_op)
         self._sftp_callbacks: list[Callable[[Mapping[str, Any]], None]] = []
+        self._scp: list[ScpTracker] = []
         self._closed = False
         self._sealing = False
         self.dropped = 0
@@ -228,6 +230,13 @@ class SessionRecording:
     def sftp_server(self, data: bytes) -> None:
         self._sftp.server(data)
 
+    def scp_channel(self, command: ScpCommand) -> ScpTracker:
+        """A tracker for one legacy scp channel; its files are recorded (and reported to the
+        SFTP callbacks) as SFTP's are. Feed it with ``source``/``sink`` per direction."""
+        tracker = ScpTracker(command, self._sftp_op)
+        self._scp.append(tracker)
+        return tracker
+
     def _sftp_op(self, op: Mapping[str, Any]) -> None:
         self._add(Kind.SFTP, json.dumps(dict(op)).encode())
         for cb in self._sftp_callbacks:
@@ -337,6 +346,8 @@ class SessionRecording:
         if self._pending:
             self._hide_pending()
         self._sftp.finish()
+        for scp in self._scp:
+            scp.finish()
         duration = self._now()
         last = encode_record(duration, Kind.SEAL, json.dumps({"reason": reason}).encode())
         self._buf.append(last)
@@ -386,8 +397,12 @@ class Recorder:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_sealed: Callable[[str], None] | None = None,
+        defer_seal: Callable[[Seal, str], Awaitable[None]] | None = None,
     ) -> None:
         self.root = root
+        # Called instead of raising when a sealed file's row cannot be updated (the database
+        # is unreachable): the caller keeps the seal and stores it later (``store_seal``).
+        self.defer_seal = defer_seal
         self.maker = maker
         self.clock = clock
         self.on_sealed = on_sealed  # e.g. queue the recording for indexing
@@ -470,6 +485,17 @@ class Recorder:
             )
 
     async def sealed(self, seal: Seal, reason: str) -> None:
+        """Store the seal of a file already sealed on disk; deferred (``defer_seal``) when
+        the database cannot take it."""
+        try:
+            await self.store_seal(seal, reason)
+        except Exception:
+            if self.defer_seal is None:
+                raise
+            await self.defer_seal(seal, reason)
+
+    async def store_seal(self, seal: Seal, reason: str) -> None:
+        """The seal's row update (idempotent); raises if the database refuses it."""
         async with self.maker() as db, db.begin():
             await db.execute(
                 recordings.update()

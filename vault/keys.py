@@ -123,6 +123,37 @@ def load_keyring(spec: str) -> Keyring:
     raise MasterKeyError(f"no key provider for {scheme}:")
 
 
+class KeyringSource:
+    """A key source that running nodes re-read: ``load`` once at start; ``changed`` tells
+    (cheaply, by the file's identity, size and mtime) that a ``file:`` keyring was replaced,
+    as ``lockgate vault rotate`` does; ``load`` again picks the new keys up. Sources other
+    than files are re-read on demand (when a key id is unknown)."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self._stamp: tuple[int, int, int] | None = None
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        scheme, _, rest = self.spec.partition(":")
+        if scheme != "file":
+            return None
+        try:
+            info = os.stat(rest)
+        except OSError:
+            return None
+        return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+    def load(self) -> Keyring:
+        stamp = self._file_stamp()
+        keyring = load_keyring(self.spec)
+        self._stamp = stamp
+        return keyring
+
+    def changed(self) -> bool:
+        stamp = self._file_stamp()
+        return stamp is not None and stamp != self._stamp
+
+
 def write_keyring_file(path: Path, keyring: Keyring, *, exclusive: bool = False) -> None:
     """Write atomically with mode 0600 (``exclusive``: refuse to replace an existing file)."""
     if exclusive and path.exists():

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from vault import crypto, sshca, totp
 from vault.audit import AuditWriter
-from vault.errors import InvalidInput, NotFound
-from vault.keys import Keyring
+from vault.errors import InvalidInput, MasterKeyError, NotFound
+from vault.keys import Keyring, KeyringSource, MasterKey
 from vault.secret import Secret
 from vault.tables import credentials, totp_state
 
@@ -123,6 +123,10 @@ def _normalize_private_key(data: bytes, passphrase: Secret | None) -> bytes:
     return bytes(key.export_private_key())
 
 
+def _key_ids(keyring: Keyring) -> set[str]:
+    return {k.key_id for k in (keyring.current, *keyring.retired)}
+
+
 class VaultService:
     def __init__(
         self,
@@ -130,9 +134,11 @@ class VaultService:
         keyring: Keyring,
         audit: AuditWriter,
         clock: Callable[[], datetime] = _utcnow,
+        source: KeyringSource | None = None,
     ) -> None:
         self.maker = maker
         self.keyring = keyring
+        self.source = source
         self.audit = audit
         self.clock = clock
 
@@ -149,9 +155,8 @@ class VaultService:
         if not target or not account or len(target) > 80 or len(account) > 64:
             raise InvalidInput("a credential needs a target and an account")
         cred_id = f"cr-{secrets.token_hex(6)}"
-        sealed = crypto.seal(
-            self.keyring.current, crypto.Binding(cred_id, kind, target, account), plaintext
-        )
+        current = await self._sealing_key(db)
+        sealed = crypto.seal(current, crypto.Binding(cred_id, kind, target, account), plaintext)
         await self.audit.append(
             db,
             actor=actor,
@@ -244,6 +249,49 @@ class VaultService:
             ).all()
         return [_info(r) for r in rows]
 
+    def _keys(self) -> Keyring:
+        """The keyring, re-read first when its file was replaced (a rotation elsewhere)."""
+        if self.source is not None and self.source.changed():
+            self._reload()
+        return self.keyring
+
+    def _reload(self) -> bool:
+        """Re-read the key source; False (keeping the keys in hand) if it cannot be read."""
+        if self.source is None:
+            return False
+        try:
+            self.keyring = self.source.load()
+        except MasterKeyError:
+            return False
+        return True
+
+    def _open(self, row: Any) -> bytes:
+        """Decrypt a row; a key id this node does not hold makes it re-read its keys once
+        (another node rotated) before failing."""
+        try:
+            return crypto.open_sealed(self._keys(), _binding(row), _sealed(row))
+        except MasterKeyError:
+            if not self._reload():
+                raise
+            return crypto.open_sealed(self.keyring, _binding(row), _sealed(row))
+
+    async def _sealing_key(self, db: AsyncSession) -> MasterKey:
+        """The key to seal under. A node that has not seen a rotation would seal under the
+        retired key, which the other nodes no longer hold: when a stored credential is
+        wrapped under a key this node does not know, it re-reads its keys, and if the key is
+        still unknown it refuses to seal."""
+        used = set((await db.execute(sa.select(credentials.c.key_id).distinct())).scalars())
+        keyring = self._keys()
+        if used - _key_ids(keyring):
+            self._reload()
+            keyring = self.keyring
+        if used - _key_ids(keyring):
+            raise MasterKeyError(
+                "this node's master key was retired by a rotation and the new key is not "
+                "available here; install the new key file (no restart needed) and retry"
+            )
+        return keyring.current
+
     async def _checkout(
         self,
         db: AsyncSession,
@@ -266,7 +314,7 @@ class VaultService:
         if row.kind not in kinds:
             # Checked before decryption: a CA key or a TOTP seed never leaves the vault.
             raise InvalidInput(f"the credential for {account}@{target} cannot be used this way")
-        plaintext = crypto.open_sealed(self.keyring, _binding(row), _sealed(row))
+        plaintext = self._open(row)
         await self.audit.append(
             db,
             actor=actor,
@@ -379,7 +427,7 @@ class VaultService:
             if row is None:
                 totp.match(totp.new_seed(), code, now, -1)  # same work for unknown users
                 return False
-            seed = crypto.open_sealed(self.keyring, _binding(row), _sealed(row))
+            seed = self._open(row)
             state = (
                 await db.execute(
                     sa.select(totp_state.c.last_counter).where(totp_state.c.user == user)

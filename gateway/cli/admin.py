@@ -254,7 +254,10 @@ async def credential_set(ctx: Context) -> int:
         raise Usage(
             "credential set needs TARGET ACCOUNT (or TARGET --provisioner, or --oidc PROVIDER)"
         )
-    target = await ctx.svc.policy.get_target(a.target)
+    if a.provisioner:
+        target = await ctx.svc.policy.get_target(a.target)
+    else:
+        target = await ctx.svc.policy.credential_target(a.target, a.account)
     vault = ctx.svc.vault
     if a.value_stdin and not a.header:
         raise Usage("--value-stdin goes with --header")

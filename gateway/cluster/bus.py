@@ -36,6 +36,9 @@ CHANNEL = "lockgate_events"
 # follower therefore re-reads a trailing window and remembers what it has delivered.
 _WINDOW = timedelta(minutes=2)
 _RING = "lockgate.doorbell"
+LISTEN_TIMEOUT = 10.0  # seconds to open the LISTEN connection
+LISTEN_RETRY = 1.0  # seconds between attempts to re-open it
+LOST_POLL = 0.2  # seconds between polls while it is down
 
 
 class EventKind(enum.StrEnum):
@@ -105,6 +108,7 @@ class ClusterBus:
         *,
         poll_interval: float = 0.1,
         clock: Clock = utcnow,
+        on_listen_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self.maker = maker
         self.node = node
@@ -118,6 +122,11 @@ class ClusterBus:
         self._listener: Any = None
         self._doorbell: doorbell.Doorbell | None = None
         self._stopping = False
+        self._listen_lost = False
+        self._poll_failing = False
+        self._next_listen_try = 0.0
+        self.listen_reconnects = 0
+        self.on_listen_reconnect = on_listen_reconnect
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
@@ -154,8 +163,46 @@ class ClusterBus:
         import asyncpg
 
         url = make_url(self.maker.kw["bind"].url).set(drivername="postgresql")
-        self._listener = await asyncpg.connect(url.render_as_string(hide_password=False))
-        await self._listener.add_listener(CHANNEL, lambda *_: self._wake.set())
+        listener = await asyncpg.connect(
+            url.render_as_string(hide_password=False), timeout=LISTEN_TIMEOUT
+        )
+        await listener.add_listener(CHANNEL, lambda *_: self._wake.set())
+        listener.add_termination_listener(self._listener_lost)
+        self._listener = listener
+
+    def _listener_lost(self, _: Any) -> None:
+        """The LISTEN connection died (a database restart, a network cut): poll quickly and
+        open it again from the follower's loop."""
+        if self._stopping:
+            return
+        if not self._listen_lost:
+            log.warning("cluster: the LISTEN connection was lost; polling until it is back")
+        self._listen_lost = True
+        self._wake.set()
+
+    async def _keep_listening(self) -> None:
+        listener = self._listener
+        if listener is not None and not listener.is_closed() and not self._listen_lost:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_listen_try:
+            return
+        self._next_listen_try = loop.time() + LISTEN_RETRY
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                listener.terminate()
+            self._listener = None
+        self._listen_lost = True
+        try:
+            await self._listen()
+        except Exception as exc:
+            log.info("cluster: re-opening the LISTEN connection failed (%s)", type(exc).__name__)
+            return
+        self._listen_lost = False
+        self.listen_reconnects += 1
+        log.warning("cluster: the LISTEN connection is open again")
+        if self.on_listen_reconnect is not None:
+            self.on_listen_reconnect()
 
     async def stop(self) -> None:
         # A flag and a wake-up, not cancel(): on Python 3.11 a cancellation racing with the
@@ -173,19 +220,32 @@ class ClusterBus:
             self._doorbell = None
 
     async def _run(self) -> None:
+        postgres = self.maker.kw["bind"].dialect.name == "postgresql"
         while not self._stopping:
+            interval = LOST_POLL if self._listen_lost else self.poll_interval
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_interval):
+                async with asyncio.timeout(interval):
                     await self._wake.wait()
             self._wake.clear()
-            if not self._stopping:
-                await self._poll_logged()
+            if self._stopping:
+                break
+            if postgres:
+                await self._keep_listening()
+            await self._poll_logged()
 
     async def _poll_logged(self) -> None:
+        """One poll; a failure is logged once until a poll succeeds again (an outage polls
+        several times a second)."""
         try:
             await self.poll_once()
-        except Exception:
-            log.exception("cluster: reading events failed; retrying")
+        except Exception as exc:
+            if not self._poll_failing:
+                log.warning("cluster: reading events failed (%s); retrying", type(exc).__name__)
+            self._poll_failing = True
+            return
+        if self._poll_failing:
+            log.warning("cluster: reading events works again")
+        self._poll_failing = False
 
     async def poll_once(self) -> int:
         """Deliver events not yet seen; returns how many were delivered."""

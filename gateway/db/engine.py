@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -21,6 +22,11 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from gateway.errors import UNAVAILABLE
+
+# A dropped connection or an exhausted pool is an outage, answered as 503 at the edges.
+UNAVAILABLE.extend([sa_exc.DBAPIError, sa_exc.TimeoutError])
 
 SessionMaker = async_sessionmaker[AsyncSession]
 T = TypeVar("T")

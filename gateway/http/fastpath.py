@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.http.fastpool import FastPool
 from gateway.http.flight import Flight
-from gateway.http.front import FrontConnection
+from gateway.http.front import Admission, FrontConnection
 from gateway.http.handoff import cookie_names
 from gateway.http.headers import ClientView
 from gateway.http.relay import Exchange
@@ -42,11 +42,21 @@ class FastFront:
     """The listener's protocol factory: each connection starts on the fast path."""
 
     def __init__(
-        self, proxy: WebProxy, server: web.Server, scheme: Callable[[MultiMapping[str]], str]
+        self,
+        proxy: WebProxy,
+        server: Callable[[], Any],
+        scheme: Callable[[MultiMapping[str]], str],
+        admission: Admission,
+        *,
+        header_timeout: float,
+        idle_timeout: float,
     ) -> None:
         self.proxy = proxy
-        self.server = server
+        self.server = server  # aiohttp's request handler for a connection, when it needs one
         self.scheme = scheme  # the request's scheme, as the gateway's web app decides it
+        self.admission = admission
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
         self.pool = FastPool(proxy.core.relay.pool.timeouts)
         self.connections: set[FrontConnection] = set()
         self.flights: set[Flight] = set()
@@ -109,6 +119,7 @@ class FastFront:
             return None  # the full path says why it cannot be sent
         exchange = Exchange(head.method, served, route.query)
         self.proxy.core.metrics.http_fastpath.inc()
+        conn.authenticated()  # a signed-in person's live session
         return Flight(conn, session, pool, view, exchange, upstream_request, head.close)
 
     def close(self) -> None:

@@ -14,14 +14,21 @@ handler, which sees the connection through ``_Shim``, a transport that writes to
   and ``gateway.http.framing`` then judge every byte, as without the fast path.
 
 So aiohttp always starts at a request's first byte and no two answers ever interleave.
+
+The listener's limits hold on every connection: each counts against its address's cap of
+unauthenticated connections (``Admission``) until it carries a request of a signed-in person
+(a fast one, or one aiohttp's handler says was); a request head must be complete within
+``header_timeout`` of its first byte, and a connection with nothing in progress is closed
+after ``idle_timeout`` (aiohttp's handler keeps the same limits while it serves one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from asyncio.constants import _SendfileMode
 from asyncio.transports import _FlowControlMixin
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aiohttp._cookie_helpers import parse_cookie_header
 
@@ -41,6 +48,17 @@ if TYPE_CHECKING:
     from gateway.http.flight import Flight
 
 Mode = Literal["fast", "one", "all"]
+log = logging.getLogger(__name__)
+
+
+class Admission(Protocol):
+    """Unauthenticated connections per address (the listener's cap)."""
+
+    def admit(self, address: str) -> bool: ...
+
+    def release(self, address: str) -> None: ...
+
+
 _HIGH_WATER = 256 * 1024  # buffered bytes of queued requests before reading pauses
 
 
@@ -60,6 +78,9 @@ class FrontConnection(asyncio.Protocol):
         self._watch: _Watch | None = None
         self._body_left = 0  # of the request aiohttp is serving alone, still to come
         self._cookie: tuple[str, str, str | None] = ("", "", None)  # header, name -> value
+        self._counted = False  # against the address's unauthenticated connections
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting_for = ""  # what the timer waits for: "head" or "request"
 
     # --- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -67,7 +88,14 @@ class FrontConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if peer else ""
+        if not self.front.admission.admit(self.client_ip):
+            log.info("HTTP connection from %s refused: too many unauthenticated", self.client_ip)
+            self.closed = True
+            transport.abort()
+            return
+        self._counted = True
         self.front.connections.add(self)
+        self._wait("request")
 
     def data_received(self, data: bytes) -> None:
         if self.mode == "all":
@@ -97,6 +125,8 @@ class FrontConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._wait("")
+        self.authenticated()
         self.front.connections.discard(self)
         flight, self.flight = self.flight, None
         if flight is not None:
@@ -123,6 +153,32 @@ class FrontConnection(asyncio.Protocol):
                 protocol.pause_writing()
             else:
                 protocol.resume_writing()
+
+    def authenticated(self) -> None:
+        """No longer counted as unauthenticated (idempotent)."""
+        if self._counted:
+            self._counted = False
+            self.front.admission.release(self.client_ip)
+
+    def _wait(self, what: str) -> None:
+        """Time what the connection waits for: a request's head to complete ("head", from
+        its first byte), the next request ("request"), or nothing ("")."""
+        if what == self._waiting_for:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._waiting_for = what
+        delay = {"head": self.front.header_timeout, "request": self.front.idle_timeout}.get(what)
+        if delay:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.mode == "fast" and self.flight is None and not self.closed:
+            log.info("HTTP connection from %s closed: %s timeout", self.client_ip,
+                     "header" if self._waiting_for == "head" else "idle")  # fmt: skip
+            self.close()
 
     # --- used by flights -----------------------------------------------------------------
     def cookie(self, header: str, names: CookieNames) -> str | None:
@@ -164,8 +220,10 @@ class FrontConnection(asyncio.Protocol):
             elif self._eof:
                 self.close()
             else:
+                self._wait("head" if self.buffer else "request")
                 self._resume()
             return
+        self._wait("")
         head = request_head(bytes(self.buffer[:end]))
         if head is None:
             self._to_aiohttp_for_good()
@@ -176,7 +234,7 @@ class FrontConnection(asyncio.Protocol):
             request = bytes(self.buffer[:whole])
             del self.buffer[:whole]
             self._body_left = whole - len(request)
-            self._to_aiohttp_once(request, head.method)
+            self._to_aiohttp_once(request, head.method, head.close)
             return
         del self.buffer[: end + 4]
         self.flight = flight
@@ -189,13 +247,15 @@ class FrontConnection(asyncio.Protocol):
 
     def _handler(self) -> _Shim:
         if self._shim is None:
-            self._shim = _Shim(self, self.front.server())
-            self._shim.protocol.connection_made(self._shim)
+            handler = self.front.server()
+            handler.on_authenticated = self.authenticated  # a request it served was signed in
+            self._shim = _Shim(self, handler)
+            handler.connection_made(self._shim)
         return self._shim
 
-    def _to_aiohttp_once(self, request: bytes, method: str) -> None:
+    def _to_aiohttp_once(self, request: bytes, method: str, close: bool) -> None:
         self.mode = "one"
-        self._watch = _Watch(method)
+        self._watch = _Watch(method, close)
         self._handler().protocol.data_received(request)
 
     def _to_aiohttp_for_good(self) -> None:
@@ -223,8 +283,9 @@ class FrontConnection(asyncio.Protocol):
             self._watch = None  # an answer it cannot follow: aiohttp keeps the connection
             self.mode = "all"
             asyncio.get_running_loop().call_soon(self._back)
-        if complete and self._body_left:
-            # answered before its body was all sent: the rest is not read as a request
+        if complete and (self._body_left or not watch.keep_alive):
+            # the answer ends the connection (asked by either side), or came before the
+            # request's body was all sent: nothing after it is read as a request
             self._watch = None
             self.close()
         elif complete:
@@ -262,8 +323,9 @@ class FrontConnection(asyncio.Protocol):
 class _Watch:
     """Where aiohttp's answer to one bodiless request ends, read from its bytes."""
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, close: bool) -> None:
         self.method = method
+        self.keep_alive = not close  # and the answer's own Connection header
         self._head = bytearray()
         self._left: int | None = None  # body bytes still to come (Content-Length)
         self._chunks: Chunks | None = None
@@ -282,6 +344,7 @@ class _Watch:
             head = response_head(bytes(self._head[:end]))
             if head.status < 200:
                 raise BadResponse("an interim answer")
+            self.keep_alive = self.keep_alive and head.keep_alive
             data = bytes(self._head[end + 4 :])
             self._head.clear()
             if not has_body(self.method, head.status):

@@ -52,6 +52,9 @@ class GatewaySite:
     scheme: Callable[[web.Request], str]  # http | https, as the web app decides it
     signed_in: Callable[[web.Request], str | None]  # the person signed in to the gateway
     foreign: web.RequestKey[bool]  # marks a response as not the gateway's own
+    # marks a request that carried a live web-target session (its connection is then no
+    # longer counted among the unauthenticated ones)
+    authenticated: web.RequestKey[bool] | None = None
 
 
 def _refusal_for(auth: SessionAuthorization, target: str, gateway: str) -> Refusal:
@@ -215,6 +218,8 @@ class WebProxy:
         session = await self._session(login, request, gateway)
         if isinstance(session, Refusal):
             return refusal.page(session)
+        if self.site.authenticated is not None:
+            request[self.site.authenticated] = True
         view = ClientView(
             client_ip=request.remote or "",
             proto=scheme,

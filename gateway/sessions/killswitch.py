@@ -1,16 +1,20 @@
 """Ending sessions on time and on change.
 
 Each live session has a watcher that warns at 5 minutes and 1 minute before its grant ends
-and terminates it at ``expires_at``. When access changes anywhere in the cluster (a
-revocation, a lock, an extension), every live session on this node is re-checked against the
-policy and ended, or its watcher re-armed, accordingly. Time comes from a ``Timer`` so tests
-drive expiry with a fake clock instead of sleeping.
+and terminates it when the grant ends. The time left is computed once, when the watcher is
+armed, and slept on the monotonic clock: a wall clock stepped back (or forward) later moves
+no kill. ``end_expired`` ends, against the database's notion of now, what a node whose clock
+was wrong at arming time would have kept too long; the node calls it on a timer. When access
+changes anywhere in the cluster (a revocation, a lock, an extension), every live session on
+this node is re-checked against the policy and ended, or its watcher re-armed, accordingly.
+Time comes from a ``Timer`` so tests drive expiry with a fake clock instead of sleeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -24,12 +28,22 @@ WARNINGS = ((timedelta(minutes=5), "5 minutes"), (timedelta(minutes=1), "1 minut
 class Timer(Protocol):
     def now(self) -> datetime: ...
 
+    def monotonic(self) -> float: ...
+
     async def sleep_until(self, when: datetime) -> None: ...
+
+    async def sleep_monotonic(self, deadline: float) -> None: ...
 
 
 class RealTimer:
     def now(self) -> datetime:
         return utcnow()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep_monotonic(self, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
 
     async def sleep_until(self, when: datetime) -> None:
         # Sleep in bounded steps so a wall-clock jump is noticed within a minute.
@@ -70,13 +84,27 @@ class KillSwitch:
     async def _watch(self, session: SessionHandle) -> None:
         expires = session.expires_at
         assert expires is not None
+        start = self.timer.monotonic()
+        left = (expires - self.timer.now()).total_seconds()  # once: clock steps move nothing
         for before, text in WARNINGS:
-            at = expires - before
-            if at > self.timer.now():
-                await self.timer.sleep_until(at)
+            at = start + left - before.total_seconds()
+            if at > self.timer.monotonic():
+                await self.timer.sleep_monotonic(at)
                 session.notify(f"[lockgate] access to {session.target} ends in {text}")
-        await self.timer.sleep_until(expires)
+        await self.timer.sleep_monotonic(start + left)
         await self.registry.terminate(session.id, "grant expired")
+
+    async def end_expired(self, now: datetime) -> int:
+        """End every live session whose grant has ended by ``now`` (the database's time);
+        how many were ended."""
+        due = [
+            s.id
+            for s in list(self.registry.sessions.values())
+            if s.expires_at is not None and s.expires_at <= now
+        ]
+        for session_id in due:
+            await self.registry.terminate(session_id, "grant expired")
+        return len(due)
 
     async def recheck_all(self) -> None:
         """Re-decide every live session; end the refused, re-arm the extended."""

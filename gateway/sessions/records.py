@@ -10,6 +10,7 @@ or another) ends it through its registry.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ from gateway.audit import AuditLog
 from gateway.cluster.bus import publish_terminate
 from gateway.db import SessionMaker
 from gateway.db.tables import sessions
+from gateway.owed import OwedWrites
 from policy.errors import AccessDenied, InvalidInput, InvalidTransition, NotFound
 from policy.service import SYSTEM_ACTOR, PolicyService
 
@@ -95,6 +97,7 @@ class SessionStore:
         self.policy = policy
         self.audit = audit
         self.node = node
+        self.owed: OwedWrites | None = None  # set by the node: where writes wait for the db
 
     async def started(self, session: NewSession) -> None:
         """Audit and record the start; raising refuses the session (nothing unaudited runs)."""
@@ -138,48 +141,115 @@ class SessionStore:
         self, session: NewSession, ops: list[dict[str, Any]], *, prefix: str
     ) -> None:
         """Audit a session's operations (SFTP: which file, which way, how many bytes) in
-        order, in one transaction, as ``<prefix>.<op>``."""
+        order, in one transaction, as ``<prefix>.<op>``. When the database cannot take them
+        they are kept in the owed-writes journal, and this still raises: the caller ends the
+        session rather than let transfers go on unaudited."""
+        payload = {
+            "user": session.user,
+            "session": session.id,
+            "target": session.target,
+            "account": session.account,
+            "ops": ops,
+            "prefix": prefix,
+        }
+        try:
+            await self.write_operations(payload)
+        except Exception:
+            if self.owed is not None:
+                await self.owed.owe("session.ops", payload)
+            raise
+
+    async def write_operations(self, payload: Mapping[str, Any]) -> None:
         async with self.maker() as db, db.begin():
-            for op in ops:
+            for op in payload["ops"]:
                 await self.audit.append(
                     db,
-                    actor=session.user,
-                    action=f"{prefix}.{op.get('op', 'unknown')}",
-                    subject=session.id,
-                    details={"target": session.target, "account": session.account, **op},
+                    actor=str(payload["user"]),
+                    action=f"{payload['prefix']}.{op.get('op', 'unknown')}",
+                    subject=str(payload["session"]),
+                    details={"target": payload["target"], "account": payload["account"], **op},
                 )
 
     async def ended(
         self, session_id: str, user: str, reason: str, bytes_up: int, bytes_down: int
     ) -> None:
+        """Audit and record the end. When the database cannot take it, the end is kept in
+        the owed-writes journal (``owed``) and written when the database is back, with the
+        moment it happened; it is never lost."""
+        payload = {
+            "session": session_id,
+            "user": user,
+            "reason": reason,
+            "bytes_up": bytes_up,
+            "bytes_down": bytes_down,
+            "at": self.policy.now().isoformat(),
+        }
+        try:
+            await self.write_end(payload, late=False)
+        except Exception:
+            if self.owed is None:
+                raise
+            await self.owed.owe("session.end", payload)
+
+    async def write_end(self, payload: Mapping[str, Any], *, late: bool = True) -> None:
+        """The end's audit event and row update, once (a replay finds it already ended)."""
+        session_id = str(payload["session"])
+        at = datetime.fromisoformat(str(payload["at"]))
         async with self.maker() as db, db.begin():
+            ended = (
+                await db.execute(sa.select(sessions.c.ended_at).where(sessions.c.id == session_id))
+            ).first()
+            if ended is not None and ended.ended_at is not None:
+                return
+            details: dict[str, Any] = {
+                "reason": payload["reason"],
+                "bytes_up": payload["bytes_up"],
+                "bytes_down": payload["bytes_down"],
+            }
+            if late:
+                details["ended_at"] = at.isoformat()  # written after a database outage
             await self.audit.append(
-                db,
-                actor=user,
-                action="session.end",
-                subject=session_id,
-                details={"reason": reason, "bytes_up": bytes_up, "bytes_down": bytes_down},
-            )
+                db, actor=str(payload["user"]), action="session.end", subject=session_id,
+                details=details,
+            )  # fmt: skip
             await db.execute(
                 sessions.update()
                 .where(sessions.c.id == session_id)
                 .values(
-                    ended_at=self.policy.now(),
-                    end_reason=reason[:255],
-                    bytes_up=bytes_up,
-                    bytes_down=bytes_down,
+                    ended_at=at,
+                    end_reason=str(payload["reason"])[:255],
+                    bytes_up=int(payload["bytes_up"]),
+                    bytes_down=int(payload["bytes_down"]),
                 )
             )
 
     async def sweep_stale(self) -> int:
-        """Sessions this node left live when it last stopped: mark them ended."""
+        """Sessions this node left live when it last stopped (a crash or a kill -9): mark
+        them ended and audit each end, with the reason, in the same transaction."""
+        reason = "gateway restarted (the session was cut when the node stopped)"
         async with self.maker() as db, db.begin():
-            result = await db.execute(
-                sessions.update()
-                .where(sessions.c.node == self.node, sessions.c.ended_at.is_(None))
-                .values(ended_at=self.policy.now(), end_reason="gateway restarted")
-            )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            stale = (
+                await db.execute(
+                    sa.select(sessions.c.id, sessions.c.user, sessions.c.target).where(
+                        sessions.c.node == self.node, sessions.c.ended_at.is_(None)
+                    )
+                )
+            ).all()
+            for row in stale:
+                await self.audit.append(
+                    db,
+                    actor=row.user,
+                    action="session.end",
+                    subject=row.id,
+                    details={"reason": reason, "target": row.target, "node": self.node},
+                )
+            if stale:
+                await db.execute(
+                    sessions.update()
+                    .where(sessions.c.id.in_([r.id for r in stale]))
+                    .values(ended_at=self.policy.now(), end_reason=reason[:255])
+                )
+        return len(stale)
 
     async def _can_see_all(self, viewer: str) -> bool:
         if viewer == SYSTEM_ACTOR:

@@ -14,9 +14,11 @@ from typing import cast
 
 import asyncssh
 
+from gateway.errors import end_reason
 from gateway.ssh.fastpath import write_data
 from gateway.ssh.ports import ChannelHost
 from recorder.commandline import LineTracker
+from recorder.scp import ScpCommand, ScpTracker, legacy_scp
 
 ENV_ALLOW_PREFIXES = ("LC_",)
 ENV_ALLOW = frozenset({"LANG", "TZ"})
@@ -41,6 +43,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
         self.kind = "shell"
         self.command: str | None = None
+        self.scp_command: ScpCommand | None = None
+        self.scp: ScpTracker | None = None
         self.pty: tuple[str, tuple[int, int, int, int], Mapping[int, int]] | None = None
         self.upstream: asyncssh.SSHClientChannel[bytes] | None = None
         self.early: list[bytes] = []
@@ -67,8 +71,18 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         return True
 
     def exec_requested(self, command: str) -> bool:
+        """An exec; a plain legacy scp server (``scp -t``/``scp -f``) is a file transfer,
+        authorized as channel kind ``sftp`` and its files recorded like SFTP's."""
         self.kind, self.command = "exec", command
+        self.scp_command = legacy_scp(command)
+        if self.scp_command is not None:
+            self.kind = "scp"
         return True
+
+    @property
+    def transfer(self) -> bool:
+        """File transfer (SFTP or legacy scp): no terminal data to record or watch."""
+        return self.kind in ("sftp", "scp")
 
     def subsystem_requested(self, subsystem: str) -> bool:
         if subsystem != "sftp":
@@ -83,7 +97,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
 
     async def _start(self) -> None:
         assert self.chan is not None
-        channel_kind = "sftp" if self.kind == "sftp" else self.kind
+        channel_kind = "sftp" if self.transfer else self.kind
         refusal = await self.live.authorize_channel(channel_kind, self.command)
         if refusal is not None:
             self.refuse(refusal)
@@ -97,7 +111,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             env = allowed_env(self.chan.get_environment())
             self.upstream, _ = await upstream.create_session(
                 lambda: UpstreamChannel(self),
-                command=self.command if self.kind == "exec" else None,
+                command=self.command if self.kind in ("exec", "scp") else None,
                 subsystem="sftp" if self.kind == "sftp" else None,
                 request_pty=self.pty is not None,
                 term_type=term_type,
@@ -107,8 +121,12 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 encoding=None,
             )
         except Exception as exc:
+            self.live.ended_because(end_reason(exc))
             self.refuse(self.live.describe_upstream_error(exc))
             return
+        rec = self.live.recording
+        if self.scp_command is not None and rec is not None:
+            self.scp = rec.scp_channel(self.scp_command)
         if self.holds:
             self.upstream.pause_reading()
         for data in self.early:
@@ -131,6 +149,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         if self.kind == "sftp":
             if rec is not None:
                 rec.sftp_client(data)
+        elif self.kind == "scp":
+            self.scp_data(data, from_client=True)
         else:
             if rec is not None:
                 rec.input(data)
@@ -142,6 +162,14 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             self.early.append(data)
         else:
             self.upstream.write(data)
+
+    def scp_data(self, data: bytes, *, from_client: bool) -> None:
+        if self.scp is None or self.scp_command is None:
+            return
+        if from_client == (self.scp_command.direction == "upload"):
+            self.scp.source(data)
+        else:
+            self.scp.sink(data)
 
     def _check_lines(self, data: bytes) -> bytes:
         """Check each line completed in ``data`` before its Enter reaches the target."""
@@ -251,9 +279,11 @@ class UpstreamChannel(asyncssh.SSHClientSession[bytes]):
             if rec is not None:
                 if self.client.kind == "sftp":
                     rec.sftp_server(data)
+                elif self.client.kind == "scp":
+                    self.client.scp_data(data, from_client=False)
                 else:
                     rec.output(data)
-            if self.client.watcher is not None and self.client.kind != "sftp":
+            if self.client.watcher is not None and not self.client.transfer:
                 live.observe_output(self.client.watcher, data)
             write_data(chan, data)
         if self.err:
@@ -301,5 +331,6 @@ class UpstreamChannel(asyncssh.SSHClientSession[bytes]):
             chan.exit(self.status)
         else:
             if exc is not None:
+                self.client.live.ended_because("target connection lost")
                 chan.write_stderr(b"lockgate: the connection to the target was lost\r\n")
             chan.exit(255)

@@ -15,8 +15,9 @@ import asyncssh
 
 from gateway.access import Factor, Where, factors_suffice
 from gateway.db import completed
-from gateway.errors import LoginError
+from gateway.errors import LoginBusy, LoginError
 from gateway.oidc.device import DeviceLogin
+from gateway.ssh import terrapin
 from gateway.ssh.bridge import ClientChannel
 from gateway.ssh.forward import open_forward
 from gateway.ssh.login import Login, login_help, parse_login
@@ -34,7 +35,9 @@ DEVICE_WAIT = 300.0  # seconds an SSH login waits for its approval in the browse
 class GatewayConnection(asyncssh.SSHServer):
     """One client connection. Identity is taken from the user name of the attempt that
     succeeded, so switching names between attempts never mixes states; failures are
-    throttled per user and per address and answered alike for unknown users."""
+    throttled per (user, address) with per-user and per-address ceilings
+    (``gateway.throttle``), and answered alike for unknown users. Only password checks are
+    throttled: key logins never wait behind them or get blocked by their failures."""
 
     def __init__(self, gw: SshGateway) -> None:
         self.gw = gw
@@ -46,23 +49,40 @@ class GatewayConnection(asyncssh.SSHServer):
         self.live: LiveSshSession | None = None
         self.prepared: asyncio.Task[None] | None = None
         self.gone = False
+        self.starting = False  # counted among the unauthenticated connections
+        self._told_unavailable = False
         self._kbd: dict[str, User] = {}  # user name -> password verified, code pending
         self._device: dict[str, DeviceLogin] = {}  # user name -> device login shown
 
     # --- connection ----------------------------------------------------------------
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        """Beyond ``limits.ssh_max_startups`` unauthenticated connections (a quarter of them
+        per address) a new one is closed before its key exchange, as OpenSSH's MaxStartups.
+        A client without strict KEX gets only Terrapin-safe algorithms (``terrapin``)."""
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.addr = str(peer[0]) if peer else "?"
+        terrapin.guard(conn, require_strict=self.gw.services.config.server.require_strict_kex)
+        if self.gw.admit(self.addr):
+            self.starting = True
+        else:
+            log.info("SSH connection from %s refused: too many unauthenticated", self.addr)
+            asyncio.get_running_loop().call_soon(conn.abort)
+
+    def _started(self) -> None:
+        if self.starting:
+            self.starting = False
+            self.gw.startup_done(self.addr)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """The grant check is not cancelled (a cancel in the middle of a database call can
         leave SQLite locked); ``_prepare`` sees the flag and ends what it opened."""
+        self._started()
         self.gone = True
         for device in self._device.values():  # a device login waiting for a client that left
             device.done.set()  # its waiter then marks it cancelled
         if self.live is not None:
-            self.live.spawn(self.live.finish("client disconnected"))
+            self.live.spawn(self.live.finish(self.live.end_reason or "client disconnected"))
 
     def _parse(self, username: str) -> Login | None:
         try:
@@ -70,15 +90,16 @@ class GatewayConnection(asyncssh.SSHServer):
         except LoginError:
             return None
 
-    def _keys(self, login: Login | None, username: str) -> tuple[str, str]:
-        return (f"user:{login.user if login else username}", f"addr:{self.addr}")
+    def _keys(self, login: Login | None, username: str) -> tuple[str, ...]:
+        return self.gw.throttle.login_keys(login.user if login else username[:64], self.addr)
 
     def _blocked(self, login: Login | None, username: str) -> bool:
         return login is None or self.gw.throttle.blocked(*self._keys(login, username))
 
-    async def _failed(self, username: str, method: str) -> bool:
+    async def _failed(self, username: str, method: str, *, throttled: bool = True) -> bool:
         login = self._parse(username)
-        self.gw.throttle.failed(*self._keys(login, username))
+        if throttled:
+            self.gw.throttle.failed(*self._keys(login, username))
         self.gw.metrics.auth_failures.labels(method).inc()
         with contextlib.suppress(Exception):
             await completed(  # not cut short by a client that leaves meanwhile
@@ -89,6 +110,25 @@ class GatewayConnection(asyncssh.SSHServer):
                     details={"method": method, "client": self.addr},
                 )
             )
+        return False
+
+    def _unavailable(self) -> bool:
+        """The login cannot be checked (the database is unreachable): refused, with the
+        one-line reason in the SSH banner (OpenSSH prints it on stderr)."""
+        log.warning("SSH login from %s refused: the database is unavailable", self.addr)
+        if self.conn is not None and not self._told_unavailable:
+            self._told_unavailable = True
+            with contextlib.suppress(Exception):
+                self.conn.send_auth_banner(
+                    "lockgate: the gateway cannot reach its database right now; "
+                    "try again in a minute\r\n"
+                )
+        return False
+
+    def _busy(self) -> bool:
+        """The password could not be checked now (too many checks waiting): refused, but not
+        counted as a failure of this person."""
+        self.gw.metrics.auth_failures.labels("busy").inc()
         return False
 
     async def _suffice(
@@ -119,14 +159,19 @@ class GatewayConnection(asyncssh.SSHServer):
         """A key registered to the user. Called for the key query and again for the signed
         request; asyncssh completes authentication only once the signature over the session
         id has verified. Under a per-session MFA rule a key is not enough: refused here, the
-        client moves on to keyboard-interactive, which asks for a password and a fresh code."""
+        client moves on to keyboard-interactive, which asks for a password and a fresh code.
+        The password throttle is neither consulted nor fed: offering keys costs no hashing
+        and cannot guess anything, and password failures must never lock a key out."""
         login = self._parse(username)
-        if login is None or self._blocked(login, username):
-            return await self._failed(username, "publickey")
-        user = await self.access.key_user(login.user, key)
+        if login is None:
+            return await self._failed(username, "publickey", throttled=False)
+        try:
+            user = await self.access.key_user(login.user, key)
+        except Exception:
+            return self._unavailable()
         if user is not None:
             return await self._suffice(login, user, {Factor.KEY})
-        return await self._failed(username, "publickey")
+        return await self._failed(username, "publickey", throttled=False)
 
     def password_auth_supported(self) -> bool:
         return True
@@ -137,7 +182,12 @@ class GatewayConnection(asyncssh.SSHServer):
         login = self._parse(username)
         if login is None or self._blocked(login, username):
             return await self._failed(username, "password")
-        user = await self.access.password_user(login.user, password)
+        try:
+            user = await self.access.password_user(login.user, password)
+        except LoginBusy:
+            return self._busy()
+        except Exception:
+            return self._unavailable()
         if user is not None and await self._suffice(login, user, {Factor.PASSWORD}):
             return True
         return await self._failed(username, "password")
@@ -212,7 +262,12 @@ class GatewayConnection(asyncssh.SSHServer):
             return await self._failed(username, "keyboard-interactive")
         user = self._kbd.pop(username, None)
         if user is None:
-            user = await self.access.password_user(login.user, responses[0])
+            try:
+                user = await self.access.password_user(login.user, responses[0])
+            except LoginBusy:
+                return self._busy()
+            except Exception:
+                return self._unavailable()
             if user is None:
                 return await self._failed(username, "keyboard-interactive")
             if await self._suffice(login, user, {Factor.PASSWORD}):
@@ -231,6 +286,7 @@ class GatewayConnection(asyncssh.SSHServer):
         """For a target login, the grant check starts now, while the client sets up its
         channel; the target is contacted only once it passed."""
         assert self.conn is not None
+        self._started()
         username = self.conn.get_extra_info("username")
         self.login = parse_login(username)
         self.gw.throttle.succeeded(*self._keys(self.login, username))
@@ -248,6 +304,14 @@ class GatewayConnection(asyncssh.SSHServer):
                 )
                 if not auth.decision.allowed or auth.target is None or auth.account is None:
                     self.refusal = str(auth.decision.message)
+                    await self.gw.services.refusals.refused(
+                        actor=login.user,
+                        action="session.refused",
+                        subject=f"{login.account or ''}@{login.target}",
+                        reason=self.refusal,
+                        client=self.addr,
+                        details={"code": str(auth.decision.reason), "via": "ssh"},
+                    )
                     return
                 live = LiveSshSession(
                     self.gw,
@@ -268,11 +332,24 @@ class GatewayConnection(asyncssh.SSHServer):
             self.refusal = "the session could not be opened (audit or recording unavailable)"
 
     # --- channels -------------------------------------------------------------------
+    def _channel_slot(self) -> None:
+        """Refuse a channel beyond ``limits.ssh_max_channels`` open on this connection (as
+        OpenSSH's MaxSessions; forwards count too)."""
+        cap = self.gw.services.config.limits.ssh_max_channels
+        # asyncssh keeps the connection's open channels here; the one being opened (these
+        # callbacks are coroutines, run once asyncssh made the channel) is among them.
+        open_now = len(getattr(self.conn, "_channels", {}))
+        if cap and open_now > cap:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE, f"at most {cap} channels per connection"
+            )
+
     async def session_requested(self) -> Any:
         """The gateway shell for a plain ``USER`` login; for a target login a bridged
         channel only once the grant check passed (each channel is authorized again when it
         says what it is), else a channel that prints the one-line refusal and exits 1."""
         assert self.login is not None
+        self._channel_slot()
         if self.login.is_shell:
             gw = self.gw
             context = ShellContext(
@@ -296,6 +373,7 @@ class GatewayConnection(asyncssh.SSHServer):
     ) -> Any:
         """Local forwarding (``-L``, ``-W``): only after the grant check, and only where the
         rule allows ``port_forward`` to that destination (``gateway.ssh.forward``)."""
+        self._channel_slot()
         if self.prepared is not None:
             await self.prepared
         if self.live is None:

@@ -1,58 +1,39 @@
-"""Local port forwarding (``ssh -L``), tunnelled through the target's own SSH connection.
+"""Local port forwarding (``ssh -L``, ``-W``), tunnelled through the target's own SSH
+connection.
 
-Allowed only when the grant's rule lists ``port_forward``; never to the target's own SSH
-port and never to the gateway itself, so a forward cannot be used to skip the gateway.
+Allowed only when the grant's rule lists ``port_forward`` and the destination is on the
+rule's ``forward_to`` allowlist, matched on the normalised address (``policy.forwarding``,
+through ``gateway.access``); the target is asked to connect to that normalised address, never
+to another reading of the string the client sent.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
 from typing import Any
 
 import asyncssh
 
 from gateway.ssh.ports import ChannelHost
 
-# Names for "this host" as seen from the target (compared, never bound).
-LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "ip6-localhost"}  # noqa: S104
-
 
 def _refuse(message: str) -> asyncssh.ChannelOpenError:
     return asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, message)
 
 
-def _gateway_names(live: ChannelHost) -> set[str]:
-    """The gateway's names and addresses as the target could reach them. Loopback is left
-    out: seen from the target, it is the target itself."""
-    names = {live.gateway_host, socket.gethostname()}
-    with contextlib.suppress(OSError):
-        names.update(str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None))
-    return {
-        n.lower() for n in names if n and n.lower() not in LOCAL_NAMES and not n.startswith("127.")
-    }
-
-
 async def open_forward(live: ChannelHost, host: str, port: int) -> Any:
-    refusal = await live.authorize_channel("port_forward", None)
+    refusal, destination = await live.authorize_forward(host, port)
     if refusal is not None:
         raise _refuse(refusal)
-    target = live.target_obj
-    dest = host.lower().strip("[]")
-    if port == target.port and (dest in LOCAL_NAMES or dest == (target.host or "").lower()):
-        raise _refuse("forwarding to the target's own SSH port is not allowed")
-    if dest in _gateway_names(live):
-        raise _refuse("forwarding to the gateway itself is not allowed")
     upstream = await live.upstream()
     bridge = TcpBridge(live)
     try:
         bridge.upstream, _ = await upstream.create_connection(
-            lambda: _UpstreamTcp(bridge), host, port
+            lambda: _UpstreamTcp(bridge), destination, port
         )
     except asyncssh.ChannelOpenError as exc:
-        raise _refuse(f"the target could not open {host}:{port} ({exc.reason})") from None
+        raise _refuse(f"the target could not open {destination}:{port} ({exc.reason})") from None
     if live.recording is not None:
-        live.recording.port_forward(host, port)
+        live.recording.port_forward(destination, port)
     return bridge
 
 

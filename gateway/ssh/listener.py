@@ -8,6 +8,7 @@ small groups); strict KEX keeps Terrapin out. Each accepted connection gets its 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -75,6 +76,29 @@ class SshGateway:
     # starting together otherwise queues on SQLite's write lock, whose sleep-and-retry
     # waiting starves some of them past the busy timeout; the rest wait here, in order.
     admission: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
+    # Connections not yet authenticated, per address (OpenSSH's MaxStartups and
+    # PerSourceMaxStartups): beyond the caps a new connection is closed at once.
+    startups: Counter[str] = field(default_factory=Counter)
+    startups_refused: int = 0
+
+    def admit(self, address: str) -> bool:
+        """Whether a new, unauthenticated connection from ``address`` may go on (counted
+        until ``authenticated`` or ``gone``)."""
+        limits = self.services.config.limits
+        total = sum(self.startups.values())
+        per_source = max(1, limits.ssh_max_startups // 4) if limits.ssh_max_startups else 0
+        if limits.ssh_max_startups and (
+            total >= limits.ssh_max_startups or self.startups[address] >= per_source
+        ):
+            self.startups_refused += 1
+            return False
+        self.startups[address] += 1
+        return True
+
+    def startup_done(self, address: str) -> None:
+        self.startups[address] -= 1
+        if self.startups[address] <= 0:
+            del self.startups[address]
 
     def set_address(self, host: str, port: int) -> None:
         """Where people reach this gateway; refusals tell them how to request access."""
@@ -96,7 +120,7 @@ class SshGateway:
             allow_scp=False,
             encoding=None,
             line_editor=False,
-            login_timeout=60,
+            login_timeout=self.services.config.limits.ssh_login_grace_time,
             keepalive_interval=60,
             keepalive_count_max=3,
         )

@@ -38,6 +38,13 @@ class ChannelHost(Protocol):
     async def authorize_channel(self, kind: str, command: str | None) -> str | None:
         """None if the channel may open, else the one-line reason."""
 
+    async def authorize_forward(self, host: str, port: int) -> tuple[str | None, str]:
+        """(None, destination to connect to) if the forward may open, else (reason, _)."""
+
+    def ended_because(self, reason: str) -> None:
+        """The session's true end reason, when it is not the client's doing (the first
+        one given wins)."""
+
     def check_shell_line(self, line: str) -> str | None:
         """The rule that blocks this shell line at Enter, if any."""
 

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from gateway.credentials import UpstreamCredential
 from gateway.db import completed
-from gateway.errors import UpstreamError
+from gateway.errors import UpstreamError, UpstreamUnreachable, end_reason
 from gateway.metrics import kill_reason
 from gateway.provision.service import ProvisionRefused
 from gateway.sessions.records import NewSession, new_session_id
@@ -71,10 +72,16 @@ class LiveSshSession:
         self.recording: SessionRecording | None = None
         self.channels: list[ClientChannel] = []
         self._upstream: asyncio.Future[asyncssh.SSHClientConnection] | None = None
+        # Set once a channel is authorized: only then is the credential checked out and used.
+        self._authorized: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sftp_ops: list[dict[str, Any]] = []
         self._sftp_audit: asyncio.Task[None] | None = None
         self._ended = False
+        self._reconnected = False
+        self.end_reason: str | None = None
+        self._upstream_audited = False
+        self._provisioned = False
         self.has_command_rules = bool(gw.anomaly.commands)
         self.disk_behind = False
         self.gateway_host = gw.gateway_host
@@ -117,29 +124,93 @@ class LiveSshSession:
         self.gw.registry.add(self)
         self._upstream = asyncio.ensure_future(self._connect())
 
-    async def _connect(self) -> asyncssh.SSHClientConnection:
+    async def _provision(self) -> None:
+        """Make the grant's account (or elevation) on the target, once a channel is
+        authorized: a refused session makes nothing."""
+        await asyncio.shield(self._authorized)
+        if self.target_obj.provision == "none" or self._provisioned:
+            return
+        try:
+            self.upstream_account = await self.gw.services.provisioner.session_account(
+                self.user, self.target_obj, self.account, self.grant_id
+            )
+        except ProvisionRefused as exc:
+            raise UpstreamError(str(exc)) from None
+        self._provisioned = True
+        self.mark("provision", f"logged in on {self.target} as {self.upstream_account}")
+
+    async def _credential(self) -> UpstreamCredential:
+        await self._provision()
         valid_until = self.expires_at or self.gw.services.policy.now()
-        if self.target_obj.provision != "none":
-            try:
-                self.upstream_account = await self.gw.services.provisioner.session_account(
-                    self.user, self.target_obj, self.account, self.grant_id
-                )
-            except ProvisionRefused as exc:
-                raise UpstreamError(str(exc)) from None
-            self.mark("provision", f"logged in on {self.target} as {self.upstream_account}")
-        cred = await completed(
+        return await completed(
             self.gw.services.credentials.ssh(
                 self.target_obj, self.upstream_account, self.id, self.user, valid_until
             )
         )
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        # completed(): a cancel (the session ending) must not cut a database call short.
+        if self.target_obj.provision == "ephemeral":
+            # The account does not exist before it is made, and sshd looks the user up at
+            # the first authentication request: no early connection here.
+            await self._provision()
+            kind: str | None = "private_key"  # the grant's own key, made with the account
+        else:
+            vault = self.gw.services.vault
+            kind = await completed(vault.credential_kind(self.target, self.account))
         started = time.monotonic()
-        conn = await connect_upstream(self.target_obj, cred)
+        conn = await connect_upstream(
+            self.target_obj, self.upstream_account, kind, self._credential
+        )
         self.gw.metrics.upstream_connect.observe(time.monotonic() - started)
         return conn
 
+    async def _audit_upstream_failure(self, exc: UpstreamError) -> None:
+        """Once per session: the first channel that meets the failure reports it (a refused
+        session's early connection is never news)."""
+        if self._upstream_audited:
+            return
+        self._upstream_audited = True
+        self.ended_because(end_reason(exc))
+        with contextlib.suppress(Exception):
+            await self.gw.services.audit.record(
+                actor=self.user,
+                action="upstream.failure",
+                subject=self.id,
+                details={
+                    "target": self.target,
+                    "account": self.account,
+                    "reason": end_reason(exc),
+                    "detail": str(exc),
+                },
+            )
+
+    def ended_because(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+
     async def upstream(self) -> asyncssh.SSHClientConnection:
+        """The authenticated upstream. An early connection that the target dropped while it
+        waited for the first authorized channel is made again, once."""
         assert self._upstream is not None
-        return await asyncio.shield(self._upstream)
+        if not self._authorized.done():
+            self._authorized.set_result(None)
+        try:
+            return await asyncio.shield(self._upstream)
+        except UpstreamUnreachable as exc:
+            if self._ended or self._reconnected:
+                await self._audit_upstream_failure(exc)
+                raise
+        except UpstreamError as exc:
+            await self._audit_upstream_failure(exc)
+            raise
+        self._reconnected = True
+        self._upstream = asyncio.ensure_future(self._connect())
+        try:
+            return await asyncio.shield(self._upstream)
+        except UpstreamError as exc:
+            await self._audit_upstream_failure(exc)
+            raise
 
     def describe_upstream_error(self, exc: BaseException) -> str:
         if isinstance(exc, UpstreamError):
@@ -161,12 +232,41 @@ class LiveSshSession:
             log.exception("session %s: checking a %s channel failed", self.id, kind)
             return "the gateway could not check this channel's access right now; try again"
         if not auth.decision.allowed:
+            await self._refused("channel.refused", str(auth.decision.message), kind=kind)
             return str(auth.decision.message)
         if command is not None:
             if self.recording is not None:
                 self.recording.exec_command(command)
             return await self._check_command(command)
         return None
+
+    async def authorize_forward(self, host: str, port: int) -> tuple[str | None, str]:
+        """(None, the normalised destination) if ``-L`` to ``host:port`` may open, else the
+        one-line reason. Fails closed like ``authorize_channel``."""
+        try:
+            async with self.gw.admission:
+                decision = await self.gw.services.access.authorize_forward(
+                    self.user, self.target, self.account, host, port
+                )
+        except Exception:
+            log.exception("session %s: checking a forward failed", self.id)
+            return "the gateway could not check this forward right now; try again", host
+        if not decision.allowed:
+            await self._refused(
+                "forward.refused", decision.message, destination=f"{decision.destination}:{port}"
+            )
+            return decision.message, decision.destination
+        return None, decision.destination
+
+    async def _refused(self, action: str, reason: str, **details: str) -> None:
+        await self.gw.services.refusals.refused(
+            actor=self.user,
+            action=action,
+            subject=self.id,
+            reason=reason,
+            client=self.client_addr,
+            details={"target": self.target, "account": self.account, **details},
+        )
 
     async def _check_command(self, command: str) -> str | None:
         for hit in self.gw.anomaly.check_command(command):

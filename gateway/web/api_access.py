@@ -166,9 +166,15 @@ async def extend_grant(call: Call) -> Any:
     )
 
 
-@route("GET", "/locks", "Active locks", tag="access", query=paging.QUERY)
+@route(
+    "GET",
+    "/locks",
+    "Active locks you may see (yours; an approver's pending decisions'; all for auditors)",
+    tag="access",
+    query=paging.QUERY,
+)
 async def list_locks(call: Call) -> Any:
-    return await call.deps.services.policy.list_locks()
+    return await call.deps.services.policy.visible_locks(call.actor)
 
 
 @route(

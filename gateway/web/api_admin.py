@@ -155,8 +155,8 @@ async def add_target(call: Call) -> Any:
 @route(
     "GET",
     "/credentials",
-    "Vaulted credentials (never their values)",
-    access=ADMIN,
+    "Vaulted credentials (never their values); auditors read them too",
+    access=AUDITOR,
     tag="targets",
     query=paging.QUERY,
 )
@@ -182,7 +182,7 @@ async def set_credential(call: Call) -> Any:
     b = call.body
     vault = call.deps.services.vault
     target, account = call.arg("target"), call.arg("account")
-    await call.deps.services.policy.get_target(target)
+    await call.deps.services.policy.credential_target(target, account)
     if b["kind"] == "ssh_ca":
         return await vault.create_ssh_ca(call.actor, target, account)
     if not b.get("value"):

@@ -24,7 +24,7 @@ from gateway.web import (  # noqa: F401  (register routes)
 )
 from gateway.web.auth import Authenticator, scheme
 from gateway.web.deps import DEPS, Deps
-from gateway.web.health import Check, Refresh, add_health_routes
+from gateway.web.health import Check, Refresh, Warning, add_health_routes
 from gateway.web.oidc import add_oidc_routes
 from gateway.web.problems import problem_middleware
 from gateway.web.routes import MAX_BODY, TABLE
@@ -61,6 +61,7 @@ def build_app(
     refresh: list[Refresh],
     *,
     front: Sequence[Middleware] = (),
+    warnings: dict[str, Warning] | None = None,
 ) -> web.Application:
     """``front`` middlewares run first, outside the gateway's own (the web-target proxy)."""
     auth = Authenticator(deps.services.policy, deps.browser)
@@ -69,7 +70,7 @@ def build_app(
     )
     app[DEPS] = deps
     app.on_response_prepare.append(_security_headers)
-    add_health_routes(app, deps.metrics, checks, refresh)
+    add_health_routes(app, deps.metrics, checks, refresh, warnings)
     TABLE.install(app)
     add_ui_routes(app)
     add_oidc_routes(app)

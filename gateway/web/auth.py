@@ -25,6 +25,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.access import Factor, Where, factors_suffice
+from gateway.errors import LoginBusy
 from gateway.metrics import Metrics
 from gateway.services import Services
 from gateway.throttle import Throttle
@@ -208,11 +209,15 @@ class SignIn:
     ) -> tuple[str, str] | None:
         """(cookie, csrf) or None; the caller shows one message for every failure."""
         name = name.strip()[:64]
-        keys = (f"user:{name}", f"addr:{address}")
+        keys = self.throttle.login_keys(name, address)
         if not name or self.throttle.blocked(*keys):
             await self._failed(name, address, keys, "throttled")
             return None
-        user = await self.services.access.password_user(name, password)
+        try:
+            user = await self.services.access.password_user(name, password)
+        except LoginBusy:  # not judged, so not a failure of this person
+            self.metrics.auth_failures.labels("busy").inc()
+            return None
         presented = {Factor.PASSWORD}
         if (
             user is not None
@@ -229,7 +234,7 @@ class SignIn:
         )
         return self.sessions.create(name)
 
-    async def _failed(self, name: str, address: str, keys: tuple[str, str], method: str) -> None:
+    async def _failed(self, name: str, address: str, keys: tuple[str, ...], method: str) -> None:
         self.throttle.failed(*keys)
         self.metrics.auth_failures.labels("web").inc()
         await self.services.audit.record(

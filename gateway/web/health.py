@@ -1,5 +1,5 @@
-"""``/healthz`` (the process answers), ``/readyz`` (database, vault, listeners) and
-``/metrics`` (Prometheus text format)."""
+"""``/healthz`` (the process answers), ``/readyz`` (database, vault, listeners; plus warnings
+such as clock skew) and ``/metrics`` (Prometheus text format)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ METRICS = web.AppKey("metrics", Metrics)
 CHECKS = web.AppKey("checks", dict[str, Check])
 Refresh = Callable[[], Awaitable[None]]
 REFRESH = web.AppKey("refresh", list[Refresh])
+Warning = Callable[[], str | None]
+WARNINGS = web.AppKey("warnings", dict[str, Warning])
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -31,7 +33,15 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception:
             results[name] = False
     ready = all(results.values())
-    return web.json_response({"ready": ready, "checks": results}, status=200 if ready else 503)
+    warnings = {}
+    for name, warning in request.app.get(WARNINGS, {}).items():
+        text = warning()
+        if text is not None:
+            warnings[name] = text
+    body: dict[str, object] = {"ready": ready, "checks": results}
+    if warnings:
+        body["warnings"] = warnings  # worth an operator's look; not a reason to stop serving
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -49,10 +59,13 @@ def add_health_routes(
     metrics_: Metrics,
     checks: Mapping[str, Check],
     refresh: list[Refresh] | None = None,
+    warnings: Mapping[str, Warning] | None = None,
 ) -> None:
-    """``refresh`` callables update gauges read from the database just before a scrape."""
+    """``refresh`` callables update gauges read from the database just before a scrape;
+    ``warnings`` are shown in ``/readyz`` when they return a line."""
     app[METRICS] = metrics_
     app[CHECKS] = dict(checks)
+    app[WARNINGS] = dict(warnings or {})
     app[REFRESH] = list(refresh or [])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.web import jsonbody
 from policy.errors import InvalidInput
 
 DEFAULT_LIMIT = 100
@@ -46,7 +47,7 @@ def cursor(request: web.Request) -> tuple[datetime, str] | None:
     if not raw:
         return None
     try:
-        at, key = json.loads(base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4)))
+        at, key = jsonbody.loads(base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4)))
         return datetime.fromisoformat(at), str(key)
     except (ValueError, TypeError) as exc:
         raise InvalidInput("cursor is not one this server gave out") from exc

@@ -108,6 +108,8 @@ def translate(exc: BaseException) -> web.Response:
             shown = status != 503 or isinstance(exc, ge.SignalsNotConfigured)
             detail = str(exc) if shown else "a required service is unavailable; retry"
             return problem_response(status, slug, detail)
+    if isinstance(exc, tuple(ge.UNAVAILABLE)):  # the database unreachable: retry, never a 500
+        return problem_response(503, "unavailable", "a required service is unavailable; retry")
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         slug = _HTTP_SLUGS.get(exc.status, "bad-request")
         detail = {

@@ -10,7 +10,6 @@ answer "not found" for what the caller may not see.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +17,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway.render import to_jsonable
-from gateway.web import paging
+from gateway.web import jsonbody, paging
 from gateway.web.auth import PRINCIPAL, Principal
 from gateway.web.deps import DEPS, Deps
 from gateway.web.problems import Problem
+from policy.errors import AccessDenied
 
 API = "/api/v1"
 MAX_BODY = 64 * 1024
@@ -145,7 +145,9 @@ async def read_body(request: web.Request, schema: Mapping[str, F]) -> dict[str, 
         if request.content_type not in ("application/json", ""):
             raise Problem(415, "unsupported-media-type", "send application/json")
         try:
-            data = json.loads(raw)
+            data = jsonbody.loads(raw)
+        except jsonbody.BadJson as exc:
+            raise Problem(400, "bad-request", f"the body is not usable JSON: {exc}") from None
         except (ValueError, UnicodeDecodeError):
             raise Problem(400, "bad-request", "the body is not valid JSON") from None
     if not isinstance(data, dict):
@@ -180,9 +182,22 @@ def _is(value: Any, kind: str) -> bool:
 def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def endpoint(request: web.Request) -> web.StreamResponse:
         who = request.get(PRINCIPAL)
-        _check_access(route, who)
-        body = await read_body(request, route.body) if route.body is not None else {}
-        result = await route.handler(Call(request, request.app[DEPS], body, who))
+        try:
+            _check_access(route, who)
+            body = await read_body(request, route.body) if route.body is not None else {}
+            result = await route.handler(Call(request, request.app[DEPS], body, who))
+        except (Problem, AccessDenied) as exc:
+            forbidden = isinstance(exc, AccessDenied) or exc.status == 403
+            if forbidden and who is not None:
+                await request.app[DEPS].services.refusals.refused(
+                    actor=who.name,
+                    action="api.refused",
+                    subject=f"{route.method} {route.path}",
+                    reason=str(exc),
+                    client=request.remote or "",
+                    details={"path": request.path[:200]},
+                )
+            raise
         if isinstance(result, web.StreamResponse):
             return result
         if isinstance(result, paging.Page):

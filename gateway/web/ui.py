@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import jinja2
 from aiohttp import web
 
+from gateway.errors import UNAVAILABLE
 from gateway.report.build import report_for
 from gateway.web.api_sessions import request_timeline
 from gateway.web.auth import (
@@ -150,10 +151,19 @@ async def favicon(request: web.Request) -> web.Response:
 
 
 def safe_next(value: str) -> str:
-    """Only a path on this site: never another host (``//evil``) or a scheme."""
-    if value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
+    """Only a path on this site: never another host (``//evil``) or a scheme.
+
+    Browsers drop tabs and newlines from a URL and read ``\\`` as ``/``, so the value is judged
+    as they would parse it: any control character or backslash refuses it, and what is left
+    must split into a path (and query) with neither scheme nor host."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or "\\" in value:
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return "/"
+    if parts.path.startswith("//"):
+        return "/"
+    return value
 
 
 def login_context(request: web.Request, next_url: str, message: str) -> dict[str, Any]:
@@ -179,12 +189,22 @@ async def login(request: web.Request) -> web.Response:
     form = await request.post()
     next_url = safe_next(str(form.get("next", "/")))
     deps = request.app[DEPS]
-    result = await deps.signin.attempt(
-        str(form.get("user", "")),
-        str(form.get("password", "")),
-        str(form.get("code", "")),
-        client_address(request),
-    )
+    try:
+        result = await deps.signin.attempt(
+            str(form.get("user", "")),
+            str(form.get("password", "")),
+            str(form.get("code", "")),
+            client_address(request),
+        )
+    except tuple(UNAVAILABLE):
+        return render(
+            request,
+            "login.html",
+            status=503,
+            who=None,
+            next_url=next_url,
+            message="The gateway cannot reach its database right now; try again in a minute.",
+        )
     if result is None:
         return render(
             request,

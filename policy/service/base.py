@@ -3,6 +3,7 @@ the actor checks, the audit call, and the loaders the other parts build on."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +32,7 @@ from policy.models import (
     User,
     utcnow,
 )
+from policy.passwords import verify_password
 from policy.tickets import TicketCheck
 
 SYSTEM_ACTOR = "lockgate"  # the built-in administrator (CLI on the gateway host, no --as)
@@ -40,6 +42,12 @@ _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ROLE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 _RETRIES = 8
 T = TypeVar("T")
+# (stored hash or None, password) -> whether it matches; argon2 is slow on purpose.
+PasswordCheck = Callable[[str | None, str], Awaitable[bool]]
+
+
+async def _check_in_thread(stored: str | None, password: str) -> bool:
+    return await asyncio.to_thread(verify_password, stored, password)
 
 
 @dataclass(frozen=True)
@@ -84,9 +92,11 @@ class ServiceBase:
         *,
         gateway_hint: str = "ssh -p 2222 {user}@gateway",
         tickets: TicketCheck | None = None,
+        password_check: PasswordCheck = _check_in_thread,
     ) -> None:
         self.maker = maker
         self.tickets = tickets
+        self.password_check = password_check
         self.rules = tuple(rules)
         self.audit = audit
         self.clock = clock

@@ -12,10 +12,12 @@ from policy import store
 from policy import tables as t
 from policy.errors import InvalidInput, NotFound
 from policy.models import (
+    ADMIN,
+    AUDITOR,
     Lock,
     LockKind,
 )
-from policy.rules import clean_text
+from policy.rules import clean_text, may_approve
 from policy.service.base import ServiceBase, _new_id
 
 
@@ -96,3 +98,30 @@ class LocksMixin(ServiceBase):
                 return [lk for lk in await store.open_locks(db) if lk.is_active(now)]
             rows = (await db.execute(sa.select(t.locks).order_by(t.locks.c.created_at))).all()
             return [store.to_lock(r) for r in rows]
+
+    async def visible_locks(self, viewer: str) -> list[Lock]:
+        """The active locks ``viewer`` may see. Admins and auditors see all. Anyone else sees
+        the locks on themself and, as an approver, the locks on the people and targets of the
+        pending requests they may decide (what the decision needs); never the rest, since a
+        lock's reason and author may be sensitive (a SIEM's finding about someone)."""
+        now = self.now()
+        async with self.maker() as db:
+            roles = await self._roles(db, viewer)
+            live = [lk for lk in await store.open_locks(db) if lk.is_active(now)]
+            if ADMIN in roles or AUDITOR in roles:
+                return live
+            pending = await store.list_requests(
+                db, [t.requests.c.state == "pending", t.requests.c.expires_at > now]
+            )
+        users, targets = {viewer}, set()
+        for request in pending:
+            rule = self.rule(request.rule)
+            if request.user != viewer and rule is not None and may_approve(rule, roles):
+                users.add(request.user)
+                targets.add(request.target)
+        return [
+            lk
+            for lk in live
+            if (lk.kind == "user" and lk.name in users)
+            or (lk.kind == "target" and lk.name in targets)
+        ]

@@ -251,6 +251,21 @@ class TargetsMixin(ServiceBase):
 
         return await self._write(write)
 
+    async def credential_target(self, name: str, account: str) -> Target:
+        """The target a credential for ``account`` may be stored under: the account must be a
+        valid account name and, when the target lists its accounts, one of them (the same
+        check ``add_target`` makes), so no vault row exists for an account the target has
+        not got. Raises NotFound or InvalidInput."""
+        target = await self.get_target(name)
+        if not _NAME.match(account):
+            raise InvalidInput(f"invalid account name {account!r}")
+        if target.accounts and account not in target.accounts:
+            raise InvalidInput(
+                f"target {target.name} has no account {account}; "
+                f"accounts: {', '.join(target.accounts)}"
+            )
+        return target
+
     async def list_targets(self) -> list[Target]:
         async with self.maker() as db:
             return await store.list_targets(db)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -14,7 +15,7 @@ from policy.errors import Conflict, InvalidInput, NotFound
 from policy.models import (
     User,
 )
-from policy.passwords import hash_password, verify_password
+from policy.passwords import hash_password
 from policy.service.base import _NAME, _ROLE, SYSTEM_ACTOR, ServiceBase, _new_id, normalize_key
 
 
@@ -41,7 +42,7 @@ class UsersMixin(ServiceBase):
             # an admin may make the gateway spend it here.
             async with self.maker() as db:
                 await self._admin(db, actor, "add users")
-        hashed = hash_password(password) if password is not None else None
+        hashed = await asyncio.to_thread(hash_password, password) if password is not None else None
 
         async def write(db: AsyncSession) -> User:
             await self._admin(db, actor, "add users")
@@ -182,7 +183,7 @@ class UsersMixin(ServiceBase):
         if actor != name:
             async with self.maker() as db:
                 await self._admin(db, actor, "set passwords")
-        return hash_password(password)
+        return await asyncio.to_thread(hash_password, password)
 
     async def set_totp_enabled(self, actor: str, name: str, enabled: bool) -> User:
         return await self._update_user(
@@ -195,13 +196,16 @@ class UsersMixin(ServiceBase):
         )
 
     async def verify_password(self, name: str, password: str) -> User | None:
-        """argon2id verify; equal work for unknown, disabled or password-less users."""
+        """argon2id verify; equal work for unknown, disabled or password-less users. The hash
+        is read and the database session closed before the check (``password_check``, off the
+        event loop), so a slow check holds no connection, lock or transaction."""
         async with self.maker() as db:
             row = await store.user_row(db, name)
-            stored = row.password_hash if row is not None else None
-            ok = verify_password(stored, password)
-            if not ok or row is None or row.disabled:
-                return None
+        stored = row.password_hash if row is not None else None
+        ok = await self.password_check(stored, password)
+        if not ok or row is None or row.disabled:
+            return None
+        async with self.maker() as db:
             return await store.load_user(db, name)
 
     async def user_for_key(self, name: str, public_key: str) -> User | None:

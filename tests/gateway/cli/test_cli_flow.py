@@ -254,6 +254,15 @@ def test_bad_input_is_one_line_and_nonzero(cli: Cli, argv: list[str], code: int)
     assert "Traceback" not in err + out
 
 
+@pytest.mark.parametrize("account", ["../../etc/passwd", "ro\x00ot", "<b>x</b>", "nobody"])
+def test_credential_set_refuses_an_account_the_target_has_not(cli: Cli, account: str) -> None:
+    cli.json("target", "add", "db01", "--host", "127.0.0.1", "--account", "root")
+    got, out, err = cli("credential", "set", "db01", account, "--password-stdin", stdin="pw\n")
+    assert got != 0 and err.startswith("lockgate: ") and err.count("\n") == 1, err
+    assert "account" in err and "Traceback" not in err + out
+    assert cli.json("credential", "list") == []
+
+
 def test_token_shown_once_and_stored_hashed(cli: Cli, tmp_path: Path) -> None:
     cli.json("user", "add", "alice", "--role", "admin")
     created = cli.json("token", "create", "alice", "--for", "1d")

@@ -101,6 +101,7 @@ RULES = [
         approvals=0,
         require_reason=False,
         channels=frozenset({"shell", "exec", "sftp", "port_forward"}),
+        forward_to=("127.0.0.2:*",),  # the echo server's address; the sshd is on 127.0.0.1
     ),
 ]
 HERE = Path(__file__).resolve().parent

@@ -65,15 +65,17 @@ async def _echo_server() -> tuple[asyncio.Server, int]:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(handle, "127.0.0.2", 0)
     return server, server.sockets[0].getsockname()[1]
 
 
-async def _through_forward(gateway: Gateway, user: str, dest_port: int) -> bytes | None:
+async def _through_forward(
+    gateway: Gateway, user: str, dest_port: int, dest_host: str = "127.0.0.2"
+) -> bytes | None:
     local = free_port()
     login = f"{user}+{TARGET_USER}@db01"
     proc = await asyncio.create_subprocess_exec(
-        *gateway.ssh_args(user, login, "-N", "-L", f"{local}:127.0.0.1:{dest_port}"),
+        *gateway.ssh_args(user, login, "-N", "-L", f"{local}:{dest_host}:{dest_port}"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -111,7 +113,12 @@ async def test_local_forward_only_where_rule_allows(gateway: Gateway) -> None:
         assert await _through_forward(gateway, "alice", port) in (None, b"")
         await gateway.policy.create_request("fred", "db01", account=TARGET_USER)
         assert await _through_forward(gateway, "fred", port) == b"ping through the target"
-        assert await _through_forward(gateway, "fred", gateway.sshd.port) in (None, b"")
+        sshd = gateway.sshd.port
+        assert await _through_forward(gateway, "fred", sshd, "127.0.0.1") in (None, b"")
+        # Any spelling of the listed address is that address; any of the sshd's is refused.
+        assert await _through_forward(gateway, "fred", port, "127.2") == b"ping through the target"
+        for spelling in ("2130706433", "0x7f.1", "[::ffff:127.0.0.1]", "localhost"):
+            assert await _through_forward(gateway, "fred", sshd, spelling) in (None, b""), spelling
     finally:
         server.close()
 

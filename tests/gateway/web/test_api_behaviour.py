@@ -233,8 +233,11 @@ async def test_self_approval_refused(web: Web) -> None:
 
 async def test_credentials_are_write_only_and_tokens_shown_once(web: Web) -> None:
     secret = "s3cret-never-shown-" + str(time.time())
+    await web.policy.add_target(
+        SYSTEM_ACTOR, "db02", host="127.0.0.1", host_key=web.sshd.host_key, accounts=["backup"]
+    )
     status, body, _ = await web.call(
-        "PUT", API + "/credentials/db01/backup", "admin", json={"kind": "password", "value": secret}
+        "PUT", API + "/credentials/db02/backup", "admin", json={"kind": "password", "value": secret}
     )
     assert status == 200 and body["kind"] == "password"
     status, listing, _ = await web.call("GET", API + "/credentials", "admin")

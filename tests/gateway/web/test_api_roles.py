@@ -85,7 +85,7 @@ READS: list[tuple[str, dict[str, int]]] = [
     ("/locks", expect(200)),
     ("/users", expect(200, requester=403, other=403, approver=403)),
     ("/users/alice", expect(200, other=404, approver=404)),
-    ("/credentials", expect(403, admin=200)),
+    ("/credentials", expect(403, auditor=200, admin=200)),
     ("/sessions", expect(200)),
     ("/sessions/{session}", expect(200, other=404, approver=404)),
     ("/recordings", expect(200)),
@@ -189,7 +189,7 @@ WRITES: list[tuple[str, str, Setup, Any, dict[str, int]]] = [
     ),
     (
         "PUT",
-        "/credentials/db01/other",
+        f"/credentials/db01/{TARGET_USER}",
         nothing,
         {"kind": "password", "value": "matrix-secret-1"},
         expect(403, admin=200),
