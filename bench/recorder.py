@@ -21,9 +21,9 @@ from pathlib import Path
 from gateway.db import create_engine, sessionmaker
 from gateway.db.schema import upgrade
 from recorder.indexer import index_file
+from recorder.recorder import Recorder
 from recorder.replay import frame_at
 from recorder.store import RecordingStore
-from recorder.writer import Recorder
 
 PLAIN = b"".join(b"%06d the quick brown fox jumps over the lazy dog\r\n" % i for i in range(2000))
 COLOURED = b"".join(

@@ -57,8 +57,9 @@ from policy import passwords
 from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
 from recorder.follow import LiveIndexer
+from recorder.recorder import Recorder
 from recorder.store import RecordingStore
-from recorder.writer import Recorder, Seal
+from recorder.writer import Seal
 
 log = logging.getLogger(__name__)
 BACKSTOP_RECHECK = 30.0  # seconds; cluster events normally arrive far sooner

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from recorder.recorder import Recorder
 from recorder.store import RecordingStore
-from recorder.writer import Recorder
 
 log = logging.getLogger(__name__)
 

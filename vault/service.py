@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-import asyncssh
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,20 +21,14 @@ from vault import crypto, sshca, totp
 from vault.audit import AuditWriter
 from vault.errors import InvalidInput, MasterKeyError, NotFound
 from vault.keys import Keyring, KeyringSource, MasterKey
+from vault.records import CheckedOut, CredentialInfo, CredentialKind
+from vault.records import binding as _binding
+from vault.records import info as _info
+from vault.records import normalize_private_key as _normalize_private_key
+from vault.records import sealed as _sealed
 from vault.secret import Secret
 from vault.tables import credentials, totp_state
 
-CredentialKind = Literal[
-    "password",
-    "private_key",
-    "ssh_ca",
-    "http_basic",
-    "http_header",
-    "totp_seed",
-    "provisioner",
-    "oidc_client_secret",
-    "oidc_refresh_token",
-]
 CREDENTIAL_KINDS: frozenset[str] = frozenset(
     {
         "password",
@@ -64,63 +56,6 @@ _SET_KINDS = CREDENTIAL_KINDS - {"ssh_ca", "totp_seed", "oidc_refresh_token"}
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class CredentialInfo:
-    """What may be shown about a credential: never the secret."""
-
-    id: str
-    target: str  # for totp_seed: "user:<name>"
-    account: str
-    kind: CredentialKind
-    key_id: str  # master key that wraps its data key
-    created_at: datetime
-    created_by: str
-    public: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CheckedOut:
-    """A credential handed to the gateway for one session. ``repr`` shows no secret."""
-
-    kind: CredentialKind
-    secret: Secret
-    public: Mapping[str, str]
-
-
-def _info(row: Any) -> CredentialInfo:
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-    return CredentialInfo(
-        row.id,
-        row.target,
-        row.account,
-        row.kind,
-        row.key_id,
-        created,
-        row.created_by,
-        json.loads(row.public),
-    )
-
-
-def _binding(row: Any) -> crypto.Binding:
-    return crypto.Binding(row.id, row.kind, row.target, row.account)
-
-
-def _sealed(row: Any) -> crypto.Sealed:
-    return crypto.Sealed(row.key_id, bytes(row.wrapped_key), bytes(row.ciphertext))
-
-
-def _normalize_private_key(data: bytes, passphrase: Secret | None) -> bytes:
-    """Parse (OpenSSH or PEM, optionally encrypted) and re-export unencrypted: the vault's
-    envelope protects it, and the gateway then needs no passphrase at checkout."""
-    try:
-        key = asyncssh.import_private_key(
-            data, passphrase.reveal() if passphrase is not None else None
-        )
-    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError):
-        raise InvalidInput("the private key does not parse (wrong format or passphrase)") from None
-    return bytes(key.export_private_key())
 
 
 def _key_ids(keyring: Keyring) -> set[str]:

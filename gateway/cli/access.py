@@ -62,13 +62,15 @@ async def wait_for_decision(
     data = to_jsonable(request)
     rid = data["id"]
     if data["state"] == "pending":
-        ctx.err.write(
-            f"request {rid} is pending approval; waiting (Ctrl-C stops waiting, the request "
-            "stays)...\n"
-        )
-        ctx.err.flush()
 
         async def decided() -> Any:
+            # said once Ctrl-C is ours to take: a Ctrl-C right after the line still stops
+            # only the wait
+            ctx.err.write(
+                f"request {rid} is pending approval; waiting (Ctrl-C stops waiting, the "
+                "request stays)...\n"
+            )
+            ctx.err.flush()
             while True:
                 await asyncio.sleep(WAIT_POLL)
                 current = to_jsonable(await fetch(rid))

@@ -11,8 +11,9 @@ from gateway.cli.context import Context, Usage
 from gateway.cli.provision import provision_options, provisioner_login
 from gateway.render import to_jsonable
 from policy.durations import parse_duration
+from vault.records import CredentialKind
 from vault.secret import Secret
-from vault.service import PROVISIONER_ACCOUNT, CredentialKind
+from vault.service import PROVISIONER_ACCOUNT
 
 USER_COLUMNS = ("name", "roles", "public_keys", "has_password", "totp_enabled", "disabled")
 CREDENTIAL_COLUMNS = ("id", "target", "account", "kind", "key_id", "created_at")

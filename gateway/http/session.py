@@ -54,7 +54,8 @@ from gateway.sessions.records import NewSession, new_session_id
 from gateway.sessions.registry import SessionRegistry
 from policy.models import Rule, Target
 from recorder.anomaly import AnomalyEngine
-from recorder.writer import Recorder, SessionRecording
+from recorder.recorder import Recorder
+from recorder.writer import SessionRecording
 
 if TYPE_CHECKING:
     from gateway.http.flight import Flight

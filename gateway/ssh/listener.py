@@ -23,7 +23,7 @@ from gateway.ssh import fastpath
 from gateway.ssh.connection import GatewayConnection
 from gateway.throttle import Throttle
 from recorder.anomaly import AnomalyEngine
-from recorder.writer import Recorder
+from recorder.recorder import Recorder
 
 KEX = (
     # Post-quantum hybrid first (OpenSSH 9.9+ clients): a recorded session carries what a

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from recorder.recorder import Recorder
 from recorder.store import RecordingStore
 from recorder.tables import metadata
-from recorder.writer import Recorder
 from tests.libdb import SessionMaker, create_recorder_schema
 
 

@@ -24,10 +24,10 @@ from recorder.http import (
 )
 from recorder.indexer import index_bytes
 from recorder.integrity import verify_bytes, verify_file
+from recorder.recorder import Recorder
 from recorder.replay import frame_at, playback
 from recorder.store import RecordingStore
 from recorder.tables import events, keyframes, recordings, text_lines
-from recorder.writer import Recorder
 from tests.libdb import SessionMaker
 from tests.recorder.conftest import Clock
 

@@ -15,10 +15,10 @@ from recorder.asciicast import export
 from recorder.events import GENESIS, MAGIC, Kind, encode_chunk, encode_record, iter_records_from
 from recorder.follow import LiveIndexer
 from recorder.indexer import index_bytes, index_file
+from recorder.recorder import Recorder
 from recorder.replay import frame_at, playback
 from recorder.screen import TerminalModel
 from recorder.store import RecordingStore
-from recorder.writer import Recorder
 from tests.eventually import eventually
 from tests.recorder.conftest import Clock
 

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 
 from recorder.events import Kind, iter_records_from, read_chunks
 from recorder.integrity import verify_against_seal, verify_bytes, verify_file
+from recorder.recorder import Recorder
 from recorder.store import RecordingStore
 from recorder.tables import recordings
-from recorder.writer import Recorder
 from tests.libdb import SessionMaker
 from tests.recorder.conftest import Clock
 

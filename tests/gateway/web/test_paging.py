@@ -7,7 +7,7 @@ from typing import Any
 from gateway.sessions.records import NewSession
 from gateway.web.routes import API
 from policy.service import SYSTEM_ACTOR
-from recorder.writer import Recorder
+from recorder.recorder import Recorder
 from tests.gateway.web.conftest import Web
 
 
