@@ -12,7 +12,7 @@ import json
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,19 +29,7 @@ from vault.records import sealed as _sealed
 from vault.secret import Secret
 from vault.tables import credentials, totp_state
 
-CREDENTIAL_KINDS: frozenset[str] = frozenset(
-    {
-        "password",
-        "private_key",
-        "ssh_ca",
-        "http_basic",
-        "http_header",
-        "totp_seed",
-        "provisioner",
-        "oidc_client_secret",
-        "oidc_refresh_token",
-    }
-)
+CREDENTIAL_KINDS: frozenset[str] = frozenset(get_args(CredentialKind))
 # The account slot a target's provisioner key is kept under: no account name has an "@",
 # so it can never be checked out for a session (and only that kind may sit there).
 PROVISIONER_ACCOUNT = "@provisioner"

@@ -5,6 +5,7 @@ an admin's terminate or the grant's end cutting page and WebSocket at once."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from selenium.webdriver.chrome.options import Options
@@ -46,6 +47,17 @@ def chromium_for(domain: str) -> WebDriver:
     return webdriver.Chrome(service=Service(DRIVER), options=options)
 
 
+async def add_console(web: WebTargets, url: str) -> Any:
+    """The demo console as the target ``console``, its bearer token in the vault."""
+    policy, vault = web.node.services.policy, web.node.services.vault
+    await policy.add_target(SYSTEM_ACTOR, "console", kind="http", url=url, accounts=["svc"])
+    await vault.set_credential(
+        SYSTEM_ACTOR, "console", "svc", "http_header", Secret(f"Bearer {DEMO_TOKEN}"),
+        public={"header": "Authorization"},
+    )  # fmt: skip
+    return policy
+
+
 @pytest.mark.timeout(300)
 async def test_two_web_targets_in_two_tabs_and_a_terminate_cuts_the_websocket(
     start_web: Starter, browsers: list[WebDriver]
@@ -53,12 +65,7 @@ async def test_two_web_targets_in_two_tabs_and_a_terminate_cuts_the_websocket(
     runner, url = await start_demo_web(DEMO_TOKEN)
     try:
         web: WebTargets = await start_web("host", rules=(WEB_RULE, CONSOLE_RULE))
-        policy, vault = web.node.services.policy, web.node.services.vault
-        await policy.add_target(SYSTEM_ACTOR, "console", kind="http", url=url, accounts=["svc"])
-        await vault.set_credential(
-            SYSTEM_ACTOR, "console", "svc", "http_header", Secret(f"Bearer {DEMO_TOKEN}"),
-            public={"header": "Authorization"},
-        )  # fmt: skip
+        policy = await add_console(web, url)
         for target in ("console", "api"):
             await policy.create_request("alice", target, duration=timedelta(hours=1))
         assert web.node.deps is not None
@@ -129,12 +136,7 @@ async def test_at_the_grants_end_the_page_and_its_websocket_are_cut(
     runner, url = await start_demo_web(DEMO_TOKEN)
     try:
         web: WebTargets = await start_web("host", rules=(WEB_RULE, GUARDED_CONSOLE))
-        policy, vault = web.node.services.policy, web.node.services.vault
-        await policy.add_target(SYSTEM_ACTOR, "console", kind="http", url=url, accounts=["svc"])
-        await vault.set_credential(
-            SYSTEM_ACTOR, "console", "svc", "http_header", Secret(f"Bearer {DEMO_TOKEN}"),
-            public={"header": "Authorization"},
-        )  # fmt: skip
+        policy = await add_console(web, url)
         request = await policy.create_request("alice", "console", duration=timedelta(minutes=30))
         await policy.approve("ada", request.id)
         assert web.node.deps is not None
