@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from gateway.web.routes import API, TABLE
-from gateway.web.ui import _safe_next
+from gateway.web.ui import safe_next
 from policy.service import SYSTEM_ACTOR
 from tests.gateway.web.conftest import Web
 from tests.target import TARGET_USER
@@ -56,12 +56,12 @@ async def _sign_in(web: Web, next_url: str) -> str:
 def test_a_next_that_a_browser_would_read_as_another_site_becomes_the_home_page(
     value: str,
 ) -> None:
-    assert _safe_next(value) == "/"
+    assert safe_next(value) == "/"
 
 
 def test_a_path_on_this_site_is_kept_as_next() -> None:
     for value in ("/", "/recordings?user=alice&q=a%2Fb", "/approvals#x"):
-        assert _safe_next(value) == value
+        assert safe_next(value) == value
 
 
 async def test_sign_in_redirects_only_to_a_path_on_this_site(web: Web) -> None:
