@@ -244,7 +244,7 @@ def _recording_with_a_pause(config: Path) -> str:
     to the configured directory and database)."""
     from gateway.config import load_config
     from gateway.services import open_services
-    from recorder.writer import Recorder
+    from recorder.recorder import Recorder
 
     async def record() -> str:
         cfg = load_config(config)
