@@ -129,9 +129,9 @@ async def start_corp(db_url: str, tmp_path: Path) -> AsyncIterator[Starter]:
             jwk=jwk,
             issuer=proxy.url,
         )
-        stops.append(idp.stop)
         proxy.backend = idp.url
         corp = Corp(node, idp, proxy, timer, provider, tmp_path, jwk)
+        stops.append(lambda: corp.idp.stop())  # the provider a test may have put in its place
         started.append(corp)
         return corp
 
