@@ -136,7 +136,7 @@ class Provisioner:
                 error = str(exc) if isinstance(exc, ProvisionError) else type(exc).__name__
                 await self.store.move(
                     item, "revoking", now=self.clock(), from_states=("creating",),
-                    reason="creation failed", error=error,
+                    reason=f"{name} could not be set up on {target.name}", error=error,
                 )  # fmt: skip
                 self.wake()
                 raise ProvisionRefused(f"{name} could not be set up on {target.name}") from None

@@ -202,8 +202,11 @@ async def login(request: web.Request) -> web.Response:
             "login.html",
             status=503,
             who=None,
-            next_url=next_url,
-            message="The gateway cannot reach its database right now; try again in a minute.",
+            **login_context(
+                request,
+                next_url,
+                "The gateway cannot reach its database right now; try again in a minute.",
+            ),
         )
     if result is None:
         return render(
