@@ -152,5 +152,6 @@ class ProviderChecker:
     async def _deprovision(
         self, provider: OidcProvider, identity: Identity, why: str, now: datetime
     ) -> None:
-        await self.accounts.deprovision(provider, identity, why, now)
+        # the token first: once access is taken away nothing of the sign-in is left to use
         await self.vault.forget_refresh_token(identity.user, provider.name)
+        await self.accounts.deprovision(provider, identity, why, now)
