@@ -117,6 +117,19 @@ def scheme(request: web.Request) -> str:
     return scheme_of(request.headers, request.scheme)
 
 
+def set_session_cookie(response: web.StreamResponse, request: web.Request, value: str) -> None:
+    """The gateway's sign-in cookie: host-only, HttpOnly, SameSite=Strict, Secure on TLS."""
+    response.set_cookie(
+        COOKIE,
+        value,
+        httponly=True,
+        samesite="Strict",
+        secure=scheme(request) == "https",
+        max_age=int(SESSION_TTL.total_seconds()),
+        path="/",
+    )
+
+
 def scheme_of(headers: MultiMapping[str], connection: str = "http") -> str:
     """``scheme`` from a request's headers and its connection's own scheme."""
     forwarded = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()

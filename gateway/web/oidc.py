@@ -23,7 +23,13 @@ from gateway.oidc.client import ProviderError
 from gateway.oidc.device import FRESH
 from gateway.oidc.federation import Federation
 from gateway.oidc.signin import FLOW_TTL
-from gateway.web.auth import COOKIE, PRINCIPAL, SESSION_TTL, Principal, client_address, scheme
+from gateway.web.auth import (
+    PRINCIPAL,
+    Principal,
+    client_address,
+    scheme,
+    set_session_cookie,
+)
 from gateway.web.deps import DEPS
 from gateway.web.ui import login_context, render, safe_next
 
@@ -97,15 +103,7 @@ async def callback(request: web.Request) -> web.Response:
     )
     response = render(request, "signed_in.html", who=None, next_url=done.next_url)
     response.del_cookie(BINDING, path=BINDING_PATH)
-    response.set_cookie(
-        COOKIE,
-        cookie,
-        httponly=True,
-        samesite="Strict",
-        secure=scheme(request) == "https",
-        max_age=int(SESSION_TTL.total_seconds()),
-        path="/",
-    )
+    set_session_cookie(response, request, cookie)
     return response
 
 

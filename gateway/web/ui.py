@@ -25,11 +25,11 @@ from gateway.web.api_sessions import request_timeline
 from gateway.web.auth import (
     COOKIE,
     PRINCIPAL,
-    SESSION_TTL,
     Principal,
     client_address,
     same_origin,
     scheme,
+    set_session_cookie,
 )
 from gateway.web.deps import DEPS, Deps
 from policy.durations import format_duration
@@ -218,15 +218,7 @@ async def login(request: web.Request) -> web.Response:
         )
     cookie, _ = result
     response = web.HTTPSeeOther(next_url)
-    response.set_cookie(
-        COOKIE,
-        cookie,
-        httponly=True,
-        samesite="Strict",
-        secure=scheme(request) == "https",
-        max_age=int(SESSION_TTL.total_seconds()),
-        path="/",
-    )
+    set_session_cookie(response, request, cookie)
     raise response
 
 
