@@ -58,6 +58,12 @@ class Metrics:
             "Web-target requests relayed on the fast path (the rest went through aiohttp)",
             registry=r,
         )
+        self.http_spliced = Counter(
+            "lockgate_http_spliced_bytes_total",
+            "Response body bytes the kernel moved from target to browser (splice), unread by"
+            " the gateway",
+            registry=r,
+        )
         self.cluster_listen_reconnects = Counter(
             "lockgate_cluster_listen_reconnects_total",
             "Times the PostgreSQL LISTEN connection was re-opened after it was lost",

@@ -26,6 +26,7 @@ from gateway.http import refusal
 from gateway.http.fastpool import TargetPool, UpstreamConnection
 from gateway.http.headers import ClientView, ResponseRewriter
 from gateway.http.relay import Exchange
+from gateway.http.splice import DestinationGone, SourceEnded, Splicer, plain_socket
 from gateway.http.upstream import describe_failure
 from gateway.http.wire import (
     MAX_RESPONSE_HEAD,
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Framing = Literal["none", "length", "chunked", "eof"]
+# A body at least this long left to come goes socket to socket in the kernel (gateway.http.splice)
+SPLICE_FROM = 256 * 1024
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -87,6 +90,8 @@ class Flight:
         self._last = time.monotonic()  # the last bytes from the upstream (or the send)
         self._connecting: asyncio.Task[None] | None = None
         self._out: list[bytes] = []  # written to the browser at the end of each read
+        self._splicer: Splicer | None = None
+        self._splicing: asyncio.Task[None] | None = None
 
     # --- sending -----------------------------------------------------------------------
     def start(self) -> None:
@@ -224,6 +229,8 @@ class Flight:
             self._forward(data if take == len(data) else data[:take])
             if not self._left:
                 self._complete(reusable=take == len(data))
+            elif self._left >= SPLICE_FROM and self._splicer is None:
+                self._splice()
         elif framing == "chunked":
             assert self._chunks is not None
             try:
@@ -243,6 +250,49 @@ class Flight:
         self.exchange.bytes_down += len(data)
         self._out.append(data)
 
+    def _splice(self) -> None:
+        """The rest of a long body by ``splice(2)``, where both sides are plain TCP."""
+        upstream = self.upstream
+        assert upstream is not None
+        source = plain_socket(upstream.transport)
+        destination = plain_socket(self.conn.transport)
+        if source is None or destination is None or upstream.transport is None:
+            return
+        try:
+            self._splicer = Splicer(source, destination)
+        except OSError:
+            return
+        upstream.transport.pause_reading()
+        self._splicing = asyncio.ensure_future(self._spliced(self._splicer, self._left))
+
+    async def _spliced(self, splicer: Splicer, length: int) -> None:
+        transport = self.conn.transport
+        assert transport is not None
+
+        spliced = self.session.core.metrics.http_spliced
+
+        def moved(n: int) -> None:
+            self._last = time.monotonic()
+            self.exchange.bytes_down += n
+            spliced.inc(n)
+
+        try:
+            await splicer.run(length, lambda: not transport.get_write_buffer_size(), moved)
+        except SourceEnded:
+            self._break("the target broke off the response")
+            return
+        except DestinationGone:
+            self.client_gone()
+            self.conn.abort()
+            return
+        finally:
+            splicer.close()
+        self._left = 0
+        self._splicer = None
+        if self.upstream is not None:
+            self.upstream.pause_reading(False)
+        self._complete()
+
     def upstream_lost(self) -> None:
         if self._done:
             return
@@ -261,7 +311,7 @@ class Flight:
 
     # --- back-pressure -----------------------------------------------------------------
     def downstream_paused(self, paused: bool) -> None:
-        if self.upstream is not None:
+        if self.upstream is not None and self._splicer is None:
             self.upstream.pause_reading(paused)
 
     def upstream_paused(self, paused: bool) -> None:
@@ -274,6 +324,10 @@ class Flight:
         self._done = True
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
+        if self._splicer is not None:
+            self._splicer.close()
+            if self._splicing is not None and self._splicing is not asyncio.current_task():
+                self._splicing.cancel()
         self.session.fast.discard(self)
         self.conn.front.flights.discard(self)
         self.session.record_done(self.exchange, outcome)

@@ -66,7 +66,7 @@ def echo_app(state: Echo) -> web.Application:
         size = int(request.query.get("size", str(len(CHUNK) * 16)))
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         if request.query.get("length") != "no":
-            response.content_length = size
+            response.content_length = size + int(request.query.get("missing", "0"))
         await response.prepare(request)
         left = size
         while left > 0:
