@@ -21,7 +21,7 @@ Only the state's hash travels through the gateway's URL. The session cookie is h
 (no ``Domain``), ``HttpOnly``, ``SameSite=Lax`` (top-level navigation works, cross-site
 subrequests carry nothing), ``Secure`` with ``__Host-`` prefix on TLS (so no other origin, a
 sibling target included, can plant it), and lives no longer than the grant. Its value is
-random; this node keeps only its SHA-256.
+random; the database keeps only its SHA-256.
 
 Path-prefix mode (no wildcard DNS): the target shares the gateway's origin, so its cookies
 are confined by ``Path=/t/<target>/`` alone and cannot take ``__Host-``; scripts of any app

@@ -301,11 +301,11 @@ class GatewayConnection(asyncssh.SSHServer):
         self._started()
         username = self.conn.get_extra_info("username")
         self.login = parse_login(username)
-        if self._password_ok:
-            with contextlib.suppress(Exception):
-                await completed(self.gw.throttle.succeeded(*self._keys(self.login, username)))
         if not self.login.is_shell:
             self.prepared = asyncio.ensure_future(self._prepare(self.login))
+        if self._password_ok:  # after the grant check is under way: channels wait for it
+            with contextlib.suppress(Exception):
+                await completed(self.gw.throttle.succeeded(*self._keys(self.login, username)))
 
     async def _prepare(self, login: Login) -> None:
         """The grant check; when it passes, the session opens and the upstream connects
