@@ -39,12 +39,13 @@ from gateway.services import Services, check_database, open_services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
 from gateway.sessions.registry import SessionRegistry
+from gateway.signins.browser import BrowserSessions
 from gateway.ssh.listener import SshGateway
 from gateway.stream.cursor import CursorStore
 from gateway.stream.streamer import AuditStreamer, build_sink
 from gateway.throttle import Throttle
 from gateway.web.app import FOREIGN, build_app
-from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme, scheme_of
+from gateway.web.auth import PRINCIPAL, SignIn, scheme, scheme_of
 from gateway.web.deps import Deps
 from gateway.web.server import (
     AUTHENTICATED,
@@ -262,7 +263,7 @@ async def start_node(
             registry,
             recorder,
             AnomalyEngine(config.anomaly_rules),
-            Throttle(config.max_failed_logins, services.policy.now),
+            Throttle(config.max_failed_logins, services.policy.now, services.maker),
             host_keys,
             metrics,
             gateway_host=public_host(config),
@@ -307,7 +308,8 @@ async def start_node(
             metrics.requests_pending.set(len(pending))
             metrics.index_lag.set(await recordings.index_lag(now))
 
-        browser = BrowserSessions(services.policy.now)
+        browser = BrowserSessions(services.maker, services.policy.now)
+        bus.subscribe(browser.on_event)
         federation = Federation.build(services, timer) if config.oidc else None
         gateway.devices = federation.devices if federation is not None else None
         deps = Deps(
@@ -334,6 +336,7 @@ async def start_node(
             Relay(UpstreamPool()),
         )
         node.proxy = WebProxy(core, _gateway_site(), config.server.web_domain)
+        bus.subscribe(node.proxy.signins.on_event)
         node.extra.append(node.proxy.aclose)
         assertion_key = config.server.data_dir / ASSERTION_KEY
         keys = AssertionSigner.load_or_create(assertion_key, _issuer(config, 0))

@@ -4,6 +4,7 @@ an initialised data directory, the test database and every listener on port 0.""
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,13 @@ async def start_test_node(
     anomaly_rules: tuple[AnomalyRule, ...] = (),
     timer: Timer | None = None,
     environ: dict[str, str] | None = None,
+    peer: Node | None = None,
     **overrides: Any,
 ) -> Node:
     """A node with its own data directory under ``workdir`` (host key, master key, migrated
     database); ``environ`` adds ``LOCKGATE_*`` overrides, ``overrides`` replace top-level
-    Config fields."""
+    Config fields. With ``peer`` the node joins that node's cluster: the same master key (a
+    cluster shares one), its own data directory and name."""
     data = workdir / "data"
     data.mkdir(mode=0o700)
     config = load_config(
@@ -48,6 +51,9 @@ async def start_test_node(
     )
     config = replace(config, anomaly_rules=(*config.anomaly_rules, *anomaly_rules), **overrides)
     generate_host_key(config.host_key_path)
-    generate_master_key_file(data / "master.key")
+    if peer is None:
+        generate_master_key_file(data / "master.key")
+    else:
+        shutil.copy2(peer.config.server.data_dir / "master.key", data / "master.key")
     await migrate(config)
     return await start_node(config, timer=timer, extra_rules=rules)

@@ -1,4 +1,4 @@
-"""Events between gateway nodes: kills, revocations, locks.
+"""Events between gateway nodes: kills, revocations, locks, ended web-target sign-ins.
 
 An event is a row in ``gw_cluster_events`` written in the same transaction as the change it
 announces. Every node follows the table: on PostgreSQL a ``NOTIFY`` wakes the followers at
@@ -44,6 +44,9 @@ LOST_POLL = 0.2  # seconds between polls while it is down
 class EventKind(enum.StrEnum):
     TERMINATE = "terminate"  # end one session, wherever it is: {session, reason, by}
     RECHECK = "recheck"  # access changed: every node re-decides its live sessions
+    # web-target sign-ins ended (their session was terminated): {user, target, account,
+    # grant, reason}; every node refuses their cookies and ends its own sessions for them
+    LOGINS_ENDED = "logins_ended"
 
 
 @dataclass(frozen=True)

@@ -186,3 +186,70 @@ device_logins = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),  # pending|approved|denied|cancelled
     sa.Column("methods", sa.Text, nullable=False),  # JSON list: the IdP sign-in's amr, acr
 )
+
+# What a load balancer may send to any node (``gateway.signins``): browsers signed in to the
+# gateway, keyed by the SHA-256 of the cookie value (never the value); removed at sign-out,
+# when the user is locked or disabled, and some time after they expire.
+browser_sessions = sa.Table(
+    "gw_browser_sessions",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("user", sa.String(64), nullable=False, index=True),
+    sa.Column("via", sa.String(64), nullable=False),  # password | oidc:<provider>
+    sa.Column("methods", sa.Text, nullable=False),  # JSON list: the IdP sign-in's amr, acr
+    sa.Column("signed_in_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# OpenID sign-ins in progress, keyed by the SHA-256 of ``state``; the nonce and the PKCE
+# verifier are derived from the browser's binding cookie, so no row holds a secret.
+oidc_flows = sa.Table(
+    "gw_oidc_flows",
+    metadata,
+    sa.Column("state_hash", sa.String(64), primary_key=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("redirect_uri", sa.Text, nullable=False),
+    sa.Column("next_url", sa.Text, nullable=False),
+    sa.Column("binding_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Web-target hand-off codes (single use), keyed by the SHA-256 of the code.
+web_handoffs = sa.Table(
+    "gw_web_handoffs",
+    metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("user", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(64), nullable=False),
+    sa.Column("account", sa.String(64), nullable=False),
+    sa.Column("grant_id", sa.String(40), nullable=False),
+    sa.Column("grant_expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("state_hash", sa.String(64), nullable=False),
+    sa.Column("next_path", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Sign-ins to web targets (the target cookie), keyed by the SHA-256 of the cookie value;
+# ``ended`` holds the reason once their session was terminated anywhere in the cluster.
+web_logins = sa.Table(
+    "gw_web_logins",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("user", sa.String(64), nullable=False, index=True),
+    sa.Column("target", sa.String(64), nullable=False),
+    sa.Column("account", sa.String(64), nullable=False),
+    sa.Column("grant_id", sa.String(40), nullable=False, index=True),
+    sa.Column("grant_expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("ended", sa.Text, nullable=True),
+)
+
+# Failed password logins per throttle key (``gateway.throttle``), shared by every node.
+login_throttle = sa.Table(
+    "gw_login_throttle",
+    metadata,
+    sa.Column("key", sa.String(400), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last", sa.DateTime(timezone=True), nullable=False, index=True),
+)

@@ -4,12 +4,13 @@ Every connection to the HTTP listener is a ``front.FrontConnection``. A request 
 can serve in full without waiting for anything is relayed on raw asyncio transports
 (``flight.Flight``): a ``GET`` or ``HEAD`` without a body in the strict subset of
 ``gateway.http.wire``, for a web target (not the gateway's own pages, not the hand-off), with
-a valid sign-in cookie, to a live session within its grant that its rule serves and that no
-anomaly rule matches, to a target with a kept-alive connection free (or room for one). The
-decision is the session's (``LiveHttpSession.fast_check``); a re-check of access that is due
-is made first, as on the full path; the headers each way are built by the same code
-(``gateway.http.headers``). Every other request is served by aiohttp (``front`` says how the
-connection moves between the two).
+a sign-in cookie this node has read within the last seconds (``gateway.signins.targets``: no
+database round trip per request), to a live session within its grant that its rule serves
+and that no anomaly rule matches, to a target with a kept-alive connection free (or room
+for one). The decision is the session's (``LiveHttpSession.fast_check``); a re-check of
+access that is due is made first, as on the full path; the headers each way are built by the
+same code (``gateway.http.headers``). Every other request is served by aiohttp (``front``
+says how the connection moves between the two).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class FastFront:
         if route is None or route.is_control or not route.path:
             return None
         value = conn.cookie(head.headers.get("Cookie", ""), cookie_names(route, scheme == "https"))
-        login = proxy.handoff.login_by_value(value, route) if value else None
+        login = proxy.handoff.cached(value, route) if value else None
         if login is None or login.ended is not None:
             return None
         access = login.access

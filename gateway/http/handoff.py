@@ -21,21 +21,20 @@ Only the state's hash travels through the gateway's URL. The session cookie is h
 (no ``Domain``), ``HttpOnly``, ``SameSite=Lax`` (top-level navigation works, cross-site
 subrequests carry nothing), ``Secure`` with ``__Host-`` prefix on TLS (so no other origin, a
 sibling target included, can plant it), and lives no longer than the grant. Its value is
-random; this node keeps only its SHA-256.
+random; the database keeps only its SHA-256.
 
 Path-prefix mode (no wildcard DNS): the target shares the gateway's origin, so its cookies
 are confined by ``Path=/t/<target>/`` alone and cannot take ``__Host-``; scripts of any app
 on that origin can reach every path there. Without TLS, no ``__Host-`` either: a sibling
 origin's script could plant a state cookie. Use per-target origins on TLS in production.
 
-Limits: codes, states and sign-ins live in this node's memory (as the gateway's own browser
-sessions do): a cluster needs sticky routing per browser, or the person opens the target
-again on the node that answers.
+Any node may answer any step: codes and sign-ins are rows in the database, holding only
+SHA-256 digests of the secret values (``gateway.signins.targets``, which also keeps what the
+fast path reads in memory for a few seconds and carries their end to every node).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -48,50 +47,19 @@ from aiohttp import web
 from gateway.http import refusal
 from gateway.http.refusal import Refusal
 from gateway.http.routing import CONTROL, Route, Router
+from gateway.signins.targets import Login, TargetSignIns, WebAccess, digest
 
 CODE_TTL = timedelta(seconds=60)
 STATE_TTL = timedelta(seconds=120)
 LOGIN_TTL = timedelta(hours=12)  # and never past the grant's end
-MAX_PENDING = 10_000
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ACCOUNT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _NEXT = re.compile(r"/(?![/\\])[\x21-\x7e]{0,2047}")
 
 
-@dataclass(frozen=True)
-class WebAccess:
-    """Who may use which target under which grant, as decided when the code was issued."""
-
-    user: str
-    target: str
-    account: str
-    grant_id: str
-    expires_at: datetime
-
-
-@dataclass
-class Login:
-    """What a target session cookie stands for on this node."""
-
-    access: WebAccess
-    ended: str | None = None  # the reason, once its session was terminated
-
-
-@dataclass(frozen=True)
-class _Code:
-    access: WebAccess
-    state_hash: str
-    next_path: str
-    expires: datetime
-
-
 Clock = Callable[[], datetime]
 # (user, target, account or None, the gateway's origin for links) -> the access, or why not
 Authorize = Callable[[str, str, str | None, str], Awaitable[WebAccess | Refusal]]
-
-
-def digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def safe_next(value: str | None) -> str:
@@ -129,55 +97,29 @@ def cookie_names(route: Route, secure: bool) -> CookieNames:
 class Handoff:
     """The hand-off's endpoints and the sign-ins it creates."""
 
-    def __init__(self, router: Router, authorize: Authorize, clock: Clock) -> None:
+    def __init__(
+        self, router: Router, authorize: Authorize, clock: Clock, signins: TargetSignIns
+    ) -> None:
         self.router = router
         self.authorize = authorize
         self.clock = clock
-        self._codes: dict[str, _Code] = {}
-        self._logins: dict[str, Login] = {}
+        self.signins = signins
 
     # --- sign-ins ----------------------------------------------------------------------
-    def login(self, request: web.BaseRequest, route: Route, secure: bool) -> Login | None:
+    async def login(self, request: web.BaseRequest, route: Route, secure: bool) -> Login | None:
         """The sign-in the request's target cookie stands for, if it is valid for this
-        target and not past its grant."""
+        target and not past its grant; raises when the database cannot say."""
         value = request.cookies.get(cookie_names(route, secure).session)
-        return self.login_by_value(value, route) if value else None
+        return await self.signins.login(value, route.target) if value else None
 
-    def login_by_value(self, value: str, route: Route) -> Login | None:
-        """The sign-in a target cookie's value stands for (see ``login``)."""
-        login = self._logins.get(digest(value))
-        if login is None or login.access.target != route.target:
-            return None
-        if login.access.expires_at <= self.clock():
-            self._logins.pop(digest(value), None)
-            return None
-        return login
+    def cached(self, value: str, route: Route) -> Login | None:
+        """``login`` from this node's memory only (for the fast path, which cannot wait)."""
+        return self.signins.cached(value, route.target)
 
     def end_logins(self, access: WebAccess, reason: str) -> None:
-        """Every sign-in to that (user, target, account, grant) now shows ``reason``."""
-        for login in self._logins.values():
-            if login.access == access:
-                login.ended = reason
-
-    def _new_login(self, access: WebAccess) -> str:
-        now = self.clock()
-        if len(self._logins) >= MAX_PENDING:
-            for key in [k for k, v in self._logins.items() if v.access.expires_at <= now]:
-                del self._logins[key]
-        value = secrets.token_urlsafe(32)
-        self._logins[digest(value)] = Login(access)
-        return value
-
-    def _new_code(self, access: WebAccess, state_hash: str, next_path: str) -> str:
-        now = self.clock()
-        if len(self._codes) >= MAX_PENDING:
-            for key in [k for k, v in self._codes.items() if v.expires <= now]:
-                del self._codes[key]
-            if len(self._codes) >= MAX_PENDING:
-                self._codes.pop(next(iter(self._codes)))
-        code = secrets.token_urlsafe(32)
-        self._codes[digest(code)] = _Code(access, state_hash, next_path, now + CODE_TTL)
-        return code
+        """Every sign-in to that (user, target, account, grant) now shows ``reason``, on
+        every node."""
+        self.signins.ended_here(access, reason)
 
     # --- on the gateway's origin -------------------------------------------------------
     async def open(self, request: web.Request, user: str | None, scheme: str) -> web.StreamResponse:
@@ -202,7 +144,7 @@ class Handoff:
             return redirect(f"{base}/start?{urlencode(query)}")
         if not _HEX64.fullmatch(state):
             return refusal.page(refusal.bad_request(target, "the sign-in link is not valid"))
-        code = self._new_code(decided, state, next_path)
+        code = await self.signins.new_code(decided, state, next_path, CODE_TTL)
         return redirect(f"{base}/handoff?{urlencode({'code': code})}")
 
     # --- on the target's origin --------------------------------------------------------
@@ -220,7 +162,7 @@ class Handoff:
         if action == "start":
             return self._start(request, route, gateway, names, secure)
         if action == "handoff":
-            return self._finish(request, route, gateway, names, secure)
+            return await self._finish(request, route, gateway, names, secure)
         return refusal.page(replace(refusal.bad_request(route.target, "nothing here"), status=404))
 
     def _start(
@@ -243,11 +185,14 @@ class Handoff:
         )
         return response
 
-    def _finish(
+    async def _finish(
         self, request: web.BaseRequest, route: Route, gateway: str, names: CookieNames, secure: bool
     ) -> web.StreamResponse:
         code = request.query.get("code", "")
-        pending = self._codes.pop(digest(code), None) if code else None
+        try:
+            pending = await self.signins.take_code(code) if code else None
+        except Exception:  # fail closed: no sign-in without the database
+            return refusal.page(refusal.unavailable(route.target))
         state = request.cookies.get(names.state, "")
         now = self.clock()
         valid = (
@@ -274,8 +219,11 @@ class Handoff:
             page.del_cookie(names.state, path=names.state_path, secure=secure)
             return page
         access = pending.access
-        value = self._new_login(access)
         lifetime = min(access.expires_at - now, LOGIN_TTL)
+        try:
+            value = await self.signins.new_login(access, now + lifetime)
+        except Exception:
+            return refusal.page(refusal.unavailable(route.target))
         landing = route.prefix + pending.next_path
         response = redirect(landing)
         response.set_cookie(

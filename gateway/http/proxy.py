@@ -28,13 +28,14 @@ from gateway.db import completed
 from gateway.errors import GatewayError
 from gateway.http import refusal
 from gateway.http.framing import FramingRefusal, check_framing, refuse
-from gateway.http.handoff import Handoff, Login, WebAccess, redirect
+from gateway.http.handoff import Handoff, redirect
 from gateway.http.headers import ClientView
 from gateway.http.refusal import Refusal
 from gateway.http.relay import is_websocket
 from gateway.http.routing import BadPath, Route, Router
 from gateway.http.session import IDLE_REASON, LiveHttpSession, WebCore
 from gateway.http.target import TargetUnusable, web_target
+from gateway.signins.targets import Login, TargetSignIns, WebAccess
 from policy.service import SessionAuthorization
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,12 @@ class WebProxy:
         self.core = core
         self.site = site
         self.router = Router(web_domain)
-        self.handoff = Handoff(self.router, self._authorize, core.timer.now)
+        services = core.services
+        self.signins = TargetSignIns(
+            services.maker, core.timer.now, services.config.server.node_name
+        )
+        self.signins.on_ended.append(self._end_sessions)
+        self.handoff = Handoff(self.router, self._authorize, core.timer.now, self.signins)
         self.sessions: dict[_Key, LiveHttpSession] = {}
         self._opening: dict[_Key, asyncio.Lock] = {}
         core.on_end.append(self._ended)
@@ -123,6 +129,12 @@ class WebProxy:
         self._opening.pop(key, None)
         if reason != IDLE_REASON:
             self.handoff.end_logins(access, reason)
+
+    async def _end_sessions(self, access: WebAccess, reason: str) -> None:
+        """A sign-in ended on another node: this node's session for it ends too."""
+        session = self.sessions.get(access.key)
+        if session is not None and session.ended is None:
+            await self.core.registry.terminate(session.id, reason)
 
     async def _session(
         self, login: Login, request: web.BaseRequest, gateway: str
@@ -200,7 +212,11 @@ class WebProxy:
             return redirect(route.prefix + "/" + (f"?{route.query}" if route.query else ""))
         if route.is_control:
             return await self.handoff.control(request, route, scheme)
-        login = self.handoff.login(request, route, scheme == "https")
+        try:
+            login = await self.handoff.login(request, route, scheme == "https")
+        except Exception:  # fail closed: a sign-in that cannot be read is not honoured
+            log.warning("a web-target sign-in could not be read; request refused")
+            return refusal.page(refusal.unavailable(route.target))
         if login is None:
             if request.method in ("GET", "HEAD") and not is_websocket(request):
                 return redirect(self.handoff.open_url(scheme, request.host, route))
@@ -231,4 +247,5 @@ class WebProxy:
         return await session.handle(request, route, view)
 
     async def aclose(self) -> None:
+        await self.signins.aclose()
         await self.core.relay.pool.aclose()

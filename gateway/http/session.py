@@ -40,7 +40,6 @@ from gateway.credentials import HttpCredential
 from gateway.db import completed
 from gateway.errors import GatewayError
 from gateway.http import refusal
-from gateway.http.handoff import WebAccess
 from gateway.http.headers import ClientView, ResponseRewriter, request_headers
 from gateway.http.recording import MAX_BODY, record_exchange, record_websocket_open
 from gateway.http.relay import Exchange, Relay, RelayedSocket, UpstreamUnavailable, is_websocket
@@ -52,6 +51,7 @@ from gateway.sessions.enforce import Enforcer
 from gateway.sessions.killswitch import Timer
 from gateway.sessions.records import NewSession, new_session_id
 from gateway.sessions.registry import SessionRegistry
+from gateway.signins.targets import WebAccess
 from policy.models import Rule, Target
 from recorder.anomaly import AnomalyEngine
 from recorder.recorder import Recorder

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from gateway.oidc.accounts import Accounts
 from gateway.oidc.checker import ProviderChecker
 from gateway.oidc.device import DeviceLogins
+from gateway.oidc.flows import Flows
 from gateway.oidc.identities import Identities
 from gateway.oidc.signin import Clients, OidcSignIn
 from gateway.services import Services
@@ -28,7 +29,14 @@ class Federation:
         accounts = Accounts(policy, identities)
         clients = Clients(providers, services.vault, policy.now)
         return cls(
-            signin=OidcSignIn(providers, clients, accounts, services.audit, policy.now),
+            signin=OidcSignIn(
+                providers,
+                clients,
+                accounts,
+                services.audit,
+                policy.now,
+                Flows(services.maker, policy.now),
+            ),
             checker=ProviderChecker(
                 providers,
                 clients,

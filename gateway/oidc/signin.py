@@ -1,10 +1,12 @@
 """Signing in through an OpenID provider: the authorization code flow with PKCE, ``state``
 and ``nonce`` (OpenID Connect Core 3.1, RFC 7636, RFC 9700's advice).
 
-``start`` makes a flow: a random ``state`` (the key), ``nonce`` and PKCE verifier, kept on
-this node for ten minutes, bound to the browser that started it by a random value whose
-SHA-256 the flow keeps (the edge puts it in a cookie). ``finish`` takes the callback: the
-flow is removed whatever happens (one ``state``, one try); the browser must be the one that
+``start`` makes a flow: a random ``state`` (the key), bound to the browser that started it by
+a random value whose SHA-256 the flow keeps (the edge puts it in a cookie) and from which the
+``nonce`` and the PKCE verifier are derived; the flow is kept in the database for ten
+minutes (``gateway.oidc.flows``), so the callback may reach any node. ``finish`` takes the
+callback: the flow is removed whatever happens (one ``state``, one try); the browser must be
+the one that
 started it (login CSRF: a code and state planted in another browser are refused); the code
 is exchanged with the verifier; the ID token is verified (``gateway.oidc.idtoken``); userinfo
 must name the same subject; then ``gateway.oidc.accounts`` admits the user. Every refusal is
@@ -13,8 +15,6 @@ audited as ``auth.failure`` with a stable reason and never with a token.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +23,8 @@ from typing import Any
 
 from gateway.audit import AuditLog
 from gateway.oidc.accounts import Accounts, SignInRefused
-from gateway.oidc.client import ProviderClient, ProviderError, ProviderRefused, Tokens, pkce_pair
+from gateway.oidc.client import ProviderClient, ProviderError, ProviderRefused, Tokens
+from gateway.oidc.flows import FLOW_TTL, Flow, Flows, derived, digest
 from gateway.oidc.idtoken import Expected, TokenRefused, header, verify
 from gateway.oidc.settings import OidcProvider
 from policy.errors import PolicyError
@@ -32,22 +33,9 @@ from vault.errors import VaultError
 from vault.secret import Secret
 from vault.service import VaultService
 
-FLOW_TTL = timedelta(minutes=10)
-MAX_FLOWS = 10_000  # pending sign-ins on one node; the oldest go first
 # The client secret is the credential (SECRET_TARGET, provider name).
 SECRET_TARGET = "lockgate:oidc"  # noqa: S105  (a credential's target name)
 SECRET_TTL = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class Flow:
-    provider: str
-    nonce: str
-    verifier: str
-    redirect_uri: str
-    next_url: str
-    binding: str  # SHA-256 hex of the browser's binding cookie
-    created: datetime
 
 
 @dataclass(frozen=True)
@@ -72,10 +60,6 @@ class SignedIn:
         if isinstance(acr, str) and acr:
             found.add(acr)
         return frozenset(found)
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 class Clients:
@@ -116,13 +100,14 @@ class OidcSignIn:
         accounts: Accounts,
         audit: AuditLog,
         clock: Clock,
+        flows: Flows,
     ) -> None:
         self.providers = {p.name: p for p in providers}
         self.clients = clients
         self.accounts = accounts
         self.audit = audit
         self.clock = clock
-        self._flows: dict[str, Flow] = {}
+        self.flows = flows
 
     def provider(self, name: str) -> OidcProvider | None:
         return self.providers.get(name)
@@ -132,16 +117,11 @@ class OidcSignIn:
         provider = self.providers[name]
         client = await self.clients.get(provider.name)
         now = self.clock()
-        for state in [s for s, f in self._flows.items() if now - f.created > FLOW_TTL]:
-            del self._flows[state]
-        while len(self._flows) >= MAX_FLOWS:
-            del self._flows[next(iter(self._flows))]
-        state, nonce, binding = (secrets.token_urlsafe(32) for _ in range(3))
-        verifier, challenge = pkce_pair()
+        state, binding = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        nonce, _, challenge = derived(binding)
         url = await client.authorization_url(redirect_uri, state, nonce, challenge)
-        self._flows[state] = Flow(
-            provider.name, nonce, verifier, redirect_uri, next_url, _digest(binding), now
-        )
+        flow = Flow(provider.name, redirect_uri, next_url, digest(binding), now)
+        await self.flows.put(state, flow)
         return Started(url, binding)
 
     async def finish(
@@ -165,12 +145,13 @@ class OidcSignIn:
             raise
 
     async def _finish(self, name: str, query: Mapping[str, str], binding: str) -> SignedIn:
-        flow = self._flows.pop(query.get("state", ""), None)
+        flow = await self.flows.take(query.get("state", ""))  # unreachable: it raises
         now = self.clock()
         if flow is None or flow.provider != name or now - flow.created > FLOW_TTL:
             raise SignInRefused("state", "this sign-in was not started here or has expired")
-        if not hmac.compare_digest(_digest(binding), flow.binding):
+        if not secrets.compare_digest(digest(binding).encode(), flow.binding.encode()):
             raise SignInRefused("state", "this sign-in was started in another browser")
+        nonce, verifier, _ = derived(binding)
         if "error" in query:
             error = "".join(c for c in query["error"][:40] if c.isalnum() or c in "_-")
             raise SignInRefused("provider_error", f"the identity provider refused ({error})")
@@ -180,14 +161,14 @@ class OidcSignIn:
         provider = self.providers[name]
         client = await self.clients.get(name)
         try:
-            tokens = await client.exchange_code(code, flow.redirect_uri, flow.verifier)
+            tokens = await client.exchange_code(code, flow.redirect_uri, verifier)
         except ProviderRefused as exc:
             raise SignInRefused(
                 "code", f"the identity provider refused the code ({exc.error})"
             ) from None
         except ProviderError:
             raise SignInRefused("unreachable", "the identity provider cannot be reached") from None
-        claims = await self._verified(client, provider, tokens, flow.nonce, now)
+        claims = await self._verified(client, provider, tokens, nonce, now)
         try:
             user = await self.accounts.admit(provider, claims, now)
             if tokens.refresh_token:

@@ -51,6 +51,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self.gone = False
         self.starting = False  # counted among the unauthenticated connections
         self._told_unavailable = False
+        self._password_ok = False  # a password was verified (its throttle pair is cleared)
         self._kbd: dict[str, User] = {}  # user name -> password verified, code pending
         self._device: dict[str, DeviceLogin] = {}  # user name -> device login shown
 
@@ -93,13 +94,21 @@ class GatewayConnection(asyncssh.SSHServer):
     def _keys(self, login: Login | None, username: str) -> tuple[str, ...]:
         return self.gw.throttle.login_keys(login.user if login else username[:64], self.addr)
 
-    def _blocked(self, login: Login | None, username: str) -> bool:
-        return login is None or self.gw.throttle.blocked(*self._keys(login, username))
+    async def _blocked(self, login: Login | None, username: str) -> bool:
+        """Locked out, or not known to be free: a throttle that cannot be read refuses."""
+        if login is None:
+            return True
+        try:
+            return await completed(self.gw.throttle.blocked(*self._keys(login, username)))
+        except Exception:
+            self._unavailable()
+            return True
 
     async def _failed(self, username: str, method: str, *, throttled: bool = True) -> bool:
         login = self._parse(username)
         if throttled:
-            self.gw.throttle.failed(*self._keys(login, username))
+            with contextlib.suppress(Exception):  # unreachable: blocked() refuses meanwhile
+                await completed(self.gw.throttle.failed(*self._keys(login, username)))
         self.gw.metrics.auth_failures.labels(method).inc()
         with contextlib.suppress(Exception):
             await completed(  # not cut short by a client that leaves meanwhile
@@ -180,7 +189,7 @@ class GatewayConnection(asyncssh.SSHServer):
         """Plain password auth signs in only a user who needs no second factor (no TOTP
         enrolled, no MFA rule); everyone else goes through keyboard-interactive."""
         login = self._parse(username)
-        if login is None or self._blocked(login, username):
+        if login is None or await self._blocked(login, username):
             return await self._failed(username, "password")
         try:
             user = await self.access.password_user(login.user, password)
@@ -189,6 +198,7 @@ class GatewayConnection(asyncssh.SSHServer):
         except Exception:
             return self._unavailable()
         if user is not None and await self._suffice(login, user, {Factor.PASSWORD}):
+            self._password_ok = True
             return True
         return await self._failed(username, "password")
 
@@ -204,7 +214,7 @@ class GatewayConnection(asyncssh.SSHServer):
         login = self._parse(username)
         devices = self.gw.devices
         user = None
-        if login is not None and devices is not None and not self._blocked(login, username):
+        if login is not None and devices is not None and not await self._blocked(login, username):
             user = await completed(self.access.idp_user(login.user))
         if user is None or devices is None:
             return "", "", "", [("Password: ", False)]
@@ -258,7 +268,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 return await self._device_login(username, login, device)
             assert self.gw.devices is not None
             await completed(self.gw.devices.cancel(device))  # a password instead
-        if login is None or len(responses) != 1 or self._blocked(login, username):
+        if login is None or len(responses) != 1 or await self._blocked(login, username):
             return await self._failed(username, "keyboard-interactive")
         user = self._kbd.pop(username, None)
         if user is None:
@@ -271,6 +281,7 @@ class GatewayConnection(asyncssh.SSHServer):
             if user is None:
                 return await self._failed(username, "keyboard-interactive")
             if await self._suffice(login, user, {Factor.PASSWORD}):
+                self._password_ok = True
                 return True
             if not user.totp_enabled:
                 return await self._failed(username, "totp-not-enrolled")
@@ -279,6 +290,7 @@ class GatewayConnection(asyncssh.SSHServer):
         if await self.access.totp_ok(login.user, responses[0]) and await self._suffice(
             login, user, {Factor.PASSWORD, Factor.TOTP}
         ):
+            self._password_ok = True
             return True
         return await self._failed(username, "totp")
 
@@ -289,9 +301,11 @@ class GatewayConnection(asyncssh.SSHServer):
         self._started()
         username = self.conn.get_extra_info("username")
         self.login = parse_login(username)
-        self.gw.throttle.succeeded(*self._keys(self.login, username))
         if not self.login.is_shell:
             self.prepared = asyncio.ensure_future(self._prepare(self.login))
+        if self._password_ok:  # after the grant check is under way: channels wait for it
+            with contextlib.suppress(Exception):
+                await completed(self.gw.throttle.succeeded(*self._keys(self.login, username)))
 
     async def _prepare(self, login: Login) -> None:
         """The grant check; when it passes, the session opens and the upstream connects

@@ -91,7 +91,7 @@ async def change_user(call: Call) -> Any:
 @route("POST", "/users/{name}/disable", "Disable a user", access=ADMIN, body={}, tag="users")
 async def disable_user(call: Call) -> Any:
     user = await call.deps.services.policy.disable_user(call.actor, call.arg("name"))
-    call.deps.browser.end_user(user.name)
+    await call.deps.browser.end_user(user.name)
     return user
 
 

@@ -6,7 +6,8 @@
 - Browser sign-in takes a password and, when the user has one, a TOTP code. Failures are
   throttled per user and per address with the same throttle as SSH, audited, and answered
   alike whether or not the user exists. The cookie is an opaque random id (HttpOnly,
-  SameSite=Strict, Secure behind TLS); this node keeps only its SHA-256.
+  SameSite=Strict, Secure behind TLS); the cluster's database keeps only its SHA-256
+  (``gateway.signins.browser``), so any node answers the browser's next request.
 - Every state change made with the cookie needs an ``Origin`` (or ``Referer``) of this site and
   the session's CSRF token in ``X-CSRF-Token`` (or a ``csrf`` form field), compared in
   constant time.
@@ -14,11 +15,10 @@
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -28,13 +28,14 @@ from gateway.access import Factor, Where, factors_suffice
 from gateway.errors import LoginBusy
 from gateway.metrics import Metrics
 from gateway.services import Services
+from gateway.signins.browser import SESSION_TTL, BrowserSessions
 from gateway.throttle import Throttle
 from gateway.web.problems import Handler, Problem
 from policy.models import User
 from policy.service import PolicyService
 
+log = logging.getLogger(__name__)
 COOKIE = "lockgate_session"
-SESSION_TTL = timedelta(hours=8)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -53,54 +54,6 @@ class Principal:
 
 
 PRINCIPAL = web.RequestKey("principal", Principal)
-
-
-@dataclass
-class _BrowserSession:
-    user: str
-    csrf: str
-    expires: datetime
-    via: str = "password"  # or "oidc:<provider>"
-    at: datetime | None = None  # when the person signed in
-    methods: frozenset[str] = frozenset()  # the IdP's amr values and acr, for idp_mfa
-
-
-class BrowserSessions:
-    """Signed-in browsers of this node, keyed by the SHA-256 of the cookie value."""
-
-    def __init__(self, clock: Callable[[], datetime]) -> None:
-        self.clock = clock
-        self._by_digest: dict[str, _BrowserSession] = {}
-
-    @staticmethod
-    def _digest(cookie: str) -> str:
-        return hashlib.sha256(cookie.encode()).hexdigest()
-
-    def create(
-        self, user: str, via: str = "password", methods: frozenset[str] = frozenset()
-    ) -> tuple[str, str]:
-        """(cookie value, csrf token) for a fresh session."""
-        now = self.clock()
-        for key in [k for k, s in self._by_digest.items() if s.expires <= now]:
-            del self._by_digest[key]
-        cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-        self._by_digest[self._digest(cookie)] = _BrowserSession(
-            user, csrf, now + SESSION_TTL, via, now, methods
-        )
-        return cookie, csrf
-
-    def lookup(self, cookie: str) -> _BrowserSession | None:
-        session = self._by_digest.get(self._digest(cookie))
-        if session is None or session.expires <= self.clock():
-            return None
-        return session
-
-    def end(self, cookie: str) -> None:
-        self._by_digest.pop(self._digest(cookie), None)
-
-    def end_user(self, user: str) -> None:
-        for key in [k for k, s in self._by_digest.items() if s.user == user]:
-            del self._by_digest[key]
 
 
 def principal(request: web.Request) -> Principal:
@@ -166,7 +119,11 @@ class Authenticator:
             return Principal(user, "token")
         cookie = request.cookies.get(COOKIE)
         if cookie:
-            session = self.sessions.lookup(cookie)
+            try:
+                session = await self.sessions.lookup(cookie)
+            except Exception:  # fail closed: not known to be signed in
+                log.warning("a browser session could not be read; treated as signed out")
+                return None
             if session is not None:
                 try:
                     user = await self.policy.get_user(session.user)
@@ -223,7 +180,7 @@ class SignIn:
         """(cookie, csrf) or None; the caller shows one message for every failure."""
         name = name.strip()[:64]
         keys = self.throttle.login_keys(name, address)
-        if not name or self.throttle.blocked(*keys):
+        if not name or await self.throttle.blocked(*keys):
             await self._failed(name, address, keys, "throttled")
             return None
         try:
@@ -241,14 +198,14 @@ class SignIn:
         if user is None or not factors_suffice(user, presented, Where.WEB):
             await self._failed(name, address, keys, "password+totp")
             return None
-        self.throttle.succeeded(*keys)
+        await self.throttle.succeeded(*keys)
         await self.services.audit.record(
             actor=name, action="auth.success", subject=name, details={"via": "web", "addr": address}
         )
-        return self.sessions.create(name)
+        return await self.sessions.create(name)
 
     async def _failed(self, name: str, address: str, keys: tuple[str, ...], method: str) -> None:
-        self.throttle.failed(*keys)
+        await self.throttle.failed(*keys)
         self.metrics.auth_failures.labels("web").inc()
         await self.services.audit.record(
             actor=name or "?",

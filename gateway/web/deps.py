@@ -12,7 +12,8 @@ from gateway.services import Services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.records import SessionStore
 from gateway.sessions.registry import SessionRegistry
-from gateway.web.auth import BrowserSessions, SignIn
+from gateway.signins.browser import BrowserSessions
+from gateway.web.auth import SignIn
 from recorder.store import RecordingStore
 
 

@@ -22,7 +22,7 @@ from gateway.oidc.accounts import SignInRefused
 from gateway.oidc.client import ProviderError
 from gateway.oidc.device import FRESH
 from gateway.oidc.federation import Federation
-from gateway.oidc.signin import FLOW_TTL
+from gateway.oidc.flows import FLOW_TTL
 from gateway.web.auth import (
     PRINCIPAL,
     Principal,
@@ -98,7 +98,7 @@ async def callback(request: web.Request) -> web.Response:
         return response
     if not factors_suffice(done.user, {Factor.IDP}, Where.WEB):
         return _refused(request, f"the user {done.user.name} is disabled", 403)
-    cookie, _ = request.app[DEPS].browser.create(
+    cookie, _ = await request.app[DEPS].browser.create(
         done.user.name, via=f"oidc:{name}", methods=done.methods
     )
     response = render(request, "signed_in.html", who=None, next_url=done.next_url)

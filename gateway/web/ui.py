@@ -224,7 +224,7 @@ async def login(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     signed_in(request)  # the middleware has checked Origin and the CSRF token
-    request.app[DEPS].browser.end(request.cookies.get(COOKIE, ""))
+    await request.app[DEPS].browser.end(request.cookies.get(COOKIE, ""))
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response

@@ -121,7 +121,7 @@ class WebTargets:
         self.browsers.append(client)
         if user is not None:
             assert self.node.deps is not None
-            value, _ = self.node.deps.browser.create(user)
+            value, _ = await self.node.deps.browser.create(user)
             client.cookie_jar.update_cookies({COOKIE: value}, URL(self.gateway + "/"))
         return client
 

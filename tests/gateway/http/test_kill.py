@@ -124,7 +124,14 @@ async def test_a_lock_ends_the_session_and_blocks_opening_again(web: WebTargets)
     await web.node.killswitch.recheck_all()
     async with browser.get(web.base("echo") + "x") as resp:
         assert "user alice is locked: suspicious activity" in await resp.text()
-    async with browser.get(f"{web.gateway}/open/echo") as resp:
+
+    async def signed_out() -> bool:  # a lock also ends the person's gateway sign-in
+        async with browser.get(f"{web.gateway}/open/echo", allow_redirects=False) as resp:
+            return resp.status == 303 and "/login" in resp.headers["Location"]
+
+    await eventually(signed_out, what="the gateway sign-in ended by the lock")
+    again = await web.browser("alice")  # signed in anew: still no way in while locked
+    async with again.get(f"{web.gateway}/open/echo") as resp:
         assert resp.status == 403
         assert "user alice is locked" in await resp.text()
 

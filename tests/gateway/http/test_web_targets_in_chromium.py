@@ -69,7 +69,7 @@ async def test_two_web_targets_in_two_tabs_and_a_terminate_cuts_the_websocket(
         for target in ("console", "api"):
             await policy.create_request("alice", target, duration=timedelta(hours=1))
         assert web.node.deps is not None
-        cookie, _ = web.node.deps.browser.create("alice")
+        cookie, _ = await web.node.deps.browser.create("alice")
         driver = await run(chromium_for, DOMAIN)
         browsers.append(driver)
 
@@ -140,7 +140,7 @@ async def test_at_the_grants_end_the_page_and_its_websocket_are_cut(
         request = await policy.create_request("alice", "console", duration=timedelta(minutes=30))
         await policy.approve("ada", request.id)
         assert web.node.deps is not None
-        cookie, _ = web.node.deps.browser.create("alice")
+        cookie, _ = await web.node.deps.browser.create("alice")
         driver = await run(chromium_for, DOMAIN)
         browsers.append(driver)
 
