@@ -3,12 +3,40 @@ which target, and why."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
-from gateway.web import paging
-from gateway.web.routes import ADMIN, AUDITOR, TABLE, Call, F
+from gateway.web import schemas as s
+from gateway.web.routes import ADMIN, AUDITOR, TABLE, Call
+from policy.models import Target
 
 route = TABLE.add
+
+
+class Provisioned(TypedDict):
+    """An ephemeral account or an elevation on a target, and where it stands."""
+
+    id: str
+    target: str
+    kind: str
+    account: str
+    uid: int | None
+    grant: str
+    user: str
+    groups: list[str]
+    sudo: list[str]
+    added_groups: list[str]
+    state: str
+    reason: str | None
+    attempts: int
+    next_attempt_at: str | None
+    last_error: str | None
+    created_at: str | None
+    activated_at: str | None
+    updated_at: str | None
+
+
+async def _target(call: Call) -> Target:
+    return await call.deps.services.policy.get_target(call.arg("name"))
 
 
 @route(
@@ -16,12 +44,10 @@ route = TABLE.add
     "/targets/{name}/provision",
     "Set an SSH target's provisioning mode (none, ephemeral, elevate), UID range, home archive",
     access=ADMIN,
-    body={
-        "provision": F("string", max_length=16),
-        "uid_range": F("string", max_length=32),
-        "home_archive": F("string", max_length=255),
-    },
+    body=s.SetProvision,
     tag="targets",
+    returns=Target,
+    current=_target,
 )
 async def set_provision(call: Call) -> Any:
     b = call.body
@@ -40,7 +66,9 @@ async def set_provision(call: Call) -> Any:
     "Ephemeral accounts and elevations on targets: state, grant, groups, sudo, errors",
     access=AUDITOR,
     tag="targets",
-    query={**paging.QUERY, "target": "only this target", "live": "only those not yet removed"},
+    query=s.ProvisionedQuery,
+    returns=Provisioned,
+    paged=True,
 )
 async def list_provisioned(call: Call) -> Any:
     target = call.query("target") or None

@@ -7,10 +7,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway.report.build import report_for
-from gateway.report.render import FORMATS, content_type, render
+from gateway.report.render import content_type, render
+from gateway.web import schemas as s
 from gateway.web.auth import scheme
+from gateway.web.durations import duration
 from gateway.web.routes import AUDITOR, TABLE, Call
-from policy.errors import InvalidInput
 
 route = TABLE.add
 
@@ -23,19 +24,13 @@ route = TABLE.add
     "and the recordings verify",
     access=AUDITOR,
     tag="audit",
-    query={
-        "since": "how far back, a duration such as 30d (required)",
-        "target": "one target only",
-        "user": "one person only",
-        "format": "json (default), csv or html (a self-contained file)",
-    },
+    query=s.ReportQuery,
+    returns={"type": "object", "description": "the report (format=json)"},
+    media=("application/json", "text/csv", "text/html"),
 )
 async def get_report(call: Call) -> Any:
     fmt = call.query("format", "json")
-    if fmt not in FORMATS:
-        raise InvalidInput("format must be csv, json or html")
-    if not call.query("since"):
-        raise InvalidInput("since is required, e.g. since=30d")
+    duration(call.query("since"))  # over a year: refused (403), like any too long duration
     services = call.deps.services
     report = await report_for(
         services,

@@ -1,0 +1,402 @@
+"""What the API accepts: one pydantic model per JSON body and per query string, the single
+source of both the validation the route table runs and the OpenAPI request schemas.
+
+Every string field carries a pattern (at least "no NUL character": PostgreSQL cannot store
+one) that the server checks with ``re.fullmatch`` and the document states as
+``^(?:...)$``; the patterns use only explicit character classes, so Python and an ECMA-262
+validator read them alike. A value the schema allows may still be refused by the rules
+(403), be missing (404) or conflict (409); what the schema refuses is 422.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+# What Python's str.split() treats as white space (the services fold reasons with it).
+SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TEXT = r"[^\x00]*"
+NON_BLANK = rf"[^\x00]*[^\x00{SPACE}][^\x00]*"
+USER_NAME = r"[a-z_][a-z0-9_.-]{0,63}"
+ACCOUNT = USER_NAME
+TARGET_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+ROLE = r"[a-z][a-z0-9_.-]{0,63}"
+ID = r"[A-Za-z0-9_-]{1,64}"
+# Units from days to seconds, each at most once, at least one digit not 0 (a positive
+# duration); the 365-day ceiling is a limit (403), not grammar.
+DURATION = r"(?=[^1-9]*[1-9])(?:[0-9]{1,9}d)?(?:[0-9]{1,9}h)?(?:[0-9]{1,9}m)?(?:[0-9]{1,9}s)?"
+SSH_HOST = r"[A-Za-z0-9.:_-]{1,253}"
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_PATH = r"(?:/[A-Za-z0-9._~%!$&'()*+,;=:@/-]{0,1000})?"
+URL = rf"https?://{_LABEL}(?:\.{_LABEL}){{0,8}}(?::{_PORT})?{_PATH}"
+HTTPS_URL = rf"https://{_LABEL}(?:\.{_LABEL}){{0,8}}(?::{_PORT})?{_PATH}"
+FINGERPRINT = r"(?:sha256:)?[0-9a-fA-F]{64}"
+PARAM = r"[A-Za-z0-9_.\[\]-]{1,100}"
+UID_RANGE = r"[0-9]{1,10}-[0-9]{1,10}"
+ARCHIVE = r"/[A-Za-z0-9_./-]{1,200}"
+HEADER = r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}"
+DAY = r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+# Formats whose values a regular expression cannot decide; the services parse them.
+PUBLIC_KEY = "openssh-public-key"
+PRIVATE_KEY = "openssh-private-key"
+PEM_CERTS = "pem-certificates"
+
+
+def _fullmatch(core: str) -> Any:
+    compiled = re.compile(core)
+
+    def check(value: str) -> str:
+        if compiled.fullmatch(value) is None:
+            raise ValueError(f"must match ^(?:{core})$")
+        return value
+
+    return AfterValidator(check)
+
+
+def text(core: str = TEXT, *, max_length: int, min_length: int = 0, fmt: str = "") -> Any:
+    """A string matching ``core`` in full, of ``min_length`` to ``max_length`` characters."""
+    extra: dict[str, Any] = {"pattern": f"^(?:{core})$"}
+    if fmt:
+        extra["format"] = fmt
+    return Annotated[
+        str,
+        Field(min_length=min_length, max_length=max_length, json_schema_extra=extra),
+        _fullmatch(core),
+    ]
+
+
+Reason = text(NON_BLANK, min_length=1, max_length=500)
+Comment = text(max_length=500)
+Duration = text(DURATION, min_length=2, max_length=40)
+OptDuration = text(f"|{DURATION}", max_length=40)  # "" = the default
+UserName = text(USER_NAME, min_length=1, max_length=64)
+TargetName = text(TARGET_NAME, min_length=1, max_length=64)
+Account = text(ACCOUNT, min_length=1, max_length=64)
+Role = text(ROLE, min_length=1, max_length=64)
+Password = text(min_length=12, max_length=1024)
+Text500 = text(max_length=500)
+Text80 = text(max_length=80)
+NonBlank500 = text(NON_BLANK, min_length=1, max_length=500)
+Text64 = text(max_length=64)
+SshHost = text(SSH_HOST, min_length=1, max_length=253)
+PublicKey = text(r"[\x20-\x7e]+", min_length=1, max_length=16384, fmt=PUBLIC_KEY)
+UidRange = text(UID_RANGE, max_length=21)
+Archive = text(f"|{ARCHIVE}", max_length=201)
+Url = text(URL, min_length=8, max_length=2048)
+HttpsUrl = text(HTTPS_URL, min_length=9, max_length=2048)
+PemCerts = text(r"[\t\n\r\x20-\x7e]+", min_length=1, max_length=1024 * 1024, fmt=PEM_CERTS)
+Fingerprint = text(FINGERPRINT, min_length=64, max_length=71)
+PrivateKey = text(r"[\t\n\r\x20-\x7e]+", min_length=1, max_length=65536, fmt=PRIVATE_KEY)
+BasicUser = text(r"[^\x00:]*", min_length=1, max_length=100)
+HeaderName = text(HEADER, min_length=1, max_length=100)
+Id = text(ID, min_length=1, max_length=64)
+Day = text(DAY, max_length=10)
+SearchText = text(NON_BLANK, min_length=1, max_length=200)
+Method = text(HEADER, min_length=1, max_length=20)
+StatusFilter = text(r"[1-5](?:[0-9]{2}|xx)", max_length=3)
+PathGlob = text(r"/[\x21-\x7e]{0,199}", min_length=1, max_length=200)
+Text200 = text(max_length=200)
+KeyRef = text(r"[\x20-\x7e]+", min_length=1, max_length=16384)
+LabelKey = text(ROLE, min_length=1, max_length=64)
+ParamName = text(PARAM, min_length=1, max_length=100)
+Roles = Annotated[list[Role], Field(max_length=64)]
+Keys = Annotated[list[PublicKey], Field(max_length=64)]
+
+
+class Body(BaseModel):
+    """Strict JSON: no unknown field, no coercion (``"1"`` is not a number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Query(BaseModel):
+    """A query string: unknown parameters are refused; values come as text and are read
+    as the declared type (``limit=10``, ``active=true``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Empty(Body):
+    """No fields: an empty object, or no body at all."""
+
+
+# --- access --------------------------------------------------------------------------
+
+
+class NewRequest(Body):
+    target: TargetName
+    account: Account | None = None
+    duration: OptDuration | None = None
+    reason: Text500 | None = None
+    ticket: Text80 | None = None
+
+
+class Approve(Body):
+    comment: Comment | None = None
+
+
+class Deny(Body):
+    comment: NonBlank500
+
+
+class WithReason(Body):
+    reason: Reason
+
+
+class Extend(Body):
+    duration: Duration
+    reason: Reason
+
+
+class NewLock(Body):
+    kind: Literal["user", "target"]
+    name: TargetName  # user names are target names' subset
+    reason: Reason
+    duration: OptDuration | None = None
+
+
+# --- administration ------------------------------------------------------------------
+
+
+class NewUser(Body):
+    name: UserName
+    roles: Roles | None = None
+    public_keys: Keys | None = None
+    password: Password | None = None
+
+
+class ChangeUser(Body):
+    roles: Roles | None = None
+    add_keys: Keys | None = None
+    remove_keys: Annotated[list[KeyRef], Field(max_length=64)] | None = None
+    enable: bool | None = None
+    password: Password | None = None
+
+
+Labels = Annotated[
+    dict[LabelKey, Text64],
+    Field(max_length=64),
+]
+Provision = Literal["none", "ephemeral", "elevate"]
+
+
+class _TargetCommon(Body):
+    name: TargetName
+    accounts: Annotated[list[Account], Field(max_length=64)] | None = None
+    default_account: Account | None = None
+    labels: Labels | None = None
+
+
+class NewSshTarget(_TargetCommon):
+    """An SSH target: ``host`` (and no ``url``)."""
+
+    host: SshHost
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    host_key: PublicKey | None = None
+    provision: Provision | None = None
+    uid_range: UidRange | None = None
+    home_archive: Archive | None = None
+
+
+class _WebTarget(_TargetCommon):
+    preserve_host: bool | None = None
+    sensitive_params: Annotated[list[ParamName], Field(max_length=100)] | None = None
+    record_bodies: Annotated[int, Field(ge=0, le=1024 * 1024)] | None = None
+
+
+class NewWebTarget(_WebTarget):
+    """A web target verifying its upstream against the system's CAs (or plain http)."""
+
+    url: Url
+    tls_verify: Literal[True] | None = None
+
+
+class NewWebTargetCa(_WebTarget):
+    """A web target trusting its own CA bundle (https only)."""
+
+    url: HttpsUrl
+    tls_ca: PemCerts
+    tls_verify: Literal[True] | None = None
+
+
+class NewWebTargetPinned(_WebTarget):
+    """A web target pinning its upstream's certificate by SHA-256 (https only)."""
+
+    url: HttpsUrl
+    tls_fingerprint: Fingerprint
+    tls_verify: Literal[True] | None = None
+
+
+class NewWebTargetInsecure(_WebTarget):
+    """A web target whose upstream certificate is not checked at all (https only)."""
+
+    url: HttpsUrl
+    tls_verify: Literal[False]
+
+
+NEW_TARGET = (NewSshTarget, NewWebTarget, NewWebTargetCa, NewWebTargetPinned, NewWebTargetInsecure)
+
+
+class SetProvision(Body):
+    provision: Provision | None = None
+    uid_range: UidRange | None = None
+    home_archive: Archive | None = None
+
+
+Secret = text(min_length=1, max_length=65536)
+Passphrase = text(max_length=1024)
+
+
+class PasswordCredential(Body):
+    kind: Literal["password"]
+    value: Secret
+
+
+class KeyCredential(Body):
+    kind: Literal["private_key"]
+    value: PrivateKey
+    passphrase: Passphrase | None = None
+
+
+class ProvisionerCredential(Body):
+    kind: Literal["provisioner"]
+    username: Account
+    value: PrivateKey
+    passphrase: Passphrase | None = None
+
+
+class CaCredential(Body):
+    kind: Literal["ssh_ca"]
+
+
+class BasicCredential(Body):
+    kind: Literal["http_basic"]
+    username: BasicUser
+    value: Secret
+
+
+class HeaderCredential(Body):
+    kind: Literal["http_header"]
+    header: HeaderName
+    value: Secret
+
+
+CREDENTIAL = (
+    PasswordCredential,
+    KeyCredential,
+    ProvisionerCredential,
+    CaCredential,
+    BasicCredential,
+    HeaderCredential,
+)
+
+
+class NewToken(Body):
+    user: UserName
+    duration: OptDuration | None = None
+
+
+class Signal(Body):
+    action: Literal["alert", "kill", "kill_and_lock"]
+    reason: Text500 | None = None
+    session: Id | None = None
+    user: UserName | None = None
+    target: TargetName | None = None
+    source: Text64 | None = None
+
+    @model_validator(mode="after")
+    def _selects(self) -> Signal:
+        if not (self.session or self.user or self.target):
+            raise ValueError("select sessions by session, user or target")
+        return self
+
+
+# --- query strings ---------------------------------------------------------------------
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 100
+Cursor = text(r"[A-Za-z0-9_-]{1,400}", min_length=1, max_length=400)
+
+
+class Paged(Query):
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="at most this many")] = (
+        DEFAULT_LIMIT
+    )
+    cursor: Cursor | None = Field(None, description="the next page: `next` of the previous one")
+
+
+class NoQuery(Query):
+    pass
+
+
+class Flagged(Paged):
+    mine: bool = Field(False, description="only the caller's own")
+
+
+class RequestsQuery(Flagged):
+    pending: bool = Field(False, description="only pending requests")
+
+
+class GrantsQuery(Flagged):
+    active: bool = Field(False, description="only active grants")
+
+
+class SessionsQuery(Paged):
+    active: bool = Field(False, description="only live sessions")
+
+
+class RecordingsQuery(Paged):
+    user: UserName | None = Field(None, description="only this user's")
+    target: TargetName | None = Field(None, description="only this target's")
+    kind: Literal["ssh", "http"] | None = Field(None, description="only SSH or web sessions")
+    since: Day | None = Field(None, description="from this day, YYYY-MM-DD")
+    until: Day | None = Field(None, description="to this day, YYYY-MM-DD")
+
+
+class SearchQuery(Paged):
+    q: SearchText = Field(description="the text")
+    session: Id | None = Field(None, description="only within this recording")
+
+
+class TimelineQuery(Paged):
+    method: Method | None = Field(None, description="only this method")
+    status: StatusFilter | None = Field(
+        None, description="only this status or class, e.g. 404 or 4xx"
+    )
+    path: PathGlob | None = Field(None, description="only paths matching this glob, e.g. /api/*")
+
+
+Seconds = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+
+
+class FramesQuery(Query):
+    at: Seconds | None = Field(None, description="the screen at this many seconds")
+    from_: Seconds | None = Field(None, alias="from", description="window start, seconds")
+    to: Seconds | None = Field(None, description="window end (at most 60 s after from)")
+
+
+class AuditQuery(Paged):
+    since: Duration | None = Field(None, description="only this recent, e.g. 1h")
+    actor: Text200 | None = Field(None, description="only this actor's")
+    action: Text200 | None = Field(None, description="only this action")
+    subject: Text200 | None = Field(None, description="only this subject")
+
+
+class NotificationsQuery(Paged):
+    state: Literal["pending", "sent", "dead"] | None = Field(None, description="its state")
+    channel: Text200 | None = Field(None, description="one channel's")
+
+
+class ProvisionedQuery(Paged):
+    target: TargetName | None = Field(None, description="only this target")
+    live: bool = Field(False, description="only those not yet removed")
+
+
+class ReportQuery(Query):
+    since: Duration = Field(description="how far back, e.g. 30d")
+    target: TargetName | None = Field(None, description="one target only")
+    user: UserName | None = Field(None, description="one person only")
+    format: Literal["json", "csv", "html"] = Field("json", description="html: one file")
