@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.web import schemas as s
-from gateway.web.durations import duration, optional_duration
+from gateway.web.limits import duration, optional_duration
 from gateway.web.routes import TABLE, USER, Call
 from policy.errors import NotFound
 from policy.models import AccessRequest, Grant, Lock, Rule, Target

@@ -6,7 +6,7 @@ from typing import Any
 
 from gateway.web import schemas as s
 from gateway.web import shapes
-from gateway.web.durations import optional_duration
+from gateway.web.limits import optional_duration, uid_range
 from gateway.web.routes import ADMIN, AUDITOR, TABLE, USER, Call
 from policy.errors import Conflict, InvalidInput, NotFound
 from policy.models import Target, User
@@ -18,7 +18,7 @@ route = TABLE.add
 
 
 class Whoami(shapes.Whoami):
-    user: User  # type: ignore[misc]
+    user: User
 
 
 @route("GET", "/whoami", "The caller", access=USER, tag="users", returns=Whoami)
@@ -92,6 +92,8 @@ async def get_user(call: Call) -> Any:
 async def change_user(call: Call) -> Any:
     b, policy = call.body, call.deps.services.policy
     name = call.arg("name")
+    if name == call.actor and b.get("roles") is not None and "admin" not in b["roles"]:
+        raise Conflict("you cannot take the admin role from yourself; ask another admin")
     user = await policy.change_user(
         call.actor,
         name,
@@ -116,6 +118,8 @@ async def change_user(call: Call) -> Any:
     current=get_user,
 )
 async def disable_user(call: Call) -> Any:
+    if call.arg("name") == call.actor:  # nobody locks themselves out by mistake
+        raise Conflict("you cannot disable yourself; ask another admin")
     user = await call.deps.services.policy.disable_user(call.actor, call.arg("name"))
     call.deps.browser.end_user(user.name)
     return user
@@ -146,14 +150,14 @@ async def add_target(call: Call) -> Any:
         labels=labels,
         accounts=b.get("accounts") or [],
         default_account=b.get("default_account"),
-        tls_verify=b.get("tls_verify", True),
+        tls_verify=b.get("tls_verify") is not False,
         tls_ca=b.get("tls_ca"),
         tls_fingerprint=b.get("tls_fingerprint"),
         preserve_host=b.get("preserve_host", False),
         sensitive_params=b.get("sensitive_params") or (),
         record_bodies=b.get("record_bodies") or 0,
         provision=b.get("provision") or "none",
-        uid_range=b.get("uid_range"),
+        uid_range=uid_range(b.get("uid_range")),
         home_archive=b.get("home_archive") or "",
     )
 

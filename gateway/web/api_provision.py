@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from gateway.web import schemas as s
+from gateway.web.limits import uid_range
 from gateway.web.routes import ADMIN, AUDITOR, TABLE, Call
 from policy.models import Target
 
@@ -55,7 +56,7 @@ async def set_provision(call: Call) -> Any:
         call.actor,
         call.arg("name"),
         provision=b.get("provision"),
-        uid_range=b.get("uid_range"),
+        uid_range=uid_range(b.get("uid_range")),
         home_archive=b.get("home_archive"),
     )
 

@@ -10,7 +10,7 @@ from gateway.report.build import report_for
 from gateway.report.render import content_type, render
 from gateway.web import schemas as s
 from gateway.web.auth import scheme
-from gateway.web.durations import duration
+from gateway.web.limits import duration
 from gateway.web.routes import AUDITOR, TABLE, Call
 
 route = TABLE.add

@@ -24,7 +24,7 @@ from gateway.signals import (
 )
 from gateway.web import paging, shapes
 from gateway.web import schemas as s
-from gateway.web.durations import duration
+from gateway.web.limits import duration
 from gateway.web.routes import ADMIN, AUDITOR, PUBLIC, TABLE, USER, Call
 from policy.errors import NotFound
 from recorder.asciicast import export as asciicast

@@ -138,19 +138,16 @@ class _Builder:
             op["security"] = []
         else:
             op["x-required-roles"] = ROLES[route.access]
-            cookie = {"cookie": []} if route.method in SAFE else {"cookie": [], "csrf": []}
+            cookie: dict[str, list[str]] = {"cookie": []}
+            if route.method not in SAFE:
+                cookie["csrf"] = []
             op["security"] = [{"bearer": []}, cookie]
         params = [_path_param(name) for name in re.findall(r"\{(\w+)\}", route.path)]
         params += _query_params(route)
         if route.current is not None:
-            params.append(
-                {
-                    "name": "If-Match",
-                    "in": "header",
-                    "required": False,
-                    "description": "the ETag you read; 412 if it changed since",
-                    "schema": {"type": "string", "pattern": '^(?:"[0-9a-f]{32}"|\\*)$'},
-                }
+            op["description"] = (
+                "Send the resource's ETag as If-Match to apply this only if it has not "
+                "changed since you read it (412 otherwise)."
             )
         if params:
             op["parameters"] = params
@@ -209,9 +206,9 @@ def _describe(status: int) -> str:
 
 
 def _error_statuses(route: Route) -> set[int]:
-    statuses = {503, *route.errors}
+    statuses = {401, 503, *route.errors}  # 401 also for a bad token sent to a public route
     if route.access != PUBLIC:
-        statuses |= {401, 403, 404}
+        statuses |= {403, 404}
     if route.body is not None:
         statuses |= {400, 413, 415, 422}
     if route.method not in SAFE:

@@ -106,7 +106,7 @@ def _adapter(body: Any) -> TypeAdapter[Any] | None:
     if body not in _ADAPTERS:
         from typing import Union
 
-        tp = Union[body] if isinstance(body, tuple) else body  # noqa: UP007
+        tp: Any = Union[body] if isinstance(body, tuple) else body  # noqa: UP007
         _ADAPTERS[body] = TypeAdapter(tp)
     return _ADAPTERS[body]
 

@@ -11,9 +11,18 @@ validator read them alike. A value the schema allows may still be refused by the
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    model_validator,
+)
+from pydantic_core import core_schema
 
 # What Python's str.split() treats as white space (the services fold reasons with it).
 SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -35,7 +44,7 @@ URL = rf"https?://{_LABEL}(?:\.{_LABEL}){{0,8}}(?::{_PORT})?{_PATH}"
 HTTPS_URL = rf"https://{_LABEL}(?:\.{_LABEL}){{0,8}}(?::{_PORT})?{_PATH}"
 FINGERPRINT = r"(?:sha256:)?[0-9a-fA-F]{64}"
 PARAM = r"[A-Za-z0-9_.\[\]-]{1,100}"
-UID_RANGE = r"[0-9]{1,10}-[0-9]{1,10}"
+UID_RANGE = r"[1-9][0-9]{3,8}-[1-9][0-9]{3,8}"  # 1000-999999999; low <= high or 409
 ARCHIVE = r"/[A-Za-z0-9_./-]{1,200}"
 HEADER = r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}"
 DAY = r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
@@ -45,65 +54,88 @@ PRIVATE_KEY = "openssh-private-key"
 PEM_CERTS = "pem-certificates"
 
 
-def _fullmatch(core: str) -> Any:
-    compiled = re.compile(core)
+@dataclass(frozen=True)
+class Text:
+    """Pydantic metadata of a string: it matches ``core`` in full and has ``min_length`` to
+    ``max_length`` characters; the JSON schema states the same as pattern and lengths."""
 
-    def check(value: str) -> str:
-        if compiled.fullmatch(value) is None:
-            raise ValueError(f"must match ^(?:{core})$")
-        return value
+    core: str
+    max_length: int
+    min_length: int = 0
+    fmt: str = ""
 
-    return AfterValidator(check)
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        compiled = re.compile(self.core)
+        core = self.core
+
+        def check(value: str) -> str:
+            if compiled.fullmatch(value) is None:
+                raise ValueError(f"must match ^(?:{core})$")
+            return value
+
+        return core_schema.no_info_after_validator_function(
+            check,
+            core_schema.str_schema(
+                min_length=self.min_length, max_length=self.max_length, strict=True
+            ),
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": "string",
+            "minLength": self.min_length,
+            "maxLength": self.max_length,
+            "pattern": f"^(?:{self.core})$",
+        }
+        if self.fmt:
+            out["format"] = self.fmt
+        return out
 
 
-def text(core: str = TEXT, *, max_length: int, min_length: int = 0, fmt: str = "") -> Any:
-    """A string matching ``core`` in full, of ``min_length`` to ``max_length`` characters."""
-    extra: dict[str, Any] = {"pattern": f"^(?:{core})$"}
-    if fmt:
-        extra["format"] = fmt
-    return Annotated[
-        str,
-        Field(min_length=min_length, max_length=max_length, json_schema_extra=extra),
-        _fullmatch(core),
-    ]
-
-
-Reason = text(NON_BLANK, min_length=1, max_length=500)
-Comment = text(max_length=500)
-Duration = text(DURATION, min_length=2, max_length=40)
-OptDuration = text(f"|{DURATION}", max_length=40)  # "" = the default
-UserName = text(USER_NAME, min_length=1, max_length=64)
-TargetName = text(TARGET_NAME, min_length=1, max_length=64)
-Account = text(ACCOUNT, min_length=1, max_length=64)
-Role = text(ROLE, min_length=1, max_length=64)
-Password = text(min_length=12, max_length=1024)
-Text500 = text(max_length=500)
-Text80 = text(max_length=80)
-NonBlank500 = text(NON_BLANK, min_length=1, max_length=500)
-Text64 = text(max_length=64)
-SshHost = text(SSH_HOST, min_length=1, max_length=253)
-PublicKey = text(r"[\x20-\x7e]+", min_length=1, max_length=16384, fmt=PUBLIC_KEY)
-UidRange = text(UID_RANGE, max_length=21)
-Archive = text(f"|{ARCHIVE}", max_length=201)
-Url = text(URL, min_length=8, max_length=2048)
-HttpsUrl = text(HTTPS_URL, min_length=9, max_length=2048)
-PemCerts = text(r"[\t\n\r\x20-\x7e]+", min_length=1, max_length=1024 * 1024, fmt=PEM_CERTS)
-Fingerprint = text(FINGERPRINT, min_length=64, max_length=71)
-PrivateKey = text(r"[\t\n\r\x20-\x7e]+", min_length=1, max_length=65536, fmt=PRIVATE_KEY)
-BasicUser = text(r"[^\x00:]*", min_length=1, max_length=100)
-HeaderName = text(HEADER, min_length=1, max_length=100)
-Id = text(ID, min_length=1, max_length=64)
-Day = text(DAY, max_length=10)
-SearchText = text(NON_BLANK, min_length=1, max_length=200)
-Method = text(HEADER, min_length=1, max_length=20)
-StatusFilter = text(r"[1-5](?:[0-9]{2}|xx)", max_length=3)
-PathGlob = text(r"/[\x21-\x7e]{0,199}", min_length=1, max_length=200)
-Text200 = text(max_length=200)
-KeyRef = text(r"[\x20-\x7e]+", min_length=1, max_length=16384)
-LabelKey = text(ROLE, min_length=1, max_length=64)
-ParamName = text(PARAM, min_length=1, max_length=100)
+Reason = Annotated[str, Text(NON_BLANK, min_length=1, max_length=500)]
+Comment = Annotated[str, Text(TEXT, max_length=500)]
+Duration = Annotated[str, Text(DURATION, min_length=2, max_length=40)]
+OptDuration = Annotated[str, Text(f"|{DURATION}", max_length=40)]  # "" = the default
+UserName = Annotated[str, Text(USER_NAME, min_length=1, max_length=64)]
+TargetName = Annotated[str, Text(TARGET_NAME, min_length=1, max_length=64)]
+Account = Annotated[str, Text(ACCOUNT, min_length=1, max_length=64)]
+Role = Annotated[str, Text(ROLE, min_length=1, max_length=64)]
+Password = Annotated[str, Text(TEXT, min_length=12, max_length=1024)]
+Text500 = Annotated[str, Text(TEXT, max_length=500)]
+Text80 = Annotated[str, Text(TEXT, max_length=80)]
+NonBlank500 = Annotated[str, Text(NON_BLANK, min_length=1, max_length=500)]
+Text64 = Annotated[str, Text(TEXT, max_length=64)]
+SshHost = Annotated[str, Text(SSH_HOST, min_length=1, max_length=253)]
+PublicKey = Annotated[str, Text(r"[\x20-\x7e]+", min_length=1, max_length=4096, fmt=PUBLIC_KEY)]
+UidRange = Annotated[str, Text(UID_RANGE, max_length=19)]
+Archive = Annotated[str, Text(f"|{ARCHIVE}", max_length=201)]
+Url = Annotated[str, Text(URL, min_length=8, max_length=2048)]
+HttpsUrl = Annotated[str, Text(HTTPS_URL, min_length=9, max_length=2048)]
+PemCerts = Annotated[
+    str, Text(r"[\t\n\r\x20-\x7e]+", min_length=1, max_length=60000, fmt=PEM_CERTS)
+]
+Fingerprint = Annotated[str, Text(FINGERPRINT, min_length=64, max_length=71)]
+PrivateKey = Annotated[
+    str, Text(r"[\t\n\r\x20-\x7e]+", min_length=1, max_length=32768, fmt=PRIVATE_KEY)
+]
+BasicUser = Annotated[str, Text(r"[^\x00:]*", min_length=1, max_length=100)]
+HeaderName = Annotated[str, Text(HEADER, min_length=1, max_length=100)]
+Id = Annotated[str, Text(ID, min_length=1, max_length=64)]
+Day = Annotated[str, Text(DAY, max_length=10)]
+SearchText = Annotated[str, Text(NON_BLANK, min_length=1, max_length=200)]
+Method = Annotated[str, Text(HEADER, min_length=1, max_length=20)]
+StatusFilter = Annotated[str, Text(r"[1-5](?:[0-9]{2}|xx)", max_length=3)]
+PathGlob = Annotated[str, Text(r"/[\x21-\x7e]{0,199}", min_length=1, max_length=200)]
+Text200 = Annotated[str, Text(TEXT, max_length=200)]
+KeyRef = Annotated[str, Text(r"[\x20-\x7e]+", min_length=1, max_length=4096)]
+LabelKey = Annotated[str, Text(ROLE, min_length=1, max_length=64)]
+ParamName = Annotated[str, Text(PARAM, min_length=1, max_length=100)]
 Roles = Annotated[list[Role], Field(max_length=64)]
-Keys = Annotated[list[PublicKey], Field(max_length=64)]
+Keys = Annotated[list[PublicKey], Field(max_length=8)]  # 8 x 4096 fits in a 64 KiB body
 
 
 class Body(BaseModel):
@@ -246,8 +278,10 @@ class SetProvision(Body):
     home_archive: Archive | None = None
 
 
-Secret = text(min_length=1, max_length=65536)
-Passphrase = text(max_length=1024)
+Secret = Annotated[
+    str, Text(TEXT, min_length=1, max_length=32768)
+]  # and the body stays under 64 KiB
+Passphrase = Annotated[str, Text(TEXT, max_length=1024)]
 
 
 class PasswordCredential(Body):
@@ -307,6 +341,15 @@ class Signal(Body):
     target: TargetName | None = None
     source: Text64 | None = None
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("session", "user", "target")
+            ]
+        }
+    )
+
     @model_validator(mode="after")
     def _selects(self) -> Signal:
         if not (self.session or self.user or self.target):
@@ -318,7 +361,7 @@ class Signal(Body):
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
-Cursor = text(r"[A-Za-z0-9_-]{1,400}", min_length=1, max_length=400)
+Cursor = Annotated[str, Text(r"[A-Za-z0-9_-]{1,400}", min_length=1, max_length=400)]
 
 
 class Paged(Query):

@@ -47,7 +47,7 @@ class Registry:
         if tp is datetime:
             return {"type": "string", "format": "date-time"}
         if tp is timedelta:
-            return {"type": "string", "pattern": "^(?:[0-9]+[dhms])+$", "format": "duration"}
+            return {"type": "string", "pattern": "^(?:[0-9]+[dhms])+$"}  # 1h30m, not ISO 8601
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
             return {"type": "string", "enum": [m.value for m in tp]}
         origin = get_origin(tp)
@@ -114,7 +114,8 @@ _PAGES: dict[Any, Any] = {}
 
 def _page_type(item: Any) -> Any:
     name = getattr(item, "__name__", "Item") + "Page"
-    return TypedDict(name, {"items": list[item], "next": str | None})  # type: ignore[misc]
+    make: Any = TypedDict
+    return make(name, {"items": list[item], "next": str | None})
 
 
 # --- the views handlers build as dicts ---------------------------------------------

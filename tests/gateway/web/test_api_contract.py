@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -179,4 +180,86 @@ async def test_schemathesis_finds_nothing(seeded: Seeded, role: str) -> None:
     status, out = await _schemathesis(
         seeded, role, "--seed", str(seed), "--max-examples", os.environ.get("FUZZ_N", "8")
     )
+    if os.environ.get("FUZZ_OUT"):
+        Path(os.environ["FUZZ_OUT"]).write_text(out)
     assert status == 0, f"seed {seed}\n{out[-20000:]}"
+
+
+async def test_a_generated_client_runs_request_approve_and_lists_grants(seeded: Seeded) -> None:
+    import json
+
+    from aiohttp import ClientSession
+
+    async with (
+        ClientSession() as http,
+        http.get(f"{seeded.base}{API}/openapi.json") as response,
+    ):
+        document = await response.json()
+    spec = seeded.workdir / "openapi.json"
+    spec.write_text(json.dumps(document))
+    config = seeded.workdir / "generator.yaml"
+    config.write_text("post_hooks: []\n")
+    out = seeded.workdir / "generated" / "lockgate_client"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "openapi_python_client",
+        "generate",
+        "--path",
+        str(spec),
+        "--output-path",
+        str(out),
+        "--meta",
+        "none",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    log, _ = await proc.communicate()
+    assert proc.returncode == 0, log.decode()
+    sys.path.insert(0, str(out.parent))
+    try:
+        from lockgate_client import AuthenticatedClient  # type: ignore[import-not-found]
+        from lockgate_client.api.access import (  # type: ignore[import-not-found]
+            get_list_grants,
+            post_approve_request,
+            post_create_request,
+        )
+        from lockgate_client.models import (  # type: ignore[import-not-found]
+            AccessRequest,
+            Approve,
+            GrantPage,
+            NewRequest,
+        )
+
+        def client(role: str) -> Any:
+            return AuthenticatedClient(base_url=seeded.base, token=seeded.tokens[role])
+
+        async with client("requester") as alice, client("approver") as bob:
+            policy = seeded.node.services.policy
+            for grant in await policy.list_grants("alice", active_only=True):
+                await policy.revoke(SYSTEM_ACTOR, grant.id, "make room")
+            for pending in await policy.list_requests("alice", pending_only=True):
+                await policy.cancel("alice", pending.id)
+            asked = await post_create_request.asyncio_detailed(
+                client=alice,
+                body=NewRequest(target="db01", account="deploy", duration="30m", reason="CHG-7"),
+            )
+            assert asked.status_code == 201, asked.content
+            created = asked.parsed
+            assert isinstance(created, AccessRequest) and created.state == "pending"
+            assert asked.headers["Location"] == f"{API}/requests/{created.id}"
+            approved = await post_approve_request.asyncio(
+                client=bob, id=created.id, body=Approve(comment="go")
+            )
+            assert isinstance(approved, AccessRequest), approved
+            assert approved.state == "approved" and approved.grant_id
+            page = await get_list_grants.asyncio(client=alice, active=True, limit=1)
+            assert isinstance(page, GrantPage)
+            assert [g.id for g in page.items] == [approved.grant_id]
+            assert page.next is None
+    finally:
+        sys.path.remove(str(out.parent))
+        for name in [m for m in sys.modules if m.split(".")[0] == "lockgate_client"]:
+            del sys.modules[name]
