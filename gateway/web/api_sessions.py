@@ -267,7 +267,9 @@ async def _grant_facts(call: Call, grant_id: str) -> dict[str, Any] | None:
     "Check one recording against its seal",
     access=AUDITOR,
     tag="recordings",
-    returns=list[shapes.SealCheck],
+    query=s.Paged,
+    returns=shapes.SealCheck,
+    paged=True,
 )
 async def verify_recording(call: Call) -> Any:
     info = await readable_recording(call, call.arg("id"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from gateway.web import shapes
 from gateway.web.problems import PREFIX, TITLES
@@ -121,9 +121,12 @@ class _Builder:
         return {"$ref": REF + name}
 
     def body(self, body: Any) -> Schema:
-        if isinstance(body, tuple):
-            return {"oneOf": [self.model(m) for m in body]}
-        return self.model(body)
+        if isinstance(body, type) and issubclass(body, BaseModel):
+            return self.model(body)
+        schema = TypeAdapter(body).json_schema(ref_template=REF + "{model}")
+        for sub, definition in schema.pop("$defs", {}).items():
+            self.models.setdefault(sub, definition)
+        return schema
 
     def operation(self, route: Route, *, head: bool = False) -> dict[str, Any]:
         method = "head" if head else route.method.lower()
@@ -154,7 +157,9 @@ class _Builder:
         if route.body is not None:
             adapter = route.adapter
             assert adapter is not None
-            required = bool(adapter.json_schema().get("required")) or isinstance(route.body, tuple)
+            required = not isinstance(route.body, type) or bool(
+                adapter.json_schema().get("required")
+            )
             op["requestBody"] = {
                 "required": required,
                 "content": {"application/json": {"schema": self.body(route.body)}},
@@ -165,7 +170,7 @@ class _Builder:
         returns = shapes.page_of(route.returns) if route.paged else route.returns
         schema = self.registry.of(returns)
         success: dict[str, Any] = {"description": _describe(route.status)}
-        if not head:
+        if not head and route.media:
             success["content"] = {
                 media: {"schema": schema if media == "application/json" else {"type": "string"}}
                 for media in route.media
@@ -202,7 +207,11 @@ class _Builder:
 
 
 def _describe(status: int) -> str:
-    return {200: "OK", 201: "created", 202: "accepted: it happens shortly"}.get(status, "OK")
+    return {
+        101: "switching to the WebSocket protocol",
+        201: "created",
+        202: "accepted: it happens shortly",
+    }.get(status, "OK")
 
 
 def _error_statuses(route: Route) -> set[int]:

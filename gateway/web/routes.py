@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from gateway.render import to_jsonable
 from gateway.web import jsonbody, paging
@@ -33,7 +34,9 @@ from gateway.web.schemas import NoQuery, Query
 from policy.errors import AccessDenied
 
 API = "/api/v1"
-MAX_BODY = 64 * 1024
+# Room for every field at its longest even when each character is sent as a 12-byte
+# escaped surrogate pair, so a body the schema allows is never refused for its size.
+MAX_BODY = 1024 * 1024
 
 # Who may call a route at all.
 PUBLIC = "public"  # no sign-in (the document itself; signals carry their own HMAC)
@@ -80,7 +83,7 @@ class Route:
     handler: HandlerFn
     summary: str
     access: str
-    body: Any  # a Body model, a tuple of them (exactly one applies) or None: no body
+    body: Any  # a Body model, an Annotated union of them (schemas.NEW_TARGET), or None
     query: type[Query]
     status: int
     tag: str
@@ -104,10 +107,7 @@ def _adapter(body: Any) -> TypeAdapter[Any] | None:
     if body is None:
         return None
     if body not in _ADAPTERS:
-        from typing import Union
-
-        tp: Any = Union[body] if isinstance(body, tuple) else body  # noqa: UP007
-        _ADAPTERS[body] = TypeAdapter(tp)
+        _ADAPTERS[body] = TypeAdapter(body)
     return _ADAPTERS[body]
 
 
@@ -178,12 +178,35 @@ def _check_access(route: Route, who: Principal | None) -> None:
         raise Problem(403, "forbidden", "this needs the admin role")
 
 
+_TYPES = {
+    "string_type": "string",
+    "int_type": "integer",
+    "int_from_float": "integer",
+    "bool_type": "boolean",
+    "list_type": "array",
+    "dict_type": "object",
+    "float_type": "number",
+    "model_type": "object",
+}
+
+
 def _invalid(exc: ValidationError, where: str) -> Problem:
     """A 422 naming each field and what is wrong with it (never the value sent)."""
     errors = []
     for error in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(part) for part in error["loc"]) or where
-        errors.append(f"{loc}: {error['msg']}")
+        # A union's member (its tag) is not a field the client wrote.
+        parts = [str(p) for p in error["loc"] if not (isinstance(p, str) and p[:1].isupper())]
+        parts = [p for p in parts if p not in ("ssh", "web", "ca", "pinned", "insecure")]
+        name = ".".join(parts)
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            errors.append(f"unknown field {name!r}")
+        elif kind == "missing":
+            errors.append(f"missing field {name!r}")
+        elif kind in _TYPES and name:
+            errors.append(f"{name!r} must be a {_TYPES[kind]}")
+        else:
+            errors.append(f"{name or where}: {error['msg']}")
     return Problem(422, "invalid-input", "; ".join(errors)[:2000], errors=errors[:50])
 
 
@@ -214,6 +237,8 @@ async def read_body(request: web.Request, route: Route) -> dict[str, Any]:
         model = adapter.validate_python(data)
     except ValidationError as exc:
         raise _invalid(exc, "body") from None
+    except PydanticCustomError as exc:  # raised by a union's discriminator (schemas)
+        raise Problem(422, "invalid-input", exc.message(), errors=[exc.message()]) from None
     dumped: dict[str, Any] = model.model_dump(by_alias=True)
     return dumped
 

@@ -17,12 +17,14 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    Tag,
     model_validator,
 )
-from pydantic_core import core_schema
+from pydantic_core import PydanticCustomError, core_schema
 
 # What Python's str.split() treats as white space (the services fold reasons with it).
 SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -85,15 +87,14 @@ class Text:
     def __get_pydantic_json_schema__(
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        if self.fmt:  # its format says more than a pattern could; generators know formats
+            return {"type": "string", "format": self.fmt}
+        return {
             "type": "string",
             "minLength": self.min_length,
             "maxLength": self.max_length,
             "pattern": f"^(?:{self.core})$",
         }
-        if self.fmt:
-            out["format"] = self.fmt
-        return out
 
 
 Reason = Annotated[str, Text(NON_BLANK, min_length=1, max_length=500)]
@@ -110,13 +111,13 @@ Text80 = Annotated[str, Text(TEXT, max_length=80)]
 NonBlank500 = Annotated[str, Text(NON_BLANK, min_length=1, max_length=500)]
 Text64 = Annotated[str, Text(TEXT, max_length=64)]
 SshHost = Annotated[str, Text(SSH_HOST, min_length=1, max_length=253)]
-PublicKey = Annotated[str, Text(r"[\x20-\x7e]+", min_length=1, max_length=4096, fmt=PUBLIC_KEY)]
+PublicKey = Annotated[str, Text(r"[\x20-\x7e]+", min_length=1, max_length=3000, fmt=PUBLIC_KEY)]
 UidRange = Annotated[str, Text(UID_RANGE, max_length=19)]
 Archive = Annotated[str, Text(f"|{ARCHIVE}", max_length=201)]
 Url = Annotated[str, Text(URL, min_length=8, max_length=2048)]
 HttpsUrl = Annotated[str, Text(HTTPS_URL, min_length=9, max_length=2048)]
 PemCerts = Annotated[
-    str, Text(r"[\t\n\r\x20-\x7e]+", min_length=1, max_length=60000, fmt=PEM_CERTS)
+    str, Text(r"[\t\n\r\x20-\x7e]+", min_length=1, max_length=48000, fmt=PEM_CERTS)
 ]
 Fingerprint = Annotated[str, Text(FINGERPRINT, min_length=64, max_length=71)]
 PrivateKey = Annotated[
@@ -131,11 +132,11 @@ Method = Annotated[str, Text(HEADER, min_length=1, max_length=20)]
 StatusFilter = Annotated[str, Text(r"[1-5](?:[0-9]{2}|xx)", max_length=3)]
 PathGlob = Annotated[str, Text(r"/[\x21-\x7e]{0,199}", min_length=1, max_length=200)]
 Text200 = Annotated[str, Text(TEXT, max_length=200)]
-KeyRef = Annotated[str, Text(r"[\x20-\x7e]+", min_length=1, max_length=4096)]
+KeyRef = Annotated[str, Text(r"[\x20-\x7e]+", min_length=1, max_length=3000)]
 LabelKey = Annotated[str, Text(ROLE, min_length=1, max_length=64)]
 ParamName = Annotated[str, Text(PARAM, min_length=1, max_length=100)]
 Roles = Annotated[list[Role], Field(max_length=64)]
-Keys = Annotated[list[PublicKey], Field(max_length=8)]  # 8 x 4096 fits in a 64 KiB body
+Keys = Annotated[list[PublicKey], Field(max_length=8)]
 
 
 class Body(BaseModel):
@@ -203,7 +204,7 @@ class NewUser(Body):
 class ChangeUser(Body):
     roles: Roles | None = None
     add_keys: Keys | None = None
-    remove_keys: Annotated[list[KeyRef], Field(max_length=64)] | None = None
+    remove_keys: Annotated[list[KeyRef], Field(max_length=8)] | None = None
     enable: bool | None = None
     password: Password | None = None
 
@@ -269,7 +270,36 @@ class NewWebTargetInsecure(_WebTarget):
     tls_verify: Literal[False]
 
 
-NEW_TARGET = (NewSshTarget, NewWebTarget, NewWebTargetCa, NewWebTargetPinned, NewWebTargetInsecure)
+def _target_kind(value: Any) -> str | None:
+    if not isinstance(value, dict) or ("host" in value) == ("url" in value):
+        return None
+    tls = ("tls_ca" in value, "tls_fingerprint" in value, value.get("tls_verify") is False)
+    if sum(tls) > 1:
+        raise PydanticCustomError(
+            "one_tls", "give at most one of a TLS CA, a TLS fingerprint or TLS insecure"
+        )
+    if "host" in value:
+        return "ssh"
+    if "tls_ca" in value:
+        return "ca"
+    if "tls_fingerprint" in value:
+        return "pinned"
+    return "insecure" if value.get("tls_verify") is False else "web"
+
+
+NEW_TARGET = Annotated[
+    Annotated[NewSshTarget, Tag("ssh")]
+    | Annotated[NewWebTarget, Tag("web")]
+    | Annotated[NewWebTargetCa, Tag("ca")]
+    | Annotated[NewWebTargetPinned, Tag("pinned")]
+    | Annotated[NewWebTargetInsecure, Tag("insecure")],
+    Discriminator(
+        _target_kind,
+        custom_error_type="one_of",
+        custom_error_message="give exactly one of host (SSH target) or url (web target)",
+    ),
+]
+"""Exactly one of these: an SSH target, or a web target with at most one TLS setting."""
 
 
 class SetProvision(Body):
@@ -318,14 +348,15 @@ class HeaderCredential(Body):
     value: Secret
 
 
-CREDENTIAL = (
-    PasswordCredential,
-    KeyCredential,
-    ProvisionerCredential,
-    CaCredential,
-    BasicCredential,
-    HeaderCredential,
-)
+CREDENTIAL = Annotated[
+    PasswordCredential
+    | KeyCredential
+    | ProvisionerCredential
+    | CaCredential
+    | BasicCredential
+    | HeaderCredential,
+    Field(discriminator="kind"),
+]
 
 
 class NewToken(Body):

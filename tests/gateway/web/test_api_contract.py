@@ -33,12 +33,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import Node
 from gateway.sessions.records import NewSession
+from gateway.signals import SIGNAL_ACCOUNT, SIGNAL_TARGET
 from gateway.web.routes import API
 from policy.models import Rule
 from policy.service import SYSTEM_ACTOR
 from recorder.recorder import Recorder
 from tests.libdb import create_engine, fresh_database
 from tests.nodes import start_test_node
+from vault.secret import Secret
 
 RULES = (
     Rule(
@@ -138,6 +140,9 @@ async def seeded(db_url: str, tmp_path: Path) -> AsyncIterator[Seeded]:
             "alice", "db01", account="deploy", duration=timedelta(hours=1), reason="INC-2"
         )
         await policy.lock(SYSTEM_ACTOR, "user", "mallory", "contract seed")
+        await node.services.vault.set_credential(
+            SYSTEM_ACTOR, SIGNAL_TARGET, SIGNAL_ACCOUNT, "password", Secret(b"contract-signals-1")
+        )
         await _record(node, "se-contract-1", "alice")
         await _record(node, "se-contract-2", "alice")
         yield harness
@@ -163,6 +168,8 @@ async def _schemathesis(seeded: Seeded, role: str, *args: str) -> tuple[int, str
         "--generation-database",
         "none",
         "--no-color",
+        "--workers",
+        os.environ.get("FUZZ_W", "2"),
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
