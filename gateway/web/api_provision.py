@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 from gateway.web import schemas as s
 from gateway.web.limits import uid_range
 from gateway.web.routes import ADMIN, AUDITOR, TABLE, Call
+from policy.errors import Conflict
 from policy.models import Target
 
 route = TABLE.add
@@ -52,6 +53,9 @@ async def _target(call: Call) -> Target:
 )
 async def set_provision(call: Call) -> Any:
     b = call.body
+    target = await _target(call)
+    if target.kind != "ssh" and b.get("provision") not in (None, "none"):
+        raise Conflict(f"{target.name} is a web target: only SSH targets can be provisioned")
     return await call.deps.services.policy.set_target_provision(
         call.actor,
         call.arg("name"),

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -139,6 +140,17 @@ Roles = Annotated[list[Role], Field(max_length=64)]
 Keys = Annotated[list[PublicKey], Field(max_length=8)]
 
 
+def _whole(value: Any) -> Any:
+    """JSON has one number type: 3.0 is the integer 3 (as JSON Schema reads it)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Port = Annotated[Annotated[int, Field(ge=1, le=65535)], BeforeValidator(_whole)]
+BodyBytes = Annotated[Annotated[int, Field(ge=0, le=1024 * 1024)], BeforeValidator(_whole)]
+
+
 class Body(BaseModel):
     """Strict JSON: no unknown field, no coercion (``"1"`` is not a number)."""
 
@@ -211,7 +223,13 @@ class ChangeUser(Body):
 
 Labels = Annotated[
     dict[LabelKey, Text64],
-    Field(max_length=64),
+    Field(
+        max_length=64,
+        json_schema_extra={
+            "additionalProperties": False,
+            "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": f"^(?:{ROLE})$"},
+        },
+    ),
 ]
 Provision = Literal["none", "ephemeral", "elevate"]
 
@@ -227,7 +245,7 @@ class NewSshTarget(_TargetCommon):
     """An SSH target: ``host`` (and no ``url``)."""
 
     host: SshHost
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    port: Port | None = None
     host_key: PublicKey | None = None
     provision: Provision | None = None
     uid_range: UidRange | None = None
@@ -237,7 +255,7 @@ class NewSshTarget(_TargetCommon):
 class _WebTarget(_TargetCommon):
     preserve_host: bool | None = None
     sensitive_params: Annotated[list[ParamName], Field(max_length=100)] | None = None
-    record_bodies: Annotated[int, Field(ge=0, le=1024 * 1024)] | None = None
+    record_bodies: BodyBytes | None = None
 
 
 class NewWebTarget(_WebTarget):
