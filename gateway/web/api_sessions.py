@@ -286,12 +286,13 @@ async def verify_recording(call: Call) -> Any:
 )
 async def recording_cast(call: Call) -> Any:
     info = await readable_recording(call, call.arg("id"))
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "application/x-asciicast",
-            "Content-Disposition": f'attachment; filename="{info.session_id}.cast"',
-        }
-    )
+    headers = {
+        "Content-Type": "application/x-asciicast",
+        "Content-Disposition": f'attachment; filename="{info.session_id}.cast"',
+    }
+    if call.request.method == "HEAD":  # the headers only: a streamed body has no length
+        return web.Response(headers=headers)
+    response = web.StreamResponse(headers=headers)
     await response.prepare(call.request)
     lines = await asyncio.to_thread(lambda: list(asciicast(iter_records_from(str(info.path), 0))))
     batch: list[str] = []
