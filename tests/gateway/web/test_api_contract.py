@@ -294,3 +294,83 @@ async def test_a_generated_client_runs_request_approve_and_lists_grants(seeded: 
         sys.path.remove(str(out.parent))
         for name in [m for m in sys.modules if m.split(".")[0] == "lockgate_client"]:
             del sys.modules[name]
+
+
+async def _call(
+    seeded: Seeded, method: str, path: str, role: str, body: Any = None, **headers: str
+) -> tuple[int, Any, Any]:
+    from aiohttp import ClientSession
+
+    headers["Authorization"] = f"Bearer {seeded.tokens[role]}"
+    async with (
+        ClientSession() as http,
+        http.request(method, seeded.base + API + path, json=body, headers=headers) as response,
+    ):
+        raw = await response.read()
+        data = await response.json(content_type=None) if raw else None
+        return response.status, data, response.headers
+
+
+async def test_two_admins_cannot_overwrite_each_other(seeded: Seeded) -> None:
+    status, created, headers = await _call(
+        seeded, "POST", "/users", "admin", {"name": "carol", "roles": ["dev"]}
+    )
+    assert status == 201 and headers["Location"] == f"{API}/users/carol"
+    status, user, headers = await _call(seeded, "GET", "/users/carol", "admin")
+    assert status == 200 and user == created
+    read = headers["ETag"]
+    status, body, head = await _call(seeded, "HEAD", "/users/carol", "admin")
+    assert status == 200 and body is None and head["ETag"] == read
+    # The first admin's change applies and gives the new ETag...
+    status, changed, headers = await _call(
+        seeded,
+        "POST",
+        "/users/carol/change",
+        "admin",
+        {"roles": ["dev", "ops"]},
+        **{"If-Match": read},
+    )
+    assert status == 200 and changed["roles"] == ["dev", "ops"] and headers["ETag"] != read
+    # ...the second, made from what was read before it, is refused and changes nothing.
+    status, problem, _ = await _call(
+        seeded, "POST", "/users/carol/change", "admin", {"roles": ["dev"]}, **{"If-Match": read}
+    )
+    assert status == 412 and problem["type"] == "urn:lockgate:problem:precondition-failed"
+    assert (await seeded.node.services.policy.get_user("carol")).roles == {"dev", "ops"}
+    status, _, _ = await _call(
+        seeded, "POST", "/users/carol/disable", "admin", {}, **{"If-Match": read}
+    )
+    assert status == 412 and not (await seeded.node.services.policy.get_user("carol")).disabled
+    # Without If-Match an update applies, as before.
+    status, changed, _ = await _call(seeded, "POST", "/users/carol/change", "admin", {"roles": []})
+    assert status == 200 and changed["roles"] == []
+
+
+async def test_a_decision_on_a_request_that_changed_is_refused(seeded: Seeded) -> None:
+    policy = seeded.node.services.policy
+    pending = (await policy.list_requests("alice", pending_only=True))[0]
+    status, _, headers = await _call(seeded, "GET", f"/requests/{pending.id}", "approver")
+    assert status == 200
+    await policy.cancel("alice", pending.id)
+    status, problem, _ = await _call(
+        seeded,
+        "POST",
+        f"/requests/{pending.id}/approve",
+        "approver",
+        {"comment": "ok"},
+        **{"If-Match": headers["ETag"]},
+    )
+    assert status == 412, problem
+    assert (await policy.get_request(SYSTEM_ACTOR, pending.id)).state == "cancelled"
+
+
+async def test_an_undeclared_method_is_405_with_allow(seeded: Seeded) -> None:
+    for method, path, allowed in (
+        ("DELETE", "/users/alice", {"GET", "HEAD"}),
+        ("PUT", "/locks/user/mallory", {"GET", "HEAD", "DELETE"}),
+        ("GET", "/requests/x/approve", {"POST"}),
+    ):
+        status, problem, headers = await _call(seeded, method, path, "admin")
+        assert status == 405, (method, path, problem)
+        assert set(headers["Allow"].split(",")) == allowed
+        assert problem["type"] == "urn:lockgate:problem:method-not-allowed"
