@@ -279,6 +279,8 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
         who = request.get(PRINCIPAL)
         try:
             _check_access(route, who)
+            if any("\x00" in v for v in request.match_info.values()):
+                raise Problem(404, "not-found", "no such resource")  # PostgreSQL cannot hold it
             params = read_query(request, route)
             body = await read_body(request, route) if route.body is not None else {}
             call = Call(request, request.app[DEPS], body, who, params)
