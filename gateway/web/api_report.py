@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, get_type_hints
 
 from aiohttp import web
 
-from gateway.report.build import report_for
+from gateway.report.build import Report, report_for
 from gateway.report.render import content_type, render
 from gateway.web import schemas as s
 from gateway.web.auth import scheme
@@ -14,6 +14,10 @@ from gateway.web.limits import duration
 from gateway.web.routes import AUDITOR, TABLE, Call
 
 route = TABLE.add
+_make: Any = TypedDict
+ReportJson = _make("ReportJson", {**get_type_hints(Report), "verified": bool, "sessions": int})
+"""The report as format=json writes it: the Report's fields, whether it all verified and
+how many sessions it covers."""
 
 
 @route(
@@ -25,7 +29,7 @@ route = TABLE.add
     access=AUDITOR,
     tag="audit",
     query=s.ReportQuery,
-    returns={"type": "object", "description": "the report (format=json)"},
+    returns=ReportJson,
     media=("application/json", "text/csv", "text/html"),
 )
 async def get_report(call: Call) -> Any:
