@@ -279,8 +279,9 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
         who = request.get(PRINCIPAL)
         try:
             _check_access(route, who)
-            if any("\x00" in v for v in request.match_info.values()):
-                raise Problem(404, "not-found", "no such resource")  # PostgreSQL cannot hold it
+            for name, value in request.match_info.items():
+                if "\x00" in value:  # PostgreSQL cannot hold one, so nothing has it
+                    raise Problem(404, "not-found", f"no {name} by that name")
             params = read_query(request, route)
             body = await read_body(request, route) if route.body is not None else {}
             call = Call(request, request.app[DEPS], body, who, params)
