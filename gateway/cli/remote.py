@@ -45,8 +45,11 @@ class Client:
         *,
         raw: bool = False,
     ) -> Any:
-        """The JSON answer (every page of a listing); with ``raw`` the body as text."""
+        """The JSON answer (every page of a listing, its items in one list); with ``raw``
+        the body as text. Fields set to None are left out of ``body``."""
         url = f"{self.url}/api/v1{path}"
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if v is not None}
         if query:
             url += "?" + urlencode({k: v for k, v in query.items() if v})
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
@@ -67,12 +70,18 @@ class Client:
                         raise Refused(detail or f"HTTP {resp.status}", resp.status)
                     link = resp.links.get("next")
                     following = link.get("url") if link is not None else None
-                if not isinstance(data, list) or following is None:
-                    return items + data if isinstance(data, list) else data
-                items += data
+                if not _is_page(data):
+                    return data
+                items += data["items"]
+                if following is None:
+                    return items
                 url = str(resp.url.join(URL(str(following))))
         except aiohttp.ClientError as exc:
             raise Refused(f"cannot reach {self.url} ({type(exc).__name__})", 0) from None
+
+
+def _is_page(data: Any) -> bool:
+    return isinstance(data, dict) and set(data) == {"items", "next"}
 
 
 def _seg(value: str) -> str:
@@ -159,7 +168,7 @@ async def _target_add(ctx: Context, api: Client) -> int:
     body = {
         "name": a.name,
         "host": a.host,
-        "port": a.port,
+        "port": a.port if a.host else None,
         "url": a.url,
         "host_key": a.host_key,
         "accounts": a.account,

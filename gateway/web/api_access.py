@@ -5,17 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.web import paging
-from gateway.web.routes import TABLE, USER, Call, F
-from policy.durations import parse_duration
-from policy.errors import InvalidInput, NotFound
-from policy.models import Target
+from gateway.web import schemas as s
+from gateway.web.limits import duration, optional_duration
+from gateway.web.routes import TABLE, USER, Call
+from policy.errors import NotFound
+from policy.models import AccessRequest, Grant, Lock, Rule, Target
 
 route = TABLE.add
-
-
-def _duration(text: str | None) -> Any:
-    return parse_duration(text) if text else None
 
 
 async def _visible_targets(call: Call) -> list[Target]:
@@ -32,7 +28,9 @@ async def _visible_targets(call: Call) -> list[Target]:
     "/targets",
     "Targets the caller may see (requesters: may request)",
     tag="access",
-    query=paging.QUERY,
+    query=s.Paged,
+    returns=Target,
+    paged=True,
 )
 async def list_targets(call: Call) -> Any:
     seen: dict[str, Target] = {}
@@ -41,7 +39,7 @@ async def list_targets(call: Call) -> Any:
     return list(seen.values())
 
 
-@route("GET", "/targets/{name}", "One target", tag="access")
+@route("GET", "/targets/{name}", "One target", tag="access", returns=Target, etag=True)
 async def get_target(call: Call) -> Any:
     name = call.arg("name")
     for target in await _visible_targets(call):
@@ -50,7 +48,16 @@ async def get_target(call: Call) -> Any:
     raise NotFound(f"no target {name}")
 
 
-@route("GET", "/rules", "The access rules in force", access=USER, tag="access", query=paging.QUERY)
+@route(
+    "GET",
+    "/rules",
+    "The access rules in force",
+    access=USER,
+    tag="access",
+    query=s.Paged,
+    returns=Rule,
+    paged=True,
+)
 async def list_rules(call: Call) -> Any:
     return list(call.deps.services.policy.rules)
 
@@ -59,15 +66,11 @@ async def list_rules(call: Call) -> Any:
     "POST",
     "/requests",
     "Ask for access to a target",
-    body={
-        "target": F("string", required=True, max_length=80),
-        "account": F("string", max_length=64),
-        "duration": F("string", max_length=20),
-        "reason": F("string", max_length=500),
-        "ticket": F("string", max_length=80),
-    },
+    body=s.NewRequest,
     status=201,
     tag="access",
+    returns=AccessRequest,
+    location=lambda r: f"/requests/{r.id}",
 )
 async def create_request(call: Call) -> Any:
     b = call.body
@@ -75,7 +78,7 @@ async def create_request(call: Call) -> Any:
         call.actor,
         b["target"],
         account=b.get("account") or None,
-        duration=_duration(b.get("duration")),
+        duration=optional_duration(b.get("duration")),
         reason=b.get("reason") or "",
         ticket=b.get("ticket") or "",
     )
@@ -85,8 +88,10 @@ async def create_request(call: Call) -> Any:
     "GET",
     "/requests",
     "Requests the caller may see (own; approvers: those they may decide)",
-    query={**paging.QUERY, "pending": "only pending requests", "mine": "only the caller's own"},
+    query=s.RequestsQuery,
     tag="access",
+    returns=AccessRequest,
+    paged=True,
 )
 async def list_requests(call: Call) -> Any:
     return await call.deps.services.policy.list_requests(
@@ -94,15 +99,20 @@ async def list_requests(call: Call) -> Any:
     )
 
 
-@route("GET", "/requests/{id}", "One request", tag="access")
+@route("GET", "/requests/{id}", "One request", tag="access", returns=AccessRequest, etag=True)
 async def get_request(call: Call) -> Any:
     return await call.deps.services.policy.get_request(call.actor, call.arg("id"))
 
 
-COMMENT = {"comment": F("string", max_length=500)}
-
-
-@route("POST", "/requests/{id}/approve", "Approve (never your own)", body=COMMENT, tag="access")
+@route(
+    "POST",
+    "/requests/{id}/approve",
+    "Approve (never your own)",
+    body=s.Approve,
+    tag="access",
+    returns=AccessRequest,
+    current=get_request,
+)
 async def approve_request(call: Call) -> Any:
     comment = call.body.get("comment") or ""
     return await call.deps.services.policy.approve(call.actor, call.arg("id"), comment)
@@ -112,14 +122,24 @@ async def approve_request(call: Call) -> Any:
     "POST",
     "/requests/{id}/deny",
     "Deny, with a comment",
-    body={"comment": F("string", required=True, max_length=500)},
+    body=s.Deny,
     tag="access",
+    returns=AccessRequest,
+    current=get_request,
 )
 async def deny_request(call: Call) -> Any:
     return await call.deps.services.policy.deny(call.actor, call.arg("id"), call.body["comment"])
 
 
-@route("POST", "/requests/{id}/cancel", "Cancel your pending request", body={}, tag="access")
+@route(
+    "POST",
+    "/requests/{id}/cancel",
+    "Cancel your pending request",
+    body=s.Empty,
+    tag="access",
+    returns=AccessRequest,
+    current=get_request,
+)
 async def cancel_request(call: Call) -> Any:
     return await call.deps.services.policy.cancel(call.actor, call.arg("id"))
 
@@ -128,8 +148,10 @@ async def cancel_request(call: Call) -> Any:
     "GET",
     "/grants",
     "Grants the caller may see",
-    query={**paging.QUERY, "active": "only active grants", "mine": "only the caller's own"},
+    query=s.GrantsQuery,
     tag="access",
+    returns=Grant,
+    paged=True,
 )
 async def list_grants(call: Call) -> Any:
     return await call.deps.services.policy.list_grants(
@@ -137,16 +159,19 @@ async def list_grants(call: Call) -> Any:
     )
 
 
-@route("GET", "/grants/{id}", "One grant", tag="access")
+@route("GET", "/grants/{id}", "One grant", tag="access", returns=Grant, etag=True)
 async def get_grant(call: Call) -> Any:
     return await call.deps.services.policy.get_grant(call.actor, call.arg("id"))
 
 
-REASON = {"reason": F("string", required=True, max_length=500)}
-
-
 @route(
-    "POST", "/grants/{id}/revoke", "Revoke a grant (ends its sessions)", body=REASON, tag="access"
+    "POST",
+    "/grants/{id}/revoke",
+    "Revoke a grant (ends its sessions)",
+    body=s.WithReason,
+    tag="access",
+    returns=Grant,
+    current=get_grant,
 )
 async def revoke_grant(call: Call) -> Any:
     return await call.deps.services.policy.revoke(call.actor, call.arg("id"), call.body["reason"])
@@ -156,13 +181,16 @@ async def revoke_grant(call: Call) -> Any:
     "POST",
     "/grants/{id}/extend",
     "Ask to extend your grant (a new request)",
-    body={"duration": F("string", required=True, max_length=20), **REASON},
+    body=s.Extend,
     status=201,
     tag="access",
+    returns=AccessRequest,
+    location=lambda r: f"/requests/{r.id}",
+    current=get_grant,
 )
 async def extend_grant(call: Call) -> Any:
     return await call.deps.services.policy.extend(
-        call.actor, call.arg("id"), parse_duration(call.body["duration"]), call.body["reason"]
+        call.actor, call.arg("id"), duration(call.body["duration"]), call.body["reason"]
     )
 
 
@@ -171,7 +199,9 @@ async def extend_grant(call: Call) -> Any:
     "/locks",
     "Active locks you may see (yours; an approver's pending decisions'; all for auditors)",
     tag="access",
-    query=paging.QUERY,
+    query=s.Paged,
+    returns=Lock,
+    paged=True,
 )
 async def list_locks(call: Call) -> Any:
     return await call.deps.services.policy.visible_locks(call.actor)
@@ -181,25 +211,33 @@ async def list_locks(call: Call) -> Any:
     "POST",
     "/locks",
     "Lock a user or a target (ends their sessions)",
-    body={
-        "kind": F("string", required=True, max_length=10),
-        "name": F("string", required=True, max_length=80),
-        **REASON,
-        "duration": F("string", max_length=20),
-    },
+    body=s.NewLock,
     status=201,
     tag="access",
+    returns=Lock,
+    location=lambda lock: f"/locks/{lock.kind}/{lock.name}",
 )
 async def create_lock(call: Call) -> Any:
     b = call.body
-    if b["kind"] not in ("user", "target"):
-        raise InvalidInput("kind must be user or target")
     return await call.deps.services.policy.lock(
-        call.actor, b["kind"], b["name"], b["reason"], _duration(b.get("duration"))
+        call.actor, b["kind"], b["name"], b["reason"], optional_duration(b.get("duration"))
     )
 
 
-@route("DELETE", "/locks/{kind}/{name}", "Lift a lock", tag="access")
+async def _visible_lock(call: Call) -> Lock:
+    kind, name = call.arg("kind"), call.arg("name")
+    for lock in await call.deps.services.policy.visible_locks(call.actor):
+        if lock.kind == kind and lock.name == name:
+            return lock
+    raise NotFound(f"{kind} {name} is not locked")
+
+
+@route("GET", "/locks/{kind}/{name}", "One active lock you may see", tag="access", returns=Lock)
+async def get_lock(call: Call) -> Any:
+    return await _visible_lock(call)
+
+
+@route("DELETE", "/locks/{kind}/{name}", "Lift a lock", tag="access", returns=Lock)
 async def delete_lock(call: Call) -> Any:
     kind = call.arg("kind")
     if kind not in ("user", "target"):

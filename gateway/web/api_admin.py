@@ -4,22 +4,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.web import paging
-from gateway.web.routes import ADMIN, AUDITOR, TABLE, USER, Call, F
-from policy.durations import parse_duration
-from policy.errors import InvalidInput, NotFound
+from gateway.web import schemas as s
+from gateway.web import shapes
+from gateway.web.limits import optional_duration, uid_range
+from gateway.web.routes import ADMIN, AUDITOR, TABLE, USER, Call
+from policy.errors import Conflict, InvalidInput, NotFound
+from policy.models import Target, User
+from vault.records import CredentialInfo
 from vault.secret import Secret
+from vault.service import PROVISIONER_ACCOUNT
 
 route = TABLE.add
 
 
-@route("GET", "/whoami", "The caller", access=USER, tag="users")
+class Whoami(shapes.Whoami):
+    user: User
+
+
+@route("GET", "/whoami", "The caller", access=USER, tag="users", returns=Whoami)
 async def whoami(call: Call) -> Any:
     assert call.who is not None
     return {"user": call.who.user, "via": call.who.via}
 
 
-@route("GET", "/users", "Every user", access=AUDITOR, tag="users", query=paging.QUERY)
+@route(
+    "GET",
+    "/users",
+    "Every user",
+    access=AUDITOR,
+    tag="users",
+    query=s.Paged,
+    returns=User,
+    paged=True,
+)
 async def list_users(call: Call) -> Any:
     return await call.deps.services.policy.list_users()
 
@@ -29,14 +46,11 @@ async def list_users(call: Call) -> Any:
     "/users",
     "Add a user",
     access=ADMIN,
-    body={
-        "name": F("string", required=True, max_length=64),
-        "roles": F("array", items="string"),
-        "public_keys": F("array", items="string"),
-        "password": F("string", max_length=1024),
-    },
+    body=s.NewUser,
     status=201,
     tag="users",
+    returns=User,
+    location=lambda u: f"/users/{u.name}",
 )
 async def add_user(call: Call) -> Any:
     b = call.body
@@ -49,7 +63,14 @@ async def add_user(call: Call) -> Any:
     )
 
 
-@route("GET", "/users/{name}", "One user (yourself, or anyone for auditors)", tag="users")
+@route(
+    "GET",
+    "/users/{name}",
+    "One user (yourself, or anyone for auditors)",
+    tag="users",
+    returns=User,
+    etag=True,
+)
 async def get_user(call: Call) -> Any:
     name = call.arg("name")
     assert call.who is not None
@@ -63,18 +84,16 @@ async def get_user(call: Call) -> Any:
     "/users/{name}/change",
     "Change a user: roles (all of them), keys added and removed, enable, a new password",
     access=ADMIN,
-    body={
-        "roles": F("array", items="string"),
-        "add_keys": F("array", items="string"),
-        "remove_keys": F("array", items="string"),
-        "enable": F("boolean"),
-        "password": F("string", max_length=1024),
-    },
+    body=s.ChangeUser,
     tag="users",
+    returns=User,
+    current=get_user,
 )
 async def change_user(call: Call) -> Any:
     b, policy = call.body, call.deps.services.policy
     name = call.arg("name")
+    if name == call.actor and b.get("roles") is not None and "admin" not in b["roles"]:
+        raise Conflict("you cannot take the admin role from yourself; ask another admin")
     user = await policy.change_user(
         call.actor,
         name,
@@ -88,8 +107,19 @@ async def change_user(call: Call) -> Any:
     return user
 
 
-@route("POST", "/users/{name}/disable", "Disable a user", access=ADMIN, body={}, tag="users")
+@route(
+    "POST",
+    "/users/{name}/disable",
+    "Disable a user",
+    access=ADMIN,
+    body=s.Empty,
+    tag="users",
+    returns=User,
+    current=get_user,
+)
 async def disable_user(call: Call) -> Any:
+    if call.arg("name") == call.actor:  # nobody locks themselves out by mistake
+        raise Conflict("you cannot disable yourself; ask another admin")
     user = await call.deps.services.policy.disable_user(call.actor, call.arg("name"))
     await call.deps.browser.end_user(user.name)
     return user
@@ -100,35 +130,15 @@ async def disable_user(call: Call) -> Any:
     "/targets",
     "Add an SSH target (host) or a web target (url)",
     access=ADMIN,
-    body={
-        "name": F("string", required=True, max_length=80),
-        "host": F("string", max_length=255),
-        "port": F("integer"),
-        "host_key": F("string", max_length=16384),
-        "url": F("string", max_length=2048),
-        "accounts": F("array", items="string"),
-        "default_account": F("string", max_length=64),
-        "labels": F("object"),
-        "tls_verify": F("boolean"),
-        "tls_ca": F("string", max_length=1024 * 1024),
-        "tls_fingerprint": F("string", max_length=200),
-        "preserve_host": F("boolean"),
-        "sensitive_params": F("array", items="string"),
-        "record_bodies": F("integer"),
-        "provision": F("string", max_length=16),
-        "uid_range": F("string", max_length=32),
-        "home_archive": F("string", max_length=255),
-    },
+    body=s.NEW_TARGET,
     status=201,
     tag="targets",
+    returns=Target,
+    location=lambda t: f"/targets/{t.name}",
 )
 async def add_target(call: Call) -> Any:
     b = call.body
-    if bool(b.get("host")) == bool(b.get("url")):
-        raise InvalidInput("give exactly one of host (SSH target) or url (web target)")
     labels = b.get("labels") or {}
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
-        raise InvalidInput("labels must map strings to strings")
     return await call.deps.services.policy.add_target(
         call.actor,
         b["name"],
@@ -140,14 +150,14 @@ async def add_target(call: Call) -> Any:
         labels=labels,
         accounts=b.get("accounts") or [],
         default_account=b.get("default_account"),
-        tls_verify=b.get("tls_verify", True),
+        tls_verify=b.get("tls_verify") is not False,
         tls_ca=b.get("tls_ca"),
         tls_fingerprint=b.get("tls_fingerprint"),
         preserve_host=b.get("preserve_host", False),
         sensitive_params=b.get("sensitive_params") or (),
         record_bodies=b.get("record_bodies") or 0,
         provision=b.get("provision") or "none",
-        uid_range=b.get("uid_range"),
+        uid_range=uid_range(b.get("uid_range")),
         home_archive=b.get("home_archive") or "",
     )
 
@@ -158,7 +168,9 @@ async def add_target(call: Call) -> Any:
     "Vaulted credentials (never their values); auditors read them too",
     access=AUDITOR,
     tag="targets",
-    query=paging.QUERY,
+    query=s.Paged,
+    returns=CredentialInfo,
+    paged=True,
 )
 async def list_credentials(call: Call) -> Any:
     return await call.deps.services.vault.list_credentials()
@@ -169,24 +181,27 @@ async def list_credentials(call: Call) -> Any:
     "/credentials/{target}/{account}",
     "Store the credential for a target's account (write-only)",
     access=ADMIN,
-    body={
-        "kind": F("string", required=True, max_length=20),
-        "value": F("string", max_length=65536),
-        "passphrase": F("string", max_length=1024),
-        "header": F("string", max_length=100),
-        "username": F("string", max_length=100),
-    },
+    body=s.CREDENTIAL,
     tag="targets",
+    returns=CredentialInfo,
 )
 async def set_credential(call: Call) -> Any:
     b = call.body
     vault = call.deps.services.vault
     target, account = call.arg("target"), call.arg("account")
-    await call.deps.services.policy.credential_target(target, account)
+    if (b["kind"] == "provisioner") != (account == PROVISIONER_ACCOUNT):
+        raise Conflict(
+            f"a provisioner key is stored as account {PROVISIONER_ACCOUNT}, and only there"
+        )
+    if account != PROVISIONER_ACCOUNT:
+        try:
+            await call.deps.services.policy.credential_target(target, account)
+        except InvalidInput as exc:  # an account the target has not got: no such slot
+            raise NotFound(str(exc)) from None
+    else:
+        await call.deps.services.policy.get_target(target)
     if b["kind"] == "ssh_ca":
         return await vault.create_ssh_ca(call.actor, target, account)
-    if not b.get("value"):
-        raise InvalidInput("value is required for this kind")
     public = {k: b[k] for k in ("header", "username") if b.get(k)}
     passphrase = Secret(b["passphrase"].encode()) if b.get("passphrase") else None
     return await vault.set_credential(
@@ -204,16 +219,13 @@ async def set_credential(call: Call) -> Any:
     "POST",
     "/tokens",
     "Create an API token (shown once) for yourself, or anyone as admin",
-    body={
-        "user": F("string", required=True, max_length=64),
-        "duration": F("string", max_length=20),
-    },
+    body=s.NewToken,
     status=201,
     tag="users",
+    returns=shapes.NewTokenView,
 )
 async def create_token(call: Call) -> Any:
-    duration = call.body.get("duration")
     token, info = await call.deps.services.policy.create_token(
-        call.actor, call.body["user"], parse_duration(duration) if duration else None
+        call.actor, call.body["user"], optional_duration(call.body.get("duration"))
     )
     return {"token": token, **{k: v for k, v in vars(info).items()}}

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.notify.outbox import Outbox
-from gateway.stream.status import stream_status
-from gateway.web import paging
+from gateway.stream.status import StreamStatus, stream_status
+from gateway.web import schemas as s
+from gateway.web import shapes
 from gateway.web.routes import ADMIN, AUDITOR, TABLE, Call
-from policy.errors import InvalidInput, NotFound
+from policy.errors import NotFound
 
 route = TABLE.add
+STATES = ("pending", "sent", "dead")
 
 
 @route(
@@ -19,12 +21,12 @@ route = TABLE.add
     "Where each audit sink (and the notification dispatcher) stands in the audit log",
     access=AUDITOR,
     tag="audit",
+    query=s.Paged,
+    returns=StreamStatus,
+    paged=True,
 )
 async def audit_streams(call: Call) -> Any:
     return await stream_status(call.deps.services)
-
-
-STATES = ("pending", "sent", "dead")
 
 
 @route(
@@ -33,16 +35,12 @@ STATES = ("pending", "sent", "dead")
     "Notifications in the outbox: pending, sent, or dead letters (state=dead)",
     access=AUDITOR,
     tag="notifications",
-    query={
-        "state": "pending | sent | dead",
-        "channel": "one channel's notifications",
-        **paging.QUERY,
-    },
+    query=s.NotificationsQuery,
+    returns=shapes.Notification,
+    paged=True,
 )
 async def list_notifications(call: Call) -> Any:
     state = call.query("state") or None
-    if state is not None and state not in STATES:
-        raise InvalidInput(f"state must be one of {', '.join(STATES)}")
     rows = await Outbox(call.deps.services.maker).list(
         state=state, channel=call.query("channel") or None
     )
@@ -54,8 +52,9 @@ async def list_notifications(call: Call) -> Any:
     "/notifications/{id}/retry",
     "Queue a dead letter again, with a fresh set of attempts",
     access=ADMIN,
-    body={},
+    body=s.Empty,
     tag="notifications",
+    returns=shapes.Notification,
 )
 async def retry_notification(call: Call) -> Any:
     raw = call.arg("id")

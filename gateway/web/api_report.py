@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, get_type_hints
 
 from aiohttp import web
 
-from gateway.report.build import report_for
-from gateway.report.render import FORMATS, content_type, render
+from gateway.report.build import Report, report_for
+from gateway.report.render import content_type, render
+from gateway.web import schemas as s
 from gateway.web.auth import scheme
+from gateway.web.limits import duration
 from gateway.web.routes import AUDITOR, TABLE, Call
-from policy.errors import InvalidInput
 
 route = TABLE.add
+_make: Any = TypedDict
+ReportJson = _make("ReportJson", {**get_type_hints(Report), "verified": bool, "sessions": int})
+"""The report as format=json writes it: the Report's fields, whether it all verified and
+how many sessions it covers."""
 
 
 @route(
@@ -23,19 +28,13 @@ route = TABLE.add
     "and the recordings verify",
     access=AUDITOR,
     tag="audit",
-    query={
-        "since": "how far back, a duration such as 30d (required)",
-        "target": "one target only",
-        "user": "one person only",
-        "format": "json (default), csv or html (a self-contained file)",
-    },
+    query=s.ReportQuery,
+    returns=ReportJson,
+    media=("application/json", "text/csv", "text/html"),
 )
 async def get_report(call: Call) -> Any:
     fmt = call.query("format", "json")
-    if fmt not in FORMATS:
-        raise InvalidInput("format must be csv, json or html")
-    if not call.query("since"):
-        raise InvalidInput("since is required, e.g. since=30d")
+    duration(call.query("since"))  # over a year: refused (403), like any too long duration
     services = call.deps.services
     report = await report_for(
         services,

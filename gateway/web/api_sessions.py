@@ -7,11 +7,14 @@ admins every one; anything else answers "not found", like a recording that does 
 from __future__ import annotations
 
 import asyncio
-import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
+from gateway.audit import AuditEvent, VerifyResult
+from gateway.sessions.enforce import SignalResult
+from gateway.sessions.records import SessionRecord
 from gateway.signals import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -19,11 +22,13 @@ from gateway.signals import (
     remember,
     signal_secret,
 )
-from gateway.web import paging
-from gateway.web.routes import ADMIN, AUDITOR, PUBLIC, TABLE, USER, Call, F, openapi
-from policy.durations import parse_duration
-from policy.errors import InvalidInput, NotFound
+from gateway.web import paging, shapes
+from gateway.web import schemas as s
+from gateway.web.limits import duration
+from gateway.web.routes import ADMIN, AUDITOR, PUBLIC, TABLE, USER, Call
+from policy.errors import NotFound
 from recorder.asciicast import export as asciicast
+from recorder.errors import InvalidQuery
 from recorder.errors import NotFound as NoRecording
 from recorder.events import iter_records_from
 from recorder.http import TimelineEntry
@@ -39,8 +44,10 @@ MAX_WINDOW = 60.0  # seconds of frames per request
     "GET",
     "/sessions",
     "Sessions (own; auditors: all)",
-    query={"active": "only live ones", **paging.QUERY},
+    query=s.SessionsQuery,
     tag="sessions",
+    returns=SessionRecord,
+    paged=True,
 )
 async def list_sessions(call: Call) -> Any:
     size = paging.limit(call.request)
@@ -54,7 +61,7 @@ async def list_sessions(call: Call) -> Any:
     return paging.Page(rows[:size], (last.started_at, last.id) if last else None)
 
 
-@route("GET", "/sessions/{id}", "One session", tag="sessions")
+@route("GET", "/sessions/{id}", "One session", tag="sessions", returns=SessionRecord)
 async def get_session(call: Call) -> Any:
     return await call.deps.sessions.get(call.actor, call.arg("id"))
 
@@ -62,10 +69,12 @@ async def get_session(call: Call) -> Any:
 @route(
     "POST",
     "/sessions/{id}/terminate",
-    "End a live session on whichever node holds it",
+    "End a live session: the node holding it ends it shortly (202)",
     access=ADMIN,
-    body={"reason": F("string", required=True, max_length=500)},
+    body=s.WithReason,
+    status=202,
     tag="sessions",
+    returns=SessionRecord,
 )
 async def terminate_session(call: Call) -> Any:
     return await call.deps.sessions.terminate(call.actor, call.arg("id"), call.body["reason"])
@@ -106,12 +115,10 @@ def _summary(info: RecordingInfo) -> dict[str, Any]:
     "GET",
     "/recordings",
     "Recordings, newest first (own; auditors: all)",
-    query={
-        "user": "only this user's",
-        "target": "only this target's",
-        **paging.QUERY,
-    },
+    query=s.RecordingsQuery,
     tag="recordings",
+    returns=shapes.RecordingSummary,
+    paged=True,
 )
 async def list_recordings(call: Call) -> Any:
     assert call.who is not None
@@ -120,9 +127,16 @@ async def list_recordings(call: Call) -> Any:
         if user not in (None, call.actor):
             return paging.Page([], None)
         user = call.actor
+    try:
+        since, until = _day(call.query("since")), _day(call.query("until"), after=True)
+    except ValueError:  # no such day: nothing was recorded on it
+        return paging.Page([], None)
     infos, after = await call.deps.recordings.page(
         user=user,
         target=call.query("target") or None,
+        kind=call.query("kind") or None,
+        since=since,
+        until=until,
         limit=paging.limit(call.request),
         after=paging.cursor(call.request),
     )
@@ -134,15 +148,20 @@ async def list_recordings(call: Call) -> Any:
     "/recordings/search",
     "Find text that appeared on screen or commands typed, across recordings",
     access=AUDITOR,
-    query={"q": "the text", "session": "only within this recording"},
+    query=s.SearchQuery,
     tag="recordings",
+    returns=shapes.SearchHit,
+    paged=True,
 )
 async def search_recordings(call: Call) -> Any:
     text = call.query("q").strip()
-    if not text or len(text) > 200:
-        raise InvalidInput("q must be 1 to 200 characters")
     hits = await call.deps.recordings.search(text, call.query("session") or None)
-    return [{"session": h.session_id, "t": h.t, "kind": h.kind, "line": h.line} for h in hits]
+    found = [{"session": h.session_id, "t": h.t, "kind": h.kind, "line": h.line} for h in hits]
+    return paging.page_of(call.request, found, key=_hit_key)
+
+
+def _hit_key(hit: Any) -> str:
+    return f"{hit['session']}/{hit['t']!r}/{hit['kind']}/{hit['line']}"
 
 
 @route(
@@ -151,13 +170,22 @@ async def search_recordings(call: Call) -> Any:
     "Check every recording against its seal",
     access=AUDITOR,
     tag="recordings",
+    query=s.Paged,
+    returns=shapes.SealCheck,
+    paged=True,
 )
 async def verify_recordings(call: Call) -> Any:
     results = await call.deps.recordings.verify(None)
     return [{"session": s, "ok": p is None, "problem": p or ""} for s, p in results]
 
 
-@route("GET", "/recordings/{id}", "A recording's facts and timeline markers", tag="recordings")
+@route(
+    "GET",
+    "/recordings/{id}",
+    "A recording's facts and timeline markers",
+    tag="recordings",
+    returns=shapes.Recording,
+)
 async def get_recording(call: Call) -> Any:
     info = await readable_recording(call, call.arg("id"))
     facts = _summary(info)
@@ -172,26 +200,24 @@ async def get_recording(call: Call) -> Any:
     return facts
 
 
-TIMELINE_QUERY = {
-    "method": "only this method",
-    "status": "only this status or class, e.g. 404 or 4xx",
-    "path": "only paths matching this glob, e.g. /api/*",
-    "limit": "at most this many (1-1000, default 100)",
-    "cursor": "the next page: from the Link header of the previous one",
-}
-
-
 @route(
     "GET",
     "/recordings/{id}/requests",
     "A web session's requests in order (method, path, status, bytes, time), filtered",
-    query=TIMELINE_QUERY,
+    query=s.TimelineQuery,
     tag="recordings",
+    returns=shapes.TimelineRequest,
+    paged=True,
 )
 async def recording_requests(call: Call) -> Any:
     info = await readable_recording(call, call.arg("id"))
-    entries, after = await request_timeline(call.request, info)
-    return paging.respond(call.request, [e.as_dict() for e in entries], after)
+    try:
+        entries, after = await request_timeline(call.request, info)
+    except InvalidQuery as exc:
+        if "cursor" in str(exc):
+            raise paging.no_such_page() from None
+        raise
+    return paging.Page([e.as_dict() for e in entries], after)
 
 
 async def request_timeline(
@@ -241,6 +267,9 @@ async def _grant_facts(call: Call, grant_id: str) -> dict[str, Any] | None:
     "Check one recording against its seal",
     access=AUDITOR,
     tag="recordings",
+    query=s.Paged,
+    returns=shapes.SealCheck,
+    paged=True,
 )
 async def verify_recording(call: Call) -> Any:
     info = await readable_recording(call, call.arg("id"))
@@ -248,15 +277,22 @@ async def verify_recording(call: Call) -> Any:
     return [{"session": s, "ok": p is None, "problem": p or ""} for s, p in results]
 
 
-@route("GET", "/recordings/{id}/cast", "Download as asciicast v2", tag="recordings")
+@route(
+    "GET",
+    "/recordings/{id}/cast",
+    "Download as asciicast v2",
+    tag="recordings",
+    media=("application/x-asciicast",),
+)
 async def recording_cast(call: Call) -> Any:
     info = await readable_recording(call, call.arg("id"))
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "application/x-asciicast",
-            "Content-Disposition": f'attachment; filename="{info.session_id}.cast"',
-        }
-    )
+    headers = {
+        "Content-Type": "application/x-asciicast",
+        "Content-Disposition": f'attachment; filename="{info.session_id}.cast"',
+    }
+    if call.request.method == "HEAD":  # the headers only: a streamed body has no length
+        return web.Response(headers=headers)
+    response = web.StreamResponse(headers=headers)
     await response.prepare(call.request)
     lines = await asyncio.to_thread(lambda: list(asciicast(iter_records_from(str(info.path), 0))))
     batch: list[str] = []
@@ -270,35 +306,40 @@ async def recording_cast(call: Call) -> Any:
     return response
 
 
-def _seconds(text: str, name: str) -> float:
+def _day(text: str, after: bool = False) -> datetime | None:
+    """Midnight UTC of a YYYY-MM-DD day, or of the day after it (``after``; None past the
+    last day there is). Raises ValueError for a day the calendar has not got."""
+    if not text:
+        return None
+    day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     try:
-        value = float(text)
-    except ValueError:
-        raise InvalidInput(f"{name} must be a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise InvalidInput(f"{name} must be a number of seconds, 0 or more")
-    return value
+        return day + timedelta(days=1) if after else day
+    except OverflowError:
+        return None
 
 
 @route(
     "GET",
     "/recordings/{id}/frames",
-    "The screen at a time (at=), or the frames between from= and to= (at most 60 s)",
-    query={"at": "seconds from the start", "from": "window start", "to": "window end"},
+    "The screen at a time (at=), or the frames between from= and to= (to defaults to "
+    "from + 10 s; a window is cut at 60 s; one that ends before it starts has no frames)",
+    query=s.FramesQuery,
     tag="recordings",
+    returns=shapes.Frame | shapes.Frames,
 )
 async def recording_frames(call: Call) -> Any:
     info = await readable_recording(call, call.arg("id"))
     store = call.deps.recordings
-    if call.query("from"):
-        start = _seconds(call.query("from"), "from")
-        end = _seconds(call.query("to", str(start + 10)), "to")
-        if end < start or end - start > MAX_WINDOW:
-            raise InvalidInput(f"to must be after from, by at most {MAX_WINDOW:g} seconds")
+    if call.params.get("from") is not None:
+        start = float(call.params["from"])
+        to = call.params.get("to")
+        end = min(start + (10.0 if to is None else float(to) - start), start + MAX_WINDOW)
+        if end < start:
+            return {"session": info.session_id, "duration": info.duration, "frames": []}
         keyframe = await store.keyframe_before(info.session_id, start)
         frames = await asyncio.to_thread(frames_between, str(info.path), keyframe, start, end)
         return {"session": info.session_id, "duration": info.duration, "frames": frames}
-    at = _seconds(call.query("at", "0"), "at")
+    at = float(call.params.get("at") or 0.0)
     keyframe = await store.keyframe_before(info.session_id, at)
     frame = await asyncio.to_thread(frame_at, str(info.path), keyframe, at)
     return {"session": info.session_id, "duration": info.duration, **frame}
@@ -309,17 +350,28 @@ async def recording_frames(call: Call) -> Any:
     "/audit",
     "Audit events",
     access=AUDITOR,
-    query={**paging.QUERY, "since": "a duration, e.g. 1h"},
+    query=s.AuditQuery,
     tag="audit",
+    returns=AuditEvent,
+    paged=True,
 )
 async def list_audit(call: Call) -> Any:
     since = None
     if call.query("since"):
-        since = call.deps.services.policy.now() - parse_duration(call.query("since"))
-    return await call.deps.services.audit.events(since=since)
+        since = call.deps.services.policy.now() - duration(call.query("since"))
+    events = await call.deps.services.audit.events(since=since)
+    wanted = {k: call.query(k) for k in ("actor", "action", "subject") if call.query(k)}
+    return [e for e in events if all(getattr(e, k) == v for k, v in wanted.items())]
 
 
-@route("GET", "/audit/verify", "Verify the audit hash chain", access=AUDITOR, tag="audit")
+@route(
+    "GET",
+    "/audit/verify",
+    "Verify the audit hash chain",
+    access=AUDITOR,
+    tag="audit",
+    returns=VerifyResult,
+)
 async def verify_audit(call: Call) -> Any:
     return await call.deps.services.audit.verify()
 
@@ -329,15 +381,9 @@ async def verify_audit(call: Call) -> Any:
     "/signals",
     "A signed signal from a SIEM: alert, kill or kill_and_lock",
     access=PUBLIC,
-    body={
-        "action": F("string", required=True, max_length=20),
-        "reason": F("string", max_length=500),
-        "session": F("string", max_length=64),
-        "user": F("string", max_length=64),
-        "target": F("string", max_length=80),
-        "source": F("string", max_length=64),
-    },
+    body=s.Signal,
     tag="signals",
+    returns=SignalResult,
 )
 async def post_signal(call: Call) -> Any:
     deps = call.deps
@@ -362,9 +408,18 @@ async def post_signal(call: Call) -> Any:
     )
 
 
-@route("GET", "/openapi.json", "This document", access=PUBLIC, tag="meta")
+@route(
+    "GET",
+    "/openapi.json",
+    "This document",
+    access=PUBLIC,
+    tag="meta",
+    returns={"type": "object"},
+)
 async def openapi_document(call: Call) -> Any:
-    return openapi(TABLE)
+    from gateway.web.openapi import document
+
+    return document(TABLE)
 
 
 __all__ = ["USER"]

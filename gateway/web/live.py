@@ -60,9 +60,13 @@ class LiveScreen:
 @TABLE.add(
     "GET",
     "/sessions/{id}/live",
-    "Watch a live session (WebSocket of JSON screen frames)",
+    "Watch a live session (WebSocket of JSON screen frames); 400 without the WebSocket "
+    "upgrade, 409 once it has ended or when another node holds it",
     access=AUDITOR,
     tag="sessions",
+    status=101,
+    media=(),
+    errors=(400, 409),
 )
 async def live_session(call: Call) -> Any:
     request = call.request

@@ -1,15 +1,19 @@
 """Paging for list endpoints and pages: ``limit`` and an opaque ``cursor``.
 
-A page is answered as the JSON array of its items; when more follow, a ``Link`` header
-(RFC 8288, ``rel="next"``) carries the URL of the next page. The cursor is the position of
-the page's last item (its time and id), so pages stay stable while new rows arrive.
+A page is answered as ``{"items": [...], "next": CURSOR}``; ``next`` is null on the last
+page, else the ``cursor`` that fetches the page after this one (the same URL is in a
+``Link`` header, RFC 8288 ``rel="next"``). Lists come in a stable order (newest first for
+sessions and recordings, by key otherwise), and a cursor names the last item of its page
+(its time and id, or its key), so pages stay stable while new rows arrive. A cursor this
+server did not give out, or whose row is gone, is 404: there is no such page.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,69 +21,81 @@ from typing import Any
 from aiohttp import web
 
 from gateway.web import jsonbody
-from policy.errors import InvalidInput
+from gateway.web.problems import Problem
+from gateway.web.schemas import DEFAULT_LIMIT, MAX_LIMIT
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 500
-QUERY = {
-    "limit": f"at most this many (1-{MAX_LIMIT}, default {DEFAULT_LIMIT})",
-    "cursor": "the next page: from the Link header of the previous one",
-}
+Position = tuple[datetime, str]
+
+
+def no_such_page() -> Problem:
+    return Problem(404, "not-found", "no such page: the cursor is not one this server gave out")
 
 
 @dataclass(frozen=True)
 class Page:
     items: Sequence[Any]
-    next: tuple[datetime, str] | None
+    next: Position | str | None  # a position (time, id), or an already opaque cursor
+
+    @property
+    def token(self) -> str | None:
+        if self.next is None or isinstance(self.next, str):
+            return self.next
+        return encode(self.next)
 
 
 def limit(request: web.Request) -> int:
     raw = request.query.get("limit", "")
     if not raw:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise Problem(422, "invalid-input", f"limit must be a whole number from 1 to {MAX_LIMIT}")
     return int(raw)
 
 
-def cursor(request: web.Request) -> tuple[datetime, str] | None:
+def _unb64(raw: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4))
+    except (ValueError, binascii.Error, UnicodeEncodeError):
+        raise no_such_page() from None
+
+
+def cursor(request: web.Request) -> Position | None:
     raw = request.query.get("cursor", "")
     if not raw:
         return None
     try:
-        at, key = jsonbody.loads(base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4)))
+        at, key = jsonbody.loads(_unb64(raw))
         return datetime.fromisoformat(at), str(key)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput("cursor is not one this server gave out") from exc
+    except (ValueError, TypeError):
+        raise no_such_page() from None
 
 
-def encode(position: tuple[datetime, str]) -> str:
+def encode(position: Position) -> str:
     raw = json.dumps([position[0].isoformat(), position[1]]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def next_url(request: web.Request, page: Page) -> str | None:
     """The URL of the page after ``page``, with the request's other parameters."""
-    if page.next is None:
+    token = page.token
+    if token is None:
         return None
     query = dict(request.query)
-    query["cursor"] = encode(page.next)
+    query["cursor"] = token
     return str(request.rel_url.with_query(query))
 
 
-def respond(
-    request: web.Request, body: Any, next_cursor: str | None, status: int = 200
-) -> web.Response:
-    """The page's JSON array, with a ``Link`` to the next page when there is one."""
-    response = web.json_response(body, status=status)
-    if next_cursor is not None:
+def respond(request: web.Request, items: list[Any], token: str | None) -> web.Response:
+    """The page as JSON, with a ``Link`` to the next page when there is one."""
+    response = web.json_response({"items": items, "next": token})
+    if token is not None:
         query = dict(request.query)
-        query["cursor"] = next_cursor
+        query["cursor"] = token
         response.headers["Link"] = f'<{request.rel_url.with_query(query)}>; rel="next"'
     return response
 
 
-_KEYS = ("id", "seq", "session_id", "name")
+_KEYS = ("id", "seq", "session_id", "session", "name")
 
 
 def _key(item: Any) -> str:
@@ -90,23 +106,26 @@ def _key(item: Any) -> str:
     raise TypeError(f"{type(item).__name__} has no key to page by")
 
 
-def page_of(request: web.Request, items: Sequence[Any]) -> tuple[list[Any], str | None]:
+def page_of(
+    request: web.Request, items: Sequence[Any], key: Callable[[Any], str] | None = None
+) -> Page:
     """One page of a list the service returned in a stable order: the items after the
-    cursor's key, and the cursor of the next page (None on the last). A cursor whose item
-    has gone is refused rather than silently restarting."""
+    cursor's key (``key``, else the item's id), and the cursor of the next page (None on
+    the last)."""
+    key = key or _key
     size = limit(request)
     start = 0
     raw = request.query.get("cursor", "")
     if raw:
         try:
-            wanted = base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4)).decode()
-        except ValueError as exc:
-            raise InvalidInput("cursor is not one this server gave out") from exc
-        keys = [_key(i) for i in items]
+            wanted = _unb64(raw).decode()
+        except UnicodeDecodeError:
+            raise no_such_page() from None
+        keys = [key(i) for i in items]
         if wanted not in keys:
-            raise InvalidInput("cursor is not one this server gave out, or its row is gone")
+            raise no_such_page()
         start = keys.index(wanted) + 1
     chunk = list(items[start : start + size])
     if not chunk or start + size >= len(items):
-        return chunk, None
-    return chunk, base64.urlsafe_b64encode(_key(chunk[-1]).encode()).decode().rstrip("=")
+        return Page(chunk, None)
+    return Page(chunk, base64.urlsafe_b64encode(key(chunk[-1]).encode()).decode().rstrip("="))

@@ -48,6 +48,7 @@ TITLES = {
     "method-not-allowed": "Method not allowed",
     "conflict": "Conflict",
     "invalid-transition": "Not allowed in this state",
+    "precondition-failed": "Changed since it was read",
     "payload-too-large": "Request body too large",
     "unsupported-media-type": "Unsupported media type",
     "csrf": "Cross-site request refused",
@@ -81,6 +82,7 @@ _HTTP_SLUGS = {
     403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
+    412: "precondition-failed",
     413: "payload-too-large",
     415: "unsupported-media-type",
 }
@@ -117,7 +119,10 @@ def translate(exc: BaseException) -> web.Response:
             405: "method not allowed on this resource",
             413: "the request body is too large",
         }.get(exc.status, exc.reason)
-        return problem_response(exc.status, slug, detail)
+        response = problem_response(exc.status, slug, detail)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     log.error("unhandled error in an HTTP handler", exc_info=exc)
     return problem_response(500, "internal", "an internal error occurred; it has been logged")
 

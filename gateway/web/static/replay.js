@@ -150,8 +150,9 @@
       const response = await fetch("/api/v1/recordings/search?q=" + encodeURIComponent(q) +
         "&session=" + encodeURIComponent(viewer.dataset.session),
         { credentials: "same-origin", headers: { "Accept": "application/json" } });
-      const found = await response.json();
-      if (!response.ok) { throw new Error(found.detail || response.statusText); }
+      const page = await response.json();
+      if (!response.ok) { throw new Error(page.detail || response.statusText); }
+      const found = page.items;
       if (!found.length) { hits.textContent = "no match"; }
       for (const hit of found) {
         const item = document.createElement("li");

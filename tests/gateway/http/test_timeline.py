@@ -39,17 +39,18 @@ async def _api(web: WebTargets, user: str, path: str) -> tuple[int, Any, str]:
 
 async def test_the_api_lists_a_web_sessions_requests_filtered_and_paged(web: WebTargets) -> None:
     sid = await _session_with_requests(web)
-    status, everything, _ = await _api(web, "ada", f"/recordings/{sid}/requests")
-    assert status == 200, everything
+    status, page, _ = await _api(web, "ada", f"/recordings/{sid}/requests")
+    assert status == 200, page
+    everything = page["items"]
     methods_paths = [(e["method"], e["path"]) for e in everything if e["kind"] == "request"]
     assert ("POST", "/api/items") in methods_paths and ("GET", "/a") in methods_paths
     assert all("s3" not in e["target"] for e in everything)  # the token's value is masked
     _, posts, _ = await _api(web, "ada", f"/recordings/{sid}/requests?method=POST")
-    assert [e["path"] for e in posts] == ["/api/items"]
+    assert [e["path"] for e in posts["items"]] == ["/api/items"]
     _, api, _ = await _api(web, "ada", f"/recordings/{sid}/requests?path=/api/*")
-    assert [e["path"] for e in api] == ["/api/items", "/api/items/7"]
+    assert [e["path"] for e in api["items"]] == ["/api/items", "/api/items/7"]
     _, first, link = await _api(web, "ada", f"/recordings/{sid}/requests?limit=1")
-    assert len(first) == 1 and 'rel="next"' in link
+    assert len(first["items"]) == 1 and 'rel="next"' in link and first["next"] in link
     status, body, _ = await _api(web, "ada", f"/recordings/{sid}/requests?status=nope")
     assert status == 422, body
     status, _, _ = await _api(web, "mallory", f"/recordings/{sid}/requests")

@@ -278,7 +278,7 @@ async def test_approvers_hear_of_a_request_at_once_and_follow_each_approval(
     base = f"http://127.0.0.1:{setup.node.http_port}/api/v1"
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         async with http.get(f"{base}/notifications?state=dead") as response:
-            listed = await response.json()
+            listed = (await response.json())["items"]
         assert [(r["id"], r["channel"], r["event"]) for r in listed] == [
             (letters[0].id, "dead", "request.created")
         ]

@@ -47,7 +47,7 @@ async def test_api_adds_a_web_target_with_its_settings(web: Web) -> None:
     )
     assert status == 403
     _, events, _ = await web.call("GET", f"{API}/audit?since=1h", "admin")
-    bmc = [e for e in events if e["subject"] == "bmc" and e["action"] == "target.add"]
+    bmc = [e for e in events["items"] if e["subject"] == "bmc" and e["action"] == "target.add"]
     assert bmc and bmc[0]["details"]["tls_insecure"] is True
 
 

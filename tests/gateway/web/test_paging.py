@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_origin
 
 from gateway.sessions.records import NewSession
 from gateway.web.routes import API
@@ -33,10 +33,14 @@ async def _all_pages(web: Web, path: str, role: str) -> tuple[list[Any], int]:
     while url is not None:
         status, body, headers = await web.call("GET", url, role)
         assert status == 200, body
-        items += body
+        assert set(body) == {"items", "next"}
+        items += body["items"]
         pages += 1
         link = headers.get("Link")
+        assert (link is None) == (body["next"] is None)
         url = link[link.index("<") + 1 : link.index(">")] if link else None
+        if url is not None:
+            assert f"cursor={body['next']}" in url
     return items, pages
 
 
@@ -61,11 +65,18 @@ async def test_sessions_are_paged_newest_first_without_repeats(web: Web) -> None
 
 
 async def test_bad_paging_parameters_are_clear_problems(web: Web) -> None:
-    for query in ("limit=0", "limit=501", "limit=ten", "cursor=not-ours"):
-        for path in ("/recordings", "/sessions"):
+    for query in ("limit=0", "limit=501", "limit=ten", "cursor=not%20ours"):
+        for path in ("/recordings", "/sessions", "/users"):
             status, body, _ = await web.call("GET", f"{API}{path}?{query}", "auditor")
             assert status == 422, (path, query, body)
             assert body["type"] == "urn:lockgate:problem:invalid-input"
+
+
+async def test_a_cursor_this_server_did_not_give_out_is_no_such_page(web: Web) -> None:
+    for path in ("/recordings", "/sessions", "/users", "/audit"):
+        status, body, _ = await web.call("GET", f"{API}{path}?cursor=bm90LW91cnM", "auditor")
+        assert status == 404, (path, body)
+        assert body["type"] == "urn:lockgate:problem:not-found" and "cursor" in body["detail"]
 
 
 async def test_every_list_route_pages_with_limit_and_cursor(web: Web) -> None:
@@ -75,10 +86,12 @@ async def test_every_list_route_pages_with_limit_and_cursor(web: Web) -> None:
         await web.policy.add_user(SYSTEM_ACTOR, name, roles=["dev"])
     for name in ("carol", "dave"):
         await web.policy.lock(SYSTEM_ACTOR, "user", name, "test")
+    # No route answers a bare array: every list is a page.
+    assert [r.path for r in TABLE.routes if get_origin(r.returns) in (list, tuple)] == []
     listed = [
         r.path
         for r in TABLE.routes
-        if r.method == "GET" and "cursor" in r.query and "{" not in r.path
+        if r.method == "GET" and r.paged and "{" not in r.path and r.path != "/recordings/search"
     ]
     assert {"/users", "/targets", "/requests", "/grants", "/locks", "/audit"} <= set(listed)
     for path in listed:

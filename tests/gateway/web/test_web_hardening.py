@@ -80,15 +80,15 @@ async def test_a_credential_is_stored_only_for_an_account_of_the_target(web: Web
             "admin",
             json={"kind": "password", "value": "never-stored-1"},
         )
-        assert status == 422, (account, body)
-        assert body["type"] == "urn:lockgate:problem:invalid-input" and "account" in body["detail"]
+        assert status == 404, (account, body)  # the target has no such account: no such slot
+        assert body["type"] == "urn:lockgate:problem:not-found" and "account" in body["detail"]
     listing = await web.node.services.vault.list_credentials()
     assert [(c.target, c.account) for c in listing] == [("db01", TARGET_USER)]
 
 
 async def test_auditors_read_credential_metadata_and_requesters_do_not(web: Web) -> None:
     status, listing, _ = await web.call("GET", f"{API}/credentials", "auditor")
-    assert status == 200 and [c["account"] for c in listing] == [TARGET_USER]
+    assert status == 200 and [c["account"] for c in listing["items"]] == [TARGET_USER]
     status, _, _ = await web.call("GET", f"{API}/credentials", "requester")
     assert status == 403
     status, _, _ = await web.call(
@@ -105,7 +105,7 @@ async def test_locks_are_shown_to_whom_they_concern(web: Web) -> None:
     async def seen(role: str) -> set[str]:
         status, locks, _ = await web.call("GET", f"{API}/locks", role)
         assert status == 200
-        return {lk["name"] for lk in locks}
+        return {lk["name"] for lk in locks["items"]}
 
     assert await seen("requester") == {"alice"}
     assert await seen("other") == {"mallory"}
@@ -120,7 +120,7 @@ async def test_locks_are_shown_to_whom_they_concern(web: Web) -> None:
     await policy.lock(SYSTEM_ACTOR, "target", "db01", "maintenance")
     assert await seen("approver") == {"alice", "db01"}
     _, locks, _ = await web.call("GET", f"{API}/locks", "other")
-    assert [lk["reason"] for lk in locks] == ["impossible travel (SIEM)"]
+    assert [lk["reason"] for lk in locks["items"]] == ["impossible travel (SIEM)"]
 
 
 DEEP = b"[" * 30_000 + b"]" * 30_000
