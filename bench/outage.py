@@ -79,7 +79,10 @@ async def main() -> None:
         conns = [await s.client(True) for _ in range(sessions)]
         procs = [await c.create_process("sleep 600") for c in conns]
         victim_conn = await s.client(True)
-        victim = await victim_conn.create_process("sleep 600")
+        # Running on the target (its channel authorized and bridged) before the cut.
+        victim = await victim_conn.create_process("echo ready; exec sleep 600")
+        await victim.stdout.readline()
+        opened = await scalar(direct, "SELECT count(*) FROM gw_sessions")
         live = "SELECT count(*) FROM gw_sessions WHERE ended_at IS NULL"
         print(f"{sessions + 1} live sessions; cutting the database for {outage:.0f} s")
         if not args.no_cut:
@@ -103,6 +106,7 @@ async def main() -> None:
         proxy.restore()
         restored = time.perf_counter()
         replayed = await until(lambda: _ended(direct, live, 1))
+        owed_left = await until(lambda: _owed(s.http_port, 0), 30.0)
         print(f"new session during the outage: {refused} after {refused_in:.2f} s")
         print(f"{sessions} sessions ended during the outage: recorded {replayed:.2f} s after the "
               "database returned")  # fmt: skip
@@ -114,6 +118,13 @@ async def main() -> None:
         )
         print(f"recordings sealed: {sealed}; session.end audit events: {ends}")
         print("end reasons:", await _reasons(direct))
+        ended = await scalar(direct, "SELECT count(*) FROM gw_sessions WHERE ended_at IS NOT NULL")
+        drained = f"after {owed_left:.2f} s" if owed_left == owed_left else "NEVER"
+        print(
+            f"sessions opened {opened}, ended {ended} (expected {sessions}); nothing owed {drained}"
+        )
+        if ended != sessions or sealed != sessions or ends != sessions:
+            print("!! something owed was lost:", await _lost(direct))
         if victim.exit_status is not None:
             print("!! the session kept open across the outage ended too")
         base = f"http://127.0.0.1:{s.http_port}/api/v1"
@@ -147,6 +158,38 @@ async def _reasons(url: str) -> list[tuple[str, int]]:
         async with engine.connect() as conn:
             sql = "SELECT end_reason, count(*) FROM gw_sessions GROUP BY end_reason"
             return [(str(r[0]), int(r[1])) for r in (await conn.execute(sa.text(sql))).all()]
+    finally:
+        await engine.dispose()
+
+
+async def _owed(http_port: int, want: int) -> bool:
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{http_port}/metrics") as response,
+        ):
+            text = await response.text()
+    except (OSError, aiohttp.ClientError):
+        return False
+    for line in text.splitlines():
+        if line.startswith("lockgate_db_writes_owed "):
+            return float(line.split()[1]) <= want
+    return False
+
+
+async def _lost(url: str) -> list[tuple[str, ...]]:
+    engine = create_async_engine(url, poolclass=NullPool)
+    sql = (
+        "SELECT s.id, coalesce(s.end_reason, 'LIVE'), coalesce(r.sha256, 'UNSEALED'),"
+        " (SELECT count(*) FROM gw_audit_events e WHERE e.subject = s.id"
+        "  AND e.action = 'session.end') FROM gw_sessions s"
+        " LEFT JOIN rec_recordings r ON r.session_id = s.id"
+        " WHERE s.ended_at IS NULL OR r.sha256 IS NULL OR NOT EXISTS (SELECT 1 FROM"
+        " gw_audit_events e WHERE e.subject = s.id AND e.action = 'session.end')"
+    )
+    try:
+        async with engine.connect() as conn:
+            return [tuple(str(c) for c in r) for r in (await conn.execute(sa.text(sql))).all()]
     finally:
         await engine.dispose()
 

@@ -221,7 +221,6 @@ async def start_node(
         except Exception as exc:
             raise StartupError(f"the audit log cannot be written ({exc})") from None
         metrics = Metrics()
-        await services.sessions.sweep_stale()
         registry = SessionRegistry()
         registry.on_change.append(lambda s, added: metrics.sessions_active.set(len(registry)))
         recordings = RecordingStore(config.recordings_path, services.maker)
@@ -256,6 +255,11 @@ async def start_node(
         owed.register("session.end", services.sessions.write_end)
         owed.register("session.ops", services.sessions.write_operations)
         owed.register("recording.seal", store_seal)
+        # What the last run still owes goes first: sweeping before it would end those
+        # sessions as "gateway restarted", and the replay then find them ended (the true end,
+        # its moment and its reason, lost).
+        await owed.replay()
+        await services.sessions.sweep_stale(owed.owed_ids("session.end", "session"))
         enforcer = Enforcer(registry, services.sessions, services.policy, services.audit)
         gateway = SshGateway(
             services,

@@ -4,9 +4,10 @@ When the database is unreachable, what has already happened must still reach it:
 end and its audit event, the operations audited during it, a recording's seal. Such a write
 is appended as one JSON line to a journal in the data directory (fsynced before the caller
 goes on) and replayed, in order, once the database answers again: every second while the
-journal is not empty, and at start-up. Each kind's apply function must be idempotent (a
-crash between a replayed write and the journal's rewrite replays it once more). Nothing in a
-journal line is secret: ids, names, reasons, sizes, digests.
+journal is not empty, and at start-up before anything else touches what it owes. Each
+kind's apply function must be idempotent: a crash between a replayed write and the journal's
+rewrite replays it once more, and ``write`` may owe a write whose first attempt, still under
+way, succeeds later. Nothing in a journal line is secret: ids, names, reasons, sizes, digests.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 Apply = Callable[[Mapping[str, Any]], Awaitable[None]]
 RETRY = 1.0  # seconds between replays while something is owed
+PATIENCE = 5.0  # seconds a write may take before it is owed instead (a database that hangs)
 
 
 class OwedWrites:
@@ -33,10 +35,42 @@ class OwedWrites:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self.count = _count(path)
+        self.patience = PATIENCE
+        self._trying: set[asyncio.Task[None]] = set()
         self._report()
 
     def register(self, kind: str, apply: Apply) -> None:
         self._apply[kind] = apply
+
+    async def write(self, kind: str, payload: Mapping[str, Any], now: Apply | None = None) -> bool:
+        """Write now (through ``now``, else the kind's apply function), or owe it: when the
+        database refuses it or has not taken it within ``patience`` seconds. The attempt is
+        never cut short (it may still succeed; the replay then finds it done). True if
+        written now."""
+        task = asyncio.ensure_future((now or self._apply[kind])(payload))
+        self._trying.add(task)
+        task.add_done_callback(self._tried)
+        try:
+            async with asyncio.timeout(self.patience):
+                await asyncio.shield(task)
+            return True
+        except Exception as exc:
+            log.info("writing %s failed (%s)", kind, type(exc).__name__)
+        await self.owe(kind, payload)
+        return False
+
+    def _tried(self, task: asyncio.Task[None]) -> None:
+        self._trying.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a late failure is already owed
+
+    def owed_ids(self, kind: str, key: str) -> set[str]:
+        """The ``payload[key]`` of every write of ``kind`` in the journal."""
+        return {
+            str((e.get("payload") or {}).get(key))
+            for e in _read(self.path)
+            if e.get("kind") == kind
+        }
 
     async def owe(self, kind: str, payload: Mapping[str, Any]) -> None:
         """Keep one write for later; durable once this returns."""

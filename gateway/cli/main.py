@@ -23,7 +23,7 @@ from gateway.cli.parser import build_parser
 from gateway.config import load_config
 from gateway.errors import AuditError, ConfigError, StartupError
 from gateway.services import open_services
-from policy.errors import InvalidInput, PolicyError
+from policy.errors import AccessDenied, InvalidInput, PolicyError
 from policy.service import SYSTEM_ACTOR
 from vault.errors import InvalidInput as VaultInvalidInput
 from vault.errors import VaultError
@@ -67,6 +67,16 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     try:
         return int(await handler(ctx))
+    except AccessDenied as exc:
+        if services is not None:  # refused actions leave an audit trace, as over the API
+            await services.refusals.refused(
+                actor=ctx.actor,
+                action="cli.refused",
+                subject=str(getattr(handler, "__name__", "command")),
+                reason=str(exc),
+                client="cli",
+            )
+        raise
     finally:
         if services is not None:
             await services.aclose()

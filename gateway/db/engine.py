@@ -31,6 +31,7 @@ UNAVAILABLE.extend([sa_exc.DBAPIError, sa_exc.TimeoutError])
 SessionMaker = async_sessionmaker[AsyncSession]
 T = TypeVar("T")
 SQLITE_POOL = 4
+LOCK_TIMEOUT = 30.0  # seconds a SQLite write waits for another process's lock
 
 
 def is_sqlite(url: str) -> bool:
@@ -40,8 +41,10 @@ def is_sqlite(url: str) -> bool:
 def create_engine(url: str) -> AsyncEngine:
     """Create an async engine for ``url`` (``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``).
 
-    Bound values never appear in a database error's text (``hide_parameters``): such errors
-    reach logs, and the values can be password hashes, token digests or sealed secrets."""
+    On SQLite a write waits up to ``?timeout=`` seconds (default 30) for another process's
+    write lock before it fails as an outage. Bound values never appear in a database error's
+    text (``hide_parameters``): such errors reach logs, and the values can be password
+    hashes, token digests or sealed secrets."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -49,20 +52,21 @@ def create_engine(url: str) -> AsyncEngine:
         # A few pooled connections: a new aiosqlite connection costs a thread and ~4 ms, and
         # with every transaction taking the write lock, waiting in the pool's FIFO is fair
         # where SQLite's sleep-and-retry busy wait starves some writers.
+        lock_timeout = float(str(parsed.query.get("timeout", LOCK_TIMEOUT)))
         engine = create_async_engine(
-            url,
-            connect_args={"timeout": 30},
+            parsed.difference_update_query(["timeout"]),
+            connect_args={"timeout": lock_timeout},
             pool_size=SQLITE_POOL,
             max_overflow=0,
             pool_timeout=30,
             hide_parameters=True,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, lock_timeout)
         return engine
     return create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, lock_timeout: float) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -72,7 +76,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 

@@ -59,7 +59,7 @@ _NEXT = re.compile(r"/(?![/\\])[\x21-\x7e]{0,2047}")
 
 Clock = Callable[[], datetime]
 # (user, target, account or None, the gateway's origin for links) -> the access, or why not
-Authorize = Callable[[str, str, str | None, str], Awaitable[WebAccess | Refusal]]
+Authorize = Callable[[str, str, str | None, str, str], Awaitable[WebAccess | Refusal]]
 
 
 def safe_next(value: str | None) -> str:
@@ -134,7 +134,7 @@ class Handoff:
         if account is not None and not _ACCOUNT.fullmatch(account):
             return refusal.page(refusal.bad_request(target, "invalid account name"))
         next_path = safe_next(request.query.get("next"))
-        decided = await self.authorize(user, target, account, gateway)
+        decided = await self.authorize(user, target, account, gateway, request.remote or "")
         if isinstance(decided, Refusal):
             return refusal.page(decided)
         base = self.router.target_base(target, scheme, request.host) + CONTROL.strip("/")

@@ -101,7 +101,13 @@ class WebProxy:
 
     # --- access ------------------------------------------------------------------------
     async def _decide(
-        self, user: str, target: str, account: str | None, gateway: str, auto: bool
+        self,
+        user: str,
+        target: str,
+        account: str | None,
+        gateway: str,
+        auto: bool,
+        client: str,
     ) -> tuple[WebAccess, SessionAuthorization] | Refusal:
         access = self.core.services.access
         try:
@@ -110,17 +116,36 @@ class WebProxy:
             log.exception("deciding web access of %s to %s failed", user, target)
             return refusal.unavailable(target)
         if not auth.decision.allowed or auth.grant is None:
+            await self._refused(
+                user, target, account, client, str(auth.decision.message),
+                str(auth.decision.reason),
+            )  # fmt: skip
             return _refusal_for(auth, target, gateway)
         if auth.target is None or auth.target.kind != "http":
+            await self._refused(user, target, account, client, "not a web target", "no_target")
             return refusal.no_target(target, gateway)
         grant = auth.grant
         web_access = WebAccess(user, target, grant.account, grant.id, grant.expires_at)
         return web_access, auth
 
+    async def _refused(
+        self, user: str, target: str, account: str | None, client: str, reason: str, code: str
+    ) -> None:
+        """A web session refused (no grant, a lock, a rule without the web): audited like
+        SSH's, rate-limited per person and address."""
+        await self.core.services.refusals.refused(
+            actor=user,
+            action="session.refused",
+            subject=f"{account or ''}@{target}",
+            reason=reason,
+            client=client,
+            details={"code": code, "via": "http"},
+        )
+
     async def _authorize(
-        self, user: str, target: str, account: str | None, gateway: str
+        self, user: str, target: str, account: str | None, gateway: str, client: str
     ) -> WebAccess | Refusal:
-        decided = await self._decide(user, target, account, gateway, True)
+        decided = await self._decide(user, target, account, gateway, True, client)
         return decided if isinstance(decided, Refusal) else decided[0]
 
     def _ended(self, access: WebAccess, reason: str) -> None:
@@ -149,7 +174,9 @@ class WebProxy:
             session = self.sessions.get(key)
             if session is not None and session.ended is None:
                 return session
-            decided = await self._decide(access.user, access.target, access.account, gateway, False)
+            decided = await self._decide(
+                access.user, access.target, access.account, gateway, False, request.remote or ""
+            )
             if isinstance(decided, Refusal):
                 return decided
             current, auth = decided
@@ -225,6 +252,17 @@ class WebProxy:
             return refusal.page(refusal.terminated(route.target, login.ended, gateway))
         public_origin = f"{scheme}://{request.host.lower()}"
         if request.method not in _SAFE and not _same_origin(request, public_origin):
+            await self.core.services.refusals.refused(
+                actor=login.access.user,
+                action="request.refused",
+                subject=route.target,
+                reason="a request from another site (Origin) was refused",
+                client=request.remote or "",
+                details={
+                    "method": request.method,
+                    "origin": request.headers.get("Origin", "")[:200],
+                },
+            )
             return refusal.page(
                 replace(
                     refusal.bad_request(route.target, "a request from another site was refused"),

@@ -154,6 +154,7 @@ class LiveHttpSession:
         self._last_active = self._checked_at
         self._idle: asyncio.Task[None] | None = None
         self._finished = False
+        self._finishing: asyncio.Future[None] | None = None
         self.record = NewSession(
             self.id, "http", self.user, self.target, self.account, self.grant_id, client_addr
         )
@@ -210,6 +211,8 @@ class LiveHttpSession:
 
     async def close(self, reason: str) -> None:
         if self.ended is not None:
+            if self._finishing is not None:
+                await asyncio.shield(self._finishing)  # the end under way
             return
         self._ended_with(reason)
         self.mark("kill", reason)
@@ -235,19 +238,22 @@ class LiveHttpSession:
                 callback(self.access, reason)
 
     async def _finish(self, reason: str) -> None:
-        if self._finished:
-            return
+        """The one end; every caller waits for the same one (a stopping node too)."""
+        if self._finishing is None:
+            if self._idle is not None and self._idle is not asyncio.current_task():
+                self._idle.cancel()
+            self._finishing = asyncio.ensure_future(self._finish_once(reason))
+        await asyncio.shield(self._finishing)
+
+    async def _finish_once(self, reason: str) -> None:
         self._finished = True
         self.ended = self.ended or reason
         core = self.core
-        if self._idle is not None and self._idle is not asyncio.current_task():
-            self._idle.cancel()
         if core.signer is not None:
             core.signer.forget(self.id)
         if self.recording is not None:
             with contextlib.suppress(Exception):
                 await self.recording.close(reason)
-        core.registry.discard(self)
         core.metrics.sessions_total.labels(kill_reason(reason)).inc()
         core.metrics.bytes_total.labels("up").inc(self.bytes_up)
         core.metrics.bytes_total.labels("down").inc(self.bytes_down)
@@ -259,6 +265,7 @@ class LiveHttpSession:
             )
         except Exception:
             log.exception("recording the end of session %s failed", self.id)
+        core.registry.discard(self)  # once sealed and its end written or owed
 
     async def _watch_idle(self) -> None:
         timer = self.core.timer
@@ -327,6 +334,15 @@ class LiveHttpSession:
         if served is None:
             self.record_done(exchange, "refused")
             shown = route.prefix + decoded_path(route.path)
+            await self.core.services.refusals.refused(
+                actor=self.user,
+                action="request.refused",
+                subject=self.id,
+                reason=f"{request.method} {shown[:200]} is not allowed by the grant's rule "
+                f"{self.rule.name if self.rule else ''}".strip(),
+                client=self.client_addr,
+                details={"target": self.target, "method": request.method[:16]},
+            )
             return refusal.page(refusal.not_allowed(self.target, request.method, shown, gateway))
         exchange.path = served
         stop = await self._anomalies(request.method, route.path)

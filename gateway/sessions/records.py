@@ -10,7 +10,7 @@ or another) ends it through its registry.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -173,9 +173,9 @@ class SessionStore:
     async def ended(
         self, session_id: str, user: str, reason: str, bytes_up: int, bytes_down: int
     ) -> None:
-        """Audit and record the end. When the database cannot take it, the end is kept in
-        the owed-writes journal (``owed``) and written when the database is back, with the
-        moment it happened; it is never lost."""
+        """Audit and record the end. When the database cannot take it (or takes too long),
+        the end is kept in the owed-writes journal (``owed``) and written when the database
+        is back, with the moment it happened; it is never lost."""
         payload = {
             "session": session_id,
             "user": user,
@@ -184,20 +184,26 @@ class SessionStore:
             "bytes_down": bytes_down,
             "at": self.policy.now().isoformat(),
         }
-        try:
+        if self.owed is None:
             await self.write_end(payload, late=False)
-        except Exception:
-            if self.owed is None:
-                raise
-            await self.owed.owe("session.end", payload)
+        else:
+            await self.owed.write("session.end", payload, now=self._end_now)
+
+    async def _end_now(self, payload: Mapping[str, Any]) -> None:
+        await self.write_end(payload, late=False)
 
     async def write_end(self, payload: Mapping[str, Any], *, late: bool = True) -> None:
-        """The end's audit event and row update, once (a replay finds it already ended)."""
+        """The end's audit event and row update, once: a replay, or a second attempt while
+        the first is still under way, finds it already ended (the row is locked to look)."""
         session_id = str(payload["session"])
         at = datetime.fromisoformat(str(payload["at"]))
         async with self.maker() as db, db.begin():
             ended = (
-                await db.execute(sa.select(sessions.c.ended_at).where(sessions.c.id == session_id))
+                await db.execute(
+                    sa.select(sessions.c.ended_at)
+                    .where(sessions.c.id == session_id)
+                    .with_for_update()
+                )
             ).first()
             if ended is not None and ended.ended_at is not None:
                 return
@@ -223,18 +229,23 @@ class SessionStore:
                 )
             )
 
-    async def sweep_stale(self) -> int:
+    async def sweep_stale(self, owed: Collection[str] = ()) -> int:
         """Sessions this node left live when it last stopped (a crash or a kill -9): mark
-        them ended and audit each end, with the reason, in the same transaction."""
+        them ended and audit each end, with the reason, in the same transaction. Those in
+        ``owed`` (their true end waits in the owed-writes journal) are left to it."""
         reason = "gateway restarted (the session was cut when the node stopped)"
         async with self.maker() as db, db.begin():
-            stale = (
-                await db.execute(
-                    sa.select(sessions.c.id, sessions.c.user, sessions.c.target).where(
-                        sessions.c.node == self.node, sessions.c.ended_at.is_(None)
+            stale = [
+                row
+                for row in (
+                    await db.execute(
+                        sa.select(sessions.c.id, sessions.c.user, sessions.c.target).where(
+                            sessions.c.node == self.node, sessions.c.ended_at.is_(None)
+                        )
                     )
-                )
-            ).all()
+                ).all()
+                if row.id not in owed
+            ]
             for row in stale:
                 await self.audit.append(
                     db,

@@ -100,6 +100,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         channel_kind = "sftp" if self.transfer else self.kind
         refusal = await self.live.authorize_channel(channel_kind, self.command)
         if refusal is not None:
+            self.live.channel_refused(refusal)
             self.refuse(refusal)
             return
         try:
@@ -124,6 +125,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             self.live.ended_because(end_reason(exc))
             self.refuse(self.live.describe_upstream_error(exc))
             return
+        self.live.bridged = True
         rec = self.live.recording
         if self.scp_command is not None and rec is not None:
             self.scp = rec.scp_channel(self.scp_command)

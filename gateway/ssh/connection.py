@@ -83,7 +83,7 @@ class GatewayConnection(asyncssh.SSHServer):
         for device in self._device.values():  # a device login waiting for a client that left
             device.done.set()  # its waiter then marks it cancelled
         if self.live is not None:
-            self.live.spawn(self.live.finish(self.live.end_reason or "client disconnected"))
+            self.live.spawn(self.live.finish(self.live.why_ended()))
 
     def _parse(self, username: str) -> Login | None:
         try:
@@ -367,7 +367,12 @@ class GatewayConnection(asyncssh.SSHServer):
         if self.login.is_shell:
             gw = self.gw
             context = ShellContext(
-                self.login.user, gw.services.policy, gw.gateway_host, gw.gateway_port
+                self.login.user,
+                gw.services.policy,
+                gw.gateway_host,
+                gw.gateway_port,
+                refusals=gw.services.refusals,
+                client=self.addr,
             )
             return ShellChannel(context)
         if self.prepared is not None:

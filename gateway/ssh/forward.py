@@ -32,6 +32,7 @@ async def open_forward(live: ChannelHost, host: str, port: int) -> Any:
         )
     except asyncssh.ChannelOpenError as exc:
         raise _refuse(f"the target could not open {destination}:{port} ({exc.reason})") from None
+    live.bridged = True
     if live.recording is not None:
         live.recording.port_forward(destination, port)
     return bridge

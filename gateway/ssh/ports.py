@@ -25,6 +25,7 @@ class ChannelHost(Protocol):
     bytes_down: int
     disk_behind: bool
     has_command_rules: bool
+    bridged: bool  # set once a channel reaches the target
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a task that lives as long as the session."""
@@ -44,6 +45,9 @@ class ChannelHost(Protocol):
     def ended_because(self, reason: str) -> None:
         """The session's true end reason, when it is not the client's doing (the first
         one given wins)."""
+
+    def channel_refused(self, reason: str) -> None:
+        """A channel was refused with this reason (the end reason if none is ever bridged)."""
 
     def check_shell_line(self, line: str) -> str | None:
         """The rule that blocks this shell line at Enter, if any."""

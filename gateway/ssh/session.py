@@ -78,8 +78,11 @@ class LiveSshSession:
         self._sftp_ops: list[dict[str, Any]] = []
         self._sftp_audit: asyncio.Task[None] | None = None
         self._ended = False
+        self._finishing: asyncio.Future[None] | None = None
         self._reconnected = False
         self.end_reason: str | None = None
+        self.bridged = False  # a channel of this session reached the target
+        self._refusal: str | None = None
         self._upstream_audited = False
         self._provisioned = False
         self.has_command_rules = bool(gw.anomaly.commands)
@@ -102,20 +105,29 @@ class LiveSshSession:
         task.add_done_callback(self._tasks.discard)
 
     async def open(self) -> None:
-        """Audit and record the start, then begin the upstream connection at once."""
+        """Audit and record the start, then begin the upstream connection at once. Raises
+        when it cannot; a start already recorded then gets its end (never left live)."""
         await self.gw.services.sessions.started(self.record)
-        self.recording = await self.gw.recorder.start(
-            self.id,
-            meta={
-                "user": self.user,
-                "target": self.target,
-                "account": self.account,
-                "upstream_account": self.upstream_account,
-                "grant": self.grant_id or "",
-                "client": self.client_addr,
-                "kind": "ssh",
-            },
-        )
+        try:
+            self.recording = await self.gw.recorder.start(
+                self.id,
+                meta={
+                    "user": self.user,
+                    "target": self.target,
+                    "account": self.account,
+                    "upstream_account": self.upstream_account,
+                    "grant": self.grant_id or "",
+                    "client": self.client_addr,
+                    "kind": "ssh",
+                },
+            )
+        except Exception as exc:
+            self._ended = True
+            with contextlib.suppress(Exception):  # the refusal stands either way
+                await self.gw.services.sessions.ended(
+                    self.id, self.user, f"could not start: {exc}", 0, 0
+                )
+            raise
         self.recording.add_failure_callback(
             lambda exc: self.spawn(self.gw.registry.terminate(self.id, "recording failed"))
         )
@@ -188,6 +200,19 @@ class LiveSshSession:
     def ended_because(self, reason: str) -> None:
         if self.end_reason is None:
             self.end_reason = reason
+
+    def channel_refused(self, reason: str) -> None:
+        """A session none of whose channels was ever bridged ends because of its refusals
+        (the last one), not "client disconnected" when the client then leaves."""
+        self._refusal = f"channel refused: {reason}"
+
+    def why_ended(self) -> str:
+        """The end reason when the client's connection is gone."""
+        if self.end_reason is not None:
+            return self.end_reason
+        if not self.bridged and self._refusal is not None:
+            return self._refusal
+        return "client disconnected"
 
     async def upstream(self) -> asyncssh.SSHClientConnection:
         """The authenticated upstream. An early connection that the target dropped while it
@@ -345,6 +370,7 @@ class LiveSshSession:
     async def close(self, reason: str) -> None:
         """Terminate: tell the person why, close both legs, seal, record the end."""
         if self._ended:
+            await self.finish(reason)  # the end under way
             return
         line = f"[lockgate] session terminated: {reason}"
         if self.recording is not None:
@@ -357,8 +383,13 @@ class LiveSshSession:
         await self.finish(reason)
 
     async def finish(self, reason: str) -> None:
-        if self._ended:
-            return
+        """The one end: every caller (the client leaving, a kill, shutdown) waits for the
+        same one, so a stopping node waits for ends already under way."""
+        if self._finishing is None:
+            self._finishing = asyncio.ensure_future(self._finish(reason))
+        await asyncio.shield(self._finishing)
+
+    async def _finish(self, reason: str) -> None:
         self._ended = True
         if self._upstream is not None:
             upstream = self._upstream
@@ -377,8 +408,6 @@ class LiveSshSession:
                 await self.recording.close(reason)
         while self._sftp_audit is not None and not self._sftp_audit.done():
             await asyncio.shield(self._sftp_audit)  # files still open at the end included
-        # Only a sealed session leaves the registry: "not live" means "recording complete".
-        self.gw.registry.discard(self)
         metrics = self.gw.metrics
         metrics.sessions_total.labels(kill_reason(reason)).inc()
         metrics.bytes_total.labels("up").inc(self.bytes_up)
@@ -389,3 +418,6 @@ class LiveSshSession:
             )
         except Exception:
             log.exception("recording the end of session %s failed", self.id)
+        # Only a sealed session whose end is written (or owed) leaves the registry: "not
+        # live" means "recording complete", and a stopping node waits for what is live.
+        self.gw.registry.discard(self)

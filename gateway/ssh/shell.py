@@ -18,9 +18,10 @@ from typing import Any, NoReturn
 
 import asyncssh
 
+from gateway.refusals import RefusalLog
 from gateway.render import emit, to_jsonable
 from policy.durations import format_duration, parse_duration
-from policy.errors import InvalidInput, PolicyError
+from policy.errors import AccessDenied, InvalidInput, PolicyError
 from policy.models import RequestState
 from policy.service import PolicyService
 
@@ -57,6 +58,8 @@ class ShellContext:
     gone: bool = False  # the person disconnected: stop waiting
     say: Callable[[str], None] = lambda text: None  # progress, shown at once (stderr)
     interrupt: asyncio.Event = field(default_factory=asyncio.Event)  # Ctrl-C: stop waiting
+    refusals: RefusalLog | None = None  # where a refused command is audited
+    client: str = ""
 
     def connect_hint(self, account: str, target: str) -> str:
         return f"ssh -p {self.gateway_port} {self.user}+{account}@{target}@{self.gateway_host}"
@@ -118,6 +121,14 @@ async def run_command(ctx: ShellContext, line: str) -> ShellResult:
     except InvalidInput as exc:
         return ShellResult(2, out.getvalue(), f"lockgate: {exc}\n")
     except PolicyError as exc:
+        if isinstance(exc, AccessDenied) and ctx.refusals is not None:
+            await ctx.refusals.refused(
+                actor=ctx.user,
+                action="shell.refused",
+                subject=str(args.cmd),
+                reason=str(exc),
+                client=ctx.client,
+            )
         return ShellResult(1, out.getvalue(), f"lockgate: {exc}\n")
     return ShellResult(status, out.getvalue(), "")
 

@@ -208,6 +208,10 @@ def test_operator_flow_end_to_end(cli: Cli, tmp_path: Path) -> None:
     actions = [e["action"] for e in events]
     assert len(actions) >= 8
     assert any("revoke" in a for a in actions)
+    # The refused self-approval left its trace, with the true reason.
+    refused = [e for e in events if e["action"] == "cli.refused"]
+    assert [(e["actor"], e["subject"]) for e in refused] == [("alice", "approve")]
+    assert "self-approval" in refused[0]["details"]["reason"]
 
     # The plaintext credential is in no file under the data directory, no output, no row.
     for path in tmp_path.rglob("*"):

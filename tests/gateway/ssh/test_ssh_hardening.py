@@ -463,6 +463,34 @@ async def test_refused_sessions_and_channels_are_audited(hard: Gateway) -> None:
     assert ("session.refused", "ed") in refused and ("channel.refused", "alice") in refused
     lock = next(e for e in events if e.action == "session.refused" and e.actor == "ed")
     assert "locked" in lock.details["reason"] and lock.details["client"] == "127.0.0.1"
+    # A session none of whose channels opened ends with the refusal, not "client disconnected".
+    record = await _ended(hard, "alice", "db01")
+    assert (record.end_reason or "").startswith("channel refused: "), record.end_reason
+    ends = [
+        e
+        for e in await hard.services.audit.events()
+        if e.action == "session.end" and e.subject == record.id
+    ]
+    assert [e.details["reason"] for e in ends] == [record.end_reason]
+
+
+async def test_a_session_whose_recording_cannot_start_is_refused_and_ended(
+    hard: Gateway,
+) -> None:
+    """Its start is already audited and recorded: it must not stay listed live."""
+    year = hard.workdir / "recordings" / f"{datetime.now(UTC):%Y}"
+    year.parent.mkdir(exist_ok=True)
+    year.write_text("not a directory")  # the recording's file cannot be created
+    code, _, err = await hard.ssh("ed", f"ed+{TARGET_USER}@db01", "true")
+    assert code != 0 and b"lockgate: the session could not be opened" in err, err
+    record = await _ended(hard, "ed", "db01")
+    assert (record.end_reason or "").startswith("could not start: "), record.end_reason
+    ends = [
+        e
+        for e in await hard.services.audit.events()
+        if e.action == "session.end" and e.subject == record.id
+    ]
+    assert len(ends) == 1
 
 
 async def test_a_session_cut_by_a_crash_is_audited_when_the_node_starts_again(
@@ -535,3 +563,14 @@ async def test_a_target_that_dies_mid_session_ends_it_with_that_reason(hard: Gat
         assert record.end_reason == "target connection lost"
     finally:
         server.close()
+
+
+async def test_a_refused_gateway_shell_command_is_audited(hard: Gateway) -> None:
+    code, _, err = await hard.ssh(
+        "ed", "ed", "request", "db01", "--for", "300d", "--reason", "forever"
+    )
+    assert code == 1 and b"lockgate: at most" in err, err
+    refused = [e for e in await hard.services.audit.events() if e.action == "shell.refused"]
+    assert [(e.actor, e.subject) for e in refused] == [("ed", "request")]
+    assert refused[0].details["reason"].startswith("at most")
+    assert refused[0].details["client"] == "127.0.0.1"
