@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import asyncssh
 from aiohttp import web
@@ -459,30 +458,4 @@ def _gateway_site() -> GatewaySite:
 
     return GatewaySite(
         scheme=scheme, signed_in=signed_in, foreign=FOREIGN, authenticated=AUTHENTICATED
-    )
-
-
-async def run_until_signalled(node: Node, out: TextIO) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        out.write("lockgate: shutting down; ending live sessions\n")
-        out.flush()
-        await node.stop("gateway shutdown")
-
-
-def describe(node: Node) -> str:
-    cfg = node.config
-    host = public_host(cfg)
-    return (
-        f"Lockgate node {cfg.server.node_name} is serving.\n"
-        f"  SSH:  {cfg.server.ssh_listen.host}:{node.ssh_port}   "
-        f"connect: ssh -p {node.ssh_port} USER+ACCOUNT@TARGET@{host}\n"
-        f"        gateway shell: ssh -p {node.ssh_port} USER@{host} help\n"
-        f"  Web:  http://{cfg.server.http_listen.host}:{node.http_port}/  "
-        f"(API: /api/v1/openapi.json; /healthz, /readyz, /metrics)\n"
     )

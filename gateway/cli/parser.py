@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("provisioned", provision.provisioned, "ephemeral accounts and elevations")
     p.add_argument("--target")
     p.add_argument("--live", action="store_true", help="only those not yet removed")
+    command("nodes", provision.nodes, "the cluster's nodes: sessions, last heartbeat, state")
 
     p = command("request", access.request, "ask for access to a target")
     p.add_argument("target")

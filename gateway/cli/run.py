@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import signal
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from gateway.cli.context import Context
 from gateway.config import Config, load_config
 
+if TYPE_CHECKING:
+    from gateway.app import Node
+
 
 async def serve(ctx: Context) -> int:
-    from gateway.app import describe, run_until_signalled, start_node  # only when serving
+    from gateway.app import start_node  # only when serving
 
     node = await start_node(load_config(ctx.config_path))
     ctx.out.write(describe(node))
@@ -26,7 +32,7 @@ serve.needs_services = False  # type: ignore[attr-defined]
 async def demo(ctx: Context) -> int:
     """First run: initialise ./lockgate.toml; then serve with a built-in target and user."""
     from gateway import demo_web, demo_web_setup
-    from gateway.app import describe, public_host, run_until_signalled, start_node
+    from gateway.app import public_host, start_node
     from gateway.cli.setup import init
     from gateway.demo import DEMO_RULE, DEMO_TARGET, DEMO_USER, provision, start_demo_target
     from gateway.services import open_services
@@ -108,3 +114,31 @@ def host_key_fingerprint(config: Config) -> str:
 
     key = asyncssh.read_private_key(config.host_key_path)
     return f"{key.get_fingerprint('sha256')} ({key.get_algorithm()})"
+
+
+async def run_until_signalled(node: Node, out: TextIO) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        out.write("lockgate: shutting down; ending live sessions\n")
+        out.flush()
+        await node.stop("gateway shutdown")
+
+
+def describe(node: Node) -> str:
+    from gateway.app import public_host
+
+    cfg = node.config
+    host = public_host(cfg)
+    return (
+        f"Lockgate node {cfg.server.node_name} is serving.\n"
+        f"  SSH:  {cfg.server.ssh_listen.host}:{node.ssh_port}   "
+        f"connect: ssh -p {node.ssh_port} USER+ACCOUNT@TARGET@{host}\n"
+        f"        gateway shell: ssh -p {node.ssh_port} USER@{host} help\n"
+        f"  Web:  http://{cfg.server.http_listen.host}:{node.http_port}/  "
+        f"(API: /api/v1/openapi.json; /healthz, /readyz, /metrics)\n"
+    )
