@@ -34,16 +34,20 @@ from gateway.metrics import Metrics, kill_reason
 from gateway.notify.notifier import Notifier
 from gateway.oidc.federation import Federation
 from gateway.owed import OwedWrites
+from gateway.proxies import TrustedProxies
+from gateway.scaleout import Listeners, join_cluster
 from gateway.services import Services, check_database, open_services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
+from gateway.sessions.records import RESTARTED
 from gateway.sessions.registry import SessionRegistry
 from gateway.ssh.listener import SshGateway
+from gateway.ssh.proxied import ProxiedAcceptor
 from gateway.stream.cursor import CursorStore
 from gateway.stream.streamer import AuditStreamer, build_sink
 from gateway.throttle import Throttle
 from gateway.web.app import FOREIGN, build_app
-from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme, scheme_of
+from gateway.web.auth import PRINCIPAL, BrowserSessions, SignIn, scheme
 from gateway.web.deps import Deps
 from gateway.web.server import (
     AUTHENTICATED,
@@ -57,7 +61,9 @@ from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
 from recorder.follow import LiveIndexer
 from recorder.recorder import Recorder
-from recorder.store import RecordingStore
+from recorder.salvage import seal_interrupted
+from recorder.slots import HostSlots
+from recorder.store import INDEX_WORKERS, RecordingStore
 from recorder.writer import Seal
 
 log = logging.getLogger(__name__)
@@ -82,7 +88,7 @@ class Node:
     metrics: Metrics
     clock: ClockWatch
     owed: OwedWrites | None = None
-    acceptor: asyncssh.SSHAcceptor | None = None
+    acceptor: asyncssh.SSHAcceptor | ProxiedAcceptor | None = None
     runner: web.AppRunner | None = None
     front: FastFront | None = None
     deps: Deps | None = None
@@ -155,6 +161,8 @@ class Node:
             with contextlib.suppress(Exception):  # what is still owed waits in the journal
                 await self.owed.replay()
         with contextlib.suppress(Exception):
+            await self.services.nodes.stopped()
+        with contextlib.suppress(Exception):
             await self.services.audit.record(
                 actor="lockgate", action="node.stop", subject=self.config.server.node_name
             )
@@ -199,10 +207,17 @@ def _check_recordings(path: Path) -> None:
 
 
 async def start_node(
-    config: Config, *, timer: Timer | None = None, extra_rules: tuple[Any, ...] = ()
+    config: Config,
+    *,
+    timer: Timer | None = None,
+    extra_rules: tuple[Any, ...] = (),
+    listeners: Listeners | None = None,
+    leftovers: str = RESTARTED,
 ) -> Node:
     """Build every part and open the listeners; raises StartupError when it cannot serve.
-    ``timer`` is the clock of policy decisions and expiry (tests pass a fake one)."""
+    ``timer`` is the clock of policy decisions and expiry (tests pass a fake one);
+    ``listeners`` the shared sockets of a worker; ``leftovers`` the end reason of sessions
+    this node's previous run left live (a worker restarted after a crash: ``worker lost``)."""
     if extra_rules:
         config = replace(config, rules=(*config.rules, *extra_rules))
     _raise_fd_limit()
@@ -219,10 +234,14 @@ async def start_node(
         except Exception as exc:
             raise StartupError(f"the audit log cannot be written ({exc})") from None
         metrics = Metrics()
-        await services.sessions.sweep_stale()
+        stale = await services.sessions.sweep_stale(leftovers)
         registry = SessionRegistry()
         registry.on_change.append(lambda s, added: metrics.sessions_active.set(len(registry)))
-        recordings = RecordingStore(config.recordings_path, services.maker)
+        recordings = RecordingStore(
+            config.recordings_path,
+            services.maker,
+            host_slots=HostSlots(config.server.data_dir / "index-slots", INDEX_WORKERS),
+        )
         owed = OwedWrites(
             config.server.data_dir / f"owed-{config.server.node_name}.jsonl",
             on_count=metrics.db_outage_queued.set,
@@ -279,12 +298,18 @@ async def start_node(
         with contextlib.suppress(Exception):  # a first reading for /readyz; retried on a timer
             await clock.check()
         node.extra.append(recordings.aclose)
+        liveness = await join_cluster(services, registry, recordings)
+        await seal_interrupted(
+            config.recordings_path, services.maker, stale, leftovers,
+            on_sealed=recordings.index_later,
+        )  # fmt: skip
         await recordings.index_pending()
         bus.subscribe(node.on_event)
         await bus.start()
         listen = config.server.ssh_listen
         try:
-            node.acceptor = await gateway.listen(listen.host, listen.port)
+            sock = listeners.ssh if listeners is not None else None
+            node.acceptor = await gateway.listen(listen.host, listen.port, sock=sock)
         except OSError as exc:
             raise StartupError(f"cannot listen for SSH on {listen} ({exc.strerror})") from None
 
@@ -338,7 +363,12 @@ async def start_node(
         keys = AssertionSigner.load_or_create(assertion_key, _issuer(config, 0))
         app = build_app(
             deps,
-            {"database": database_ok, "vault": vault_ok, "listeners": listeners_ok},
+            {
+                "database": database_ok,
+                "vault": vault_ok,
+                "listeners": listeners_ok,
+                "workers": liveness.ready,
+            },
             [refresh_gauges],
             front=[node.proxy.middleware],
             warnings={"clock": node.clock.warning},
@@ -349,21 +379,25 @@ async def start_node(
         await node.runner.setup()
         http = config.server.http_listen
         try:
-            guard = ConnectionGuard(_http_limits(config))
+            trusted = TrustedProxies(config.server.trusted_proxies)
+            guard = ConnectionGuard(_http_limits(config), exempt=trusted.trusts)
+            http_sock = listeners.http if listeners is not None else None
             site: web.BaseSite
             if config.server.http_fastpath:
                 assert node.runner.server is not None
                 node.front = FastFront(
                     node.proxy,
                     aiohttp_handlers(node.runner.server, guard, access_log=None),
-                    scheme_of,
+                    trusted,
                     guard,
                     header_timeout=config.limits.http_header_timeout,
                     idle_timeout=config.limits.http_idle_timeout,
                 )
-                site = FastSite(node.runner, http.host, http.port, node.front)
+                site = FastSite(node.runner, http.host, http.port, node.front, http_sock)
             else:
-                site = GuardedSite(node.runner, http.host, http.port, guard, access_log=None)
+                site = GuardedSite(
+                    node.runner, http.host, http.port, guard, http_sock, access_log=None
+                )
             await site.start()
         except OSError as exc:
             await node.stop()
@@ -393,6 +427,7 @@ async def start_node(
             node._tasks.append(asyncio.ensure_future(federation.checker.run()))
             node.extra.append(federation.checker.aclose)
         node._tasks.append(asyncio.ensure_future(owed.run()))
+        node._tasks.append(asyncio.ensure_future(liveness.run()))
         node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node
     except BaseException:

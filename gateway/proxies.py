@@ -52,7 +52,7 @@ class ProxyHeaderReader:
             return 1  # a text line: one byte at a time, to stop at its CRLF
         if len(self.buffer) < 16:
             return 16 - len(self.buffer)
-        length = struct.unpack_from("!H", self.buffer, 14)[0]
+        length = int(struct.unpack_from("!H", self.buffer, 14)[0])
         return 16 + length - len(self.buffer)
 
     def feed(self, data: bytes) -> None:

@@ -126,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("init", setup.init, "write the configuration, keys and database")
     p.add_argument("--data-dir", type=Path, help="data directory (default ./lockgate-data)")
 
-    command("serve", run.serve, "run the gateway (SSH and HTTP listeners)")
+    p = command("serve", run.serve, "run the gateway (SSH and HTTP listeners)")
+    # Given by the supervisor to its workers (gateway.cli.supervisor), not by people.
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--listen-fds", help=argparse.SUPPRESS)
+    p.add_argument("--after-crash", action="store_true", help=argparse.SUPPRESS)
     command("demo", run.demo, "run the gateway with a built-in demo target and user")
 
     db = group("db", "database schema")

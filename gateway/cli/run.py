@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import signal
 from dataclasses import replace
@@ -17,13 +18,59 @@ if TYPE_CHECKING:
 
 
 async def serve(ctx: Context) -> int:
+    """One process, or (``server.workers`` above 1) a supervisor of worker processes; with
+    ``--worker`` (given by the supervisor) one of those workers."""
+    config = load_config(ctx.config_path)
+    if ctx.args.worker is not None:
+        return await _worker(ctx, config)
+    if config.server.workers > 1:
+        from gateway.cli.supervisor import supervise
+
+        return await supervise(config, ctx.config_path, ctx.out)
     from gateway.app import start_node  # only when serving
 
-    node = await start_node(load_config(ctx.config_path))
+    node = await start_node(config)
     ctx.out.write(describe(node))
     ctx.out.flush()
     await run_until_signalled(node, ctx.out)
     return 0
+
+
+async def _worker(ctx: Context, config: Config) -> int:
+    """A worker of a supervisor: node ``<node>-w<I>`` on the sockets it was given; says
+    ``ready`` on standard output (the supervisor's pipe) once it serves."""
+    import socket
+
+    from gateway.app import start_node
+    from gateway.cluster.liveness import worker_name
+    from gateway.scaleout import Listeners
+    from gateway.sessions.records import RESTARTED, WORKER_LOST
+
+    _die_with_parent()
+    ssh_fd, http_fd = (int(fd) for fd in str(ctx.args.listen_fds).split(","))
+    listeners = Listeners(socket.socket(fileno=ssh_fd), socket.socket(fileno=http_fd))
+    parent = config.server.node_name
+    server = replace(
+        config.server, node_name=worker_name(parent, ctx.args.worker), supervisor=parent
+    )
+    node = await start_node(
+        replace(config, server=server),
+        listeners=listeners,
+        leftovers=WORKER_LOST if ctx.args.after_crash else RESTARTED,
+    )
+    ctx.out.write("ready\n")
+    ctx.out.flush()
+    await run_until_signalled(node, io.StringIO())
+    return 0
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive its supervisor (a ``kill -9`` of the node)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 serve.needs_services = False  # type: ignore[attr-defined]

@@ -161,7 +161,7 @@ class Liveness:
     async def rows(self) -> list[NodeRow]:
         """Every node known, newest first, with its live sessions counted."""
         async with self.maker() as db:
-            counts = dict(
+            counts: dict[str, int] = dict(
                 (
                     await db.execute(
                         sa.select(sessions.c.node, sa.func.count())
@@ -193,7 +193,7 @@ class Liveness:
         }
         async with self.maker() as db, db.begin():
             done = await db.execute(nodes.update().where(nodes.c.name == self.name).values(values))
-            if not done.rowcount:
+            if not done.rowcount:  # type: ignore[attr-defined]
                 await db.execute(nodes.insert().values(name=self.name, **values))
 
     async def beat(self) -> None:
@@ -205,7 +205,7 @@ class Liveness:
                 .where(nodes.c.name == self.name, nodes.c.lost_at.is_(None))
                 .values(heartbeat_at=self.clock(), stopped_at=None)
             )
-        if not done.rowcount:
+        if not done.rowcount:  # type: ignore[attr-defined]
             log.warning(
                 "node %s was declared lost by another node; ending what it holds", self.name
             )
@@ -238,7 +238,7 @@ class Liveness:
                     )
                     .values(lost_at=now, lost_by=self.name, lost_reason=reason)
                 )
-                if not won.rowcount:
+                if not won.rowcount:  # type: ignore[attr-defined]
                     continue  # it beat meanwhile, or another node claimed it first
                 ended = await self.sessions.end_live_of(db, row.name, reason, by=self.name)
                 await self.audit.append(

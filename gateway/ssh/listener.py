@@ -140,9 +140,9 @@ class SshGateway:
             )
             acceptor.start()
         elif sock is not None:
-            acceptor = await asyncssh.listen(sock=sock, **kwargs)  # type: ignore[arg-type]
+            acceptor = await asyncssh.listen(sock=sock, **kwargs)
         else:
-            acceptor = await asyncssh.listen(host, port, **kwargs)  # type: ignore[arg-type]
+            acceptor = await asyncssh.listen(host, port, **kwargs)
         self.set_address(self.gateway_host, int(acceptor.get_port()))
         return acceptor
 

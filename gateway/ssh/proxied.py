@@ -125,4 +125,5 @@ async def _read_header(conn: socket.socket) -> ProxyHeader:
 
 async def options_for(**kwargs: object) -> SSHServerConnectionOptions:
     """The server options ``asyncssh.listen`` would build from the same arguments."""
-    return await SSHServerConnectionOptions.construct(None, **kwargs)  # type: ignore[arg-type]
+    options: SSHServerConnectionOptions = await SSHServerConnectionOptions.construct(None, **kwargs)
+    return options
