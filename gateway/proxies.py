@@ -50,6 +50,8 @@ class ProxyHeaderReader:
             return 0
         if self._v1:
             return 1  # a text line: one byte at a time, to stop at its CRLF
+        if len(self.buffer) < 6:  # enough to tell v1 ("PROXY ") from v2
+            return 6 - len(self.buffer)
         if len(self.buffer) < 16:
             return 16 - len(self.buffer)
         length = int(struct.unpack_from("!H", self.buffer, 14)[0])
@@ -61,15 +63,15 @@ class ProxyHeaderReader:
         if self._v1:
             self._feed_v1()
             return
-        if len(self.buffer) < 16:
-            if not V2_SIGNATURE.startswith(bytes(self.buffer)) and not (
-                b"PROXY ".startswith(bytes(self.buffer[:6]))
-            ):
-                raise ProxyHeaderError("no PROXY protocol header")
-            return
         if self.buffer.startswith(b"PROXY "):
             self._v1 = True
             self._feed_v1()
+            return
+        if len(self.buffer) < 16:
+            if not V2_SIGNATURE.startswith(bytes(self.buffer[:12])) and not (
+                b"PROXY ".startswith(bytes(self.buffer[:6]))
+            ):
+                raise ProxyHeaderError("no PROXY protocol header")
             return
         if not self.buffer.startswith(V2_SIGNATURE):
             raise ProxyHeaderError("no PROXY protocol header")
