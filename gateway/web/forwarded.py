@@ -1,7 +1,7 @@
 """Requests through a trusted load balancer: the person's address and scheme.
 
 The first middleware of the web app. A request whose connection comes from one of
-``server.trusted_proxies`` is handed on with ``remote`` taken from the last hop of its
+``server.trusted_proxies`` goes on with ``remote`` taken from the last hop of its
 ``X-Forwarded-For`` and ``scheme`` from its ``X-Forwarded-Proto``; every other request keeps
 its connection's own (whatever it sent in those headers is ignored), so audit events, the
 login throttle and the sign-in cookie's Secure flag see the person, not a spoofed header.
@@ -34,8 +34,11 @@ def forwarded_middleware(trusted: TrustedProxies) -> Middleware:
         headers = request.headers
         client = trusted.client(peer, headers.get("X-Forwarded-For", ""))
         proto = trusted.scheme(peer, headers.get("X-Forwarded-Proto", ""), request.scheme)
-        if client == request.remote and proto == request.scheme:
-            return await handler(request)
-        return await handler(request.clone(remote=client, scheme=proto))
+        # Set on this request itself, as ``clone(remote=, scheme=)`` sets its copy (aiohttp
+        # keeps both in the request's cache): a copy would hide what the later middlewares
+        # mark on it from the response hooks and the connection handler, which see this one.
+        request._cache["remote"] = client
+        request._cache["scheme"] = proto
+        return await handler(request)
 
     return forwarded
