@@ -290,9 +290,9 @@ def _scale_out(server: Mapping[str, object], source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: server.workers must be 0 (one per core) or more")
     if interval < 1:
         raise ConfigError(f"{source}: server.heartbeat_interval must be at least 1")
-    if lost < 2 * interval:
+    if lost < 3 * interval:
         raise ConfigError(
-            f"{source}: server.node_lost_after must be at least twice server.heartbeat_interval"
+            f"{source}: server.node_lost_after must be at least 3 times server.heartbeat_interval"
         )
     proxies = server["trusted_proxies"]
     assert isinstance(proxies, list)

@@ -92,8 +92,16 @@ def silent(
             continue
         if now - row.heartbeat_at <= after:
             continue
+        # A sibling proves its serve process alive only if it beat well after this one fell
+        # silent: workers of a node that died together stopped within one interval of each
+        # other (node_lost_after is at least three intervals, so half of it separates them).
         siblings = [
-            r for r in rows if r.parent == row.parent and r.name != row.name and r.fresh(now, after)
+            r
+            for r in rows
+            if r.parent == row.parent
+            and r.name != row.name
+            and r.fresh(now, after)
+            and r.heartbeat_at - row.heartbeat_at > after / 2
         ]
         worker = row.parent != row.name and bool(siblings)
         found.append((row, WORKER_LOST if worker else NODE_LOST))
