@@ -26,12 +26,12 @@ async def start_test_node(
     anomaly_rules: tuple[AnomalyRule, ...] = (),
     timer: Timer | None = None,
     environ: dict[str, str] | None = None,
-    server: dict[str, Any] | None = None,
+    server_fields: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Node:
     """A node with its own data directory under ``workdir`` (host key, master key, migrated
     database); ``environ`` adds ``LOCKGATE_*`` overrides, ``overrides`` replace top-level
-    Config fields and ``server`` fields of ``[server]`` (lists the environment cannot set)."""
+    Config fields and ``server_fields`` those of ``[server]`` (lists the environment cannot set)."""
     data = workdir / "data"
     data.mkdir(mode=0o700)
     config = load_config(
@@ -48,8 +48,8 @@ async def start_test_node(
         },
     )
     config = replace(config, anomaly_rules=(*config.anomaly_rules, *anomaly_rules), **overrides)
-    if server:
-        config = replace(config, server=replace(config.server, **server))
+    if server_fields:
+        config = replace(config, server=replace(config.server, **server_fields))
     generate_host_key(config.host_key_path)
     generate_master_key_file(data / "master.key")
     await migrate(config)

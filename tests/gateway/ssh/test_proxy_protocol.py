@@ -110,7 +110,7 @@ async def proxied(db_url: str, tmp_path: Path) -> AsyncIterator[Node]:
         tmp_path,
         name="behind-haproxy",
         environ={"LOCKGATE_LIMITS_SSH_LOGIN_GRACE_TIME": "1"},  # also the header timeout
-        server={
+        server_fields={
             "proxy_protocol": True,
             "trusted_proxies": (ipaddress.ip_network(f"{BALANCER}/32"),),
         },

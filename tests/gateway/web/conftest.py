@@ -142,7 +142,7 @@ async def web(db_url: str, sshd: Sshd, tmp_path: Path) -> AsyncIterator[Web]:
         name="web-node",
         rules=RULES,
         anomaly_rules=ANOMALIES,
-        server={"trusted_proxies": (ipaddress.ip_network(f"{TLS_PROXY}/32"),)},
+        server_fields={"trusted_proxies": (ipaddress.ip_network(f"{TLS_PROXY}/32"),)},
     )
     http = aiohttp.ClientSession()
     harness = Web(node, sshd, tmp_path, http)
