@@ -2,7 +2,8 @@
 
 Every node (each worker process of a ``lockgate serve`` is one) writes its row in
 ``gw_nodes`` every ``server.heartbeat_interval`` seconds. On each beat it also looks at the
-others: a node silent for longer than ``server.node_lost_after`` (and not stopped cleanly) is
+others: a node silent for longer than ``server.node_lost_after`` (by its heartbeat's time, and
+watched that long without a beat on this node's monotonic clock; not stopped cleanly) is
 declared lost by the first node to claim it (an update that only one node can win). In the
 claim's transaction its sessions are marked ended and each end audited, with the reason
 ``worker lost`` when it is a worker whose siblings still beat (its serve process is alive
@@ -20,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -161,6 +163,11 @@ class Liveness:
     lost_after: float = 30.0
     on_lost: OnLost | None = None  # seal the recordings of sessions ended here
     on_declared_lost: Callable[[], Awaitable[None]] | None = None  # this node was declared lost
+    # This node's own clock of elapsed time: a row is declared lost only once it has also
+    # been seen unchanged for ``lost_after`` seconds on it, so a wall clock that steps (NTP,
+    # an operator, a test's fake clock) never makes a live node look silent.
+    monotonic: Callable[[], float] = time.monotonic
+    _unchanged: dict[str, tuple[datetime, float]] = field(default_factory=dict, repr=False)
 
     @property
     def after(self) -> timedelta:
@@ -232,9 +239,16 @@ class Liveness:
     async def reap(self) -> list[tuple[str, str, list[str]]]:
         """Declare the silent nodes lost (see the module doc); returns (node, reason,
         session ids) of each this node claimed."""
-        now = self.clock()
+        now, elapsed = self.clock(), self.monotonic()
         claimed = []
-        for row, reason in silent(await self.rows(), self.name, now, self.after):
+        rows = await self.rows()
+        for row in rows:
+            seen = self._unchanged.get(row.name)
+            if seen is None or seen[0] != row.heartbeat_at:
+                self._unchanged[row.name] = (row.heartbeat_at, elapsed)
+        for row, reason in silent(rows, self.name, now, self.after):
+            if elapsed - self._unchanged[row.name][1] < self.lost_after:
+                continue  # not yet watched that long without a beat
             async with self.maker() as db, db.begin():
                 won = await db.execute(
                     nodes.update()

@@ -81,6 +81,7 @@ class Cluster:
         return Liveness(
             self.maker, sessions, self.audit, name, self.timer.now, parent=parent,
             workers=workers, interval=5, lost_after=30, on_lost=seal,
+            monotonic=self.timer.monotonic,
         )  # fmt: skip
 
     async def session_on(self, node: Liveness, sid: str) -> Path:
@@ -113,6 +114,7 @@ async def test_a_silent_node_is_declared_lost_once_and_its_sessions_end(cluster:
     for node in (a, b, c):
         await node.started()
     path = await cluster.session_on(b, "se-on-b")
+    assert await a.reap() == [] and await c.reap() == []  # watching from now on
 
     await cluster.timer.advance(timedelta(seconds=29))
     await a.beat()
@@ -157,6 +159,7 @@ async def test_a_node_that_finds_itself_declared_lost_ends_what_it_holds(
     b.on_declared_lost = declared
     await a.started()
     await b.started()
+    assert await a.reap() == []
     await cluster.timer.advance(timedelta(seconds=31))  # b could not reach the database
     await a.beat()
     assert [name for name, _, _ in await a.reap()] == ["gw-b"]
@@ -177,6 +180,7 @@ async def test_a_dead_worker_of_a_live_node_ends_as_worker_lost_and_readiness_fo
     await w1.started()
     assert await w0.ready() and await w1.ready()
     await cluster.session_on(w1, "se-on-w1")
+    assert await w0.reap() == []
 
     await cluster.timer.advance(timedelta(seconds=20))
     await w0.beat()
@@ -194,3 +198,18 @@ async def test_a_dead_worker_of_a_live_node_ends_as_worker_lost_and_readiness_fo
     assert not await w0.ready()  # a stopped worker is not serving
     await cluster.timer.advance(timedelta(seconds=60))
     assert await w0.reap() == []  # a stopped node is never declared lost
+
+
+async def test_a_wall_clock_step_alone_never_makes_a_live_node_lost(cluster: Cluster) -> None:
+    """The heartbeat's time says silent, but this node has not watched it silent that long."""
+    a, b = cluster.node("gw-a"), cluster.node("gw-b")
+    await a.started()
+    await b.started()
+    await cluster.session_on(b, "se-stays")
+    assert await a.reap() == []
+    cluster.timer.step_wall(timedelta(hours=1))  # NTP, or an operator's date -s
+    await a.beat()
+    assert await a.reap() == []
+    assert (await b.sessions.get(SYSTEM_ACTOR, "se-stays")).active
+    await cluster.timer.advance(timedelta(seconds=31))  # now watched silent that long
+    assert [name for name, _, _ in await a.reap()] == ["gw-b"]
