@@ -130,11 +130,14 @@ class Supervisor:
     def describe(self) -> str:
         cfg = self.config.server
         names = ", ".join(w.name for w in self.workers)
+        host = cfg.ssh_listen.host
+        host = socket.gethostname() if host in ("0.0.0.0", "::", "") else host  # noqa: S104
         return (
             f"Lockgate node {cfg.node_name} is serving with {len(self.workers)} workers "
             f"({names}).\n"
             f"  SSH:  {cfg.ssh_listen.host}:{self.ssh_port}   "
-            f"connect: ssh -p {self.ssh_port} USER+ACCOUNT@TARGET@HOST\n"
+            f"connect: ssh -p {self.ssh_port} USER+ACCOUNT@TARGET@{host}\n"
+            f"        gateway shell: ssh -p {self.ssh_port} USER@{host} help\n"
             f"  Web:  http://{cfg.http_listen.host}:{self.http_port}/  "
             f"(API: /api/v1/openapi.json; /healthz, /readyz, /metrics)\n"
         )
