@@ -1,6 +1,7 @@
 """Direct sshd vs through Lockgate, measured in one run. Not a test: prints a table.
 
     python -m bench.ssh [--quick] [--pairs 3] [--sessions 200] [--database-url URL]
+    python -m bench.ssh --workers N [--sessions 200] [--kills 50]   # 1 worker vs N
 
 Starts its own sshd (root needed: it creates the account ``lgbench``), initialises a
 gateway in a temporary directory, runs ``lockgate serve`` as a separate process (so its
@@ -329,7 +330,16 @@ async def main() -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--database-url")
     parser.add_argument("--pairs", type=int, help="direct/gateway pairs per bulk row (3)")
+    parser.add_argument(
+        "--workers", type=int, help="compare server.workers = 1 with N (0: one per core)"
+    )
+    parser.add_argument("--kills", type=int, default=50, help="with --workers: kills timed")
     args = parser.parse_args()
+    if args.workers is not None:
+        from bench.workers import compare
+
+        await compare(args)
+        return
     exec_mb, pty_mb = (100, 50) if args.quick else (300, 200)
     sessions = min(args.sessions, 50) if args.quick else args.sessions
     args.pairs = args.pairs or (1 if args.quick else 3)

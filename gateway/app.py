@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import asyncssh
 from aiohttp import web
@@ -35,17 +34,21 @@ from gateway.metrics import Metrics, kill_reason
 from gateway.notify.notifier import Notifier
 from gateway.oidc.federation import Federation
 from gateway.owed import OwedWrites
+from gateway.proxies import TrustedProxies
+from gateway.scaleout import Listeners, join_cluster
 from gateway.services import Services, check_database, open_services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.killswitch import KillSwitch, RealTimer, Timer
+from gateway.sessions.records import RESTARTED
 from gateway.sessions.registry import SessionRegistry
 from gateway.signins.browser import BrowserSessions
 from gateway.ssh.listener import SshGateway
+from gateway.ssh.proxied import ProxiedAcceptor
 from gateway.stream.cursor import CursorStore
 from gateway.stream.streamer import AuditStreamer, build_sink
 from gateway.throttle import Throttle
 from gateway.web.app import FOREIGN, build_app
-from gateway.web.auth import PRINCIPAL, SignIn, scheme, scheme_of
+from gateway.web.auth import PRINCIPAL, SignIn, scheme
 from gateway.web.deps import Deps
 from gateway.web.server import (
     AUTHENTICATED,
@@ -59,7 +62,9 @@ from policy.service import SYSTEM_ACTOR
 from recorder.anomaly import AnomalyEngine
 from recorder.follow import LiveIndexer
 from recorder.recorder import Recorder
-from recorder.store import RecordingStore
+from recorder.salvage import seal_interrupted
+from recorder.slots import HostSlots
+from recorder.store import INDEX_WORKERS, RecordingStore
 from recorder.writer import Seal
 
 log = logging.getLogger(__name__)
@@ -84,7 +89,7 @@ class Node:
     metrics: Metrics
     clock: ClockWatch
     owed: OwedWrites | None = None
-    acceptor: asyncssh.SSHAcceptor | None = None
+    acceptor: asyncssh.SSHAcceptor | ProxiedAcceptor | None = None
     runner: web.AppRunner | None = None
     front: FastFront | None = None
     deps: Deps | None = None
@@ -157,6 +162,8 @@ class Node:
             with contextlib.suppress(Exception):  # what is still owed waits in the journal
                 await self.owed.replay()
         with contextlib.suppress(Exception):
+            await self.services.nodes.stopped()
+        with contextlib.suppress(Exception):
             await self.services.audit.record(
                 actor="lockgate", action="node.stop", subject=self.config.server.node_name
             )
@@ -201,10 +208,17 @@ def _check_recordings(path: Path) -> None:
 
 
 async def start_node(
-    config: Config, *, timer: Timer | None = None, extra_rules: tuple[Any, ...] = ()
+    config: Config,
+    *,
+    timer: Timer | None = None,
+    extra_rules: tuple[Any, ...] = (),
+    listeners: Listeners | None = None,
+    leftovers: str = RESTARTED,
 ) -> Node:
     """Build every part and open the listeners; raises StartupError when it cannot serve.
-    ``timer`` is the clock of policy decisions and expiry (tests pass a fake one)."""
+    ``timer`` is the clock of policy decisions and expiry (tests pass a fake one);
+    ``listeners`` the shared sockets of a worker; ``leftovers`` the end reason of sessions
+    this node's previous run left live (a worker restarted after a crash: ``worker lost``)."""
     if extra_rules:
         config = replace(config, rules=(*config.rules, *extra_rules))
     _raise_fd_limit()
@@ -223,7 +237,11 @@ async def start_node(
         metrics = Metrics()
         registry = SessionRegistry()
         registry.on_change.append(lambda s, added: metrics.sessions_active.set(len(registry)))
-        recordings = RecordingStore(config.recordings_path, services.maker)
+        recordings = RecordingStore(
+            config.recordings_path,
+            services.maker,
+            host_slots=HostSlots(config.server.data_dir / "index-slots", INDEX_WORKERS),
+        )
         owed = OwedWrites(
             config.server.data_dir / f"owed-{config.server.node_name}.jsonl",
             on_count=metrics.db_outage_queued.set,
@@ -259,7 +277,9 @@ async def start_node(
         # sessions as "gateway restarted", and the replay then find them ended (the true end,
         # its moment and its reason, lost).
         await owed.replay()
-        await services.sessions.sweep_stale(owed.owed_ids("session.end", "session"))
+        stale = await services.sessions.sweep_stale(
+            owed.owed_ids("session.end", "session"), leftovers
+        )
         enforcer = Enforcer(registry, services.sessions, services.policy, services.audit)
         gateway = SshGateway(
             services,
@@ -285,12 +305,18 @@ async def start_node(
         with contextlib.suppress(Exception):  # a first reading for /readyz; retried on a timer
             await clock.check()
         node.extra.append(recordings.aclose)
+        liveness = await join_cluster(services, registry, recordings)
+        await seal_interrupted(
+            config.recordings_path, services.maker, stale, leftovers,
+            on_sealed=recordings.index_later,
+        )  # fmt: skip
         await recordings.index_pending()
         bus.subscribe(node.on_event)
         await bus.start()
         listen = config.server.ssh_listen
         try:
-            node.acceptor = await gateway.listen(listen.host, listen.port)
+            sock = listeners.ssh if listeners is not None else None
+            node.acceptor = await gateway.listen(listen.host, listen.port, sock=sock)
         except OSError as exc:
             raise StartupError(f"cannot listen for SSH on {listen} ({exc.strerror})") from None
 
@@ -346,7 +372,12 @@ async def start_node(
         keys = AssertionSigner.load_or_create(assertion_key, _issuer(config, 0))
         app = build_app(
             deps,
-            {"database": database_ok, "vault": vault_ok, "listeners": listeners_ok},
+            {
+                "database": database_ok,
+                "vault": vault_ok,
+                "listeners": listeners_ok,
+                "workers": liveness.ready,
+            },
             [refresh_gauges],
             front=[node.proxy.middleware],
             warnings={"clock": node.clock.warning},
@@ -357,21 +388,25 @@ async def start_node(
         await node.runner.setup()
         http = config.server.http_listen
         try:
-            guard = ConnectionGuard(_http_limits(config))
+            trusted = TrustedProxies(config.server.trusted_proxies)
+            guard = ConnectionGuard(_http_limits(config), exempt=trusted.trusts)
+            http_sock = listeners.http if listeners is not None else None
             site: web.BaseSite
             if config.server.http_fastpath:
                 assert node.runner.server is not None
                 node.front = FastFront(
                     node.proxy,
                     aiohttp_handlers(node.runner.server, guard, access_log=None),
-                    scheme_of,
+                    trusted,
                     guard,
                     header_timeout=config.limits.http_header_timeout,
                     idle_timeout=config.limits.http_idle_timeout,
                 )
-                site = FastSite(node.runner, http.host, http.port, node.front)
+                site = FastSite(node.runner, http.host, http.port, node.front, http_sock)
             else:
-                site = GuardedSite(node.runner, http.host, http.port, guard, access_log=None)
+                site = GuardedSite(
+                    node.runner, http.host, http.port, guard, http_sock, access_log=None
+                )
             await site.start()
         except OSError as exc:
             await node.stop()
@@ -401,6 +436,7 @@ async def start_node(
             node._tasks.append(asyncio.ensure_future(federation.checker.run()))
             node.extra.append(federation.checker.aclose)
         node._tasks.append(asyncio.ensure_future(owed.run()))
+        node._tasks.append(asyncio.ensure_future(liveness.run()))
         node._tasks.append(asyncio.ensure_future(LiveIndexer(recorder, recordings).run()))
         return node
     except BaseException:
@@ -466,30 +502,4 @@ def _gateway_site() -> GatewaySite:
 
     return GatewaySite(
         scheme=scheme, signed_in=signed_in, foreign=FOREIGN, authenticated=AUTHENTICATED
-    )
-
-
-async def run_until_signalled(node: Node, out: TextIO) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        out.write("lockgate: shutting down; ending live sessions\n")
-        out.flush()
-        await node.stop("gateway shutdown")
-
-
-def describe(node: Node) -> str:
-    cfg = node.config
-    host = public_host(cfg)
-    return (
-        f"Lockgate node {cfg.server.node_name} is serving.\n"
-        f"  SSH:  {cfg.server.ssh_listen.host}:{node.ssh_port}   "
-        f"connect: ssh -p {node.ssh_port} USER+ACCOUNT@TARGET@{host}\n"
-        f"        gateway shell: ssh -p {node.ssh_port} USER@{host} help\n"
-        f"  Web:  http://{cfg.server.http_listen.host}:{node.http_port}/  "
-        f"(API: /api/v1/openapi.json; /healthz, /readyz, /metrics)\n"
     )

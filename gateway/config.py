@@ -14,6 +14,7 @@ left alone: such names must never begin with a section name.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -36,6 +37,7 @@ from recorder.anomaly import AnomalyRule, parse_anomaly_rule
 from recorder.errors import RecorderError
 
 ENV_PREFIX = "LOCKGATE_"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
@@ -60,6 +62,14 @@ class ServerConfig:
     web_domain: str = ""  # web targets at <target>.<web_domain>; "" = /t/<target>/ paths
     public_url: str = ""  # where people reach the web UI (links in notifications)
     require_strict_kex: bool = False  # refuse SSH clients without strict KEX (Terrapin)
+    workers: int = 1  # processes sharing the listeners (gateway.cli.supervisor); 1 = this one
+    heartbeat_interval: int = 5  # seconds between a node's heartbeats (gateway.cluster.liveness)
+    node_lost_after: int = 30  # seconds of silence after which another node ends its sessions
+    proxy_protocol: bool = False  # SSH connections start with a PROXY protocol header
+    trusted_proxies: tuple[IPNetwork, ...] = ()  # who may send it, or X-Forwarded-* on HTTP
+    # Set by the supervisor for its workers, never read from the file: the serve process's
+    # own node name (each worker is <supervisor>-w<i>).
+    supervisor: str = ""
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,11 @@ _SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
         "web_domain": (str, ""),
         "public_url": (str, ""),
         "require_strict_kex": (bool, False),
+        "workers": (int, 0),
+        "heartbeat_interval": (int, 5),
+        "node_lost_after": (int, 30),
+        "proxy_protocol": (bool, False),
+        "trusted_proxies": (list, []),
     },
     "database": {"url": (str, None)},
     "vault": {"master_key": (str, None)},
@@ -238,6 +253,7 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
             web_domain=_web_domain(str(server["web_domain"]), f"{source}: server.web_domain"),
             public_url=_public_url(str(server["public_url"]), f"{source}: server.public_url"),
             require_strict_kex=bool(server["require_strict_kex"]),
+            **_scale_out(server, source),
         ),
         database_url=db_url,
         master_key=str(master),
@@ -262,6 +278,42 @@ def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None =
         password_login_roles=frozenset(password_roles),
         limits=_limits(values["limits"], source),
     )
+
+
+def _scale_out(server: Mapping[str, object], source: str) -> dict[str, Any]:
+    """Workers, liveness and the trusted load balancers of ``[server]``."""
+    workers, interval, lost = (
+        server[k] for k in ("workers", "heartbeat_interval", "node_lost_after")
+    )
+    assert isinstance(workers, int) and isinstance(interval, int) and isinstance(lost, int)
+    if workers < 0:
+        raise ConfigError(f"{source}: server.workers must be 0 (one per core) or more")
+    if interval < 1:
+        raise ConfigError(f"{source}: server.heartbeat_interval must be at least 1")
+    if lost < 3 * interval:
+        raise ConfigError(
+            f"{source}: server.node_lost_after must be at least 3 times server.heartbeat_interval"
+        )
+    proxies = server["trusted_proxies"]
+    assert isinstance(proxies, list)
+    try:
+        trusted = tuple(ipaddress.ip_network(str(p), strict=False) for p in proxies)
+    except ValueError:
+        raise ConfigError(
+            f'{source}: server.trusted_proxies must be addresses or CIDRs, e.g. "10.0.0.0/8"'
+        ) from None
+    if server["proxy_protocol"] and not trusted:
+        raise ConfigError(
+            f"{source}: server.proxy_protocol needs server.trusted_proxies (the balancers' "
+            "addresses): a header from anyone else would let them choose their address"
+        )
+    return {
+        "workers": workers or (os.cpu_count() or 1),
+        "heartbeat_interval": interval,
+        "node_lost_after": lost,
+        "proxy_protocol": bool(server["proxy_protocol"]),
+        "trusted_proxies": trusted,
+    }
 
 
 def _limits(values: Mapping[str, object], source: str) -> Limits:

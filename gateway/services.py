@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.access import Access
 from gateway.audit import AuditLog
+from gateway.cluster.liveness import Liveness
 from gateway.config import Config
 from gateway.credentials import Credentials
 from gateway.db import SessionMaker, create_engine, sessionmaker
@@ -49,6 +50,7 @@ class Services:
     provisioner: Provisioner
     hashing: HashPool
     refusals: RefusalLog
+    nodes: Liveness
 
     async def aclose(self) -> None:
         self.hashing.close()
@@ -104,6 +106,8 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
         password_check=hashing.verify,
     )
     vault = VaultService(maker, keyring, audit, clock=clock, source=source)
+    sessions = SessionStore(maker, policy, audit, config.server.node_name)
+    server = config.server
     return Services(
         config=config,
         engine=engine,
@@ -112,7 +116,7 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
         keyring=keyring,
         policy=policy,
         vault=vault,
-        sessions=SessionStore(maker, policy, audit, config.server.node_name),
+        sessions=sessions,
         access=Access(policy, vault, Identities(maker), password_roles=config.password_login_roles),
         credentials=Credentials(vault),
         provisioner=Provisioner(
@@ -120,4 +124,15 @@ async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = 
         ),
         hashing=hashing,
         refusals=RefusalLog(audit, clock),
+        nodes=Liveness(
+            maker,
+            sessions,
+            audit,
+            server.node_name,
+            clock,
+            parent=server.supervisor,
+            workers=server.workers if server.supervisor else 1,
+            interval=server.heartbeat_interval,
+            lost_after=server.node_lost_after,
+        ),
     )

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from recorder.errors import NotFound
 from recorder.indexer import IndexResult, from_json
 from recorder.integrity import verify_against_seal, verify_file
+from recorder.slots import HostSlots
 from recorder.tables import events, keyframes, recordings, text_lines
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,18 @@ def _utc(value: datetime | None) -> datetime | None:
 
 class RecordingStore:
     def __init__(
-        self, root: Path, maker: async_sessionmaker[AsyncSession], workers: int = INDEX_WORKERS
+        self,
+        root: Path,
+        maker: async_sessionmaker[AsyncSession],
+        workers: int = INDEX_WORKERS,
+        *,
+        host_slots: HostSlots | None = None,
     ) -> None:
         self.root = root
         self.maker = maker
         self._workers = asyncio.Semaphore(workers)
+        # Shared by the processes of a host (the workers of one serve): their bound together.
+        self._host_slots = host_slots
         self._children: set[asyncio.subprocess.Process] = set()
         self._jobs: set[asyncio.Task[None]] = set()
         self._saves: set[asyncio.Future[bool]] = set()
@@ -178,7 +186,7 @@ class RecordingStore:
         complete chunk; its result is dropped if the recording was sealed meanwhile (the
         sealed recording's own index is complete and must not be replaced)."""
         info = await self.get(session_id)
-        async with self._workers:
+        async with self._workers, self._host_slot():
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -211,6 +219,9 @@ class RecordingStore:
         save.add_done_callback(self._saves.discard)
         await asyncio.shield(save)
         return result
+
+    def _host_slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._host_slots.slot() if self._host_slots else contextlib.nullcontext()
 
     async def save_index(
         self, session_id: str, result: IndexResult, size: int, live: bool = False

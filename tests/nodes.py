@@ -28,12 +28,14 @@ async def start_test_node(
     timer: Timer | None = None,
     environ: dict[str, str] | None = None,
     peer: Node | None = None,
+    server_fields: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Node:
     """A node with its own data directory under ``workdir`` (host key, master key, migrated
     database); ``environ`` adds ``LOCKGATE_*`` overrides, ``overrides`` replace top-level
     Config fields. With ``peer`` the node joins that node's cluster: the same master key (a
-    cluster shares one), its own data directory and name."""
+    cluster shares one), its own data directory and name.
+    ``server_fields`` sets fields of ``[server]`` (lists the environment cannot set)."""
     data = workdir / "data"
     data.mkdir(mode=0o700)
     config = load_config(
@@ -50,6 +52,8 @@ async def start_test_node(
         },
     )
     config = replace(config, anomaly_rules=(*config.anomaly_rules, *anomaly_rules), **overrides)
+    if server_fields:
+        config = replace(config, server=replace(config.server, **server_fields))
     generate_host_key(config.host_key_path)
     if peer is None:
         generate_master_key_file(data / "master.key")

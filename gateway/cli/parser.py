@@ -126,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("init", setup.init, "write the configuration, keys and database")
     p.add_argument("--data-dir", type=Path, help="data directory (default ./lockgate-data)")
 
-    command("serve", run.serve, "run the gateway (SSH and HTTP listeners)")
+    p = command("serve", run.serve, "run the gateway (SSH and HTTP listeners)")
+    # Given by the supervisor to its workers (gateway.cli.supervisor), not by people.
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--listen-fds", help=argparse.SUPPRESS)
+    p.add_argument("--after-crash", action="store_true", help=argparse.SUPPRESS)
     command("demo", run.demo, "run the gateway with a built-in demo target and user")
 
     db = group("db", "database schema")
@@ -240,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("provisioned", provision.provisioned, "ephemeral accounts and elevations")
     p.add_argument("--target")
     p.add_argument("--live", action="store_true", help="only those not yet removed")
+    command("nodes", provision.nodes, "the cluster's nodes: sessions, last heartbeat, state")
 
     p = command("request", access.request, "ask for access to a target")
     p.add_argument("target")

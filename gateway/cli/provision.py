@@ -1,5 +1,6 @@
 """Provisioned targets on the command line: ``target set`` (mode, UID range, home archive),
-the provisioner key (``credential set TARGET --provisioner``) and ``provisioned``."""
+the provisioner key (``credential set TARGET --provisioner``) and ``provisioned``; and
+``nodes``, where the cluster's members are."""
 
 from __future__ import annotations
 
@@ -41,3 +42,20 @@ async def target_set(ctx: Context) -> int:
 async def provisioned(ctx: Context) -> int:
     items = await ctx.svc.provisioner.list(ctx.args.target, live_only=ctx.args.live)
     return ctx.emit([i.public() for i in items], PROVISIONED_COLUMNS)
+
+
+NODE_COLUMNS = (
+    "name",
+    "state",
+    "sessions",
+    "heartbeat_at",
+    "host",
+    "pid",
+    "lost_reason",
+    "lost_by",
+)
+
+
+async def nodes(ctx: Context) -> int:
+    """Every node (worker) the cluster knows: live, silent, stopped or lost."""
+    return ctx.emit(await ctx.svc.nodes.listing(), NODE_COLUMNS)

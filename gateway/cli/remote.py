@@ -201,6 +201,11 @@ async def _provisioned(ctx: Context, api: Client) -> int:
     return ctx.emit(items, provision.PROVISIONED_COLUMNS)
 
 
+@remote(provision.nodes)
+async def _nodes(ctx: Context, api: Client) -> int:
+    return ctx.emit(await api.call("GET", "/nodes"), provision.NODE_COLUMNS)
+
+
 @remote(admin.target_list)
 async def _target_list(ctx: Context, api: Client) -> int:
     return ctx.emit(await api.call("GET", "/targets"), admin.TARGET_COLUMNS)

@@ -2,22 +2,75 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
+import signal
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from gateway.cli.context import Context
 from gateway.config import Config, load_config
 
+if TYPE_CHECKING:
+    from gateway.app import Node
+
 
 async def serve(ctx: Context) -> int:
-    from gateway.app import describe, run_until_signalled, start_node  # only when serving
+    """One process, or (``server.workers`` above 1) a supervisor of worker processes; with
+    ``--worker`` (given by the supervisor) one of those workers."""
+    config = load_config(ctx.config_path)
+    if ctx.args.worker is not None:
+        return await _worker(ctx, config)
+    if config.server.workers > 1:
+        from gateway.cli.supervisor import supervise
 
-    node = await start_node(load_config(ctx.config_path))
+        return await supervise(config, ctx.config_path, ctx.out)
+    from gateway.app import start_node  # only when serving
+
+    node = await start_node(config)
     ctx.out.write(describe(node))
     ctx.out.flush()
     await run_until_signalled(node, ctx.out)
     return 0
+
+
+async def _worker(ctx: Context, config: Config) -> int:
+    """A worker of a supervisor: node ``<node>-w<I>`` on the sockets it was given; says
+    ``ready`` on standard output (the supervisor's pipe) once it serves."""
+    import socket
+
+    from gateway.app import start_node
+    from gateway.cluster.liveness import worker_name
+    from gateway.scaleout import Listeners
+    from gateway.sessions.records import RESTARTED, WORKER_LOST
+
+    _die_with_parent()
+    ssh_fd, http_fd = (int(fd) for fd in str(ctx.args.listen_fds).split(","))
+    listeners = Listeners(socket.socket(fileno=ssh_fd), socket.socket(fileno=http_fd))
+    parent = config.server.node_name
+    server = replace(
+        config.server, node_name=worker_name(parent, ctx.args.worker), supervisor=parent
+    )
+    node = await start_node(
+        replace(config, server=server),
+        listeners=listeners,
+        leftovers=WORKER_LOST if ctx.args.after_crash else RESTARTED,
+    )
+    ctx.out.write("ready\n")
+    ctx.out.flush()
+    await run_until_signalled(node, io.StringIO())
+    return 0
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive its supervisor (a ``kill -9`` of the node)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 serve.needs_services = False  # type: ignore[attr-defined]
@@ -26,7 +79,7 @@ serve.needs_services = False  # type: ignore[attr-defined]
 async def demo(ctx: Context) -> int:
     """First run: initialise ./lockgate.toml; then serve with a built-in target and user."""
     from gateway import demo_web, demo_web_setup
-    from gateway.app import describe, public_host, run_until_signalled, start_node
+    from gateway.app import public_host, start_node
     from gateway.cli.setup import init
     from gateway.demo import DEMO_RULE, DEMO_TARGET, DEMO_USER, provision, start_demo_target
     from gateway.services import open_services
@@ -108,3 +161,31 @@ def host_key_fingerprint(config: Config) -> str:
 
     key = asyncssh.read_private_key(config.host_key_path)
     return f"{key.get_fingerprint('sha256')} ({key.get_algorithm()})"
+
+
+async def run_until_signalled(node: Node, out: TextIO) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        out.write("lockgate: shutting down; ending live sessions\n")
+        out.flush()
+        await node.stop("gateway shutdown")
+
+
+def describe(node: Node) -> str:
+    from gateway.app import public_host
+
+    cfg = node.config
+    host = public_host(cfg)
+    return (
+        f"Lockgate node {cfg.server.node_name} is serving.\n"
+        f"  SSH:  {cfg.server.ssh_listen.host}:{node.ssh_port}   "
+        f"connect: ssh -p {node.ssh_port} USER+ACCOUNT@TARGET@{host}\n"
+        f"        gateway shell: ssh -p {node.ssh_port} USER@{host} help\n"
+        f"  Web:  http://{cfg.server.http_listen.host}:{node.http_port}/  "
+        f"(API: /api/v1/openapi.json; /healthz, /readyz, /metrics)\n"
+    )

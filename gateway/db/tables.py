@@ -253,3 +253,23 @@ login_throttle = sa.Table(
     sa.Column("until", sa.DateTime(timezone=True), nullable=True),
     sa.Column("last", sa.DateTime(timezone=True), nullable=False, index=True),
 )
+
+# Every node (each worker process of a ``lockgate serve`` is one) and its last heartbeat.
+# ``parent`` is the serve process's node name (the row's own name when it runs alone); a
+# row silent for ``server.node_lost_after`` is declared lost by another node, which ends its
+# sessions. A node that stops cleanly sets ``stopped_at``.
+nodes = sa.Table(
+    "gw_nodes",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("parent", sa.String(255), nullable=False, index=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("workers", sa.Integer, nullable=False),  # how many the parent runs
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("stopped_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("lost_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("lost_by", sa.String(255), nullable=True),
+    sa.Column("lost_reason", sa.String(64), nullable=True),  # node lost | worker lost
+)

@@ -16,12 +16,12 @@ says how the connection moves between the two).
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from multidict import MultiMapping
 
 from gateway.http.fastpool import FastPool
 from gateway.http.flight import Flight
@@ -32,6 +32,7 @@ from gateway.http.relay import Exchange
 from gateway.http.routing import BadPath
 from gateway.http.target import TargetUnusable
 from gateway.http.wire import RequestHead, serialize_head
+from gateway.proxies import TrustedProxies
 
 if TYPE_CHECKING:
     from gateway.http.proxy import WebProxy
@@ -46,7 +47,7 @@ class FastFront:
         self,
         proxy: WebProxy,
         server: Callable[[], Any],
-        scheme: Callable[[MultiMapping[str]], str],
+        trusted: TrustedProxies,
         admission: Admission,
         *,
         header_timeout: float,
@@ -54,7 +55,7 @@ class FastFront:
     ) -> None:
         self.proxy = proxy
         self.server = server  # aiohttp's request handler for a connection, when it needs one
-        self.scheme = scheme  # the request's scheme, as the gateway's web app decides it
+        self.trusted = trusted  # balancers whose X-Forwarded-For/-Proto count, as in the web app
         self.admission = admission
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
@@ -79,7 +80,8 @@ class FastFront:
         if not head.bodiless_read:
             return None
         proxy = self.proxy
-        scheme = self.scheme(head.headers)
+        peer = conn.client_ip
+        scheme = self.trusted.scheme(peer, head.headers.get("X-Forwarded-Proto", ""), "http")
         try:
             route = proxy.router.route(head.host, head.target)
         except BadPath:
@@ -105,7 +107,7 @@ class FastFront:
             return None
         host = head.host.lower()
         view = ClientView(
-            client_ip=conn.client_ip,
+            client_ip=self.trusted.client(peer, head.headers.get("X-Forwarded-For", "")),
             proto=scheme,
             host=head.host,
             public_origin=f"{scheme}://{host}",
@@ -134,13 +136,24 @@ class FastFront:
 class FastSite(web.TCPSite):
     """aiohttp's TCP site with every connection starting on the fast path."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, front: FastFront) -> None:
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        front: FastFront,
+        sock: socket.socket | None = None,
+    ) -> None:
         super().__init__(runner, host, port)
         self._front = front
+        self._sock = sock  # a worker's shared listening socket
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            self._server = await loop.create_server(self._front, sock=self._sock)
+            return
         self._server = await loop.create_server(
             self._front, self._host, self._port, reuse_address=self._reuse_address
         )

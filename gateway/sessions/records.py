@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.audit import AuditLog
 from gateway.cluster.bus import publish_terminate
@@ -69,6 +70,11 @@ def _record(row: Any) -> SessionRecord:
         bytes_up=row.bytes_up or 0,
         bytes_down=row.bytes_down or 0,
     )
+
+
+RESTARTED = "gateway restarted (the session was cut when the node stopped)"
+WORKER_LOST = "worker lost"  # a worker process died; its serve process restarted it
+NODE_LOST = "node lost"  # a node fell silent; another one ended its sessions
 
 
 def new_session_id() -> str:
@@ -229,38 +235,51 @@ class SessionStore:
                 )
             )
 
-    async def sweep_stale(self, owed: Collection[str] = ()) -> int:
+    async def sweep_stale(self, owed: Collection[str] = (), reason: str = RESTARTED) -> list[str]:
         """Sessions this node left live when it last stopped (a crash or a kill -9): mark
         them ended and audit each end, with the reason, in the same transaction. Those in
-        ``owed`` (their true end waits in the owed-writes journal) are left to it."""
-        reason = "gateway restarted (the session was cut when the node stopped)"
+        ``owed`` (their true end waits in the owed-writes journal) are left to it. Returns
+        the ids ended (their recordings are still to be sealed)."""
         async with self.maker() as db, db.begin():
-            stale = [
-                row
-                for row in (
-                    await db.execute(
-                        sa.select(sessions.c.id, sessions.c.user, sessions.c.target).where(
-                            sessions.c.node == self.node, sessions.c.ended_at.is_(None)
-                        )
-                    )
-                ).all()
-                if row.id not in owed
-            ]
-            for row in stale:
-                await self.audit.append(
-                    db,
-                    actor=row.user,
-                    action="session.end",
-                    subject=row.id,
-                    details={"reason": reason, "target": row.target, "node": self.node},
-                )
-            if stale:
+            return await self.end_live_of(db, self.node, reason, skip=owed)
+
+    async def end_live_of(
+        self,
+        db: AsyncSession,
+        node: str,
+        reason: str,
+        by: str | None = None,
+        skip: Collection[str] = (),
+    ) -> list[str]:
+        """Inside ``db``'s transaction: end every session ``node`` holds as live but those in
+        ``skip``, each end audited (``by``: the node that found it dead, when another did)."""
+        stale = [
+            row
+            for row in (
                 await db.execute(
-                    sessions.update()
-                    .where(sessions.c.id.in_([r.id for r in stale]))
-                    .values(ended_at=self.policy.now(), end_reason=reason[:255])
+                    sa.select(sessions.c.id, sessions.c.user, sessions.c.target).where(
+                        sessions.c.node == node, sessions.c.ended_at.is_(None)
+                    )
                 )
-        return len(stale)
+            ).all()
+            if row.id not in skip
+        ]
+        for row in stale:
+            details = {"reason": reason, "target": row.target, "node": node}
+            await self.audit.append(
+                db,
+                actor=row.user,
+                action="session.end",
+                subject=row.id,
+                details={**details, **({"by": by} if by else {})},
+            )
+        if stale:
+            await db.execute(
+                sessions.update()
+                .where(sessions.c.id.in_([r.id for r in stale]))
+                .values(ended_at=self.policy.now(), end_reason=reason[:255])
+            )
+        return [r.id for r in stale]
 
     async def _can_see_all(self, viewer: str) -> bool:
         if viewer == SYSTEM_ACTOR:

@@ -62,7 +62,8 @@ class GatewayConnection(asyncssh.SSHServer):
         A client without strict KEX gets only Terrapin-safe algorithms (``terrapin``)."""
         self.conn = conn
         peer = conn.get_extra_info("peername")
-        self.addr = str(peer[0]) if peer else "?"
+        claimed = self.gw.client_of((str(peer[0]), int(peer[1])) if peer else None)
+        self.addr = claimed or (str(peer[0]) if peer else "?")
         terrapin.guard(conn, require_strict=self.gw.services.config.server.require_strict_kex)
         if self.gw.admit(self.addr):
             self.starting = True

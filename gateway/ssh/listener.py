@@ -8,19 +8,24 @@ small groups); strict KEX keeps Terrapin out. Each accepted connection gets its 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncssh
 
+from gateway import sockets
+from gateway.config import Listen
 from gateway.metrics import Metrics
 from gateway.oidc.device import DeviceLogins
+from gateway.proxies import TrustedProxies
 from gateway.services import Services
 from gateway.sessions.enforce import Enforcer
 from gateway.sessions.registry import SessionRegistry
 from gateway.ssh import fastpath
 from gateway.ssh.connection import GatewayConnection
+from gateway.ssh.proxied import ProxiedAcceptor, options_for
 from gateway.throttle import Throttle
 from recorder.anomaly import AnomalyEngine
 from recorder.recorder import Recorder
@@ -80,6 +85,8 @@ class SshGateway:
     # PerSourceMaxStartups): beyond the caps a new connection is closed at once.
     startups: Counter[str] = field(default_factory=Counter)
     startups_refused: int = 0
+    # Connections a trusted balancer announced (PROXY protocol): its address -> the person's.
+    proxied: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def admit(self, address: str) -> bool:
         """Whether a new, unauthenticated connection from ``address`` may go on (counted
@@ -105,11 +112,42 @@ class SshGateway:
         self.gateway_host, self.gateway_port = host, port
         self.services.policy.gateway_hint = f"ssh -p {port} {{user}}@{host}"
 
-    async def listen(self, host: str, port: int) -> asyncssh.SSHAcceptor:
-        fastpath.install(self.services.config.server.ssh_fastpath)
-        acceptor = await asyncssh.listen(
-            host,
-            port,
+    def claim_address(self, peer: tuple[str, int], client: str) -> None:
+        """The person's address for the connection from ``peer`` (a trusted balancer's
+        PROXY protocol header said so); taken by its callbacks when it is made."""
+        self.proxied[peer] = client
+
+    def client_of(self, peer: tuple[str, int] | None) -> str | None:
+        return self.proxied.pop(peer, None) if peer is not None and self.proxied else None
+
+    async def listen(
+        self, host: str, port: int, *, sock: socket.socket | None = None
+    ) -> asyncssh.SSHAcceptor | ProxiedAcceptor:
+        """Listen on ``host:port``, or on ``sock`` (a worker's shared socket); behind a
+        PROXY protocol balancer (``server.proxy_protocol``) through ``proxied``."""
+        server = self.services.config.server
+        fastpath.install(server.ssh_fastpath)
+        kwargs = self._server_options()
+        if server.proxy_protocol:
+            if sock is None:
+                sock = sockets.bind(Listen(host, port), shared=False)
+            acceptor: asyncssh.SSHAcceptor | ProxiedAcceptor = ProxiedAcceptor(
+                sock,
+                await options_for(**kwargs),
+                TrustedProxies(server.trusted_proxies),
+                self.claim_address,
+                self.services.config.limits.ssh_login_grace_time,
+            )
+            acceptor.start()
+        elif sock is not None:
+            acceptor = await asyncssh.listen(sock=sock, **kwargs)
+        else:
+            acceptor = await asyncssh.listen(host, port, **kwargs)
+        self.set_address(self.gateway_host, int(acceptor.get_port()))
+        return acceptor
+
+    def _server_options(self) -> dict[str, object]:
+        return dict(
             server_factory=lambda: GatewayConnection(self),
             server_host_keys=list(self.host_keys),
             kex_algs=list(KEX),
@@ -124,5 +162,3 @@ class SshGateway:
             keepalive_interval=60,
             keepalive_count_max=3,
         )
-        self.set_address(self.gateway_host, int(acceptor.get_port()))
-        return acceptor

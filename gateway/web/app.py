@@ -1,8 +1,10 @@
 """The node's HTTP application: health and metrics, the JSON API, the web UI and its files.
 
-Middlewares, outermost first: errors become problem+json (API) or plain pages; the caller is
-identified (token or cookie) and cookie-borne state changes are CSRF-checked. Every response
-carries the security headers: a CSP without inline script, no framing, no sniffing.
+Middlewares, outermost first: a request through a trusted load balancer takes the person's
+address and scheme from it (``forwarded``); errors become problem+json (API) or plain pages;
+the caller is identified (token or cookie) and cookie-borne state changes are CSRF-checked.
+Every response carries the security headers: a CSP without inline script, no framing, no
+sniffing.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from gateway.proxies import TrustedProxies
 from gateway.web import (  # noqa: F401  (register routes)
     api_access,
     api_admin,
     api_events,
+    api_nodes,
     api_provision,
     api_report,
     api_sessions,
@@ -24,6 +28,7 @@ from gateway.web import (  # noqa: F401  (register routes)
 )
 from gateway.web.auth import Authenticator, scheme
 from gateway.web.deps import DEPS, Deps
+from gateway.web.forwarded import forwarded_middleware
 from gateway.web.health import Check, Refresh, Warning, add_health_routes
 from gateway.web.oidc import add_oidc_routes
 from gateway.web.problems import problem_middleware
@@ -65,8 +70,10 @@ def build_app(
 ) -> web.Application:
     """``front`` middlewares run first, outside the gateway's own (the web-target proxy)."""
     auth = Authenticator(deps.services.policy, deps.browser)
+    trusted = TrustedProxies(deps.services.config.server.trusted_proxies)
     app = web.Application(
-        middlewares=[*front, problem_middleware, auth.middleware], client_max_size=MAX_BODY
+        middlewares=[forwarded_middleware(trusted), *front, problem_middleware, auth.middleware],
+        client_max_size=MAX_BODY,
     )
     app[DEPS] = deps
     app.on_response_prepare.append(_security_headers)

@@ -27,6 +27,7 @@ from multidict import MultiMapping
 from gateway.access import Factor, Where, factors_suffice
 from gateway.errors import LoginBusy
 from gateway.metrics import Metrics
+from gateway.proxies import TrustedProxies
 from gateway.services import Services
 from gateway.signins.browser import SESSION_TTL, BrowserSessions
 from gateway.throttle import Throttle
@@ -66,8 +67,9 @@ def principal(request: web.Request) -> Principal:
 
 
 def scheme(request: web.Request) -> str:
-    """``https`` behind a TLS-terminating proxy that says so, else the connection's own."""
-    return scheme_of(request.headers, request.scheme)
+    """``https`` behind a trusted TLS-terminating proxy that says so (``forwarded`` set the
+    request's scheme from its ``X-Forwarded-Proto``), else the connection's own."""
+    return request.scheme
 
 
 def set_session_cookie(response: web.StreamResponse, request: web.Request, value: str) -> None:
@@ -83,10 +85,12 @@ def set_session_cookie(response: web.StreamResponse, request: web.Request, value
     )
 
 
-def scheme_of(headers: MultiMapping[str], connection: str = "http") -> str:
-    """``scheme`` from a request's headers and its connection's own scheme."""
-    forwarded = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    return forwarded if forwarded in ("http", "https") else connection
+def scheme_of(
+    trusted: TrustedProxies, peer: str, headers: MultiMapping[str], connection: str = "http"
+) -> str:
+    """``scheme`` from a request's headers, its peer and its connection's own scheme:
+    ``X-Forwarded-Proto`` counts only from a trusted proxy."""
+    return trusted.scheme(peer, headers.get("X-Forwarded-Proto", ""), connection)
 
 
 def same_origin(request: web.Request) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,8 +66,12 @@ class ConnectionGuard:
     limits: HttpLimits
     unauthenticated: Counter[str] = field(default_factory=Counter)
     refused: int = 0
+    # Not capped: a trusted load balancer carries everyone's connections from one address.
+    exempt: Callable[[str], bool] = lambda address: False
 
     def admit(self, address: str) -> bool:
+        if self.exempt(address):
+            return True
         cap = self.limits.max_unauthenticated
         if cap and self.unauthenticated[address] >= cap:
             self.refused += 1
@@ -75,6 +80,8 @@ class ConnectionGuard:
         return True
 
     def release(self, address: str) -> None:
+        if self.exempt(address):
+            return
         self.unauthenticated[address] -= 1
         if self.unauthenticated[address] <= 0:
             del self.unauthenticated[address]
@@ -203,7 +210,7 @@ def aiohttp_handlers(
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections are ``GatewayHandler``s sharing one guard."""
 
-    __slots__ = ("_handler_args", "_host", "_port", "guard")
+    __slots__ = ("_handler_args", "_host", "_port", "_sock", "guard")
 
     def __init__(
         self,
@@ -211,11 +218,13 @@ class GuardedSite(web.BaseSite):
         host: str,
         port: int,
         guard: ConnectionGuard,
+        sock: socket.socket | None = None,
         **handler_args: Any,
     ) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
+        self._sock = sock  # a worker's shared listening socket
         self.guard = guard
         self._handler_args = handler_args
 
@@ -233,4 +242,7 @@ class GuardedSite(web.BaseSite):
         def connection() -> GatewayHandler:
             return GatewayHandler(server, self.guard, loop=loop, **args)
 
-        self._server = await loop.create_server(connection, self._host, self._port)
+        if self._sock is not None:
+            self._server = await loop.create_server(connection, sock=self._sock)
+        else:
+            self._server = await loop.create_server(connection, self._host, self._port)

@@ -170,7 +170,19 @@ async def audit_page(request: web.Request) -> web.Response:
     )
 
 
+# --- nodes ---------------------------------------------------------------------------
+
+
+async def nodes_page(request: web.Request) -> web.Response:
+    """Auditors and admins: every node (worker) of the cluster, its live sessions and last
+    heartbeat, and for a lost one who declared it so."""
+    who = signed_in(request)
+    forbidden_unless_auditor(request, who)
+    return render(request, "nodes.html", nodes=await request.app[DEPS].services.nodes.listing())
+
+
 def add_list_routes(app: web.Application) -> None:
+    app.router.add_get("/nodes", nodes_page)
     app.router.add_get("/sessions", sessions_page)
     app.router.add_get("/recordings", recordings_page)
     app.router.add_get("/audit", audit_page)

@@ -184,3 +184,32 @@ def test_no_command_line_variable_is_taken_for_a_configuration_key() -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="no such configuration file"):
         load_config(Path("/nonexistent/lockgate.toml"), environ={})
+
+
+def test_scale_out_settings(tmp_path: Path) -> None:
+    import ipaddress
+    import os
+
+    assert load_config(None, environ={}).server.workers == (os.cpu_count() or 1)  # 0: per core
+    one = load_config(None, environ={"LOCKGATE_SERVER_WORKERS": "1"}).server
+    assert one.workers == 1 and not one.proxy_protocol and one.trusted_proxies == ()
+    path = tmp_path / "lb.toml"
+    path.write_text(
+        '[server]\nproxy_protocol = true\ntrusted_proxies = ["10.0.0.10", "fd00::/64"]\n'
+        "heartbeat_interval = 2\nnode_lost_after = 6\n"
+    )
+    server = load_config(path, environ={}).server
+    assert server.proxy_protocol and server.node_lost_after == 6
+    assert server.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.10/32"),
+        ipaddress.ip_network("fd00::/64"),
+    )
+    for text, message in (
+        ("proxy_protocol = true", "proxy_protocol needs server.trusted_proxies"),
+        ('trusted_proxies = ["gw.example.com"]', "trusted_proxies must be addresses or CIDRs"),
+        ("heartbeat_interval = 5\nnode_lost_after = 14", "at least 3 times"),
+        ("workers = -1", "server.workers must be 0"),
+    ):
+        path.write_text(f"[server]\n{text}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_config(path, environ={})

@@ -101,7 +101,7 @@ def _start(command: str, config: Path, env: dict[str, str]) -> subprocess.Popen[
 def served(tmp_path: Path, sshd: Sshd, db_url: str) -> Iterator[Served]:
     ssh_port, http_port = free_port(), free_port()
     config = tmp_path / "lockgate.toml"
-    env = {**os.environ, "LOCKGATE_DATABASE_URL": db_url}
+    env = {**os.environ, "LOCKGATE_DATABASE_URL": db_url, "LOCKGATE_SERVER_WORKERS": "2"}
     run = lambda *a, stdin="": subprocess.run(  # noqa: E731
         [PY, "-m", "gateway", *a, "--config", str(config)],
         input=stdin,
@@ -175,6 +175,7 @@ def test_serve_health_terminate_revoke_and_shutdown(served: Served) -> None:
         "database": True,
         "vault": True,
         "listeners": True,
+        "workers": True,
     }
 
     # terminate from another process

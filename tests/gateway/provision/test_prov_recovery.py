@@ -108,6 +108,7 @@ ssh_listen = "127.0.0.1:{ssh_port}"
 http_listen = "127.0.0.1:{free_port()}"
 data_dir = "{node_dir / "data"}"
 node_name = "prov-node"
+workers = 1
 [database]
 url = "{db_url}"
 [recordings]

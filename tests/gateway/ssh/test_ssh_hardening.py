@@ -498,7 +498,7 @@ async def test_a_session_cut_by_a_crash_is_audited_when_the_node_starts_again(
 ) -> None:
     store = hard.services.sessions
     await store.started(NewSession("se-crashed", "ssh", "ed", "db01", TARGET_USER, None, "1.2.3.4"))
-    assert await store.sweep_stale() == 1
+    assert await store.sweep_stale() == ["se-crashed"]
     record = await store.get(SYSTEM_ACTOR, "se-crashed")
     assert not record.active and "gateway restarted" in (record.end_reason or "")
     ends = [

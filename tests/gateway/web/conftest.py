@@ -5,6 +5,7 @@ them."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 import subprocess
 from collections.abc import AsyncIterator
@@ -47,6 +48,7 @@ PEOPLE = {
     "admin": ("ada", ["admin", "approver"]),
 }
 ROLES = ("anonymous", *PEOPLE)
+TLS_PROXY = "127.0.0.2"  # the one address the web node trusts as its TLS proxy
 
 
 @dataclass
@@ -135,7 +137,12 @@ def _seed(uri: str) -> bytes:
 @pytest.fixture
 async def web(db_url: str, sshd: Sshd, tmp_path: Path) -> AsyncIterator[Web]:
     node = await start_test_node(
-        db_url, tmp_path, name="web-node", rules=RULES, anomaly_rules=ANOMALIES
+        db_url,
+        tmp_path,
+        name="web-node",
+        rules=RULES,
+        anomaly_rules=ANOMALIES,
+        server_fields={"trusted_proxies": (ipaddress.ip_network(f"{TLS_PROXY}/32"),)},
     )
     http = aiohttp.ClientSession()
     harness = Web(node, sshd, tmp_path, http)

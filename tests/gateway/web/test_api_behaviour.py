@@ -17,7 +17,7 @@ from gateway.signals import SIGNAL_ACCOUNT, SIGNAL_TARGET, sign
 from gateway.web.routes import API, MAX_BODY
 from policy.service import SYSTEM_ACTOR
 from tests.eventually import eventually
-from tests.gateway.web.conftest import Web
+from tests.gateway.web.conftest import TLS_PROXY, Web
 from tests.target import TARGET_USER
 from vault.secret import Secret
 
@@ -440,6 +440,9 @@ async def test_password_alone_never_signs_in(web: Web) -> None:
 
 
 async def test_behind_a_tls_proxy_the_cookie_is_secure(web: Web) -> None:
+    """X-Forwarded-Proto and X-Forwarded-For count only from the trusted proxy
+    (``server.trusted_proxies``): from anyone else the cookie stays as the connection is and
+    the audit has the connection's own address."""
     origin = f"https://{web.base.removeprefix('http://')}"
     form = {
         "user": "bob",
@@ -447,13 +450,20 @@ async def test_behind_a_tls_proxy_the_cookie_is_secure(web: Web) -> None:
         "code": web.totp_code("approver"),
         "next": "//evil.example/",
     }
+    forwarded = {"Origin": origin, "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.50"}
     async with (
         browser(web) as client,
+        client.post(web.base + "/login", data=form, headers=forwarded, allow_redirects=False) as r,
+    ):
+        assert r.status == 403  # not the proxy: the https Origin is another site
+        assert "Secure" not in r.headers.get("Set-Cookie", "")
+    connector = aiohttp.TCPConnector(local_addr=(TLS_PROXY, 0))
+    async with (
+        aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True)
+        ) as client,
         client.post(
-            web.base + "/login",
-            data=form,
-            headers={"Origin": origin, "X-Forwarded-Proto": "https"},
-            allow_redirects=False,
+            web.base + "/login", data=form, headers=forwarded, allow_redirects=False
         ) as response,
     ):
         assert response.status == 303
@@ -461,3 +471,6 @@ async def test_behind_a_tls_proxy_the_cookie_is_secure(web: Web) -> None:
         cookie = response.headers["Set-Cookie"]
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
         assert "max-age=31536000" in response.headers["Strict-Transport-Security"]
+    events = await web.node.services.audit.events()
+    [success] = [e for e in events if e.action == "auth.success" and e.actor == "bob"][-1:]
+    assert success.details["addr"] == "203.0.113.50"

@@ -100,6 +100,7 @@ READS: list[tuple[str, dict[str, int]]] = [
     ("/audit", expect(403, auditor=200, admin=200)),
     ("/audit/verify", expect(403, auditor=200, admin=200)),
     ("/provisioned", expect(403, auditor=200, admin=200)),
+    ("/nodes", expect(403, auditor=200, admin=200)),
     ("/notifications", expect(403, auditor=200, admin=200)),
     ("/audit/streams", expect(403, auditor=200, admin=200)),
     ("/report?since=7d", expect(403, auditor=200, admin=200)),
