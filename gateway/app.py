@@ -44,6 +44,7 @@ from gateway.sessions.registry import SessionRegistry
 from gateway.signins.browser import BrowserSessions
 from gateway.ssh.listener import SshGateway
 from gateway.ssh.proxied import ProxiedAcceptor
+from gateway.startup import check_recordings, load_host_keys, raise_fd_limit
 from gateway.stream.cursor import CursorStore
 from gateway.stream.streamer import AuditStreamer, build_sink
 from gateway.throttle import Throttle
@@ -177,36 +178,6 @@ class Node:
         await self.services.aclose()
 
 
-def _raise_fd_limit() -> None:
-    """Each session holds a client socket, an upstream socket and a recording file."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _load_host_keys(config: Config) -> list[asyncssh.SSHKey]:
-    path = config.host_key_path
-    try:
-        return [asyncssh.read_private_key(path)]
-    except (OSError, asyncssh.KeyImportError):
-        raise StartupError(f"no usable SSH host key at {path}; run: lockgate init") from None
-
-
-def _check_recordings(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-probe-{socket.gethostname()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise StartupError(
-            f"recordings directory {path} is not writable ({exc.strerror})"
-        ) from None
-
-
 async def start_node(
     config: Config,
     *,
@@ -221,9 +192,9 @@ async def start_node(
     this node's previous run left live (a worker restarted after a crash: ``worker lost``)."""
     if extra_rules:
         config = replace(config, rules=(*config.rules, *extra_rules))
-    _raise_fd_limit()
-    host_keys = _load_host_keys(config)
-    _check_recordings(config.recordings_path)
+    raise_fd_limit()
+    host_keys = load_host_keys(config)
+    check_recordings(config.recordings_path)
     timer = timer or RealTimer()
     services = await open_services(config, clock=timer.now)
     await asyncio.to_thread(passwords.warm)  # before any sign-in can be timed
