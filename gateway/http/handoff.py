@@ -47,7 +47,8 @@ from aiohttp import web
 from gateway.http import refusal
 from gateway.http.refusal import Refusal
 from gateway.http.routing import CONTROL, Route, Router
-from gateway.signins.targets import Login, TargetSignIns, WebAccess, digest
+from gateway.signins.stored import digest
+from gateway.signins.targets import Login, TargetSignIns, WebAccess
 
 CODE_TTL = timedelta(seconds=60)
 STATE_TTL = timedelta(seconds=120)

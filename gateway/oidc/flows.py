@@ -19,14 +19,11 @@ import sqlalchemy as sa
 
 from gateway.db import SessionMaker
 from gateway.db.tables import oidc_flows as table
+from gateway.signins.stored import digest
 from policy.models import Clock
 
 FLOW_TTL = timedelta(minutes=10)
 MAX_FLOWS = 10_000
-
-
-def digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def _b64(raw: bytes) -> str:

@@ -24,9 +24,10 @@ from typing import Any
 from gateway.audit import AuditLog
 from gateway.oidc.accounts import Accounts, SignInRefused
 from gateway.oidc.client import ProviderClient, ProviderError, ProviderRefused, Tokens
-from gateway.oidc.flows import FLOW_TTL, Flow, Flows, derived, digest
+from gateway.oidc.flows import FLOW_TTL, Flow, Flows, derived
 from gateway.oidc.idtoken import Expected, TokenRefused, header, verify
 from gateway.oidc.settings import OidcProvider
+from gateway.signins.stored import digest
 from policy.errors import PolicyError
 from policy.models import Clock, User
 from vault.errors import VaultError

@@ -18,26 +18,19 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from gateway.cluster.bus import ClusterEvent, EventKind
 from gateway.db import SessionMaker
 from gateway.db.tables import browser_sessions as table
+from gateway.signins.stored import digest, utc
 from policy.models import Clock
 
 SESSION_TTL = timedelta(hours=8)
 # The cluster re-check actions that end a user's browser sessions (subject: who).
 _ENDS_USER = {"user.disable": "", "user.deprovision": "", "lock.create": "user:"}
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def digest(cookie: str) -> str:
-    return hashlib.sha256(cookie.encode()).hexdigest()
 
 
 def csrf_token(cookie: str) -> str:
@@ -90,7 +83,7 @@ class BrowserSessions:
             row = (await db.execute(sa.select(table).where(table.c.digest == wanted))).first()
         if row is None or not secrets.compare_digest(str(row.digest), wanted):
             return None
-        expires = _utc(row.expires_at)
+        expires = utc(row.expires_at)
         if expires <= self.clock():
             return None
         return BrowserSession(
@@ -98,7 +91,7 @@ class BrowserSessions:
             csrf_token(cookie),
             expires,
             row.via,
-            _utc(row.signed_in_at),
+            utc(row.signed_in_at),
             frozenset(json.loads(row.methods)),
         )
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -35,6 +35,7 @@ from gateway.cluster.bus import ClusterEvent, EventKind, publish
 from gateway.db import SessionMaker
 from gateway.db.tables import web_handoffs as codes
 from gateway.db.tables import web_logins as logins
+from gateway.signins.stored import digest, utc
 from policy.models import Clock
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,19 @@ MAX_CACHED = 10_000
 _ENDED = 10_000  # digests of sign-ins ended elsewhere, remembered for reads in flight
 
 
-def digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+def _columns(access: WebAccess) -> dict[str, object]:
+    """The columns both tables hold for whose access a secret stands."""
+    return {
+        "user": access.user,
+        "target": access.target,
+        "account": access.account,
+        "grant_id": access.grant_id,
+        "grant_expires_at": access.expires_at,
+    }
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+def _access(row: Any) -> WebAccess:
+    return WebAccess(row.user, row.target, row.account, row.grant_id, utc(row.grant_expires_at))
 
 
 @dataclass(frozen=True)
@@ -108,11 +116,7 @@ class TargetSignIns:
             await db.execute(
                 codes.insert().values(
                     code_hash=digest(code),
-                    user=access.user,
-                    target=access.target,
-                    account=access.account,
-                    grant_id=access.grant_id,
-                    grant_expires_at=access.expires_at,
+                    **_columns(access),
                     state_hash=state_hash,
                     next_path=next_path,
                     expires_at=now + ttl,
@@ -130,10 +134,7 @@ class TargetSignIns:
             gone = await db.execute(codes.delete().where(codes.c.code_hash == wanted))
             if gone.rowcount != 1:  # type: ignore[attr-defined]
                 return None  # redeemed meanwhile on another node
-        access = WebAccess(
-            row.user, row.target, row.account, row.grant_id, _utc(row.grant_expires_at)
-        )
-        return Code(access, row.state_hash, row.next_path, _utc(row.expires_at))
+        return Code(_access(row), row.state_hash, row.next_path, utc(row.expires_at))
 
     # --- target cookies ----------------------------------------------------------------
     async def new_login(self, access: WebAccess, until: datetime) -> str:
@@ -144,11 +145,7 @@ class TargetSignIns:
             await db.execute(
                 logins.insert().values(
                     digest=digest(value),
-                    user=access.user,
-                    target=access.target,
-                    account=access.account,
-                    grant_id=access.grant_id,
-                    grant_expires_at=access.expires_at,
+                    **_columns(access),
                     expires_at=until,
                     ended=None,
                 )
@@ -177,11 +174,9 @@ class TargetSignIns:
             row = (await db.execute(sa.select(logins).where(logins.c.digest == wanted))).first()
         if row is None or not secrets.compare_digest(str(row.digest), wanted):
             return None
-        access = WebAccess(
-            row.user, row.target, row.account, row.grant_id, _utc(row.grant_expires_at)
-        )
+        access = _access(row)
         now = self.clock()
-        login = Login(access, row.ended, _utc(row.expires_at))
+        login = Login(access, row.ended, utc(row.expires_at))
         self._remember(wanted, login, now)
         return login if access.target == target and login.valid_at(now) else None
 
