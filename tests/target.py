@@ -8,6 +8,7 @@ machine do not reset each other's password.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from gateway.services import Services
 
 PASSWORD_FILE = Path("/root/.lockgate-test-target-password")
+# Parallel test workers (pytest-xdist) each start their own sshd; the account and its
+# password are set up by one at a time.
+SETUP_LOCK = Path("/root/.lockgate-test-target.lock")
 
 
 def ssh_argv(port: int, key_file: Path, login: str, *extra: str) -> list[str]:
@@ -109,8 +113,10 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     # sshd reads authorized keys as the target account: the directory must be reachable.
     workdir = Path(tempfile.mkdtemp(prefix="lockgate-sshd-"))
     workdir.chmod(0o755)
-    password = _target_password()
-    _ensure_account(password)
+    with SETUP_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        password = _target_password()
+        _ensure_account(password)
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / "host_key")], check=True
     )

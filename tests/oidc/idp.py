@@ -12,6 +12,7 @@ provider the way a browser does, and stops at the gateway's callback.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import secrets
 import shutil
@@ -32,7 +33,14 @@ HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "conte
 
 
 def ensure_installed() -> None:
-    """``npm ci`` into tests/oidc/node_modules unless it is there (pinned by the lockfile)."""
+    """``npm ci`` into tests/oidc/node_modules unless it is there (pinned by the lockfile);
+    parallel test workers install it one at a time."""
+    with (HERE / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _install()
+
+
+def _install() -> None:
     if (HERE / "node_modules" / "oidc-provider" / "package.json").is_file():
         return
     npm = shutil.which("npm")
