@@ -20,6 +20,7 @@ from typing import Any
 import asyncssh
 from aiohttp import web
 
+from gateway.audit import OWED_KIND
 from gateway.cluster.bus import ClusterBus, ClusterEvent, EventKind
 from gateway.config import Config
 from gateway.db.clock import ClockWatch
@@ -71,6 +72,9 @@ from recorder.writer import Seal
 log = logging.getLogger(__name__)
 BACKSTOP_RECHECK = 30.0  # seconds; cluster events normally arrive far sooner
 STREAM_DRAIN = 3.0  # seconds a stopping node waits for its audit sinks to catch up
+# Seconds a stopping node lets HTTP requests still in flight finish (its sessions are already
+# ended); aiohttp's own default is 60.
+HTTP_STOP_GRACE = 5.0
 ASSERTION_KEY = "assertion_signing_key.pem"  # in server.data_dir, 0600; shared by a cluster
 
 
@@ -164,10 +168,9 @@ class Node:
                 await self.owed.replay()
         with contextlib.suppress(Exception):
             await self.services.nodes.stopped()
-        with contextlib.suppress(Exception):
-            await self.services.audit.record(
-                actor="lockgate", action="node.stop", subject=self.config.server.node_name
-            )
+        await self.services.audit.record_or_owe(
+            actor="lockgate", action="node.stop", subject=self.config.server.node_name
+        )
         if self.notifier is not None:
             await self.notifier.aclose()
         if self.streamer is not None:
@@ -218,6 +221,7 @@ async def start_node(
             on_count=metrics.db_outage_queued.set,
         )
         services.sessions.owed = owed
+        services.audit.owe = owed.owe_if_room
 
         async def defer_seal(seal: Seal, reason: str) -> None:
             await owed.owe("recording.seal", {**_seal_payload(seal), "reason": reason})
@@ -244,6 +248,7 @@ async def start_node(
         owed.register("session.end", services.sessions.write_end)
         owed.register("session.ops", services.sessions.write_operations)
         owed.register("recording.seal", store_seal)
+        owed.register(OWED_KIND, services.audit.write_owed)
         # What the last run still owes goes first: sweeping before it would end those
         # sessions as "gateway restarted", and the replay then find them ended (the true end,
         # its moment and its reason, lost).
@@ -355,7 +360,7 @@ async def start_node(
         )
         app.router.add_get("/open/{target}", node.proxy.open)
         app.router.add_get(JWKS_PATH, jwks_handler(keys))
-        node.runner = web.AppRunner(app, access_log=None)
+        node.runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_STOP_GRACE)
         await node.runner.setup()
         http = config.server.http_listen
         try:

@@ -11,9 +11,12 @@ head row remembers the last sequence number and hash).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,11 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.cluster.bus import publish_recheck
 from gateway.db import SessionMaker
-from gateway.db.tables import audit_events, audit_head
+from gateway.db.tables import audit_events, audit_head, owed_applied
 from gateway.errors import AuditError
 from policy.models import Clock, utcnow
 
 GENESIS = "0" * 64
+OWED_KIND = "audit.event"  # the owed-writes journal's kind for an event written late
+OWE_AFTER = 5.0  # seconds an append may take before its event is owed (a database that hangs)
+log = logging.getLogger(__name__)
+Owe = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,11 @@ def _details_json(details: Mapping[str, Any] | None) -> str:
         raise AuditError(f"audit details must be plain JSON values: {type(exc).__name__}") from None
 
 
+def _retrieved(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # a late failure is already owed
+
+
 def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -82,6 +94,8 @@ class AuditLog:
         self.maker = maker
         self.node = node
         self.clock = clock
+        # set by the node: where ``record_or_owe`` keeps an event the database cannot take
+        self.owe: Owe | None = None
 
     async def append(
         self,
@@ -143,6 +157,63 @@ class AuditLog:
             raise
         except Exception as exc:
             raise AuditError(f"the audit log could not be written ({type(exc).__name__})") from exc
+
+    async def record_or_owe(
+        self, *, actor: str, action: str, subject: str, details: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Append one event for something that has already happened (a refusal, a failure,
+        a stop), which must not be lost when the database cannot take it: if the append
+        fails, or has not finished within ``OWE_AFTER`` seconds, the event is kept in the
+        owed-writes journal and written later by ``write_owed`` with ``details.happened_at``.
+        At least once: an append that hung and then landed after all leaves the event twice.
+        Never raises; True if written now."""
+        at = _as_utc(self.clock()).isoformat()
+        attempt = asyncio.ensure_future(
+            self.record(actor=actor, action=action, subject=subject, details=details)
+        )
+        attempt.add_done_callback(_retrieved)
+        try:
+            async with asyncio.timeout(OWE_AFTER):
+                await asyncio.shield(attempt)
+            return True
+        except Exception as exc:  # AuditError, or the timeout
+            failure = str(exc) or type(exc).__name__
+        if self.owe is None:
+            log.warning("audit event %s lost: %s", action, failure)
+            return False
+        payload = {
+            "id": str(uuid.uuid4()),
+            "actor": actor,
+            "action": action,
+            "subject": subject,
+            "details": dict(details or {}),
+            "at": at,
+        }
+        try:
+            await self.owe(OWED_KIND, payload)
+        except Exception as exc:
+            log.warning("audit event %s could be neither written nor kept: %s", action, exc)
+        return False
+
+    async def write_owed(self, payload: Mapping[str, Any]) -> None:
+        """Write an event ``record_or_owe`` kept; a second replay of the same one is a no-op."""
+        event_id = str(payload["id"])
+        async with self.maker() as db, db.begin():
+            done = (
+                await db.execute(sa.select(owed_applied.c.id).where(owed_applied.c.id == event_id))
+            ).first()
+            if done is not None:
+                return
+            await db.execute(
+                owed_applied.insert().values(id=event_id, applied_at=_as_utc(self.clock()))
+            )
+            await self.append(
+                db,
+                actor=str(payload["actor"]),
+                action=str(payload["action"]),
+                subject=str(payload["subject"]),
+                details={**(payload.get("details") or {}), "happened_at": payload["at"]},
+            )
 
     async def events(
         self, *, since: datetime | None = None, limit: int | None = None

@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 Apply = Callable[[Mapping[str, Any]], Awaitable[None]]
 RETRY = 1.0  # seconds between replays while something is owed
 PATIENCE = 5.0  # seconds a write may take before it is owed instead (a database that hangs)
+# Owed writes beyond which those an attacker can cause (refusal events) are dropped: a journal
+# that grows without end during an outage would fill the data directory's disk.
+ROOM = 10_000
+
+
+class JournalFull(Exception):
+    """The journal holds ``ROOM`` writes: one that may be dropped was not kept."""
 
 
 class OwedWrites:
@@ -81,6 +88,13 @@ class OwedWrites:
         self._report()
         log.warning("database unavailable: %s kept to be written later (%d owed)", kind, self.count)
         self._wake.set()
+
+    async def owe_if_room(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Keep a write that may be dropped once ``ROOM`` writes are owed; raises
+        ``JournalFull`` when it is."""
+        if self.count >= ROOM:
+            raise JournalFull(f"{self.count} writes already owed; {kind} dropped")
+        await self.owe(kind, payload)
 
     async def replay(self) -> int:
         """Apply what is owed, in order, until the first failure; returns how many were

@@ -5,7 +5,8 @@ forward and refused action (self-approval, a role the person lacks) is audited a
 ``<what>.refused`` with its reason. Per (actor, action, client) at most ``BURST`` events are
 written per ``WINDOW``; further ones are counted and the count rides on the next event that is
 written (``details.suppressed``), so the log says how many were left out. Writing never raises:
-the refusal itself has already been made, and a failing audit write is logged instead.
+the refusal itself has already been made; an event the database cannot take is owed
+(``AuditLog.record_or_owe``) and written when it is back.
 """
 
 from __future__ import annotations
@@ -67,11 +68,6 @@ class RefusalLog:
         if bucket.suppressed:
             payload["suppressed"] = bucket.suppressed
             bucket.suppressed = 0
-        try:
-            await self.audit.record(
-                actor=actor[:64] or "?", action=action, subject=subject[:128], details=payload
-            )
-        except Exception:
-            log.warning("auditing a refusal (%s) failed", action, exc_info=True)
-            return False
-        return True
+        return await self.audit.record_or_owe(
+            actor=actor[:64] or "?", action=action, subject=subject[:128], details=payload
+        )

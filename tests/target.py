@@ -31,6 +31,9 @@ PASSWORD_FILE = Path("/root/.lockgate-test-target-password")
 # Parallel test workers (pytest-xdist) each start their own sshd; the account and its
 # password are set up by one at a time.
 SETUP_LOCK = Path("/root/.lockgate-test-target.lock")
+# Where tests put files on the target (the host's /tmp): a prefix of this worker's own, so
+# that parallel workers never overwrite each other's.
+SCRATCH = f"/tmp/lockgate-test-{os.getpid()}-"
 
 
 def ssh_argv(port: int, key_file: Path, login: str, *extra: str) -> list[str]:

@@ -273,3 +273,12 @@ nodes = sa.Table(
     sa.Column("lost_by", sa.String(255), nullable=True),
     sa.Column("lost_reason", sa.String(64), nullable=True),  # node lost | worker lost
 )
+
+# Audit events that were owed through a database outage (gateway/owed.py) and have since been
+# written: the replay of a journal line whose first replay already landed finds its id here.
+owed_applied = sa.Table(
+    "gw_owed_applied",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)

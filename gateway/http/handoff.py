@@ -47,8 +47,9 @@ from aiohttp import web
 from gateway.http import refusal
 from gateway.http.refusal import Refusal
 from gateway.http.routing import CONTROL, Route, Router
+from gateway.refusals import RefusalLog
 from gateway.signins.stored import digest
-from gateway.signins.targets import Login, TargetSignIns, WebAccess
+from gateway.signins.targets import Code, Login, TargetSignIns, WebAccess
 
 CODE_TTL = timedelta(seconds=60)
 STATE_TTL = timedelta(seconds=120)
@@ -99,12 +100,18 @@ class Handoff:
     """The hand-off's endpoints and the sign-ins it creates."""
 
     def __init__(
-        self, router: Router, authorize: Authorize, clock: Clock, signins: TargetSignIns
+        self,
+        router: Router,
+        authorize: Authorize,
+        clock: Clock,
+        signins: TargetSignIns,
+        refusals: RefusalLog,
     ) -> None:
         self.router = router
         self.authorize = authorize
         self.clock = clock
         self.signins = signins
+        self.refusals = refusals
 
     # --- sign-ins ----------------------------------------------------------------------
     async def login(self, request: web.BaseRequest, route: Route, secure: bool) -> Login | None:
@@ -196,15 +203,18 @@ class Handoff:
             return refusal.page(refusal.unavailable(route.target))
         state = request.cookies.get(names.state, "")
         now = self.clock()
-        valid = (
-            pending is not None
-            and pending.expires > now
-            and pending.access.target == route.target
-            and pending.access.expires_at > now
-            and bool(state)
-            and secrets.compare_digest(digest(state).encode(), pending.state_hash.encode())
-        )
-        if not valid or pending is None:
+        why = _invalid(pending, route.target, state, now)
+        if why is not None:
+            # A link replayed, stolen or guessed: audited (rate-limited per address).
+            await self.refusals.refused(
+                actor=pending.access.user if pending is not None else "?",
+                action="handoff.refused",
+                subject=route.target,
+                reason=why,
+                client=request.remote or "",
+                details={"via": "http"},
+            )
+        if why is not None or pending is None:
             page = refusal.page(
                 Refusal(
                     "sign_in",
@@ -256,3 +266,18 @@ def redirect(location: str) -> web.Response:
             "Referrer-Policy": "no-referrer",
         },
     )
+
+
+def _invalid(pending: Code | None, target: str, state: str, now: datetime) -> str | None:
+    """Why a hand-off code does not sign in, or None when it does."""
+    if pending is None:
+        return "unknown or already used sign-in link"
+    if pending.expires <= now:
+        return "expired sign-in link"
+    if pending.access.target != target:
+        return "sign-in link for another target"
+    if pending.access.expires_at <= now:
+        return "the grant has ended"
+    if not state or not secrets.compare_digest(digest(state).encode(), pending.state_hash.encode()):
+        return "sign-in link opened in another browser"
+    return None

@@ -94,7 +94,9 @@ class WebProxy:
             services.maker, core.timer.now, services.config.server.node_name
         )
         self.signins.on_ended.append(self._end_sessions)
-        self.handoff = Handoff(self.router, self._authorize, core.timer.now, self.signins)
+        self.handoff = Handoff(
+            self.router, self._authorize, core.timer.now, self.signins, core.services.refusals
+        )
         self.sessions: dict[_Key, LiveHttpSession] = {}
         self._opening: dict[_Key, asyncio.Lock] = {}
         core.on_end.append(self._ended)

@@ -15,7 +15,6 @@ refresh token to check with loses their live access (it cannot be confirmed).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 from collections.abc import Sequence
@@ -116,13 +115,12 @@ class ProviderChecker:
             await self._deprovision(provider, identity, f"refused the refresh ({exc.error})", now)
             return
         except ProviderUnreachable:
-            with contextlib.suppress(Exception):
-                await self.audit.record(
-                    actor="lockgate",
-                    action="oidc.check.unreachable",
-                    subject=identity.user,
-                    details={"provider": provider.name},
-                )
+            await self.audit.record_or_owe(
+                actor="lockgate",
+                action="oidc.check.unreachable",
+                subject=identity.user,
+                details={"provider": provider.name},
+            )
             return
         if tokens.refresh_token:
             await self.vault.keep_refresh_token(

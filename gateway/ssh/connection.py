@@ -102,7 +102,7 @@ class GatewayConnection(asyncssh.SSHServer):
         try:
             return await completed(self.gw.throttle.blocked(*self._keys(login, username)))
         except Exception:
-            self._unavailable()
+            await self._unavailable(username)
             return True
 
     async def _failed(self, username: str, method: str, *, throttled: bool = True) -> bool:
@@ -122,9 +122,10 @@ class GatewayConnection(asyncssh.SSHServer):
             )
         return False
 
-    def _unavailable(self) -> bool:
+    async def _unavailable(self, username: str) -> bool:
         """The login cannot be checked (the database is unreachable): refused, with the
-        one-line reason in the SSH banner (OpenSSH prints it on stderr)."""
+        one-line reason in the SSH banner (OpenSSH prints it on stderr), and audited once
+        per connection (owed until the database is back)."""
         log.warning("SSH login from %s refused: the database is unavailable", self.addr)
         if self.conn is not None and not self._told_unavailable:
             self._told_unavailable = True
@@ -133,6 +134,15 @@ class GatewayConnection(asyncssh.SSHServer):
                     "lockgate: the gateway cannot reach its database right now; "
                     "try again in a minute\r\n"
                 )
+            login = self._parse(username)
+            await self.gw.services.refusals.refused(
+                actor=login.user if login else username,
+                action="auth.refused",
+                subject=username[:64],
+                reason="the gateway cannot reach its database",
+                client=self.addr,
+                details={"code": "database_unavailable", "via": "ssh"},
+            )
         return False
 
     def _busy(self) -> bool:
@@ -178,7 +188,7 @@ class GatewayConnection(asyncssh.SSHServer):
         try:
             user = await self.access.key_user(login.user, key)
         except Exception:
-            return self._unavailable()
+            return await self._unavailable(username)
         if user is not None:
             return await self._suffice(login, user, {Factor.KEY})
         return await self._failed(username, "publickey", throttled=False)
@@ -197,7 +207,7 @@ class GatewayConnection(asyncssh.SSHServer):
         except LoginBusy:
             return self._busy()
         except Exception:
-            return self._unavailable()
+            return await self._unavailable(username)
         if user is not None and await self._suffice(login, user, {Factor.PASSWORD}):
             self._password_ok = True
             return True
@@ -278,7 +288,7 @@ class GatewayConnection(asyncssh.SSHServer):
             except LoginBusy:
                 return self._busy()
             except Exception:
-                return self._unavailable()
+                return await self._unavailable(username)
             if user is None:
                 return await self._failed(username, "keyboard-interactive")
             if await self._suffice(login, user, {Factor.PASSWORD}):

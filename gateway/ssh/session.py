@@ -184,18 +184,17 @@ class LiveSshSession:
             return
         self._upstream_audited = True
         self.ended_because(end_reason(exc))
-        with contextlib.suppress(Exception):
-            await self.gw.services.audit.record(
-                actor=self.user,
-                action="upstream.failure",
-                subject=self.id,
-                details={
-                    "target": self.target,
-                    "account": self.account,
-                    "reason": end_reason(exc),
-                    "detail": str(exc),
-                },
-            )
+        await self.gw.services.audit.record_or_owe(
+            actor=self.user,
+            action="upstream.failure",
+            subject=self.id,
+            details={
+                "target": self.target,
+                "account": self.account,
+                "reason": end_reason(exc),
+                "detail": str(exc),
+            },
+        )
 
     def ended_because(self, reason: str) -> None:
         if self.end_reason is None:

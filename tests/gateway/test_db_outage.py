@@ -7,6 +7,7 @@ of the node; a kill is a 503; a new session is refused with a one-line reason.""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 from collections.abc import AsyncIterator
@@ -206,3 +207,40 @@ async def test_what_an_outage_left_owed_survives_a_stop_and_is_written_first_at_
     node.test_nodes.append(again)  # type: ignore[attr-defined]
     assert again.owed is not None and again.owed.count == 0
     await _recorded_once(again, session_id)
+
+
+async def test_refusals_and_the_stop_during_an_outage_are_audited_once_it_is_over(
+    outage: tuple[Node, Outage, Path],
+) -> None:
+    """What is audited after the fact (a refused login, the node's stop) is owed while the
+    database is away and written once, with the moment it happened, when the node next
+    starts; a replay of the same owed event writes nothing more."""
+    node, cut, key = outage
+    await cut.cut()
+    refused = await asyncio.create_subprocess_exec(
+        *ssh_argv(node.ssh_port, key, f"alice+{TARGET_USER}@nosuch"), "true",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await asyncio.wait_for(refused.communicate(), 60)
+    assert refused.returncode != 0
+    await node.stop("stopped during the outage")
+    assert node.owed is not None
+    owed = [line for line in node.owed.path.read_text().splitlines() if "audit.event" in line]
+    assert len(owed) == 2, owed  # the refusal and the stop
+    node.test_nodes.clear()  # type: ignore[attr-defined]
+    await cut.restore()
+    again = await start_node(node.config)
+    node.test_nodes.append(again)  # type: ignore[attr-defined]
+    assert again.owed is not None and again.owed.count == 0
+    events = await again.services.audit.events()
+    late = [e for e in events if "happened_at" in e.details]
+    # The login cannot be checked on either (SQLite: its throttle cannot be written).
+    assert sorted(e.action for e in late) == ["auth.refused", "node.stop"], late
+    refusal = next(e for e in late if e.action == "auth.refused")
+    assert refusal.actor == "alice" and refusal.details["client"].startswith("127.0.0.1")
+    assert refusal.details["code"] == "database_unavailable"
+    # Replaying the same journal line again (a crash before the journal was rewritten)
+    # writes nothing twice.
+    await again.services.audit.write_owed(json.loads(owed[0])["payload"])
+    assert len(await again.services.audit.events()) == len(events)
+    assert (await again.services.audit.verify()).ok

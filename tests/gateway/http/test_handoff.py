@@ -1,5 +1,5 @@
 """The hand-off from the gateway's sign-in to a target's origin: state-bound, single-use,
-short-lived; login CSRF and session fixation fail."""
+short-lived; login CSRF and session fixation fail, and each failed link is audited."""
 
 from __future__ import annotations
 
@@ -27,6 +27,15 @@ async def follow_until_code(web: WebTargets, browser: aiohttp.ClientSession, tar
     raise AssertionError("no hand-off code was issued")
 
 
+async def refused(web: WebTargets) -> list[tuple[str, str, str]]:
+    """The audited hand-off refusals: (actor, target, reason)."""
+    return [
+        (e.actor, e.subject, e.details["reason"])
+        for e in await web.node.services.audit.events()
+        if e.action == "handoff.refused"
+    ]
+
+
 async def test_an_attackers_code_opened_in_a_victims_browser_fails(web: WebTargets) -> None:
     await web.grant("mallory", "echo")
     await web.grant("alice", "echo")
@@ -40,6 +49,7 @@ async def test_an_attackers_code_opened_in_a_victims_browser_fails(web: WebTarge
             "the victim's browser must not be signed in as the attacker"
         )
     assert web.sessions("echo") == []
+    assert await refused(web) == [("mallory", "echo", "sign-in link opened in another browser")]
 
 
 async def test_a_victim_with_its_own_state_cookie_still_cannot_redeem_anothers_code(
@@ -72,6 +82,7 @@ async def test_a_code_works_once_in_the_browser_that_asked_for_it(web: WebTarget
         assert resp.status == 403  # used up (and bound to the first browser's state)
     async with browser.get(link, allow_redirects=False) as resp:
         assert resp.status == 403
+    assert await refused(web) == [("?", "echo", "unknown or already used sign-in link")] * 2
 
 
 async def test_a_code_expires_within_a_minute(web: WebTargets) -> None:
@@ -81,6 +92,7 @@ async def test_a_code_expires_within_a_minute(web: WebTargets) -> None:
     await web.timer.advance(CODE_TTL + timedelta(seconds=1))
     async with browser.get(link, allow_redirects=False) as resp:
         assert resp.status == 403
+    assert await refused(web) == [("alice", "echo", "expired sign-in link")]
 
 
 async def test_a_code_for_one_target_is_refused_on_another(web: WebTargets) -> None:
@@ -93,6 +105,7 @@ async def test_a_code_for_one_target_is_refused_on_another(web: WebTargets) -> N
         web.base("api") + f"__lockgate/handoff?code={code}", allow_redirects=False
     ) as resp:
         assert resp.status == 403
+    assert await refused(web) == [("alice", "api", "sign-in link for another target")]
 
 
 async def test_only_the_state_hash_travels_through_the_gateway(web: WebTargets) -> None:

@@ -26,7 +26,7 @@ from tests.eventually import eventually
 from tests.gateway.web.conftest import Web
 from tests.gateway.web.test_browser import new_browser
 from tests.gateway.web.test_ui_pages import page
-from tests.target import TARGET_USER
+from tests.target import SCRATCH, TARGET_USER
 
 LOGIN = f"alice+{TARGET_USER}@db01"
 
@@ -116,7 +116,7 @@ async def test_the_report_holds_what_happened_and_says_it_verifies(
     payload = tmp_path / "upload.bin"
     payload.write_bytes(os.urandom(54_321))
     status, _, err = await run(
-        scp_argv(web, payload, f"{LOGIN}@127.0.0.1:/tmp/lockgate-report-upload.bin")
+        scp_argv(web, payload, f"{LOGIN}@127.0.0.1:{SCRATCH}report-upload.bin")
     )
     assert status == 0, err
     ids = await eventually(lambda: sealed_and_indexed(web), what="both sessions indexed")
@@ -155,7 +155,7 @@ async def test_the_report_holds_what_happened_and_says_it_verifies(
     assert [c["text"] for c in shell["commands"]] == ["echo report-one; echo lockgate-canary-word"]
     assert [(a["rule"], a["action"]) for a in shell["anomalies"]] == [("canary", "alert")]
     copy = next(s for s in sessions.values() if s["files"])
-    assert {"op": "sftp.upload", "path": "/tmp/lockgate-report-upload.bin", "bytes": 54_321} in [
+    assert {"op": "sftp.upload", "path": f"{SCRATCH}report-upload.bin", "bytes": 54_321} in [
         {k: f[k] for k in ("op", "path", "bytes")} for f in copy["files"]
     ]
     for session in sessions.values():

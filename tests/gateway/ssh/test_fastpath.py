@@ -42,7 +42,7 @@ def test_chacha_packets_verify_with_asyncssh_own_primitives(size: int) -> None:
         nonce = seq.to_bytes(8, "big")
         sealed, tag = ChachaCipher(key).encrypt_and_sign(header, data, nonce)
         assert len(sealed) == 4 + size
-        assert size == 0 or sealed[4:] != data
+        assert size < 8 or sealed[4:] != data  # a byte or two may encrypt to itself
         # asyncssh's module-level functions are not replaced: they are the reference.
         assert chacha20(key[32:], sealed[:4], nonce, 0) == header
         assert poly1305_verify(key[:32], sealed, nonce, tag)

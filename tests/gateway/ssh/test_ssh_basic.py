@@ -14,6 +14,7 @@ import asyncssh
 from gateway.ssh import fastpath
 from tests.eventually import eventually
 from tests.gateway.ssh.conftest import TARGET_USER, Gateway
+from tests.target import SCRATCH
 
 LOGIN = f"alice+{TARGET_USER}@db01"
 
@@ -84,20 +85,18 @@ async def test_scp_and_sftp_byte_exact(gateway: Gateway, tmp_path: Path) -> None
     src = tmp_path / "payload.bin"
     src.write_bytes(payload)
     base = scp_options(gateway)
-    code, _, err = await gateway.run(
-        ["scp", *base, str(src), f"{LOGIN}@127.0.0.1:/tmp/lockgate-up.bin"]
-    )
+    code, _, err = await gateway.run(["scp", *base, str(src), f"{LOGIN}@127.0.0.1:{SCRATCH}up.bin"])
     assert code == 0, err
     back = tmp_path / "back.bin"
     code, _, err = await gateway.run(
-        ["scp", *base, f"{LOGIN}@127.0.0.1:/tmp/lockgate-up.bin", str(back)]
+        ["scp", *base, f"{LOGIN}@127.0.0.1:{SCRATCH}up.bin", str(back)]
     )
     assert code == 0, err
     assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(payload).digest()
     batch = tmp_path / "batch"
     batch.write_text(
-        f"put {src} /tmp/lockgate-sftp.bin\nget /tmp/lockgate-sftp.bin "
-        f"{tmp_path / 'sftp-back.bin'}\nrm /tmp/lockgate-sftp.bin\n"
+        f"put {src} {SCRATCH}sftp.bin\nget {SCRATCH}sftp.bin "
+        f"{tmp_path / 'sftp-back.bin'}\nrm {SCRATCH}sftp.bin\n"
     )
     code, _, err = await gateway.run(["sftp", *base, "-b", str(batch), f"{LOGIN}@127.0.0.1"])
     assert code == 0, err
@@ -113,11 +112,11 @@ async def test_sftp_operations_are_recorded(gateway: Gateway, tmp_path: Path) ->
     src.write_bytes(payload)
     base = scp_options(gateway)
     code, _, err = await gateway.run(
-        ["scp", *base, str(src), f"{LOGIN}@127.0.0.1:/tmp/lockgate-report.bin"]
+        ["scp", *base, str(src), f"{LOGIN}@127.0.0.1:{SCRATCH}report.bin"]
     )
     assert code == 0, err
     code, _, err = await gateway.run(
-        ["scp", *base, f"{LOGIN}@127.0.0.1:/tmp/lockgate-report.bin", str(tmp_path / "again.bin")]
+        ["scp", *base, f"{LOGIN}@127.0.0.1:{SCRATCH}report.bin", str(tmp_path / "again.bin")]
     )
     assert code == 0, err
     store = RecordingStore(gateway.workdir / "recordings", gateway.services.maker)
@@ -134,7 +133,7 @@ async def test_sftp_operations_are_recorded(gateway: Gateway, tmp_path: Path) ->
     await store.aclose()
     assert {
         "op": "upload",
-        "path": "/tmp/lockgate-report.bin",
+        "path": f"{SCRATCH}report.bin",
         "bytes": 200_000,
         "result": "ok",
     } in [
@@ -148,8 +147,8 @@ async def test_sftp_operations_are_recorded(gateway: Gateway, tmp_path: Path) ->
         for e in await gateway.services.audit.events()
         if e.action.startswith("sftp.")
     ]
-    assert ("sftp.upload", "/tmp/lockgate-report.bin", 200_000, "db01") in audited
-    assert ("sftp.download", "/tmp/lockgate-report.bin", 200_000, "db01") in audited
+    assert ("sftp.upload", f"{SCRATCH}report.bin", 200_000, "db01") in audited
+    assert ("sftp.download", f"{SCRATCH}report.bin", 200_000, "db01") in audited
 
 
 async def test_sftp_stops_when_its_audit_cannot_be_written(
@@ -181,7 +180,7 @@ async def test_sftp_stops_when_its_audit_cannot_be_written(
         head = (await db.execute(sa.select(audit_head))).one()
         await db.execute(sa.delete(audit_head))
     try:
-        proc.stdin.write(f"put {src} /tmp/lockgate-unaudited.bin\n".encode())
+        proc.stdin.write(f"put {src} {SCRATCH}unaudited.bin\n".encode())
         await proc.stdin.drain()
         # the upload is audited when its file is closed
         await eventually(

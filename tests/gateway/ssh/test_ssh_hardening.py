@@ -29,7 +29,7 @@ from tests.eventually import eventually
 from tests.gateway.ssh.conftest import Client, Gateway
 from tests.gateway.ssh.test_ssh_basic import scp_options
 from tests.nodes import start_test_node
-from tests.target import TARGET_USER, Sshd, free_port, register_target
+from tests.target import SCRATCH, TARGET_USER, Sshd, free_port, register_target
 from vault.secret import Secret
 
 RULES = (
@@ -116,10 +116,10 @@ async def test_legacy_scp_is_a_file_transfer_recorded_and_audited_like_sftp(
     src = tmp_path / "legacy.bin"
     src.write_bytes(payload)
     login = f"alice+{TARGET_USER}@db01@127.0.0.1"
-    code, _, err = await hard.run([*_scp(hard, "alice"), str(src), f"{login}:/tmp/lg-legacy.bin"])
+    code, _, err = await hard.run([*_scp(hard, "alice"), str(src), f"{login}:{SCRATCH}legacy.bin"])
     assert code == 0, err
     back = tmp_path / "legacy-back.bin"
-    code, _, err = await hard.run([*_scp(hard, "alice"), f"{login}:/tmp/lg-legacy.bin", str(back)])
+    code, _, err = await hard.run([*_scp(hard, "alice"), f"{login}:{SCRATCH}legacy.bin", str(back)])
     assert code == 0, err
     assert back.read_bytes() == payload
     # A shell command dressed as scp is an exec, which this rule does not allow.
@@ -130,22 +130,27 @@ async def test_legacy_scp_is_a_file_transfer_recorded_and_audited_like_sftp(
         for e in await _file_ops(hard)
         if e.get("op") in ("upload", "download")
     ]
-    assert {"op": "upload", "path": "/tmp/lg-legacy.bin", "bytes": 150_000, "result": "ok"} in ops
-    assert {"op": "download", "path": "/tmp/lg-legacy.bin", "bytes": 150_000, "result": "ok"} in ops
+    assert {"op": "upload", "path": f"{SCRATCH}legacy.bin", "bytes": 150_000, "result": "ok"} in ops
+    assert {
+        "op": "download",
+        "path": f"{SCRATCH}legacy.bin",
+        "bytes": 150_000,
+        "result": "ok",
+    } in ops
     audited = [
         (e.action, e.details.get("path"), e.details.get("bytes"))
         for e in await hard.services.audit.events()
         if e.action.startswith("sftp.")
     ]
-    assert ("sftp.upload", "/tmp/lg-legacy.bin", 150_000) in audited
-    assert ("sftp.download", "/tmp/lg-legacy.bin", 150_000) in audited
+    assert ("sftp.upload", f"{SCRATCH}legacy.bin", 150_000) in audited
+    assert ("sftp.download", f"{SCRATCH}legacy.bin", 150_000) in audited
 
 
 async def test_legacy_scp_is_refused_under_an_exec_only_rule(hard: Gateway, tmp_path: Path) -> None:
     src = tmp_path / "nope.bin"
     src.write_bytes(b"x" * 100)
     login = f"ed+{TARGET_USER}@db01@127.0.0.1"
-    code, _, err = await hard.run([*_scp(hard, "ed"), str(src), f"{login}:/tmp/lg-nope.bin"])
+    code, _, err = await hard.run([*_scp(hard, "ed"), str(src), f"{login}:{SCRATCH}nope.bin"])
     assert code != 0 and b"lockgate: " in err, err
     code, out, err = await hard.ssh("ed", f"ed+{TARGET_USER}@db01", "echo", "exec-ok")
     assert code == 0 and out.strip() == b"exec-ok", err
