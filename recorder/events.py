@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -161,6 +162,34 @@ def iter_records_from(path: str, offset: int) -> Iterator[Record]:
             payload = f.read(length)
             f.seek(HASH_LEN, 1)
             yield from decode_records(payload)
+
+
+def records_after(path: str, offset: int, *, decode: bool = True) -> tuple[list[Record], int]:
+    """The records of the complete chunks from ``offset`` on, and the offset after the last
+    of them: for following a recording that another process is still writing (a chunk not
+    yet wholly on disk waits for the next call). ``offset`` is 0 or an offset this returned,
+    never an outside cursor. ``decode=False`` only finds the end."""
+    records: list[Record] = []
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if offset < len(MAGIC):
+            if size < len(MAGIC):
+                return records, 0
+            if f.read(len(MAGIC)) != MAGIC:
+                raise ValueError("not a Lockgate recording")
+            offset = len(MAGIC)
+        while offset + CHUNK_HEAD.size <= size:
+            f.seek(offset)
+            magic, length, _ = CHUNK_HEAD.unpack(f.read(CHUNK_HEAD.size))
+            if magic != CHUNK_MAGIC or length > MAX_CHUNK:
+                raise ValueError("damaged chunk")
+            end = offset + CHUNK_HEAD.size + length + HASH_LEN
+            if end > size:
+                break
+            if decode:
+                records.extend(decode_records(f.read(length)))
+            offset = end
+    return records, offset
 
 
 def iter_chunks_at(path: str, start: int = 0) -> Iterator[tuple[int, bytes]]:

@@ -1,7 +1,9 @@
 """The live view: an auditor watches a running session's screen over a WebSocket.
 
 The screen starts from the recording so far (when it is small enough to replay quickly),
-then follows the session's output as the recorder sees it. pyte runs in a worker thread, at
+then follows the session's output as the recorder sees it. A session another node holds (or
+a web session) is followed in its recording file instead, which the nodes share: its frames
+lag the output by up to the recorder's one-second flush. pyte runs in a worker thread, at
 most four times a second, on at most the last 16 KB of a burst, so a busy session being
 watched does not slow the event loop down (the screen after a burst is its last screenful).
 Only auditors and admins may watch; a browser's WebSocket must come from a Lockgate page.
@@ -11,14 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from gateway.sessions.registry import SessionRegistry
 from gateway.web.auth import same_origin
 from gateway.web.problems import Problem
 from gateway.web.routes import AUDITOR, TABLE, Call
 from policy.errors import InvalidTransition
+from recorder.errors import NotFound
+from recorder.events import records_after
+from recorder.indexer import Feeder
 from recorder.replay import frame_at
 from recorder.screen import Snapshot, TerminalModel
 from recorder.writer import SessionRecording
@@ -57,11 +67,81 @@ class LiveScreen:
         return self.model.snapshot().as_dict()
 
 
+class _Local:
+    """The session runs on this node: frames from the recorder's output as it goes by."""
+
+    def __init__(self, recording: SessionRecording, registry: SessionRegistry, sid: str) -> None:
+        self.recording, self.registry, self.sid = recording, registry, sid
+        self.screen = LiveScreen(recording.width, recording.height)
+        self.fresh = True
+
+    async def start(self) -> Callable[[], None]:
+        stop_watching = self.recording.watch(self.screen.feed)
+        # Everything before this instant goes to disk; everything after reaches the watcher.
+        self.recording.flush()
+        until = self.recording.elapsed()
+        await self.recording.synced()
+        await _replay_so_far(self.screen, self.recording, until)
+        return stop_watching
+
+    async def ended(self) -> bool:
+        return self.registry.get(self.sid) is None
+
+    async def frame(self, final: bool) -> tuple[float, dict[str, Any]] | None:
+        data = self.screen.take()
+        if not (data or self.fresh or final):
+            return None
+        self.fresh = False
+        size = (self.recording.width, self.recording.height)
+        return self.recording.elapsed(), await asyncio.to_thread(self.screen.render, data, size)
+
+
+class _Followed:
+    """Another node holds the session: its recording, on the storage the nodes share, is
+    followed chunk by chunk (a chunk reaches the disk within a second of its output)."""
+
+    def __init__(self, path: Path, width: int, height: int, call: Call, sid: str) -> None:
+        self.path, self.call, self.sid = str(path), call, sid
+        self.model = TerminalModel(width, height)
+        self.feeder = Feeder(self.model)
+        self.offset = 0
+        self.reached = 0.0
+        self.checked = 0.0
+        self.fresh = True
+
+    async def start(self) -> Callable[[], None]:
+        if os.stat(self.path).st_size > REPLAY_LIMIT:
+            _, self.offset = await asyncio.to_thread(records_after, self.path, 0, decode=False)
+        return lambda: None
+
+    async def ended(self) -> bool:
+        now = time.monotonic()
+        if now - self.checked < 1.0:
+            return False
+        self.checked = now
+        return not (await self.call.deps.sessions.get(self.call.actor, self.sid)).active
+
+    def _step(self) -> dict[str, Any] | None:
+        records, self.offset = records_after(self.path, self.offset)
+        for record in records:
+            self.feeder.apply(record)
+            self.reached = record.t
+        self.feeder.flush()
+        if not (records or self.fresh):
+            return None
+        self.fresh = False
+        return self.model.snapshot().as_dict()
+
+    async def frame(self, final: bool) -> tuple[float, dict[str, Any]] | None:
+        frame = await asyncio.to_thread(self._step)
+        return None if frame is None else (self.reached, frame)
+
+
 @TABLE.add(
     "GET",
     "/sessions/{id}/live",
-    "Watch a live session (WebSocket of JSON screen frames); 400 without the WebSocket "
-    "upgrade, 409 once it has ended or when another node holds it",
+    "Watch a live session (WebSocket of JSON screen frames), on whichever node holds it; "
+    "400 without the WebSocket upgrade, 409 once it has ended",
     access=AUDITOR,
     tag="sessions",
     status=101,
@@ -76,31 +156,40 @@ async def live_session(call: Call) -> Any:
     record = await call.deps.sessions.get(call.actor, call.arg("id"))
     if not record.active:
         raise InvalidTransition(f"session {record.id} has ended; replay its recording instead")
-    handle = call.deps.registry.get(record.id)
-    recording = getattr(handle, "recording", None)
-    if not isinstance(recording, SessionRecording):
-        raise Problem(
-            409, "conflict", f"session {record.id} is held by node {record.node}; watch it there"
-        )
+    recording = getattr(call.deps.registry.get(record.id), "recording", None)
+    source: _Local | _Followed
+    if isinstance(recording, SessionRecording):
+        source = _Local(recording, call.deps.registry, record.id)
+    else:
+        source = await _followed(call, record.id, record.node)
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     await call.deps.services.audit.record(
         actor=call.actor, action="session.watch", subject=record.id, details={}
     )
-    screen = LiveScreen(recording.width, recording.height)
-    stop_watching = recording.watch(screen.feed)
+    stop_watching = await source.start()
     try:
-        # Everything before this instant goes to disk; everything after reaches the watcher.
-        recording.flush()
-        until = recording.elapsed()
-        await recording.synced()
-        await _replay_so_far(screen, recording, until)
-        await _stream(ws, screen, recording, call, record.id)
+        await _stream(ws, source)
     finally:
         stop_watching()
         with contextlib.suppress(Exception):
             await ws.close()
     return ws
+
+
+async def _followed(call: Call, sid: str, node: str) -> _Followed:
+    try:
+        info = await call.deps.recordings.get(sid)
+    except NotFound:
+        info = None
+    if info is None or not info.path.is_file():
+        raise Problem(
+            409,
+            "conflict",
+            f"session {sid} is held by node {node}, whose recording this node cannot read; "
+            "watch it there, or give the nodes one recordings directory",
+        )
+    return _Followed(info.path, info.width, info.height, call, sid)
 
 
 async def _replay_so_far(screen: LiveScreen, recording: SessionRecording, t: float) -> None:
@@ -113,9 +202,7 @@ async def _replay_so_far(screen: LiveScreen, recording: SessionRecording, t: flo
     screen.size = (screen.model.screen.columns, screen.model.screen.lines)
 
 
-async def _stream(
-    ws: web.WebSocketResponse, screen: LiveScreen, recording: SessionRecording, call: Call, sid: str
-) -> None:
+async def _stream(ws: web.WebSocketResponse, source: _Local | _Followed) -> None:
     closed = asyncio.Event()
 
     async def drain() -> None:
@@ -128,14 +215,11 @@ async def _stream(
     last: dict[str, Any] | None = None
     try:
         while not closed.is_set():
-            ended = call.deps.registry.get(sid) is None
-            data = screen.take()
-            if data or last is None or ended:
-                size = (recording.width, recording.height)
-                frame = await asyncio.to_thread(screen.render, data, size)
-                if frame != last:
-                    await ws.send_json({"t": round(recording.elapsed(), 3), **frame})
-                    last = frame
+            ended = await source.ended()
+            step = await source.frame(final=ended)
+            if step is not None and step[1] != last:
+                await ws.send_json({"t": round(step[0], 3), **step[1]})
+                last = step[1]
             if ended:
                 await ws.send_json({"ended": True})
                 return
