@@ -1,8 +1,8 @@
 """The live view: an auditor watches a running session's screen over a WebSocket.
 
 The screen starts from the recording so far (when it is small enough to replay quickly),
-then follows the session's output as the recorder sees it. A session another node holds (or
-a web session) is followed in its recording file instead, which the nodes share: its frames
+then follows the session's output as the recorder sees it. A session another node holds is
+followed in its recording file instead, which the nodes share: its frames
 lag the output by up to the recorder's one-second flush. pyte runs in a worker thread, at
 most four times a second, on at most the last 16 KB of a burst, so a busy session being
 watched does not slow the event loop down (the screen after a burst is its last screenful).
