@@ -281,6 +281,7 @@ async def start_node(
         with contextlib.suppress(Exception):  # a first reading for /readyz; retried on a timer
             await clock.check()
         node.extra.append(recordings.aclose)
+        services.nodes.host_key = host_keys[0].get_fingerprint()
         liveness = await join_cluster(services, registry, recordings)
         await seal_interrupted(
             config.recordings_path, services.maker, stale, leftovers,
@@ -346,6 +347,7 @@ async def start_node(
         node.extra.append(node.proxy.aclose)
         assertion_key = config.server.data_dir / ASSERTION_KEY
         keys = AssertionSigner.load_or_create(assertion_key, _issuer(config, 0))
+        liveness.assertion_kid = keys.kid
         app = build_app(
             deps,
             {
@@ -356,7 +358,7 @@ async def start_node(
             },
             [refresh_gauges],
             front=[node.proxy.middleware],
-            warnings={"clock": node.clock.warning},
+            warnings={"clock": node.clock.warning, "keys": lambda: liveness.keys_warning or None},
         )
         app.router.add_get("/open/{target}", node.proxy.open)
         app.router.add_get(JWKS_PATH, jwks_handler(keys))

@@ -54,6 +54,8 @@ class NodeRow:
     lost_by: str | None = None
     lost_reason: str | None = None
     sessions: int = 0  # live sessions the database says it holds
+    host_key: str | None = None
+    assertion_kid: str | None = None
 
     def fresh(self, now: datetime, after: timedelta) -> bool:
         return self.stopped_at is None and self.lost_at is None and now - self.heartbeat_at <= after
@@ -110,6 +112,25 @@ def silent(
     return found
 
 
+def unshared_keys(rows: Iterable[NodeRow], me: NodeRow, now: datetime, after: timedelta) -> str:
+    """What the live nodes do not share with ``me`` ("" when all agree): behind a load
+    balancer a person's ``ssh`` meets whichever node's host key (a changed key is what a
+    man in the middle looks like), and an app checks assertions against whichever node's
+    JWKS."""
+    problems = []
+    for what, key in (("SSH host key", "host_key"), ("assertion key", "assertion_kid")):
+        mine = getattr(me, key)
+        others = sorted(
+            r.name
+            for r in rows
+            if r.name != me.name and r.fresh(now, after) and getattr(r, key) not in (None, mine)
+        )
+        if mine and others:
+            problems.append(f"{', '.join(others)} {'has' if len(others) == 1 else 'have'} "
+                            f"another {what} than {me.name}")  # fmt: skip
+    return "; ".join(problems)
+
+
 def workers_ready(
     rows: Iterable[NodeRow], parent: str, workers: int, now: datetime, after: timedelta
 ) -> bool:
@@ -143,6 +164,8 @@ def _row(r: Any, counts: dict[str, int]) -> NodeRow:
         lost_by=r.lost_by,
         lost_reason=r.lost_reason,
         sessions=counts.get(r.name, 0),
+        host_key=r.host_key,
+        assertion_kid=r.assertion_kid,
     )
 
 
@@ -159,6 +182,9 @@ class Liveness:
     workers: int = 1
     host: str = ""
     pid: int = 0
+    host_key: str | None = None  # fingerprint; with assertion_kid, what the cluster shares
+    assertion_kid: str | None = None
+    keys_warning: str = ""  # what the last look found unshared ("" = nothing)
     interval: float = 5.0
     lost_after: float = 30.0
     on_lost: OnLost | None = None  # seal the recordings of sessions ended here
@@ -205,6 +231,7 @@ class Liveness:
             "lost_at": None,
             "lost_by": None,
             "lost_reason": None,
+            **self._keys(),
         }
         async with self.maker() as db, db.begin():
             done = await db.execute(nodes.update().where(nodes.c.name == self.name).values(values))
@@ -218,7 +245,7 @@ class Liveness:
             done = await db.execute(
                 nodes.update()
                 .where(nodes.c.name == self.name, nodes.c.lost_at.is_(None))
-                .values(heartbeat_at=self.clock(), stopped_at=None)
+                .values(heartbeat_at=self.clock(), stopped_at=None, **self._keys())
             )
         if not done.rowcount:  # type: ignore[attr-defined]
             log.warning(
@@ -227,6 +254,17 @@ class Liveness:
             if self.on_declared_lost is not None:
                 await self.on_declared_lost()
             await self.started()
+
+    def _keys(self) -> dict[str, str]:
+        keys = {"host_key": self.host_key, "assertion_kid": self.assertion_kid}
+        return {k: v for k, v in keys.items() if v}
+
+    def _check_keys(self, rows: list[NodeRow]) -> None:
+        me = next((r for r in rows if r.name == self.name), None)
+        found = "" if me is None else unshared_keys(rows, me, self.clock(), self.after)
+        if found and found != self.keys_warning:
+            log.error("the cluster's nodes must share their keys: %s", found)
+        self.keys_warning = found
 
     async def stopped(self) -> None:
         async with self.maker() as db, db.begin():
@@ -242,6 +280,7 @@ class Liveness:
         now, elapsed = self.clock(), self.monotonic()
         claimed = []
         rows = await self.rows()
+        self._check_keys(rows)
         for row in rows:
             seen = self._unchanged.get(row.name)
             if seen is None or seen[0] != row.heartbeat_at:

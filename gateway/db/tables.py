@@ -272,6 +272,10 @@ nodes = sa.Table(
     sa.Column("lost_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("lost_by", sa.String(255), nullable=True),
     sa.Column("lost_reason", sa.String(64), nullable=True),  # node lost | worker lost
+    # What a cluster must share (gateway/cluster/liveness.py compares them): the SSH host
+    # key's SHA256 fingerprint and the identity-assertion key's kid.
+    sa.Column("host_key", sa.String(128), nullable=True),
+    sa.Column("assertion_kid", sa.String(128), nullable=True),
 )
 
 # Audit events that were owed through a database outage (gateway/owed.py) and have since been

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
+import asyncssh
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,6 +26,7 @@ from recorder.recorder import Recorder
 from recorder.salvage import seal_interrupted
 from recorder.store import RecordingStore
 from tests.clock import FakeTimer
+from tests.nodes import start_test_node
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 AFTER = timedelta(seconds=30)
@@ -213,3 +216,50 @@ async def test_a_wall_clock_step_alone_never_makes_a_live_node_lost(cluster: Clu
     assert (await b.sessions.get(SYSTEM_ACTOR, "se-stays")).active
     await cluster.timer.advance(timedelta(seconds=31))  # now watched silent that long
     assert [name for name, _, _ in await a.reap()] == ["gw-b"]
+
+
+async def test_nodes_that_do_not_share_the_clusters_keys_are_named(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b, c = cluster.node("gw-a"), cluster.node("gw-b"), cluster.node("gw-c")
+    keys = ((a, "SHA256:one", "k1"), (b, "SHA256:one", "k2"), (c, "SHA256:two", "k1"))
+    for node, host_key, kid in keys:
+        node.host_key, node.assertion_kid = host_key, kid
+        await node.started()
+    await a.reap()
+    assert a.keys_warning == (
+        "gw-c has another SSH host key than gw-a; gw-b has another assertion key than gw-a"
+    )
+    assert caplog.text.count("the cluster's nodes must share their keys") == 1
+    await a.reap()  # told once, not at every beat
+    assert caplog.text.count("the cluster's nodes must share their keys") == 1
+    await b.stopped()
+    await c.stopped()
+    await a.reap()
+    assert a.keys_warning == ""  # only live nodes count
+
+
+async def test_readyz_warns_when_a_peer_has_other_keys(db_url: str, tmp_path: Path) -> None:
+    """Two real nodes, each with the host and assertion keys its own data directory made."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = await start_test_node(db_url, tmp_path / "a", name="first")
+    second = await start_test_node(db_url, tmp_path / "b", name="second", peer=first)
+    try:
+        for node in (first, second):
+            await node.services.nodes.beat()
+        await second.services.nodes.reap()
+        url = f"http://127.0.0.1:{second.http_port}/readyz"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            body = await response.json()
+        assert response.status == 200 and body["ready"] is True
+        assert body["warnings"]["keys"] == (
+            "first has another SSH host key than second; "
+            "first has another assertion key than second"
+        )
+        fingerprint = asyncssh.read_private_key(first.config.host_key_path).get_fingerprint()
+        (row,) = [r for r in await second.services.nodes.rows() if r.name == "first"]
+        assert row.host_key == fingerprint and fingerprint.startswith("SHA256:")
+    finally:
+        await second.stop("test finished")
+        await first.stop("test finished")
