@@ -1,6 +1,6 @@
 """Web targets: direct to the app, through nginx, through Lockgate. Not a test: prints a table.
 
-    python -m bench.http [--quick] [--duration 10] [--download-mb 1024]
+    python -m bench.http [--quick] [--duration 10] [--download-mb 1024] [--workers 1]
 
 Needs Debian's ``nginx`` (the upstream and the reference proxy), ``wrk`` (the load generator:
 ``apt-get install wrk``; a C client, so the client is never what is measured) and ``curl``
@@ -11,8 +11,8 @@ Needs Debian's ``nginx`` (the upstream and the reference proxy), ``wrk`` (the lo
   download, sent with sendfile): a C server with one worker that answers in microseconds, so
   the upstream is never the bottleneck and costs the same in every column. What a column adds
   over "direct" is the proxy alone.
-- The reference proxy is a second nginx with one worker process (the gateway is one Python
-  process): ``proxy_pass`` to a keep-alive upstream pool, HTTP/1.1 upstream, buffering off,
+- The reference proxy is a second nginx with ``--workers`` worker processes, as many as the
+  gateway's (``server.workers``; 1 by default: one Python process): ``proxy_pass`` to a keep-alive upstream pool, HTTP/1.1 upstream, buffering off,
   with 64 KB buffers (unbuffered, nginx relays one ``proxy_buffer_size`` at a time; the
   default of one page makes it less than half as fast on the download).
 - The Lockgate leg runs ``lockgate init`` and ``lockgate serve`` in a temporary directory as
@@ -22,7 +22,8 @@ Needs Debian's ``nginx`` (the upstream and the reference proxy), ``wrk`` (the lo
 - Small GETs: requests/s and latency p50/p99 (wrk's, per request, closed loop over keep-alive
   connections) at 1 and 64 concurrent connections; "added" is the difference to direct.
 - Download: MB/s of one ``curl`` (median of 3, 1 with ``--quick``) and the proxy's peak RSS
-  (VmRSS of the nginx worker or of the gateway, sampled every 10 ms) during it.
+  (VmRSS summed over the proxy's processes: nginx's master and workers, or ``lockgate
+  serve`` and its workers; sampled every 10 ms) during it.
 
 The machine's cores are shared with the load generator and the upstream: compare columns of
 one run, not runs of different machines.
@@ -83,11 +84,15 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 
 
 def rss_kb(pid: int) -> int:
+    """VmRSS of ``pid`` and its children (a supervisor and its workers)."""
+    total = 0
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+                total += int(line.split()[1])
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += rss_kb(int(child))
+    return total
 
 
 @contextlib.contextmanager
@@ -120,10 +125,10 @@ class Leg:
     name: str
     base: str  # URL prefix of the app's files, ending in /
     headers: list[str] = field(default_factory=list)  # "Name: value"
-    pid: int | None = None  # the proxy process whose RSS is sampled
+    pid: int | None = None  # the proxy process whose RSS (with its children's) is sampled
 
 
-def nginx_conf(work: Path, name: str, body: str) -> Path:
+def nginx_conf(work: Path, name: str, body: str, workers: int = 1) -> Path:
     temp = work / f"{name}-temp"
     temp.mkdir()
     paths = "".join(
@@ -131,7 +136,7 @@ def nginx_conf(work: Path, name: str, body: str) -> Path:
     ) + "".join(f"{kind}_temp_path {temp / kind};\n" for kind in ("uwsgi", "scgi"))
     conf = work / f"{name}.conf"
     conf.write_text(
-        f"daemon off;\nmaster_process on;\nworker_processes 1;\npid {work / name}.pid;\n"
+        f"daemon off;\nmaster_process on;\nworker_processes {workers};\npid {work / name}.pid;\n"
         f"error_log {work / name}-error.log warn;\nevents {{ worker_connections 4096; }}\n"
         "http {\n  access_log off;\n  default_type application/octet-stream;\n"
         "  keepalive_requests 10000000;\n  keepalive_timeout 120s;\n"
@@ -148,15 +153,6 @@ def start_nginx(work: Path, name: str, conf: Path, port: int) -> subprocess.Pope
     )
     wait_listening(port, proc, f"nginx ({name})")
     return proc
-
-
-def worker_pid(master: int) -> int:
-    for _ in range(100):
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.05)
-    raise SystemExit("nginx started no worker")
 
 
 def start_upstream(work: Path, download_mb: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -178,7 +174,7 @@ def start_upstream(work: Path, download_mb: int) -> tuple[subprocess.Popen[bytes
     return start_nginx(work, "upstream", conf, port), f"http://127.0.0.1:{port}/"
 
 
-def start_reference(work: Path, upstream: str) -> tuple[subprocess.Popen[bytes], Leg]:
+def start_reference(work: Path, upstream: str, workers: int) -> tuple[subprocess.Popen[bytes], Leg]:
     port = free_port()
     host = urllib.parse.urlsplit(upstream).netloc
     conf = nginx_conf(
@@ -190,9 +186,10 @@ def start_reference(work: Path, upstream: str) -> tuple[subprocess.Popen[bytes],
         '      proxy_set_header Connection "";\n      proxy_set_header Host $host;\n'
         "      proxy_buffering off;\n      proxy_buffer_size 64k;\n"
         "      proxy_buffers 8 64k;\n    }\n  }\n",
+        workers,
     )
     proc = start_nginx(work, "proxy", conf, port)
-    return proc, Leg("nginx", f"http://127.0.0.1:{port}/", pid=worker_pid(proc.pid))
+    return proc, Leg("nginx", f"http://127.0.0.1:{port}/", pid=proc.pid)
 
 
 def proxy_missing() -> str | None:
@@ -207,11 +204,12 @@ def proxy_missing() -> str | None:
 class Lockgate:
     """``lockgate serve`` in its own process, set up through the CLI like the README."""
 
-    def __init__(self, work: Path, upstream: str) -> None:
+    def __init__(self, work: Path, upstream: str, workers: int) -> None:
         self.dir = work / "lockgate"
         self.dir.mkdir()
         self.config = self.dir / "lockgate.toml"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
+        self.env["LOCKGATE_SERVER_WORKERS"] = str(workers)
         self.upstream = upstream
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -400,6 +398,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 s runs, 256 MB, one download")
     parser.add_argument("--duration", type=float, help="seconds per wrk run (10)")
     parser.add_argument("--download-mb", type=int, help="size of the download (1024)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes of the gateway and of nginx (1)"
+    )
     args = parser.parse_args()
     seconds = args.duration or (3.0 if args.quick else 10.0)
     download_mb = args.download_mb or (256 if args.quick else 1024)
@@ -415,12 +416,12 @@ def main() -> None:
     try:
         upstream_proc, upstream = start_upstream(work, download_mb)
         procs.append(upstream_proc)
-        nginx_proc, nginx = start_reference(work, upstream)
+        nginx_proc, nginx = start_reference(work, upstream, args.workers)
         procs.append(nginx_proc)
         legs: list[Leg | None] = [Leg("direct", upstream), nginx, None]
         missing = proxy_missing()
         if missing is None:
-            lockgate = Lockgate(work, upstream)
+            lockgate = Lockgate(work, upstream, args.workers)
             try:
                 legs[2] = lockgate.start()
             except (NotAvailable, OSError) as exc:
@@ -476,7 +477,8 @@ def main() -> None:
     print()
     table.print()
     print(
-        f"\n{os.cpu_count()} cores; load average {load_before:.1f} before, "
+        f"\n{os.cpu_count()} cores, {args.workers} worker process(es) in nginx and in Lockgate; "
+        f"load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after (other work on the machine shows in the p99s)."
     )
     if missing:

@@ -8,7 +8,9 @@ that does not know it reads its row and opens its own live session for it.
 
 Every request on the web fast path checks the target cookie, so each node keeps the sign-ins
 it has read for at most ``CACHED`` (and at most ``MAX_CACHED`` of them): ``cached`` answers
-from memory only, ``login`` reads the row when the memory has nothing fresh. What ends a
+from memory only, ``login`` reads the row when the memory has nothing fresh (one read per
+cookie at a time: when an entry expires under load, every request carrying that cookie
+waits for the same read instead of queueing a read each behind SQLite's lock). What ends a
 sign-in reaches every node's memory at once: when a session for a sign-in is terminated (by a
 kill, a lock, a revocation, an anomaly rule), the node that held it marks the rows ``ended``
 and publishes ``logins_ended`` in the same transaction (``gateway.cluster.bus``); every node
@@ -101,6 +103,7 @@ class TargetSignIns:
         self.node = node
         self._cache: dict[str, tuple[Login, datetime]] = {}
         self._ended: dict[str, str] = {}  # digest -> reason, from logins_ended events
+        self._reading: dict[str, asyncio.Future[Login | None]] = {}  # digest -> its read
         self._tasks: set[asyncio.Task[None]] = set()
         # what a node does for a sign-in ended elsewhere (the proxy ends its sessions)
         self.on_ended: list[Callable[[WebAccess, str], Awaitable[None]]] = []
@@ -170,15 +173,29 @@ class TargetSignIns:
         if login is not None:
             return login
         wanted = digest(value)
+        reading = self._reading.get(wanted)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(wanted))
+            self._reading[wanted] = reading
+            reading.add_done_callback(lambda done: self._read_done(wanted, done))
+        login = await asyncio.shield(reading)
+        if login is None:
+            return None
+        return login if login.access.target == target and login.valid_at(self.clock()) else None
+
+    async def _read(self, wanted: str) -> Login | None:
         async with self.maker() as db:
             row = (await db.execute(sa.select(logins).where(logins.c.digest == wanted))).first()
         if row is None or not secrets.compare_digest(str(row.digest), wanted):
             return None
-        access = _access(row)
-        now = self.clock()
-        login = Login(access, row.ended, utc(row.expires_at))
-        self._remember(wanted, login, now)
-        return login if access.target == target and login.valid_at(now) else None
+        login = Login(_access(row), row.ended, utc(row.expires_at))
+        self._remember(wanted, login, self.clock())
+        return login
+
+    def _read_done(self, wanted: str, done: asyncio.Future[Login | None]) -> None:
+        self._reading.pop(wanted, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have left meanwhile
 
     def _remember(self, key: str, login: Login, now: datetime) -> None:
         if login.ended is None and key in self._ended:
