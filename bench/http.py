@@ -13,8 +13,9 @@ Needs Debian's ``nginx`` (the upstream and the reference proxy), ``wrk`` (the lo
   over "direct" is the proxy alone.
 - The reference proxy is a second nginx with ``--workers`` worker processes, as many as the
   gateway's (``server.workers``; 1 by default: one Python process): ``proxy_pass`` to a
-  keep-alive upstream pool, HTTP/1.1 upstream, buffering off, with 64 KB buffers (unbuffered, nginx relays one ``proxy_buffer_size`` at a time; the
-  default of one page makes it less than half as fast on the download).
+  keep-alive upstream pool, HTTP/1.1 upstream, buffering off, with 64 KB buffers
+  (unbuffered, nginx relays one ``proxy_buffer_size`` at a time; the default of one page
+  makes it less than half as fast on the download).
 - The Lockgate leg runs ``lockgate init`` and ``lockgate serve`` in a temporary directory as
   the README says, adds the app as a web target with an injected bearer header and a rule for
   channel ``http``, signs a person in (password + TOTP) and opens the target through the
