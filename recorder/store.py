@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 # Index processes at once: a burst of sessions ending together must not start one pyte
 # process each (about 30 MB and a core apiece); the rest wait their turn.
 INDEX_WORKERS = max(1, (os.cpu_count() or 2) // 2)
+# Index rows go to the database this many at a time: between batches the event loop serves
+# sessions (an HTTP session's index has a row or two per request: hundreds of thousands).
+SAVE_BATCH = 2000
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ class RecordingStore:
         self._children: set[asyncio.subprocess.Process] = set()
         self._jobs: set[asyncio.Task[None]] = set()
         self._saves: set[asyncio.Future[bool]] = set()
+        self._save_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     def _info(self, row: Any) -> RecordingInfo:
         return RecordingInfo(
@@ -209,7 +216,7 @@ class RecordingStore:
             raise RuntimeError(
                 f"indexing {session_id} failed: {err.decode(errors='replace').strip()[-300:]}"
             )
-        result = from_json(out.decode())
+        result = await asyncio.to_thread(from_json, out.decode())  # megabytes of JSON
         # A cancel in the middle of a database call leaves the connection unusable (and, on
         # SQLite, its write lock held): the save runs to its end, and aclose waits for it.
         save = asyncio.ensure_future(
@@ -226,47 +233,46 @@ class RecordingStore:
     async def save_index(
         self, session_id: str, result: IndexResult, size: int, live: bool = False
     ) -> bool:
-        """Replace the session's index; a ``live`` one only while the recording is unsealed."""
-        async with self.maker() as db, db.begin():
-            if live:
-                sealed = (
-                    await db.execute(
-                        sa.select(recordings.c.sha256).where(recordings.c.session_id == session_id)
-                    )
-                ).scalar()
-                if sealed is not None:
-                    return False
-            for table in (keyframes, text_lines, events):
-                await db.execute(table.delete().where(table.c.session_id == session_id))
-            if result.keyframes:
+        """Replace the session's index; a ``live`` one only while the recording is unsealed.
+
+        Written in transactions of at most ``SAVE_BATCH`` rows, so that no other write (an
+        SSH login, an audit event, a web session's re-check) waits behind more than one
+        batch: an HTTP session's index holds a row or two per request. Until the last one a
+        search may find part of the index; ``indexed_to`` is cleared first and set last, so
+        the recording is reported indexed only once all of it is there."""
+        tables = await asyncio.to_thread(_index_rows, session_id, result)
+        lock = self._save_locks.get(session_id)
+        if lock is None:
+            lock = self._save_locks[session_id] = asyncio.Lock()
+        async with lock:  # one save of a session at a time (a live pass, then the seal's)
+            async with self.maker() as db, db.begin():
+                if live:
+                    sealed = (
+                        await db.execute(
+                            sa.select(recordings.c.sha256).where(
+                                recordings.c.session_id == session_id
+                            )
+                        )
+                    ).scalar()
+                    if sealed is not None:
+                        return False
                 await db.execute(
-                    keyframes.insert(),
-                    [
-                        {"session_id": session_id, "t": t, "offset": off, "screen": json.dumps(s)}
-                        for t, off, s in result.keyframes
-                    ],
+                    recordings.update()
+                    .where(recordings.c.session_id == session_id)
+                    .values(indexed_to=0)
                 )
-            if result.lines:
+                for table in (keyframes, text_lines, events):
+                    await db.execute(table.delete().where(table.c.session_id == session_id))
+            for table, rows in tables:
+                for at in range(0, len(rows), SAVE_BATCH):
+                    async with self.maker() as db, db.begin():
+                        await db.execute(table.insert(), rows[at : at + SAVE_BATCH])
+            async with self.maker() as db, db.begin():
                 await db.execute(
-                    text_lines.insert(),
-                    [
-                        {"session_id": session_id, "t": t, "kind": k, "line": line}
-                        for t, k, line in result.lines
-                    ],
+                    recordings.update()
+                    .where(recordings.c.session_id == session_id)
+                    .values(indexed_to=size)
                 )
-            if result.events:
-                await db.execute(
-                    events.insert(),
-                    [
-                        {"session_id": session_id, "t": t, "kind": k, "data": json.dumps(d)}
-                        for t, k, d in result.events
-                    ],
-                )
-            await db.execute(
-                recordings.update()
-                .where(recordings.c.session_id == session_id)
-                .values(indexed_to=size)
-            )
         return True
 
     async def index_pending(self) -> int:
@@ -408,3 +414,29 @@ def _words(text: str) -> list[str]:
     import re
 
     return re.findall(r"\w+", text.lower())
+
+
+def _index_rows(
+    session_id: str, result: IndexResult
+) -> list[tuple[sa.Table, list[dict[str, Any]]]]:
+    """The rows of an index, per table (built in a thread: JSON for every keyframe and event)."""
+    return [
+        (
+            keyframes,
+            [
+                {"session_id": session_id, "t": t, "offset": off, "screen": json.dumps(s)}
+                for t, off, s in result.keyframes
+            ],
+        ),
+        (
+            text_lines,
+            [{"session_id": session_id, "t": t, "kind": k, "line": x} for t, k, x in result.lines],
+        ),
+        (
+            events,
+            [
+                {"session_id": session_id, "t": t, "kind": k, "data": json.dumps(d)}
+                for t, k, d in result.events
+            ],
+        ),
+    ]

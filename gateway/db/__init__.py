@@ -1,5 +1,12 @@
 """The gateway's database layer: engine, its own tables, every package's schema and migrations."""
 
-from gateway.db.engine import SessionMaker, completed, create_engine, is_sqlite, sessionmaker
+from gateway.db.engine import (
+    READ_ONLY,
+    SessionMaker,
+    completed,
+    create_engine,
+    is_sqlite,
+    sessionmaker,
+)
 
-__all__ = ["SessionMaker", "completed", "create_engine", "is_sqlite", "sessionmaker"]
+__all__ = ["READ_ONLY", "SessionMaker", "completed", "create_engine", "is_sqlite", "sessionmaker"]

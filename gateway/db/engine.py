@@ -31,6 +31,10 @@ UNAVAILABLE.extend([sa_exc.DBAPIError, sa_exc.TimeoutError])
 SessionMaker = async_sessionmaker[AsyncSession]
 T = TypeVar("T")
 SQLITE_POOL = 4
+# Execution options of a transaction that only reads: on SQLite it begins deferred, so that
+# under WAL it reads a snapshot without waiting for the write lock (a hot-path read, such as
+# a web-target cookie, must not queue behind a long write such as an index being saved).
+READ_ONLY = {"lockgate_read_only": True}
 LOCK_TIMEOUT = 30.0  # seconds a SQLite write waits for another process's lock
 
 
@@ -84,7 +88,9 @@ def _configure_sqlite(engine: AsyncEngine, lock_timeout: float) -> None:
     def _on_begin(conn: Any) -> None:
         # Every transaction takes the write lock up front: read-modify-write sequences
         # (compare-and-swap, audit chain head) then serialize instead of failing late.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Only one marked READ_ONLY does not (it must not write: a write could then fail).
+        read_only = conn.get_execution_options().get("lockgate_read_only")
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def sessionmaker(engine: AsyncEngine) -> SessionMaker:

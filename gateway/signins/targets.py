@@ -34,7 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from gateway.cluster.bus import ClusterEvent, EventKind, publish
-from gateway.db import SessionMaker
+from gateway.db import READ_ONLY, SessionMaker
 from gateway.db.tables import web_handoffs as codes
 from gateway.db.tables import web_logins as logins
 from gateway.signins.stored import digest, utc
@@ -185,7 +185,8 @@ class TargetSignIns:
 
     async def _read(self, wanted: str) -> Login | None:
         async with self.maker() as db:
-            row = (await db.execute(sa.select(logins).where(logins.c.digest == wanted))).first()
+            conn = await db.connection(execution_options=READ_ONLY)
+            row = (await conn.execute(sa.select(logins).where(logins.c.digest == wanted))).first()
         if row is None or not secrets.compare_digest(str(row.digest), wanted):
             return None
         login = Login(_access(row), row.ended, utc(row.expires_at))
