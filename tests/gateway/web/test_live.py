@@ -14,8 +14,8 @@ from tests.nodes import start_test_node
 from tests.target import TARGET_USER
 
 
-@pytest.mark.timeout(300)
-async def test_live_view_roles_origin_and_frames(web: Web) -> None:
+async def _typing(web: Web) -> tuple[asyncio.subprocess.Process, str]:
+    """A requester's pty session on db01 that has typed ``echo before-42``."""
     await web.grant("requester")
     ssh = await asyncio.create_subprocess_exec(
         *web.ssh_argv("requester", f"alice+{TARGET_USER}@db01", "-tt"),
@@ -25,9 +25,14 @@ async def test_live_view_roles_origin_and_frames(web: Web) -> None:
     )
     assert ssh.stdin is not None
     await eventually(lambda: web.node.registry.sessions, what="the live session")
-    session_id = next(iter(web.node.registry.sessions))
     ssh.stdin.write(b"echo before-$((6*7))\n")
     await ssh.stdin.drain()
+    return ssh, next(iter(web.node.registry.sessions))
+
+
+@pytest.mark.timeout(300)
+async def test_live_view_roles_origin_and_frames(web: Web) -> None:
+    ssh, session_id = await _typing(web)
     url = f"{web.base.replace('http', 'ws', 1)}/api/v1/sessions/{session_id}/live"
 
     for role, status in (("anonymous", 401), ("requester", 403), ("approver", 403)):
@@ -78,19 +83,8 @@ async def test_the_live_view_follows_a_session_that_another_node_holds(
         recordings_path=web.node.config.recordings_path,
     )  # fmt: skip
     try:
-        await web.grant("requester")
-        ssh = await asyncio.create_subprocess_exec(
-            *web.ssh_argv("requester", f"alice+{TARGET_USER}@db01", "-tt"),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert ssh.stdin is not None
-        await eventually(lambda: web.node.registry.sessions, what="the live session")
-        session_id = next(iter(web.node.registry.sessions))
+        ssh, session_id = await _typing(web)
         assert watcher.registry.get(session_id) is None
-        ssh.stdin.write(b"echo before-$((6*7))\n")
-        await ssh.stdin.drain()
         url = f"ws://127.0.0.1:{watcher.http_port}/api/v1/sessions/{session_id}/live"
         auditor = {"Authorization": f"Bearer {web.tokens['auditor']}"}
         async with web.http.ws_connect(url, headers=auditor) as ws:
