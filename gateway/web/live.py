@@ -2,10 +2,10 @@
 
 The screen starts from the recording so far (when it is small enough to replay quickly),
 then follows the session's output as the recorder sees it. A session another node holds is
-followed in its recording file instead, which the nodes share: its frames
-lag the output by up to the recorder's one-second flush. pyte runs in a worker thread, at
-most four times a second, on at most the last 16 KB of a burst, so a busy session being
-watched does not slow the event loop down (the screen after a burst is its last screenful).
+followed in its recording file instead, which the nodes share: its frames lag the output by
+up to the recorder's one-second flush. pyte runs in a worker thread, at most four times a
+second, on at most the last 16 KB of a burst, so a busy session being watched does not slow
+the event loop down (the screen after a burst is its last screenful).
 Only auditors and admins may watch; a browser's WebSocket must come from a Lockgate page.
 """
 
