@@ -211,32 +211,39 @@ def index_file(path: str, live: bool = False) -> IndexResult:
 
 
 def to_json(result: IndexResult) -> str:
-    return json.dumps(
-        {
-            "width": result.width,
-            "height": result.height,
-            "duration": result.duration,
-            "keyframes": result.keyframes,
-            "lines": result.lines,
-            "events": result.events,
-            "pyte_errors": result.pyte_errors,
-            "size": result.size,
-        }
-    )
+    """JSON Lines: the facts, then one line per keyframe (``k``), text line (``l``) and
+    event (``e``). The reader parses them one by one: a single ``json.loads`` of megabytes
+    holds the GIL, and with it the event loop, for as long as it runs."""
+    head = {
+        "width": result.width,
+        "height": result.height,
+        "duration": result.duration,
+        "pyte_errors": result.pyte_errors,
+        "size": result.size,
+    }
+    out = [json.dumps(head)]
+    out += (json.dumps(["k", *item]) for item in result.keyframes)
+    out += (json.dumps(["l", *item]) for item in result.lines)
+    out += (json.dumps(["e", *item]) for item in result.events)
+    return "\n".join(out) + "\n"
 
 
 def from_json(text: str) -> IndexResult:
-    data = json.loads(text)
-    return IndexResult(
-        data["width"],
-        data["height"],
-        data["duration"],
-        [(t, int(o), s) for t, o, s in data["keyframes"]],
-        [(t, k, line) for t, k, line in data["lines"]],
-        [(t, k, d) for t, k, d in data["events"]],
-        data["pyte_errors"],
-        data["size"],
-    )
+    lines = text.rstrip("\n").split("\n")
+    head = json.loads(lines[0])
+    result = IndexResult(
+        head["width"], head["height"], head["duration"], [], [], [],
+        head["pyte_errors"], head["size"],
+    )  # fmt: skip
+    for raw in lines[1:]:
+        kind, t, a, b = json.loads(raw)
+        if kind == "k":
+            result.keyframes.append((t, int(a), b))
+        elif kind == "l":
+            result.lines.append((t, a, b))
+        else:
+            result.events.append((t, a, b))
+    return result
 
 
 if __name__ == "__main__":  # the worker process: python -m recorder.indexer PATH [--live]

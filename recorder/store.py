@@ -34,6 +34,9 @@ INDEX_WORKERS = max(1, (os.cpu_count() or 2) // 2)
 # Index rows go to the database this many at a time: between batches the event loop serves
 # sessions (an HTTP session's index has a row or two per request: hundreds of thousands).
 SAVE_BATCH = 2000
+# A pause between batches: a writer waiting in SQLite's busy handler (which sleeps between
+# tries) gets the lock instead of losing every race to the next batch.
+SAVE_PAUSE = 0.02
 
 
 @dataclass(frozen=True)
@@ -235,9 +238,10 @@ class RecordingStore:
     ) -> bool:
         """Replace the session's index; a ``live`` one only while the recording is unsealed.
 
-        Written in transactions of at most ``SAVE_BATCH`` rows, so that no other write (an
-        SSH login, an audit event, a web session's re-check) waits behind more than one
-        batch: an HTTP session's index holds a row or two per request. Until the last one a
+        The old index is deleted and the new one written in transactions of at most
+        ``SAVE_BATCH`` rows, ``SAVE_PAUSE`` apart, so that no other write (an SSH login, an
+        audit event, a web session's re-check) waits behind more than one batch: an HTTP
+        session's index holds a row or two per request. Until the last one a
         search may find part of the index; ``indexed_to`` is cleared first and set last, so
         the recording is reported indexed only once all of it is there."""
         tables = await asyncio.to_thread(_index_rows, session_id, result)
@@ -261,12 +265,16 @@ class RecordingStore:
                     .where(recordings.c.session_id == session_id)
                     .values(indexed_to=0)
                 )
-                for table in (keyframes, text_lines, events):
-                    await db.execute(table.delete().where(table.c.session_id == session_id))
+            for table in (keyframes, text_lines, events):
+                while True:
+                    if await self._delete_batch(table, session_id) < SAVE_BATCH:
+                        break
+                    await asyncio.sleep(SAVE_PAUSE)
             for table, rows in tables:
                 for at in range(0, len(rows), SAVE_BATCH):
                     async with self.maker() as db, db.begin():
                         await db.execute(table.insert(), rows[at : at + SAVE_BATCH])
+                    await asyncio.sleep(SAVE_PAUSE)
             async with self.maker() as db, db.begin():
                 await db.execute(
                     recordings.update()
@@ -274,6 +282,13 @@ class RecordingStore:
                     .values(indexed_to=size)
                 )
         return True
+
+    async def _delete_batch(self, table: sa.Table, session_id: str) -> int:
+        """Delete up to ``SAVE_BATCH`` of the session's rows of ``table``; how many went."""
+        some = sa.select(table.c.id).where(table.c.session_id == session_id).limit(SAVE_BATCH)
+        async with self.maker() as db, db.begin():
+            gone = await db.execute(table.delete().where(table.c.id.in_(some.scalar_subquery())))
+        return int(gone.rowcount)  # type: ignore[attr-defined]
 
     async def index_pending(self) -> int:
         """Queue every sealed recording not fully indexed (e.g. after a restart)."""

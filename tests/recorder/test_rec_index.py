@@ -8,17 +8,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.asciicast import export
 from recorder.events import GENESIS, MAGIC, Kind, encode_chunk, encode_record, iter_records_from
 from recorder.follow import LiveIndexer
-from recorder.indexer import index_bytes, index_file
+from recorder.indexer import IndexResult, from_json, index_bytes, index_file, to_json
 from recorder.recorder import Recorder
 from recorder.replay import frame_at, playback
 from recorder.screen import TerminalModel
-from recorder.store import RecordingStore
+from recorder.store import SAVE_BATCH, RecordingStore
+from recorder.tables import text_lines
 from tests.eventually import eventually
 from tests.recorder.conftest import Clock
 
@@ -310,3 +312,45 @@ def test_hostile_recording_indexes(chunks: list[bytes]) -> None:
     chunk, _ = encode_chunk(GENESIS, 0, payload)
     result = index_bytes(MAGIC + chunk)
     assert result.keyframes
+
+
+def test_the_index_crosses_the_process_boundary_line_by_line_and_intact() -> None:
+    """The child writes JSON Lines; text that looks like line breaks stays inside its line."""
+    result = IndexResult(
+        100, 30, 12.5,
+        keyframes=[(0.0, 15, {"lines": ["a\u2028b"], "cursor": [0, 0]})],
+        lines=[(1.0, "output", "x\ny\x1c\x85z"), (2.0, "command", "ls -l")],
+        events=[(3.0, "http", {"method": "GET", "target": "/a\r\nb"})],
+        pyte_errors=1, size=4096,
+    )  # fmt: skip
+    text = to_json(result)
+    assert len(text.splitlines()) == 5  # the facts, then one line per entry
+    assert from_json(text) == result
+    assert from_json(to_json(IndexResult())) == IndexResult()
+
+
+async def test_a_large_index_replaces_the_old_one_in_batches(recorder: Recorder) -> None:
+    """More rows than one batch: saved twice, the second replaces the first row for row, and
+    the recording is reported indexed only after the last batch."""
+    store = RecordingStore(recorder.root, recorder.maker)
+    rec = await recorder.start("se-big", meta={"user": "alice"}, width=80, height=24)
+    rec.output(b"hello\r\n")
+    await rec.close("done")
+    count = SAVE_BATCH * 2 + 1
+    big = IndexResult(
+        80, 24, 1.0, [], [(i / count, "screen", f"line {i}") for i in range(count)],
+        [(0.5, "marker", {"n": 1})], 0, (await store.get("se-big")).size,
+    )  # fmt: skip
+    for line in ("first", "second"):
+        big.lines[0] = (0.0, "screen", line)
+        assert await store.save_index("se-big", big, big.size)
+    assert (await store.get("se-big")).indexed
+    async with recorder.maker() as db:
+        rows = (
+            await db.execute(sa.select(sa.func.count()).where(text_lines.c.session_id == "se-big"))
+        ).scalar()
+    assert rows == count
+    assert [h.line for h in await store.search("second", session_id="se-big")] == ["second"]
+    assert await store.search("first", session_id="se-big") == []
+    assert [e["kind"] for e in await store.timeline("se-big")] == ["marker"]
+    await store.aclose()
