@@ -238,57 +238,81 @@ class RecordingStore:
     ) -> bool:
         """Replace the session's index; a ``live`` one only while the recording is unsealed.
 
-        The old index is deleted and the new one written in transactions of at most
-        ``SAVE_BATCH`` rows, ``SAVE_PAUSE`` apart, so that no other write (an SSH login, an
-        audit event, a web session's re-check) waits behind more than one batch: an HTTP
-        session's index holds a row or two per request. Until the last one a
-        search may find part of the index; ``indexed_to`` is cleared first and set last, so
-        the recording is reported indexed only once all of it is there."""
+        A sealed recording's index replaces the old one in one transaction (any node may
+        index a sealed recording, and the last to finish wins whole). A live pass, which only
+        the node writing the recording makes, goes in transactions of at most
+        ``SAVE_BATCH`` rows, ``SAVE_PAUSE`` apart, each first checking that the recording is
+        still unsealed: an HTTP session's index holds a row or two per request, and no other
+        write (an SSH login, an audit event, a web session's re-check) may wait behind all
+        of it. Meanwhile a search of the live session may find part of its index."""
         tables = await asyncio.to_thread(_index_rows, session_id, result)
+        if not live:
+            async with self.maker() as db, db.begin():
+                for table in (keyframes, text_lines, events):
+                    await db.execute(table.delete().where(table.c.session_id == session_id))
+                for table, rows in tables:
+                    for at in range(0, len(rows), SAVE_BATCH):
+                        await db.execute(table.insert(), rows[at : at + SAVE_BATCH])
+                await self._indexed_to(db, session_id, size)
+            return True
         lock = self._save_locks.get(session_id)
         if lock is None:
             lock = self._save_locks[session_id] = asyncio.Lock()
-        async with lock:  # one save of a session at a time (a live pass, then the seal's)
-            async with self.maker() as db, db.begin():
-                if live:
-                    sealed = (
-                        await db.execute(
-                            sa.select(recordings.c.sha256).where(
-                                recordings.c.session_id == session_id
-                            )
-                        )
-                    ).scalar()
-                    if sealed is not None:
-                        return False
-                await db.execute(
-                    recordings.update()
-                    .where(recordings.c.session_id == session_id)
-                    .values(indexed_to=0)
-                )
+        async with lock:  # one live pass of a session at a time
             for table in (keyframes, text_lines, events):
                 while True:
-                    if await self._delete_batch(table, session_id) < SAVE_BATCH:
+                    gone = await self._live_batch(session_id, table, None)
+                    if gone is None:
+                        return False
+                    if gone < SAVE_BATCH:
                         break
                     await asyncio.sleep(SAVE_PAUSE)
             for table, rows in tables:
                 for at in range(0, len(rows), SAVE_BATCH):
-                    async with self.maker() as db, db.begin():
-                        await db.execute(table.insert(), rows[at : at + SAVE_BATCH])
+                    if (
+                        await self._live_batch(session_id, table, rows[at : at + SAVE_BATCH])
+                        is None
+                    ):
+                        return False
                     await asyncio.sleep(SAVE_PAUSE)
             async with self.maker() as db, db.begin():
-                await db.execute(
-                    recordings.update()
-                    .where(recordings.c.session_id == session_id)
-                    .values(indexed_to=size)
-                )
+                if await self._sealed(db, session_id):
+                    return False
+                await self._indexed_to(db, session_id, size)
         return True
 
-    async def _delete_batch(self, table: sa.Table, session_id: str) -> int:
-        """Delete up to ``SAVE_BATCH`` of the session's rows of ``table``; how many went."""
-        some = sa.select(table.c.id).where(table.c.session_id == session_id).limit(SAVE_BATCH)
+    async def _live_batch(
+        self, session_id: str, table: sa.Table, rows: list[dict[str, Any]] | None
+    ) -> int | None:
+        """Insert ``rows``, or with None delete up to ``SAVE_BATCH`` of the session's old
+        rows, in a transaction of its own; how many rows, or None once the recording is
+        sealed (its own index replaces whatever a live pass left)."""
         async with self.maker() as db, db.begin():
-            gone = await db.execute(table.delete().where(table.c.id.in_(some.scalar_subquery())))
-        return int(gone.rowcount)  # type: ignore[attr-defined]
+            if await self._sealed(db, session_id):
+                return None
+            if rows is not None:
+                await db.execute(table.insert(), rows)
+                return len(rows)
+            some = sa.select(table.c.id).where(table.c.session_id == session_id)
+            gone = await db.execute(
+                table.delete().where(table.c.id.in_(some.limit(SAVE_BATCH).scalar_subquery()))
+            )
+            return int(gone.rowcount)  # type: ignore[attr-defined]
+
+    @staticmethod
+    async def _sealed(db: AsyncSession, session_id: str) -> bool:
+        found = await db.execute(
+            sa.select(recordings.c.sha256)
+            .where(recordings.c.session_id == session_id)
+            .with_for_update()
+        )
+        return found.scalar() is not None
+
+    @staticmethod
+    async def _indexed_to(db: AsyncSession, session_id: str, size: int) -> None:
+        await db.execute(
+            recordings.update().where(recordings.c.session_id == session_id).values(indexed_to=size)
+        )
 
     async def index_pending(self) -> int:
         """Queue every sealed recording not fully indexed (e.g. after a restart)."""
