@@ -117,15 +117,16 @@ class Supervisor:
         return 0
 
     async def _failed_start(self) -> int:
-        codes = []
         for worker in self.workers:
             if worker.proc is None:
                 continue
             if worker.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     worker.proc.terminate()
-            codes.append(await worker.proc.wait())
-        return next((c for c in codes if c > 0), 1)
+            await worker.proc.wait()
+        # A start that fails exits 1, as one process does; the worker's own status can be
+        # lost to asyncio's child watcher, which then reports 255 for it.
+        return 1
 
     def describe(self) -> str:
         cfg = self.config.server
