@@ -263,10 +263,13 @@ async def _live_session(
 ) -> tuple[asyncio.subprocess.Process, str]:
     await web.grant(role)
     proc = await asyncio.create_subprocess_exec(
-        *web.ssh_argv(role, f"{web.user(role)}+{TARGET_USER}@db01", "sleep", "120"),
+        *web.ssh_argv(role, f"{web.user(role)}+{TARGET_USER}@db01", "echo started; sleep 120"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    # Running on the target: the channel is authorized (a kill before that is a refusal).
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), 60) == b"started\n"
     live = await eventually(
         lambda: [s for s in web.node.registry.sessions.values() if s.user == web.user(role)],
         what="the session to start",
