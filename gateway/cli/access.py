@@ -9,7 +9,6 @@ from typing import Any
 from gateway.cli import interrupts
 from gateway.cli.context import Context
 from gateway.render import to_jsonable
-from gateway.stream.status import stream_status
 from policy.durations import parse_duration
 
 REQUEST_COLUMNS = (
@@ -151,6 +150,8 @@ async def audit(ctx: Context) -> int:
     if ctx.args.action == "verify":
         return show_verify(ctx, await log.verify())
     if ctx.args.action == "streams":
+        from gateway.stream.status import stream_status  # every sink's module: only here
+
         return ctx.emit(await stream_status(ctx.svc), STREAM_COLUMNS)
     since = None
     if ctx.args.since:

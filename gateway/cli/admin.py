@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli.context import Context, Usage
 from gateway.cli.provision import provision_options, provisioner_login
 from gateway.render import to_jsonable
 from policy.durations import parse_duration
-from vault.records import CredentialKind
 from vault.secret import Secret
-from vault.service import PROVISIONER_ACCOUNT
+
+if TYPE_CHECKING:
+    from vault.records import CredentialKind
 
 USER_COLUMNS = ("name", "roles", "public_keys", "has_password", "totp_enabled", "disabled")
 CREDENTIAL_COLUMNS = ("id", "target", "account", "kind", "key_id", "created_at")
@@ -265,6 +266,8 @@ async def credential_set(ctx: Context) -> int:
     if a.passphrase_stdin and not a.private_key:
         raise Usage("--passphrase-stdin goes with --private-key")
     if a.provisioner:
+        from vault.service import PROVISIONER_ACCOUNT  # the vault's layer: only on the host
+
         login = provisioner_login(ctx)
         passphrase = Secret(ctx.read_stdin_secret("passphrase")) if a.passphrase_stdin else None
         info = await vault.set_credential(

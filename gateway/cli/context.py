@@ -7,10 +7,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway.render import emit
-from gateway.services import Services
+
+if TYPE_CHECKING:
+    from gateway.services import Services
 
 
 class Usage(Exception):

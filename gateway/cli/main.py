@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from gateway.cli import (
     interrupts,
 )
 from gateway.cli.context import Context, Usage
 from gateway.cli.parser import build_parser
-from gateway.config import load_config
 from gateway.errors import AuditError, ConfigError, StartupError
-from gateway.services import open_services
 from policy.errors import AccessDenied, InvalidInput, PolicyError
-from policy.service import SYSTEM_ACTOR
 from vault.errors import InvalidInput as VaultInvalidInput
 from vault.errors import VaultError
 
@@ -39,7 +37,14 @@ def config_path(args: argparse.Namespace) -> Path | None:
     return default if default.exists() else None
 
 
+def handler_of(args: argparse.Namespace) -> Any:
+    """The parsed command's handler (``parser`` names it), its module imported now."""
+    module, name = str(args.handler).rsplit(".", 1)
+    return getattr(importlib.import_module(f"gateway.cli.{module}"), name)
+
+
 async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    handler = handler_of(args)
     url, token = os.environ.get("LOCKGATE_URL", ""), os.environ.get("LOCKGATE_TOKEN", "")
     if url or token:
         if not (url and token):
@@ -47,9 +52,13 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         from gateway.cli.remote import run_remote  # aiohttp, only through the API
 
         ctx = Context(args, out, err, None, None, "")
-        return await run_remote(ctx, url, token)
+        return await run_remote(ctx, handler, url, token)
+    # The database, SSH and web layers: only for a command run here.
+    from gateway.config import load_config
+    from gateway.services import open_services
+    from policy.service import SYSTEM_ACTOR
+
     path = config_path(args)
-    handler = args.handler
     needs_services = getattr(handler, "needs_services", True)
     services = None
     if needs_services:

@@ -1,7 +1,9 @@
 """The command line's grammar: every command, its arguments and their help.
 
 A usage error is one ``lockgate:`` line with a "did you mean" for a mistyped command
-(``Usage``, exit status 2)."""
+(``Usage``, exit status 2). Each command names its handler as ``"module.function"`` in
+``gateway.cli``, imported only when the command runs: ``--help``, a usage error and a
+command sent through the API never import the database, SSH and web layers."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import re
 from pathlib import Path
 from typing import NoReturn
 
-from gateway.cli import access, admin, auth, events, provision, recordings, report, run, setup
 from gateway.cli.context import Usage
 
 
@@ -100,9 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def command(
-        name: str, handler: object, help_text: str, **kw: object
-    ) -> argparse.ArgumentParser:
+    def command(name: str, handler: str, help_text: str, **kw: object) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, **kw)  # type: ignore[arg-type]
         _common(p)
         p.set_defaults(handler=handler)
@@ -116,28 +115,28 @@ def build_parser() -> argparse.ArgumentParser:
         return g
 
     def subcommand(
-        g: argparse._SubParsersAction[_Parser], name: str, handler: object, help_text: str
+        g: argparse._SubParsersAction[_Parser], name: str, handler: str, help_text: str
     ) -> argparse.ArgumentParser:
         p = g.add_parser(name, help=help_text, description=help_text)
         _common(p)
         p.set_defaults(handler=handler)
         return p
 
-    p = command("init", setup.init, "write the configuration, keys and database")
+    p = command("init", "setup.init", "write the configuration, keys and database")
     p.add_argument("--data-dir", type=Path, help="data directory (default ./lockgate-data)")
 
-    p = command("serve", run.serve, "run the gateway (SSH and HTTP listeners)")
+    p = command("serve", "run.serve", "run the gateway (SSH and HTTP listeners)")
     # Given by the supervisor to its workers (gateway.cli.supervisor), not by people.
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     p.add_argument("--listen-fds", help=argparse.SUPPRESS)
     p.add_argument("--after-crash", action="store_true", help=argparse.SUPPRESS)
-    command("demo", run.demo, "run the gateway with a built-in demo target and user")
+    command("demo", "run.demo", "run the gateway with a built-in demo target and user")
 
     db = group("db", "database schema")
-    subcommand(db, "upgrade", setup.db_upgrade, "apply pending migrations")
+    subcommand(db, "upgrade", "setup.db_upgrade", "apply pending migrations")
 
     users = group("user", "manage users")
-    p = subcommand(users, "add", admin.user_add, "add a user")
+    p = subcommand(users, "add", "admin.user_add", "add a user")
     p.add_argument("name")
     p.add_argument("--role", action="append", default=[], help="role (repeatable)")
     p.add_argument(
@@ -145,12 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--password-stdin", action="store_true", help="read a password from stdin")
     p.add_argument("--totp", action="store_true", help="enrol a TOTP second factor")
-    subcommand(users, "list", admin.user_list, "list users")
-    p = subcommand(users, "show", admin.user_show, "show one user")
+    subcommand(users, "list", "admin.user_list", "list users")
+    p = subcommand(users, "show", "admin.user_show", "show one user")
     p.add_argument("name")
-    p = subcommand(users, "disable", admin.user_disable, "disable a user")
+    p = subcommand(users, "disable", "admin.user_disable", "disable a user")
     p.add_argument("name")
-    p = subcommand(users, "set", admin.user_set, "change a user (what is not named stays)")
+    p = subcommand(users, "set", "admin.user_set", "change a user (what is not named stays)")
     p.add_argument("name")
     p.add_argument("--password-stdin", action="store_true", help="read a new password from stdin")
     p.add_argument("--totp", action="store_true", help="enrol a (new) TOTP second factor")
@@ -171,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     targets = group("target", "manage targets")
     p = subcommand(
-        targets, "add", admin.target_add, "add an SSH target (--host) or a web target (--url)"
+        targets, "add", "admin.target_add", "add an SSH target (--host) or a web target (--url)"
     )
     p.add_argument("name")
     p.add_argument("--host")
@@ -207,15 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="web: record up to BYTES of non-GET request bodies (default 0: off)",
     )
     _provision_args(p)
-    p = subcommand(targets, "set", provision.target_set, "change an SSH target's provisioning")
+    p = subcommand(targets, "set", "provision.target_set", "change an SSH target's provisioning")
     p.add_argument("name")
     _provision_args(p)
-    subcommand(targets, "list", admin.target_list, "list targets")
-    p = subcommand(targets, "show", admin.target_show, "show one target")
+    subcommand(targets, "list", "admin.target_list", "list targets")
+    p = subcommand(targets, "show", "admin.target_show", "show one target")
     p.add_argument("name")
 
     creds = group("credential", "vaulted credentials (write-only)")
-    p = subcommand(creds, "set", admin.credential_set, "store the credential for TARGET ACCOUNT")
+    p = subcommand(creds, "set", "admin.credential_set", "store the credential for TARGET ACCOUNT")
     p.add_argument("target", nargs="?")
     p.add_argument("account", nargs="?", help="with --provisioner: its login (default lockgate)")
     p.add_argument(
@@ -240,13 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --private-key: read the key's passphrase from stdin",
     )
-    subcommand(creds, "list", admin.credential_list, "list credentials (never their values)")
-    p = command("provisioned", provision.provisioned, "ephemeral accounts and elevations")
+    subcommand(creds, "list", "admin.credential_list", "list credentials (never their values)")
+    p = command("provisioned", "provision.provisioned", "ephemeral accounts and elevations")
     p.add_argument("--target")
     p.add_argument("--live", action="store_true", help="only those not yet removed")
-    command("nodes", provision.nodes, "the cluster's nodes: sessions, last heartbeat, state")
+    command("nodes", "provision.nodes", "the cluster's nodes: sessions, last heartbeat, state")
 
-    p = command("request", access.request, "ask for access to a target")
+    p = command("request", "access.request", "ask for access to a target")
     p.add_argument("target")
     p.add_argument("--account")
     p.add_argument("--for", dest="duration", metavar="DURATION")
@@ -255,38 +254,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wait", action="store_true", help="wait for the decision (Ctrl-C stops waiting)"
     )
-    p = command("requests", access.requests, "list access requests")
+    p = command("requests", "access.requests", "list access requests")
     p.add_argument("--pending", action="store_true")
-    p = command("approve", access.approve, "approve a request")
+    p = command("approve", "access.approve", "approve a request")
     p.add_argument("request_id", metavar="REQUEST")
     p.add_argument("--comment", default="")
-    p = command("deny", access.deny, "deny a request")
+    p = command("deny", "access.deny", "deny a request")
     p.add_argument("request_id", metavar="REQUEST")
     p.add_argument("--comment", required=True)
-    p = command("cancel", access.cancel, "cancel your pending request")
+    p = command("cancel", "access.cancel", "cancel your pending request")
     p.add_argument("request_id", metavar="REQUEST")
-    p = command("grants", access.grants, "list grants")
+    p = command("grants", "access.grants", "list grants")
     p.add_argument("--active", action="store_true")
-    p = command("revoke", access.revoke, "revoke a grant")
+    p = command("revoke", "access.revoke", "revoke a grant")
     p.add_argument("grant_id", metavar="GRANT")
     p.add_argument("--reason", required=True)
-    p = command("extend", access.extend, "ask to extend a grant")
+    p = command("extend", "access.extend", "ask to extend a grant")
     p.add_argument("grant_id", metavar="GRANT")
     p.add_argument("--for", dest="duration", required=True, metavar="DURATION")
     p.add_argument("--reason", required=True)
-    p = command("lock", access.lock, "lock a user or a target")
+    p = command("lock", "access.lock", "lock a user or a target")
     p.add_argument("kind", choices=["user", "target"])
     p.add_argument("name")
     p.add_argument("--reason", required=True)
     p.add_argument("--for", dest="duration", metavar="DURATION")
-    p = command("unlock", access.unlock, "lift a lock")
+    p = command("unlock", "access.unlock", "lift a lock")
     p.add_argument("kind", choices=["user", "target"])
     p.add_argument("name")
-    p = command("locks", access.locks, "list active locks")
+    p = command("locks", "access.locks", "list active locks")
 
-    p = command("sessions", access.sessions, "list sessions")
+    p = command("sessions", "access.sessions", "list sessions")
     p.add_argument("--active", action="store_true")
-    p = command("terminate", access.terminate, "end a live session, on whichever node holds it")
+    p = command("terminate", "access.terminate", "end a live session, on whichever node holds it")
     p.add_argument("session_id", metavar="SESSION")
     p.add_argument("--reason", required=True)
 
@@ -299,28 +298,28 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["verify", "streams"],
         help="verify: check the hash chain; streams: where each SIEM sink stands",
     )
-    audit.set_defaults(handler=access.audit)
+    audit.set_defaults(handler="access.audit")
 
     recs = group("recordings", "session recordings")
-    p = subcommand(recs, "search", recordings.search, "find recordings by text or command")
+    p = subcommand(recs, "search", "recordings.search", "find recordings by text or command")
     p.add_argument("text")
     p.add_argument("--session", help="search within one recording")
-    p = subcommand(recs, "export", recordings.export, "write a recording as asciicast v2")
+    p = subcommand(recs, "export", "recordings.export", "write a recording as asciicast v2")
     p.add_argument("session_id", metavar="SESSION")
     p.add_argument("--format", choices=["asciicast"], default="asciicast")
-    p = subcommand(recs, "verify", recordings.verify, "check recordings against their seals")
+    p = subcommand(recs, "verify", "recordings.verify", "check recordings against their seals")
     p.add_argument("session_id", metavar="SESSION", nargs="?")
-    p = command("play", recordings.play, "replay a recording in this terminal")
+    p = command("play", "recordings.play", "replay a recording in this terminal")
     p.add_argument("session_id", metavar="SESSION")
     p.add_argument("--speed", type=float, default=1.0)
     p.add_argument("--idle-limit", type=float, default=2.0, help="longest pause, in seconds")
 
     vault = group("vault", "the credential vault")
-    subcommand(vault, "rotate", setup.vault_rotate, "new master key; re-wrap every data key")
+    subcommand(vault, "rotate", "setup.vault_rotate", "new master key; re-wrap every data key")
 
     signals = group("signals", "SIEM signals (POST /api/v1/signals)")
     p = subcommand(
-        signals, "secret", admin.signal_secret, "store the HMAC secret that signs signals"
+        signals, "secret", "admin.signal_secret", "store the HMAC secret that signs signals"
     )
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--value-stdin", action="store_true", help="read the secret from stdin")
@@ -328,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--generate", action="store_true", help="generate one and print it once, on stdout"
     )
 
-    p = command("report", report.report, "the compliance report: grants, approvals, sessions")
+    p = command("report", "report.report", "the compliance report: grants, approvals, sessions")
     p.add_argument("--since", required=True, metavar="DURATION", help="e.g. 7d or 30d")
     p.add_argument("--target", help="one target only")
     p.add_argument("--user", help="one person only")
@@ -336,15 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, metavar="FILE", help="write here, not to stdout")
 
     notes = group("notifications", "outgoing notifications: the outbox and dead letters")
-    p = subcommand(notes, "list", events.notifications_list, "list notifications")
+    p = subcommand(notes, "list", "events.notifications_list", "list notifications")
     p.add_argument("--state", help="pending | sent | dead (the dead letters)")
     p.add_argument("--channel", help="one channel's notifications")
-    p = subcommand(notes, "retry", events.notifications_retry, "queue a dead letter again")
+    p = subcommand(notes, "retry", "events.notifications_retry", "queue a dead letter again")
     p.add_argument("id", type=int, metavar="ID")
     p = subcommand(
         notes,
         "secret",
-        events.notifications_secret,
+        "events.notifications_secret",
         "store a webhook's signing secret, a chat webhook URL or an SMTP password",
     )
     p.add_argument("name", metavar="CHANNEL")
@@ -358,14 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = subcommand(
         auth_group,
         "test-mapping",
-        auth.test_mapping,
+        "auth.test_mapping",
         "print the user and roles a set of claims would sign in with (changes nothing)",
     )
     p.add_argument("--provider", required=True, metavar="P")
     p.add_argument("--claims", required=True, type=Path, metavar="FILE", help="JSON object")
 
     tokens = group("token", "API tokens")
-    p = subcommand(tokens, "create", admin.token_create, "create an API token for USER")
+    p = subcommand(tokens, "create", "admin.token_create", "create an API token for USER")
     p.add_argument("user")
     p.add_argument("--for", dest="duration", metavar="DURATION")
     return parser

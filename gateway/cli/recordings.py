@@ -5,28 +5,40 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli.context import Context
 from policy.errors import AccessDenied, NotFound
-from policy.service import SYSTEM_ACTOR
 from recorder.asciicast import export as asciicast
 from recorder.errors import NotFound as NoRecording
 from recorder.events import iter_records_from
 from recorder.integrity import verify_file
-from recorder.replay import playback
-from recorder.store import RecordingStore
+
+if TYPE_CHECKING:
+    from recorder.store import RecordingStore
+
+# The policy service, the store and pyte are imported where a command run on the host needs
+# them: the remote CLI (gateway.cli.remote) imports this module for HIT_COLUMNS and
+# show_verification alone, and a remote command's start-up is what a person waits for.
 
 HIT_COLUMNS = ("session", "t", "kind", "line")
 
 
 def _store(ctx: Context) -> RecordingStore:
+    from recorder.store import RecordingStore
+
     return RecordingStore(ctx.svc.config.recordings_path, ctx.svc.maker)
+
+
+def _built_in_admin(ctx: Context) -> bool:
+    from policy.service import SYSTEM_ACTOR
+
+    return ctx.actor == SYSTEM_ACTOR
 
 
 async def _viewer_may_read(ctx: Context, session_user: str | None) -> None:
     """Auditors and admins read every recording; others only their own sessions."""
-    if ctx.actor == SYSTEM_ACTOR:
+    if _built_in_admin(ctx):
         return
     user = await ctx.svc.policy.get_user(ctx.actor)
     if not user.is_auditor and session_user != ctx.actor:
@@ -43,7 +55,7 @@ async def _info(ctx: Context, session_id: str):  # type: ignore[no-untyped-def]
 
 
 async def search(ctx: Context) -> int:
-    if ctx.actor != SYSTEM_ACTOR and not (await ctx.svc.policy.get_user(ctx.actor)).is_auditor:
+    if not _built_in_admin(ctx) and not (await ctx.svc.policy.get_user(ctx.actor)).is_auditor:
         raise AccessDenied(f"{ctx.actor} may not search all recordings")
     hits = await _store(ctx).search(ctx.args.text, ctx.args.session)
     rows = [
@@ -60,7 +72,7 @@ async def export(ctx: Context) -> int:
 
 
 async def verify(ctx: Context) -> int:
-    if ctx.actor != SYSTEM_ACTOR and not (await ctx.svc.policy.get_user(ctx.actor)).is_auditor:
+    if not _built_in_admin(ctx) and not (await ctx.svc.policy.get_user(ctx.actor)).is_auditor:
         raise AccessDenied(f"{ctx.actor} may not verify recordings")
     try:
         results = await _store(ctx).verify(ctx.args.session_id)
@@ -107,6 +119,8 @@ async def play(ctx: Context) -> int:
             out.flush()
         else:
             ctx.out.write(data.decode("utf-8", "replace"))
+
+    from recorder.replay import playback
 
     await asyncio.to_thread(
         playback,

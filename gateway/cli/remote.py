@@ -16,7 +16,6 @@ from yarl import URL
 
 from gateway.cli import access, admin, provision, recordings
 from gateway.cli.context import Context, Usage
-from vault.service import PROVISIONER_ACCOUNT
 
 REFUSED = 1
 BAD_USAGE = 2
@@ -229,6 +228,8 @@ async def _credential_set(ctx: Context, api: Client) -> int:
         raise Usage("credential set needs TARGET ACCOUNT (or TARGET --provisioner)")
     account = a.account
     if a.provisioner:
+        from vault.service import PROVISIONER_ACCOUNT  # the vault's layer: not for every command
+
         body: dict[str, Any] = {
             "kind": "provisioner",
             "username": provision.provisioner_login(ctx),
@@ -391,8 +392,10 @@ async def _verify(ctx: Context, api: Client) -> int:
     return recordings.show_verification(ctx, await api.call("GET", path))
 
 
-async def run_remote(ctx: Context, url: str, token: str) -> int:
-    handler = HANDLERS.get(ctx.args.handler)
+async def run_remote(ctx: Context, command: object, url: str, token: str) -> int:
+    """Run ``command`` (the host's handler; its module is imported, so its own ``remote``
+    registrations are made) through the API."""
+    handler = HANDLERS.get(command)
     if handler is None:
         raise Usage(f"'{ctx.args.command}' runs on the gateway host only (unset LOCKGATE_URL)")
     if ctx.args.actor:
