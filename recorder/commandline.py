@@ -8,7 +8,9 @@ tab completion): then only the typed characters are known. A guard, not a sandbo
 
 from __future__ import annotations
 
+from base64 import b64decode, b64encode
 from dataclasses import dataclass
+from typing import Any
 
 MAX_LINE = 8192
 
@@ -62,6 +64,15 @@ class LineTracker:
         self._line.clear()
         self._certain = True
         return line
+
+    def state(self) -> list[Any]:
+        """What ``restore`` takes, in JSON types (a line typed across two index passes)."""
+        return [b64encode(bytes(self._line)).decode(), self._certain, self._escape]
+
+    def restore(self, state: list[Any]) -> None:
+        line, certain, escape = state
+        self._line[:] = b64decode(line)[:MAX_LINE]
+        self._certain, self._escape = bool(certain), int(escape)
 
     @property
     def current(self) -> str:

@@ -112,13 +112,28 @@ class Chunk:
     digest: bytes
 
 
-def read_chunks(data: bytes, complete_only: bool = False) -> Iterator[Chunk]:
+@dataclass(frozen=True)
+class ChainPoint:
+    """Where a recording's next chunk starts and what it chains from: an index that goes on
+    where it stopped (``recorder.indexer.index_more``) starts its chain check here."""
+
+    pos: int
+    prev: bytes
+    seq: int
+
+
+def read_chunks(
+    data: bytes, complete_only: bool = False, at: ChainPoint | None = None
+) -> Iterator[Chunk]:
     """Parse and check the chain; raises ValueError at the first inconsistency. With
     ``complete_only`` (a recording still being written), a truncated last chunk ends the
-    iteration instead."""
-    if not data.startswith(MAGIC):
-        raise ValueError("not a Lockgate recording")
-    pos, prev, seq = len(MAGIC), GENESIS, 0
+    iteration instead. With ``at``, ``data`` is the file from that point on."""
+    if at is None:
+        if not data.startswith(MAGIC):
+            raise ValueError("not a Lockgate recording")
+        base, pos, prev, seq = 0, len(MAGIC), GENESIS, 0
+    else:
+        base, pos, prev, seq = at.pos, 0, at.prev, at.seq
     while pos < len(data):
         if pos + CHUNK_HEAD.size > len(data):
             if complete_only:
@@ -139,7 +154,7 @@ def read_chunks(data: bytes, complete_only: bool = False) -> Iterator[Chunk]:
         digest = data[end : end + HASH_LEN]
         if chain(prev, seq, payload) != digest:
             raise ValueError(f"chunk {seq} was altered")
-        yield Chunk(seq, pos, payload, digest)
+        yield Chunk(seq, base + pos, payload, digest)
         prev, pos, seq = digest, end + HASH_LEN, seq + 1
 
 

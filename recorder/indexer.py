@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from base64 import b64decode, b64encode
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,9 @@ from recorder.events import (
     HASH_LEN,
     MAGIC,
     MASKED,
+    MAX_CHUNK,
+    ChainPoint,
+    Chunk,
     Kind,
     Record,
     decode_records,
@@ -33,7 +37,7 @@ from recorder.events import (
     terminal_of,
 )
 from recorder.http import display_line, exchange_from, header_of, search_line
-from recorder.screen import TerminalModel
+from recorder.screen import Snapshot, TerminalModel
 
 KEYFRAME_SECONDS = 10.0
 KEYFRAME_BYTES = 64 * 1024  # of pyte input: bounds the replay work behind any keyframe
@@ -55,6 +59,7 @@ class IndexResult:
     events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
     pyte_errors: int = 0
     size: int = 0  # bytes of the file covered: all of it, or the complete chunks of a live one
+    resume: dict[str, Any] | None = None  # a live pass's: where the next pass goes on
 
 
 def clean_line(raw: bytes) -> str:
@@ -117,7 +122,7 @@ class Feeder:
             self.output(display_line(record.data))
 
 
-def _index_http(result: IndexResult, record: Record) -> None:
+def _index_http(result: IndexResult, record: Record, line: bool = True) -> None:
     """An exchange is a timeline event (its fields, never its body) and a searchable
     ``"METHOD target"`` line at the time it was recorded."""
     fields = header_of(record.data)
@@ -125,7 +130,7 @@ def _index_http(result: IndexResult, record: Record) -> None:
     if fields is None or decoded is None:
         return
     result.events.append((record.t, "http", fields))
-    if len(result.lines) < MAX_LINES:
+    if line:
         result.lines.append((record.t, "http", search_line(decoded[1])[:MAX_LINE]))
 
 
@@ -147,59 +152,130 @@ def geometry_of(data: bytes) -> tuple[str, int, int]:
     return str(meta.get("term", "xterm")), int(meta.get("width", 80)), int(meta.get("height", 24))
 
 
+class Indexer:
+    """The index of a recording, built chunk by chunk. ``pause`` gives what ``resume`` needs
+    to go on in a later process (a live recording indexed pass by pass), in JSON types.
+
+    A resumed index starts from the text of the screen where it stopped, not pyte's whole
+    state (modes, attributes, scroll margins): a live index may differ from the sealed
+    one in such details; the sealed recording is indexed anew from its start."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.result = IndexResult(width, height, size=len(MAGIC))
+        self.model = TerminalModel(width, height)
+        self.feeder = Feeder(self.model)
+        self.tracker = LineTracker()
+        self.assembler = LineAssembler()
+        self.last_t, self.keyframe_t, self.keyframe_fed = 0.0, 0.0, 0
+        self.previous_line = ""
+        self.lines_before = 0  # text lines of the passes before this one
+        self.at: ChainPoint | None = None  # where the next chunk starts (None: the first)
+
+    def chunk(self, chunk: Chunk) -> None:
+        result, feeder, model = self.result, self.feeder, self.model
+        result.size = chunk.offset + CHUNK_HEAD.size + len(chunk.payload) + HASH_LEN
+        self.at = ChainPoint(result.size, chunk.digest, chunk.seq + 1)
+        if (
+            self.last_t - self.keyframe_t >= KEYFRAME_SECONDS
+            or feeder.fed + len(feeder.pending) - self.keyframe_fed >= KEYFRAME_BYTES
+        ) or (chunk.seq == 0 and not result.keyframes):
+            feeder.flush()
+            result.keyframes.append((self.last_t, chunk.offset, model.snapshot().as_dict()))
+            self.keyframe_t, self.keyframe_fed = self.last_t, feeder.fed
+        for record in decode_records(chunk.payload):
+            self.record(record)
+
+    def record(self, record: Record) -> None:
+        result = self.result
+        self.last_t = record.t
+        self.feeder.apply(record)
+        kind = record.kind
+        if kind is Kind.OUTPUT and self.lines_before + len(result.lines) < MAX_LINES:
+            for line in self.assembler.feed(record.data):
+                if line != self.previous_line:
+                    result.lines.append((record.t, "screen", line))
+                    self.previous_line = line
+        elif kind is Kind.INPUT:
+            for typed in self.tracker.feed(record.data):
+                if typed.text.strip():
+                    result.lines.append((record.t, "command", typed.text[:MAX_LINE]))
+                    result.events.append(
+                        (record.t, "command", {"text": typed.text, "certain": typed.certain})
+                    )
+        elif kind is Kind.MASKED:
+            self.tracker.feed(b"")  # hidden keystrokes: their text is unknown, never guessed
+            result.events.append((record.t, "hidden", {"count": MASKED.unpack(record.data)[0]}))
+        elif kind is Kind.EXEC:
+            text = record.data.decode("utf-8", "replace")
+            result.lines.append((record.t, "command", text[:MAX_LINE]))
+            result.events.append((record.t, "command", {"text": text, "certain": True}))
+        elif kind in (Kind.MARKER, Kind.SFTP, Kind.FORWARD, Kind.EXIT):
+            result.events.append((record.t, kind.name.lower(), json.loads(record.data)))
+        elif kind is Kind.HTTP:
+            if self.lines_before + len(result.lines) < MAX_LINES:
+                _index_http(result, record)
+            else:
+                _index_http(result, record, line=False)
+        elif (size := size_of(record)) is not None:
+            result.events.append((record.t, "resize", {"width": size[0], "height": size[1]}))
+
+    def finish(self) -> IndexResult:
+        """The whole index: the last line even without its line break."""
+        self.feeder.flush()
+        result = self.result
+        result.lines.extend((self.last_t, "screen", line) for line in self.assembler.finish())
+        result.duration = self.last_t
+        result.pyte_errors = self.model.errors
+        return result
+
+    def pause(self) -> IndexResult:
+        """What this pass found, with ``resume`` set for the next one; a line still being
+        written is kept for it."""
+        self.feeder.flush()
+        result = self.result
+        result.duration = self.last_t
+        result.pyte_errors = self.model.errors
+        at = self.at
+        result.resume = {
+            "chain": None if at is None else [at.pos, at.prev.hex(), at.seq],
+            "width": result.width,
+            "height": result.height,
+            "screen": self.model.snapshot().as_dict(),
+            "times": [self.last_t, self.keyframe_t],
+            "fed": [self.feeder.fed, self.keyframe_fed],
+            "previous_line": self.previous_line,
+            "lines": self.lines_before + len(result.lines),
+            "partial": b64encode(self.assembler.partial).decode(),
+            "typed": self.tracker.state(),
+            "pyte_errors": self.model.errors,
+        }
+        return result
+
+    @classmethod
+    def resume(cls, state: dict[str, Any]) -> Indexer:
+        index = cls(int(state["width"]), int(state["height"]))
+        index.model.restore(Snapshot.from_dict(state["screen"]))
+        index.model.errors = int(state["pyte_errors"])
+        index.last_t, index.keyframe_t = (float(t) for t in state["times"])
+        index.feeder.fed, index.keyframe_fed = (int(n) for n in state["fed"])
+        index.previous_line = str(state["previous_line"])
+        index.lines_before = int(state["lines"])
+        index.assembler.partial = b64decode(state["partial"])
+        index.tracker.restore(state["typed"])
+        if state["chain"] is not None:
+            pos, prev, seq = state["chain"]
+            index.at = ChainPoint(int(pos), bytes.fromhex(prev), int(seq))
+            index.result.size = index.at.pos
+        return index
+
+
 def index_bytes(data: bytes, live: bool = False) -> IndexResult:
     """Index a recording; ``live``: one still being written, up to its last complete chunk."""
     _, width, height = geometry_of(data)
-    result = IndexResult(width, height)
-    model = TerminalModel(result.width, result.height)
-    feeder = Feeder(model)
-    tracker = LineTracker()
-    assembler = LineAssembler()
-    last_t, keyframe_t, keyframe_fed, previous_line = 0.0, 0.0, 0, ""
-    result.size = len(MAGIC)
+    index = Indexer(width, height)
     for chunk in read_chunks(data, complete_only=live):
-        result.size = chunk.offset + CHUNK_HEAD.size + len(chunk.payload) + HASH_LEN
-        if (
-            last_t - keyframe_t >= KEYFRAME_SECONDS
-            or feeder.fed + len(feeder.pending) - keyframe_fed >= KEYFRAME_BYTES
-        ) or not result.keyframes:
-            feeder.flush()
-            result.keyframes.append((last_t, chunk.offset, model.snapshot().as_dict()))
-            keyframe_t, keyframe_fed = last_t, feeder.fed
-        for record in decode_records(chunk.payload):
-            last_t = record.t
-            feeder.apply(record)
-            kind = record.kind
-            if kind is Kind.OUTPUT and len(result.lines) < MAX_LINES:
-                for line in assembler.feed(record.data):
-                    if line != previous_line:
-                        result.lines.append((record.t, "screen", line))
-                        previous_line = line
-            elif kind is Kind.INPUT:
-                for typed in tracker.feed(record.data):
-                    if typed.text.strip():
-                        result.lines.append((record.t, "command", typed.text[:MAX_LINE]))
-                        result.events.append(
-                            (record.t, "command", {"text": typed.text, "certain": typed.certain})
-                        )
-            elif kind is Kind.MASKED:
-                tracker.feed(b"")  # hidden keystrokes: their text is unknown, never guessed
-                result.events.append((record.t, "hidden", {"count": MASKED.unpack(record.data)[0]}))
-            elif kind is Kind.EXEC:
-                text = record.data.decode("utf-8", "replace")
-                result.lines.append((record.t, "command", text[:MAX_LINE]))
-                result.events.append((record.t, "command", {"text": text, "certain": True}))
-            elif kind in (Kind.MARKER, Kind.SFTP, Kind.FORWARD, Kind.EXIT):
-                result.events.append((record.t, kind.name.lower(), json.loads(record.data)))
-            elif kind is Kind.HTTP:
-                _index_http(result, record)
-            elif (size := size_of(record)) is not None:
-                result.events.append((record.t, "resize", {"width": size[0], "height": size[1]}))
-    feeder.flush()
-    result.lines.extend((last_t, "screen", line) for line in assembler.finish())
-    result.duration = last_t
-    result.pyte_errors = model.errors
-    return result
+        index.chunk(chunk)
+    return index.finish()
 
 
 def index_file(path: str, live: bool = False) -> IndexResult:
@@ -208,6 +284,23 @@ def index_file(path: str, live: bool = False) -> IndexResult:
     if not data.startswith(MAGIC):
         raise ValueError("not a Lockgate recording")
     return index_bytes(data, live)
+
+
+def index_more(path: str, resume: dict[str, Any] | None, max_bytes: int) -> IndexResult:
+    """The index of a live recording's complete chunks after where ``resume`` (from the
+    last pass's result; None: from the start) stopped, reading at most about ``max_bytes``
+    of them: only the new rows, and ``resume`` for the next pass."""
+    index = None if resume is None else Indexer.resume(resume)
+    with open(path, "rb") as f:
+        f.seek(0 if index is None or index.at is None else index.at.pos)
+        data = f.read(max(max_bytes, MAX_CHUNK + CHUNK_HEAD.size + HASH_LEN))  # a whole chunk
+    if index is None:
+        if not data.startswith(MAGIC):
+            raise ValueError("not a Lockgate recording")
+        index = Indexer(*geometry_of(data)[1:])
+    for chunk in read_chunks(data, complete_only=True, at=index.at):
+        index.chunk(chunk)
+    return index.pause()
 
 
 def to_json(result: IndexResult) -> str:
@@ -220,6 +313,7 @@ def to_json(result: IndexResult) -> str:
         "duration": result.duration,
         "pyte_errors": result.pyte_errors,
         "size": result.size,
+        "resume": result.resume,
     }
     out = [json.dumps(head)]
     out += (json.dumps(["k", *item]) for item in result.keyframes)
@@ -230,23 +324,41 @@ def to_json(result: IndexResult) -> str:
 
 def from_json(text: str) -> IndexResult:
     lines = text.rstrip("\n").split("\n")
-    head = json.loads(lines[0])
-    result = IndexResult(
-        head["width"], head["height"], head["duration"], [], [], [],
-        head["pyte_errors"], head["size"],
-    )  # fmt: skip
+    result = index_head(lines[0])
     for raw in lines[1:]:
-        kind, t, a, b = json.loads(raw)
-        if kind == "k":
-            result.keyframes.append((t, int(a), b))
-        elif kind == "l":
-            result.lines.append((t, a, b))
-        else:
-            result.events.append((t, a, b))
+        add_entry(result, raw)
     return result
 
 
-if __name__ == "__main__":  # the worker process: python -m recorder.indexer PATH [--live]
+def index_head(line: str) -> IndexResult:
+    """The facts line of ``to_json``'s output, as an index without entries."""
+    head = json.loads(line)
+    return IndexResult(
+        head["width"], head["height"], head["duration"], [], [], [],
+        head["pyte_errors"], head["size"], head.get("resume"),
+    )  # fmt: skip
+
+
+def add_entry(result: IndexResult, line: str) -> None:
+    """One entry line of ``to_json``'s output, added to ``result``."""
+    kind, t, a, b = json.loads(line)
+    if kind == "k":
+        result.keyframes.append((t, int(a), b))
+    elif kind == "l":
+        result.lines.append((t, a, b))
+    else:
+        result.events.append((t, a, b))
+
+
+if __name__ == "__main__":
+    # The worker process: ``python -m recorder.indexer PATH`` indexes a sealed recording;
+    # ``... PATH --more MAX_BYTES`` goes on with a live one from the resume state on stdin.
+    import os
     import sys
 
-    sys.stdout.write(to_json(index_file(sys.argv[1], live="--live" in sys.argv[2:])))
+    os.nice(10)  # the gateway's own processes come first on a busy host
+    if sys.argv[2:3] == ["--more"]:
+        state = json.loads(sys.stdin.read() or "null")
+        sys.stdout.write(to_json(index_more(sys.argv[1], state, int(sys.argv[3]))))
+    else:
+        sys.stdout.write(to_json(index_file(sys.argv[1])))

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import weakref
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from recorder.errors import NotFound
-from recorder.indexer import IndexResult, from_json
+from recorder.indexer import IndexResult, add_entry, index_head
 from recorder.integrity import verify_against_seal, verify_file
 from recorder.slots import HostSlots
 from recorder.tables import events, keyframes, recordings, text_lines
@@ -31,9 +32,12 @@ log = logging.getLogger(__name__)
 # Index processes at once: a burst of sessions ending together must not start one pyte
 # process each (about 30 MB and a core apiece); the rest wait their turn.
 INDEX_WORKERS = max(1, (os.cpu_count() or 2) // 2)
-# Index rows go to the database this many at a time: between batches the event loop serves
-# sessions (an HTTP session's index has a row or two per request: hundreds of thousands).
-SAVE_BATCH = 2000
+# Index entries are parsed, made into rows and sent to the database this many at a time, on
+# the event loop: between batches it serves sessions (an HTTP session's index has a row or two
+# per request: hundreds of thousands). Not in a thread: a thread running Python holds the
+# GIL against the loop, and each of the loop's system calls then waits up to a switch
+# interval (5 ms) to get it back: requests took 100 ms and more during a pass.
+SAVE_BATCH = 500
 # A pause between batches: a writer waiting in SQLite's busy handler (which sleeps between
 # tries) gets the lock instead of losing every race to the next batch.
 SAVE_PAUSE = 0.02
@@ -190,25 +194,46 @@ class RecordingStore:
         except Exception:
             log.exception("indexing recording %s failed", session_id)
 
-    async def index(self, session_id: str, live: bool = False) -> IndexResult:
-        """Index in a child process (pyte never runs in this one), at most ``workers`` at
-        once; killed at shutdown. ``live``: a recording still being written, up to its last
-        complete chunk; its result is dropped if the recording was sealed meanwhile (the
-        sealed recording's own index is complete and must not be replaced)."""
+    async def index(self, session_id: str) -> IndexResult:
+        """Index a sealed recording whole and replace its index. In a child process (pyte
+        never runs in this one), at most ``workers`` at once; killed at shutdown."""
         info = await self.get(session_id)
+        result = await self._child(session_id, str(info.path))
+        await self._saved(self.save_index(session_id, result, info.size))
+        return result
+
+    async def index_live(
+        self, session_id: str, resume: dict[str, Any] | None, max_bytes: int
+    ) -> IndexResult | None:
+        """Go on indexing a recording still being written, from where the pass that gave
+        ``resume`` stopped (None: from its start), over at most about ``max_bytes`` of its
+        complete chunks, and add the rows found. The result's ``resume`` is for the next
+        pass; None if the recording was sealed meanwhile (its own index is complete).
+
+        With ``resume`` None, the rows of earlier passes are deleted first: a pass that
+        failed part way may have saved some, and a later one never adds them twice."""
+        info = await self.get(session_id)
+        state = json.dumps(resume).encode()
+        result = await self._child(
+            session_id, str(info.path), "--more", str(max_bytes), stdin=state
+        )
+        saved = await self._saved(self.save_live(session_id, result, fresh=resume is None))
+        return result if saved else None
+
+    async def _child(self, session_id: str, *argv: str, stdin: bytes = b"") -> IndexResult:
         async with self._workers, self._host_slot():
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "recorder.indexer",
-                str(info.path),
-                *(["--live"] if live else []),
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
             self._children.add(proc)
             try:
-                out, err = await proc.communicate()
+                out, err = await proc.communicate(stdin)
             except BaseException:  # cancelled: the child must not outlive its reader
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -219,47 +244,45 @@ class RecordingStore:
             raise RuntimeError(
                 f"indexing {session_id} failed: {err.decode(errors='replace').strip()[-300:]}"
             )
-        result = await asyncio.to_thread(from_json, out.decode())  # megabytes of JSON
+        return await _parsed(out.decode())
+
+    async def _saved(self, saving: Coroutine[Any, Any, bool]) -> bool:
         # A cancel in the middle of a database call leaves the connection unusable (and, on
         # SQLite, its write lock held): the save runs to its end, and aclose waits for it.
-        save = asyncio.ensure_future(
-            self.save_index(session_id, result, result.size if live else info.size, live)
-        )
+        save = asyncio.ensure_future(saving)
         self._saves.add(save)
         save.add_done_callback(self._saves.discard)
-        await asyncio.shield(save)
-        return result
+        return await asyncio.shield(save)
 
     def _host_slot(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._host_slots.slot() if self._host_slots else contextlib.nullcontext()
 
-    async def save_index(
-        self, session_id: str, result: IndexResult, size: int, live: bool = False
-    ) -> bool:
-        """Replace the session's index; a ``live`` one only while the recording is unsealed.
+    async def save_index(self, session_id: str, result: IndexResult, size: int) -> bool:
+        """Replace a sealed recording's index in one transaction (any node may index a
+        sealed recording, and the last to finish wins whole)."""
+        async with self.maker() as db, db.begin():
+            for table in (keyframes, text_lines, events):
+                await db.execute(table.delete().where(table.c.session_id == session_id))
+            for table, rows in _index_rows(session_id, result):
+                await db.execute(table.insert(), rows)
+                await asyncio.sleep(0)
+            await self._indexed_to(db, session_id, size)
+        return True
 
-        A sealed recording's index replaces the old one in one transaction (any node may
-        index a sealed recording, and the last to finish wins whole). A live pass, which only
-        the node writing the recording makes, goes in transactions of at most
-        ``SAVE_BATCH`` rows, ``SAVE_PAUSE`` apart, each first checking that the recording is
-        still unsealed: an HTTP session's index holds a row or two per request, and no other
-        write (an SSH login, an audit event, a web session's re-check) may wait behind all
-        of it. Meanwhile a search of the live session may find part of its index."""
-        tables = await asyncio.to_thread(_index_rows, session_id, result)
-        if not live:
-            async with self.maker() as db, db.begin():
-                for table in (keyframes, text_lines, events):
-                    await db.execute(table.delete().where(table.c.session_id == session_id))
-                for table, rows in tables:
-                    for at in range(0, len(rows), SAVE_BATCH):
-                        await db.execute(table.insert(), rows[at : at + SAVE_BATCH])
-                await self._indexed_to(db, session_id, size)
-            return True
+    async def save_live(self, session_id: str, result: IndexResult, fresh: bool) -> bool:
+        """Add a live pass's rows (only the node writing the recording makes them), after
+        deleting the older ones when ``fresh``; False once the recording is sealed.
+
+        In transactions of at most ``SAVE_BATCH`` rows, ``SAVE_PAUSE`` apart, each first
+        checking that the recording is still unsealed: an HTTP session's index holds a row
+        or two per request, and no other write (an SSH login, an audit event, a web
+        session's re-check) may wait behind all of it. Meanwhile a search of the live
+        session may find part of the pass's rows."""
         lock = self._save_locks.get(session_id)
         if lock is None:
             lock = self._save_locks[session_id] = asyncio.Lock()
         async with lock:  # one live pass of a session at a time
-            for table in (keyframes, text_lines, events):
+            for table in (keyframes, text_lines, events) if fresh else ():
                 while True:
                     gone = await self._live_batch(session_id, table, None)
                     if gone is None:
@@ -267,18 +290,14 @@ class RecordingStore:
                     if gone < SAVE_BATCH:
                         break
                     await asyncio.sleep(SAVE_PAUSE)
-            for table, rows in tables:
-                for at in range(0, len(rows), SAVE_BATCH):
-                    if (
-                        await self._live_batch(session_id, table, rows[at : at + SAVE_BATCH])
-                        is None
-                    ):
-                        return False
-                    await asyncio.sleep(SAVE_PAUSE)
+            for table, rows in _index_rows(session_id, result):
+                if await self._live_batch(session_id, table, rows) is None:
+                    return False
+                await asyncio.sleep(SAVE_PAUSE)
             async with self.maker() as db, db.begin():
                 if await self._sealed(db, session_id):
                     return False
-                await self._indexed_to(db, session_id, size)
+                await self._indexed_to(db, session_id, result.size)
         return True
 
     async def _live_batch(
@@ -455,27 +474,43 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
 
 
+async def _parsed(text: str) -> IndexResult:
+    """``from_json``, ``SAVE_BATCH`` entries at a time."""
+    lines = text.rstrip("\n").split("\n")
+    result = index_head(lines[0])
+    for at in range(1, len(lines), SAVE_BATCH):
+        for line in lines[at : at + SAVE_BATCH]:
+            add_entry(result, line)
+        await asyncio.sleep(0)
+    return result
+
+
 def _index_rows(
     session_id: str, result: IndexResult
-) -> list[tuple[sa.Table, list[dict[str, Any]]]]:
-    """The rows of an index, per table (built in a thread: JSON for every keyframe and event)."""
-    return [
-        (
+) -> Iterator[tuple[sa.Table, list[dict[str, Any]]]]:
+    """The rows of an index, ``SAVE_BATCH`` of one table at a time, each batch made when it
+    is asked for (JSON for every keyframe and event)."""
+    for at in range(0, len(result.keyframes), SAVE_BATCH):
+        yield (
             keyframes,
             [
                 {"session_id": session_id, "t": t, "offset": off, "screen": json.dumps(s)}
-                for t, off, s in result.keyframes
+                for t, off, s in result.keyframes[at : at + SAVE_BATCH]
             ],
-        ),
-        (
+        )
+    for at in range(0, len(result.lines), SAVE_BATCH):
+        yield (
             text_lines,
-            [{"session_id": session_id, "t": t, "kind": k, "line": x} for t, k, x in result.lines],
-        ),
-        (
+            [
+                {"session_id": session_id, "t": t, "kind": k, "line": x}
+                for t, k, x in result.lines[at : at + SAVE_BATCH]
+            ],
+        )
+    for at in range(0, len(result.events), SAVE_BATCH):
+        yield (
             events,
             [
                 {"session_id": session_id, "t": t, "kind": k, "data": json.dumps(d)}
-                for t, k, d in result.events
+                for t, k, d in result.events[at : at + SAVE_BATCH]
             ],
-        ),
-    ]
+        )

@@ -13,14 +13,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.asciicast import export
-from recorder.events import GENESIS, MAGIC, Kind, encode_chunk, encode_record, iter_records_from
+from recorder.events import (
+    GENESIS,
+    MAGIC,
+    RESIZE,
+    Kind,
+    encode_chunk,
+    encode_record,
+    iter_records_from,
+)
 from recorder.follow import LiveIndexer
-from recorder.indexer import IndexResult, from_json, index_bytes, index_file, to_json
+from recorder.http import HttpExchange
+from recorder.indexer import IndexResult, from_json, index_bytes, index_file, index_more, to_json
 from recorder.recorder import Recorder
 from recorder.replay import frame_at, playback
 from recorder.screen import TerminalModel
 from recorder.store import SAVE_BATCH, RecordingStore
-from recorder.tables import text_lines
+from recorder.tables import events, recordings, text_lines
 from tests.eventually import eventually
 from tests.recorder.conftest import Clock
 
@@ -153,14 +162,15 @@ async def test_live_recording_is_followed(recorder: Recorder, clock: Clock) -> N
     assert await store.search("not flushed yet") == []
     assert not (await store.get("se-live")).indexed  # live: partial, not "indexed"
     assert await follower.follow_once() == []  # nothing new on disk
-    partial = await store.index("se-live", live=True)
+    partial = await store.index_live("se-live", None, 1 << 20)
+    assert partial is not None
 
     await rec.close("done")
     assert await follower.follow_once() == []  # closed: no longer followed
     await store.index("se-live")
     assert (await store.get("se-live")).indexed
     assert await store.search("not flushed yet", session_id="se-live")
-    assert not await store.save_index("se-live", partial, partial.size, live=True)
+    assert not await store.save_live("se-live", partial, fresh=False)
     assert await store.search("not flushed yet", session_id="se-live")
 
 
@@ -180,6 +190,130 @@ async def test_live_passes_take_the_most_grown_first(recorder: Recorder) -> None
     assert await follower.follow_once() == []
     for rec in (small, big):
         await rec.close("done")
+
+
+async def _rows(recorder: Recorder, session_id: str) -> tuple[list[tuple[object, ...]], ...]:
+    async with recorder.maker() as db:
+        lines = await db.execute(
+            sa.select(text_lines.c.t, text_lines.c.kind, text_lines.c.line)
+            .where(text_lines.c.session_id == session_id)
+        )  # fmt: skip
+        found = await db.execute(
+            sa.select(events.c.t, events.c.kind, events.c.data)
+            .where(events.c.session_id == session_id)
+        )  # fmt: skip
+        return (
+            sorted(tuple(r) for r in lines.all()),
+            sorted((t, k, json.loads(d)) for t, k, d in found.all()),
+        )
+
+
+async def test_live_passes_go_on_where_the_last_stopped(recorder: Recorder, clock: Clock) -> None:
+    """Each pass indexes only what was written since the last one and adds its rows: a line
+    typed, and a line of output, across two passes are found whole and once, and after the
+    last pass the rows are exactly a whole index's."""
+    store = RecordingStore(recorder.root, recorder.maker)
+    follower = LiveIndexer(recorder, store, interval=3600)
+    rec = await recorder.start("se-more", meta={"user": "alice"}, width=80, height=24)
+    steps: list[tuple[bytes, bytes]] = [  # typed (and echoed), then printed
+        (b"echo hel", b""),
+        (b"lo\r", b"\r\nhello wor"),
+        (b"", b"ld\r\n$ "),
+        (b"\x1b[A", b"echo hello"),
+        (b"\r", b"\r\nhello world\r\n$ "),
+    ]
+    for typed, shown in steps:
+        clock.t += 3
+        for ch in typed:
+            rec.input(bytes([ch]))
+            if ch >= 0x20:
+                rec.output(bytes([ch]))
+        rec.output(shown)
+        rec.resize(100, 30)
+        rec.http_exchange(HttpExchange("GET", f"/step/{clock.t:g}", 200, 0, 10, 0.1, False))
+        rec.flush()
+        assert await follower.follow_once() == ["se-more"]
+    rec.output(b"exit\r\n")
+    rec.flush()
+    await rec.synced()
+    assert await follower.follow_once() == ["se-more"]
+    data = rec.path.read_bytes()
+    whole = index_bytes(data, live=True)
+    lines, found = await _rows(recorder, "se-more")
+    assert lines == sorted(whole.lines)
+    assert found == sorted(whole.events)
+    assert [x for _, k, x in lines if k == "command"] == ["echo hello"]
+    assert [x for _, k, x in lines].count("hello world") == 2
+    async with recorder.maker() as db:
+        indexed_to = await db.scalar(
+            sa.select(recordings.c.indexed_to).where(recordings.c.session_id == "se-more")
+        )
+    assert indexed_to == len(data)
+    await rec.close("done")
+
+
+async def test_a_live_pass_from_the_start_replaces_earlier_rows(recorder: Recorder) -> None:
+    """A pass without a resume state (after a failed one) deletes what earlier passes
+    saved: no row twice."""
+    store = RecordingStore(recorder.root, recorder.maker)
+    rec = await recorder.start("se-again", meta={}, width=80, height=24)
+    rec.output(b"first line\r\n")
+    rec.flush()
+    await rec.synced()
+    for _ in range(2):
+        assert await store.index_live("se-again", None, 1 << 20) is not None
+    lines, _ = await _rows(recorder, "se-again")
+    assert [x for _, _, x in lines] == ["first line"]
+    await rec.close("done")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from([Kind.OUTPUT, Kind.INPUT, Kind.EXEC, Kind.RESIZE]),
+                st.sampled_from([b"ls", b" -l\r", b"\r\n", b"\x1b[A", b"\x7f", b"x\ny", b"\x03"]),
+            ),
+            min_size=1,
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.lists(st.booleans(), min_size=8, max_size=8),
+)
+def test_passes_add_up_to_the_whole_index(
+    tmp_path_factory: pytest.TempPathFactory,
+    chunks: list[list[tuple[Kind, bytes]]],
+    cut: list[bool],
+) -> None:
+    """However a recording is split into passes, their rows together are a whole live
+    index's rows."""
+    path = tmp_path_factory.mktemp("more") / "rec"
+    prev, data, t = GENESIS, MAGIC, 0.0
+    passes = IndexResult()
+    resume = None
+    path.write_bytes(data)
+    for seq, records in enumerate(chunks):
+        payload = b"" if seq else encode_record(0, Kind.META, b'{"width": 80, "height": 24}')
+        for kind, raw in records:
+            t += 1
+            body = RESIZE.pack(100, 30) if kind is Kind.RESIZE else raw
+            payload += encode_record(t, kind, body)
+        chunk, prev = encode_chunk(prev, seq, payload)
+        data += chunk
+        path.write_bytes(data + b"LGC1\x00")  # and the start of a chunk still being written
+        if cut[seq] or seq == len(chunks) - 1:
+            more = index_more(str(path), resume, 1 << 20)
+            passes.lines += more.lines
+            passes.events += more.events
+            resume = more.resume
+            assert more.size == len(data)
+    whole = index_bytes(data, live=True)
+    assert passes.events == whole.events
+    partial = whole.lines[len(passes.lines) :]  # a whole index ends with the unfinished line
+    assert passes.lines == whole.lines[: len(passes.lines)] and len(partial) <= 1
 
 
 def test_live_index_stops_at_a_truncated_chunk() -> None:
