@@ -12,6 +12,7 @@ it needs, so the caller reads exactly the header and nothing of the SSH stream a
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import struct
@@ -131,13 +132,7 @@ class TrustedProxies:
     networks: tuple[IPNetwork, ...] = ()
 
     def trusts(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.networks)
+        return bool(self.networks) and _trusted(self.networks, address)
 
     def client(self, peer: str, forwarded_for: str) -> str:
         """The person's address: the last hop of ``X-Forwarded-For`` (the one the trusted
@@ -157,3 +152,15 @@ class TrustedProxies:
             return connection
         value = forwarded_proto.split(",")[0].strip().lower()
         return value if value in ("http", "https") else connection
+
+
+@functools.lru_cache(maxsize=4096)
+def _trusted(networks: tuple[IPNetwork, ...], address: str) -> bool:
+    """Asked for every web request with the connection's peer: parsed once per address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)

@@ -3,11 +3,12 @@
 A web session's HTTP exchanges become ``"METHOD target"`` lines (kind ``http``) and ``http``
 events; its screen is the log of its requests, one line each.
 
-Runs in a worker process (``index_file`` is a plain function of a path), never on the
-gateway's event loop: pyte parses about 0.25 MB/s, while a shell moves 30-40 MB/s. Text for
-search comes from the raw output through compiled regular expressions; pyte only sees what a
-keyframe needs. In a burst of output without keystrokes, only the last 16 KB reach pyte: the
-screen after a burst is determined by its last screenful.
+Runs in a worker process (``index_file`` for a sealed recording, ``index_more`` for the
+next pass over a live one: plain functions of a path), never on the gateway's event loop:
+pyte parses about 0.25 MB/s, while a shell moves 30-40 MB/s. Text for search comes from the
+raw output through compiled regular expressions; pyte only sees what a keyframe needs. In a
+burst of output without keystrokes, only the last 16 KB reach pyte: the screen after a burst
+is determined by its last screenful.
 """
 
 from __future__ import annotations
@@ -278,12 +279,12 @@ def index_bytes(data: bytes, live: bool = False) -> IndexResult:
     return index.finish()
 
 
-def index_file(path: str, live: bool = False) -> IndexResult:
-    """Entry point for the worker process."""
+def index_file(path: str) -> IndexResult:
+    """A sealed recording's whole index (the worker process's entry point)."""
     data = Path(path).read_bytes()
     if not data.startswith(MAGIC):
         raise ValueError("not a Lockgate recording")
-    return index_bytes(data, live)
+    return index_bytes(data)
 
 
 def index_more(path: str, resume: dict[str, Any] | None, max_bytes: int) -> IndexResult:

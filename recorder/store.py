@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import weakref
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from recorder.errors import NotFound
-from recorder.indexer import IndexResult, add_entry, index_head
+from recorder.indexer import IndexResult
 from recorder.integrity import verify_against_seal, verify_file
+from recorder.rows import SAVE_BATCH, index_rows, parsed
 from recorder.slots import HostSlots
 from recorder.tables import events, keyframes, recordings, text_lines
 
@@ -32,12 +33,6 @@ log = logging.getLogger(__name__)
 # Index processes at once: a burst of sessions ending together must not start one pyte
 # process each (about 30 MB and a core apiece); the rest wait their turn.
 INDEX_WORKERS = max(1, (os.cpu_count() or 2) // 2)
-# Index entries are parsed, made into rows and sent to the database this many at a time, on
-# the event loop: between batches it serves sessions (an HTTP session's index has a row or two
-# per request: hundreds of thousands). Not in a thread: a thread running Python holds the
-# GIL against the loop, and each of the loop's system calls then waits up to a switch
-# interval (5 ms) to get it back: requests took 100 ms and more during a pass.
-SAVE_BATCH = 500
 # A pause between batches: a writer waiting in SQLite's busy handler (which sleeps between
 # tries) gets the lock instead of losing every race to the next batch.
 SAVE_PAUSE = 0.02
@@ -244,7 +239,7 @@ class RecordingStore:
             raise RuntimeError(
                 f"indexing {session_id} failed: {err.decode(errors='replace').strip()[-300:]}"
             )
-        return await _parsed(out.decode())
+        return await parsed(out.decode())
 
     async def _saved(self, saving: Coroutine[Any, Any, bool]) -> bool:
         # A cancel in the middle of a database call leaves the connection unusable (and, on
@@ -263,7 +258,7 @@ class RecordingStore:
         async with self.maker() as db, db.begin():
             for table in (keyframes, text_lines, events):
                 await db.execute(table.delete().where(table.c.session_id == session_id))
-            for table, rows in _index_rows(session_id, result):
+            for table, rows in index_rows(session_id, result):
                 await db.execute(table.insert(), rows)
                 await asyncio.sleep(0)
             await self._indexed_to(db, session_id, size)
@@ -290,7 +285,7 @@ class RecordingStore:
                     if gone < SAVE_BATCH:
                         break
                     await asyncio.sleep(SAVE_PAUSE)
-            for table, rows in _index_rows(session_id, result):
+            for table, rows in index_rows(session_id, result):
                 if await self._live_batch(session_id, table, rows) is None:
                     return False
                 await asyncio.sleep(SAVE_PAUSE)
@@ -472,45 +467,3 @@ def _words(text: str) -> list[str]:
     import re
 
     return re.findall(r"\w+", text.lower())
-
-
-async def _parsed(text: str) -> IndexResult:
-    """``from_json``, ``SAVE_BATCH`` entries at a time."""
-    lines = text.rstrip("\n").split("\n")
-    result = index_head(lines[0])
-    for at in range(1, len(lines), SAVE_BATCH):
-        for line in lines[at : at + SAVE_BATCH]:
-            add_entry(result, line)
-        await asyncio.sleep(0)
-    return result
-
-
-def _index_rows(
-    session_id: str, result: IndexResult
-) -> Iterator[tuple[sa.Table, list[dict[str, Any]]]]:
-    """The rows of an index, ``SAVE_BATCH`` of one table at a time, each batch made when it
-    is asked for (JSON for every keyframe and event)."""
-    for at in range(0, len(result.keyframes), SAVE_BATCH):
-        yield (
-            keyframes,
-            [
-                {"session_id": session_id, "t": t, "offset": off, "screen": json.dumps(s)}
-                for t, off, s in result.keyframes[at : at + SAVE_BATCH]
-            ],
-        )
-    for at in range(0, len(result.lines), SAVE_BATCH):
-        yield (
-            text_lines,
-            [
-                {"session_id": session_id, "t": t, "kind": k, "line": x}
-                for t, k, x in result.lines[at : at + SAVE_BATCH]
-            ],
-        )
-    for at in range(0, len(result.events), SAVE_BATCH):
-        yield (
-            events,
-            [
-                {"session_id": session_id, "t": t, "kind": k, "data": json.dumps(d)}
-                for t, k, d in result.events[at : at + SAVE_BATCH]
-            ],
-        )

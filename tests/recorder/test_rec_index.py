@@ -143,10 +143,13 @@ async def test_index_workers_are_bounded(recorder: Recorder, clock: Clock) -> No
         assert await store.search("systemctl stop nginx", session_id=sid)
 
 
-async def test_live_recording_is_followed(recorder: Recorder, clock: Clock) -> None:
+async def test_live_recording_is_followed(
+    recorder: Recorder, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An open recording is indexed up to its last complete chunk and found by search while
     the session goes on; a pass without growth does nothing; once sealed, the full index
     replaces the live one and a late live result cannot overwrite it."""
+    monkeypatch.setattr("recorder.writer.FLUSH_SECONDS", 3600.0)  # a slow pass: no flush
     store = RecordingStore(recorder.root, recorder.maker)
     follower = LiveIndexer(recorder, store, interval=3600)
     rec = await recorder.start("se-live", meta={"user": "alice"}, width=80, height=24)
