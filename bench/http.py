@@ -20,7 +20,7 @@ Needs Debian's ``nginx`` (the upstream and the reference proxy), ``wrk`` (the lo
   the README says, adds the app as a web target with an injected bearer header and a rule for
   channel ``http``, signs a person in (password + TOTP) and opens the target through the
   hand-off like the "Open" link; then the same wrk and curl runs go through it. wrk is one
-  address: ``server.http_max_unauthenticated`` is raised from 64 to 256 for it.
+  address: ``limits.http_max_unauthenticated`` is raised from 64 to 256 for it.
 - Small GETs: requests/s and latency p50/p99 (wrk's, per request, closed loop over keep-alive
   connections) at 1 and 64 concurrent connections; "added" is the difference to direct.
 - Download: MB/s of one ``curl`` (median of 3, 1 with ``--quick``) and the proxy's peak RSS
@@ -234,13 +234,12 @@ class Lockgate:
         ssh_port, http_port = free_port(), free_port()
         text = self.config.read_text()
         text = text.replace('"0.0.0.0:2222"', f'"127.0.0.1:{ssh_port}"')
+        text = text.replace('"127.0.0.1:8080"', f'"127.0.0.1:{http_port}"')
         # One address opens every wrk connection at once: past the default cap of 64 fresh
         # connections per address, one that comes while the last run's are closing is refused.
-        text = text.replace(
-            '"127.0.0.1:8080"', f'"127.0.0.1:{http_port}"\nhttp_max_unauthenticated = 256'
-        )
         self.config.write_text(
-            text + '\n[[rules]]\nname = "bench"\nroles = ["bench"]\napprovals = 0\n'
+            text + "\n[limits]\nhttp_max_unauthenticated = 256\n"
+            '\n[[rules]]\nname = "bench"\nroles = ["bench"]\napprovals = 0\n'
             'require_reason = false\nmax_duration = "1d"\ndefault_duration = "1d"\n'
             'channels = ["http"]\n'
         )
