@@ -6,7 +6,8 @@ HAProxy's.
 
 Proven here: sessions spread over all four workers; a kill issued on one node ends a session
 held by the other; ``kill -9`` of one worker cuts its clients, its supervisor restarts it and
-the database shows those sessions ended as ``worker lost``; ``kill -9`` of a whole node cuts
+the database shows those sessions ended as ``worker lost``; a browser signed in through
+HAProxy's HTTPS frontend is signed in on both nodes; ``kill -9`` of a whole node cuts
 its clients and the surviving node ends its sessions as ``node lost`` (after
 ``server.node_lost_after``, 3 s here) with their recordings sealed. The tests share one
 cluster and run in file order.
@@ -15,6 +16,7 @@ cluster and run in file order.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -22,15 +24,20 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -41,9 +48,11 @@ from sqlalchemy.pool import NullPool
 from gateway.cli.setup import generate_host_key, migrate
 from gateway.config import Config, load_config
 from gateway.services import open_services
+from gateway.web.auth import COOKIE
 from policy.service import SYSTEM_ACTOR
 from tests.eventually import eventually_blocking
 from tests.target import TARGET_USER, Sshd, free_port, register_target
+from vault import totp
 from vault.keys import generate_master_key_file
 
 PY = sys.executable
@@ -51,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 PG_URL = os.environ.get("LOCKGATE_TEST_DATABASE_URL", "")
 CLIENT_ADDRESS = "127.0.0.5"  # the people's machine, as HAProxy sees it
+PASSWORD = "carol-correct-horse-battery"
 SESSIONS = 24  # 12 per node: all on one worker of a node by chance is 1 in 2,048
 
 NODE_CONFIG = """
@@ -135,8 +145,10 @@ class Cluster:
     http: dict[str, int]
     serve: dict[str, subprocess.Popen[str]]
     lb_ssh: int
+    lb_web: int
     key: Path
     token: str
+    seed: bytes  # carol's TOTP seed
     clients: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def api(self, node: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -211,18 +223,23 @@ def _database(url: str, action: str, name: str) -> None:
     asyncio.run(run())
 
 
-async def _provision(config: Config, key: Path, sshd: Sshd) -> str:
-    """Schema, alice (dev, with her key), boss (admin) and his API token, the target."""
+async def _provision(config: Config, key: Path, sshd: Sshd) -> tuple[str, bytes]:
+    """Schema, alice (dev, with her key), carol (dev, password and TOTP), boss (admin) and
+    his API token, the target; (the token, carol's TOTP seed)."""
     await migrate(config)
     services = await open_services(config)
     try:
         policy = services.policy
         pub = (key.parent / f"{key.name}.pub").read_text()
         await policy.add_user(SYSTEM_ACTOR, "alice", roles=["dev"], public_keys=[pub])
+        await policy.add_user(SYSTEM_ACTOR, "carol", roles=["dev"], password=PASSWORD)
+        uri = await services.vault.enroll_totp(SYSTEM_ACTOR, "carol")
+        await policy.set_totp_enabled(SYSTEM_ACTOR, "carol", True)
+        secret = parse_qs(urlsplit(uri).query)["secret"][0]
         await policy.add_user(SYSTEM_ACTOR, "boss", roles=["admin"])
         await register_target(services, sshd)
         token, _ = await policy.create_token(SYSTEM_ACTOR, "boss")
-        return str(token)
+        return str(token), base64.b32decode(secret + "=" * (-len(secret) % 8))
     finally:
         await services.aclose()
 
@@ -267,10 +284,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, sshd: Sshd) -> Iterator[Cl
             shutil.copy(work / "gw1" / f"ssh_host_ed25519_key{suffix}", work / "gw2")
         key = work / "id_alice"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-        token = asyncio.run(_provision(load_config(configs["gw1"]), key, sshd))
-        cluster = Cluster(
-            env, configs, {n: p[1] for n, p in ports.items()}, {}, free_port(), key, token
-        )
+        token, seed = asyncio.run(_provision(load_config(configs["gw1"]), key, sshd))
+        web = {n: p[1] for n, p in ports.items()}
+        cluster = Cluster(env, configs, web, {}, free_port(), free_port(), key, token, seed)
         for node in ports:
             cluster.serve[node] = _start_serve(configs[node], env, work / f"{node}.log")
             procs.append(cluster.serve[node])
@@ -279,7 +295,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, sshd: Sshd) -> Iterator[Cl
         lb.write_text(render(
             HAPROXY_CFG.read_text().replace("global\n", f"global\n    stats socket {stats}\n", 1),
             pem=_certificate(work),
-            binds={"ssh": f"127.0.0.1:{cluster.lb_ssh}", "web": f"127.0.0.1:{free_port()}"},
+            binds={"ssh": f"127.0.0.1:{cluster.lb_ssh}", "web": f"127.0.0.1:{cluster.lb_web}"},
             nodes=ports,
         ))  # fmt: skip
         balancer = subprocess.Popen(
@@ -358,6 +374,43 @@ def test_a_kill_issued_on_one_node_ends_a_session_on_the_other(cluster: Cluster)
     eventually_blocking(  # only that one ended
         lambda: {s["id"] for s in cluster.live()} == before, what="the end recorded"
     )
+
+
+def test_a_web_sign_in_through_haproxy_holds_on_both_nodes(cluster: Cluster) -> None:
+    """carol signs in with password and TOTP at HAProxy's HTTPS frontend; its round robin
+    sends her next requests to both nodes in turn, and each node, asked directly (as HAProxy
+    asks it: from a trusted address, over TLS), knows her by the cookie."""
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE  # the test's own certificate
+    front = f"https://127.0.0.1:{cluster.lb_web}"
+    form = urllib.parse.urlencode({
+        "user": "carol", "password": PASSWORD, "next": "/",
+        "code": totp.code_at(cluster.seed, datetime.now(UTC)),
+    }).encode()  # fmt: skip
+    jar = CookieJar()
+    browser = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=tls), urllib.request.HTTPCookieProcessor(jar)
+    )
+    with browser.open(urllib.request.Request(f"{front}/login", form, {"Origin": front})) as page:
+        assert page.status == 200 and "carol" in page.read().decode()
+    [cookie] = [c for c in jar if c.name == COOKIE]
+    assert cookie.secure
+
+    def whoami(url: str, **headers: str) -> str:
+        request = urllib.request.Request(
+            f"{url}/api/v1/whoami", headers={"Cookie": f"{COOKIE}={cookie.value}", **headers}
+        )
+        with urllib.request.urlopen(request, timeout=30, context=tls) as response:
+            who = json.loads(response.read())
+            return f"{who['user']['name']} by {who['via']}"
+
+    assert [whoami(front) for _ in range(4)] == ["carol by cookie"] * 4  # gw1, gw2, gw1, gw2
+    for node in ("gw1", "gw2"):
+        direct = f"http://127.0.0.1:{cluster.http[node]}"
+        assert whoami(direct, **{"X-Forwarded-Proto": "https"}) == "carol by cookie"
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the cookie is the proof
+        urllib.request.urlopen(f"{front}/api/v1/whoami", timeout=30, context=tls)
+    assert refused.value.code == 401
 
 
 def test_kill_9_of_a_worker_cuts_its_clients_and_the_restart_ends_them_as_worker_lost(
