@@ -2,7 +2,8 @@
 
 For ``server.workers = 1`` and ``= N`` in turn, a fresh gateway (``bench.ssh.Setup``) is
 measured on: keystroke echo of ``--sessions`` typing sessions (10 keys/s each), p50/p99
-added to direct sshd's; aggregate throughput of 8 parallel exec transfers; and the kill
+added to direct sshd's; aggregate throughput of 8 parallel exec transfers, through the
+gateway and straight to sshd (what the machine gives without it); and the kill
 latency of ``--kills`` sessions ended by a terminate published from another process (the
 way a kill issued on another node arrives: through the database's notification, to
 whichever worker holds the session), p50/p99. Not a test: prints a table.
@@ -103,6 +104,7 @@ async def measure(workers: int, args: argparse.Namespace, rows: Rows) -> dict[st
         direct = await keystrokes(s, False, args.sessions, 20)
         via = await keystrokes(s, True, args.sessions, 20)
         await wait_indexed(s)
+        alone = statistics.median(aggregate(s, False) for _ in range(2))
         through = statistics.median(aggregate(s, True) for _ in range(2))
         await wait_indexed(s)
         killed = await kills(s, args.kills)
@@ -130,8 +132,8 @@ async def measure(workers: int, args: argparse.Namespace, rows: Rows) -> dict[st
             f"{figures['p50']:+.2f} / {figures['p99']:+.2f} ms",
         )
     )
-    rows.append((f"{TRANSFERS} parallel exec transfers, aggregate ({label})", "-",
-                 f"{through:.0f} MB/s", "-"))  # fmt: skip
+    rows.append((f"{TRANSFERS} parallel exec transfers, aggregate ({label})",
+                 f"{alone:.0f} MB/s", f"{through:.0f} MB/s", f"{through / alone:.2f}"))  # fmt: skip
     rows.append(
         (
             f"kill from another process, p50 / p99 of {args.kills} ({label})",
