@@ -191,7 +191,8 @@ class Indexer:
         self.last_t = record.t
         self.feeder.apply(record)
         kind = record.kind
-        if kind is Kind.OUTPUT and self.lines_before + len(result.lines) < MAX_LINES:
+        room = self.lines_before + len(result.lines) < MAX_LINES
+        if kind is Kind.OUTPUT and room:
             for line in self.assembler.feed(record.data):
                 if line != self.previous_line:
                     result.lines.append((record.t, "screen", line))
@@ -213,10 +214,7 @@ class Indexer:
         elif kind in (Kind.MARKER, Kind.SFTP, Kind.FORWARD, Kind.EXIT):
             result.events.append((record.t, kind.name.lower(), json.loads(record.data)))
         elif kind is Kind.HTTP:
-            if self.lines_before + len(result.lines) < MAX_LINES:
-                _index_http(result, record)
-            else:
-                _index_http(result, record, line=False)
+            _index_http(result, record, line=room)
         elif (size := size_of(record)) is not None:
             result.events.append((record.t, "resize", {"width": size[0], "height": size[1]}))
 
