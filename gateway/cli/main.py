@@ -12,9 +12,9 @@ import asyncio
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from gateway.cli import (
     interrupts,
@@ -37,10 +37,13 @@ def config_path(args: argparse.Namespace) -> Path | None:
     return default if default.exists() else None
 
 
-def handler_of(args: argparse.Namespace) -> Any:
+def handler_of(args: argparse.Namespace) -> Callable[[Context], Awaitable[int]]:
     """The parsed command's handler (``parser`` names it), its module imported now."""
     module, name = str(args.handler).rsplit(".", 1)
-    return getattr(importlib.import_module(f"gateway.cli.{module}"), name)
+    handler: Callable[[Context], Awaitable[int]] = getattr(
+        importlib.import_module(f"gateway.cli.{module}"), name
+    )
+    return handler
 
 
 async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
