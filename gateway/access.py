@@ -23,8 +23,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection
 from datetime import datetime
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from gateway.oidc.identities import Identities
 from gateway.sessions.registry import SessionHandle
@@ -36,6 +35,9 @@ from policy.rules import http_request_allowed, match_rule
 from policy.service import SYSTEM_ACTOR, PolicyService, SessionAuthorization
 from vault.errors import VaultError
 from vault.service import VaultService
+
+if TYPE_CHECKING:
+    import asyncssh
 
 
 class Factor(enum.StrEnum):

@@ -11,14 +11,16 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import datetime
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from gateway.errors import UpstreamRefused
 from policy.models import Target
 from vault.errors import VaultError
 from vault.secret import Secret
 from vault.service import VaultService
+
+if TYPE_CHECKING:
+    import asyncssh
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Credentials:
         """Check out (audited) or mint the credential for one SSH session. A ``ssh_ca``
         credential yields a fresh key and a certificate (principal = account, key id =
         session id) valid until the grant ends: no standing credential exists."""
+        import asyncssh  # not at the top: every `lockgate` command imports this module
+
         try:
             if await self.vault.credential_kind(target.name, account) == "ssh_ca":
                 key = asyncssh.generate_private_key("ssh-ed25519")

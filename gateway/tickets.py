@@ -13,8 +13,6 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
-import aiohttp
-
 from policy.tickets import TicketVerdict
 
 MAX_SUMMARY = 500
@@ -34,6 +32,8 @@ class TicketChecker:
         self.settings = settings
 
     async def check(self, ticket: str, *, user: str, target: str, account: str) -> TicketVerdict:
+        import aiohttp  # not at the top: every `lockgate` command imports this module
+
         seconds = self.settings.timeout.total_seconds()
         body = {"ticket": ticket, "user": user, "target": target, "account": account}
         try:

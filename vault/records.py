@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import asyncssh
-
 from vault import crypto
 from vault.errors import InvalidInput
 from vault.secret import Secret
@@ -75,6 +73,8 @@ def sealed(row: Any) -> crypto.Sealed:
 def normalize_private_key(data: bytes, passphrase: Secret | None) -> bytes:
     """Parse (OpenSSH or PEM, optionally encrypted) and re-export unencrypted: the vault's
     envelope protects it, and the gateway then needs no passphrase at checkout."""
+    import asyncssh  # not at the top: every `lockgate` command imports this module
+
     try:
         key = asyncssh.import_private_key(
             data, passphrase.reveal() if passphrase is not None else None

@@ -17,7 +17,7 @@ from typing import Any, get_args
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from vault import crypto, sshca, totp
+from vault import crypto, totp
 from vault.audit import AuditWriter
 from vault.errors import InvalidInput, MasterKeyError, NotFound
 from vault.keys import Keyring, KeyringSource, MasterKey
@@ -144,6 +144,8 @@ class VaultService:
 
     async def create_ssh_ca(self, actor: str, target: str, account: str) -> CredentialInfo:
         """Generate a CA; ``public["ca_public_key"]`` is the line for TrustedUserCAKeys."""
+        from vault import sshca  # asyncssh: see normalize_private_key
+
         private, public_line = sshca.generate_ca()
         async with self.maker() as db, db.begin():
             return await self._store(
@@ -320,6 +322,8 @@ class VaultService:
                 {"session": session_id, "valid_until": valid_until.isoformat()},
                 frozenset({"ssh_ca"}),
             )
+        from vault import sshca
+
         return sshca.sign_user_key(
             ca_private,
             user_public_key,

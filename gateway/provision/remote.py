@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from gateway.provision.steps import Step
 from policy.models import Target
+
+if TYPE_CHECKING:
+    import asyncssh
 
 CONNECT_TIMEOUT = 15.0
 STEP_TIMEOUT = 60.0
@@ -44,6 +46,8 @@ class TargetShell:
 
     async def run(self, step: Step) -> StepResult:
         """Run one step; raise ProvisionError unless its status is ``ok`` or ``gone``."""
+        import asyncssh  # not at the top: every `lockgate` command imports this module
+
         try:
             done = await self.conn.run(
                 step.command,
@@ -75,6 +79,8 @@ class TargetShell:
 async def open_shell(target: Target, login: str, key: asyncssh.SSHKey) -> TargetShell:
     """Connect as the provisioner; unreachable or refusing targets raise a retryable
     ProvisionError (the caller backs off and tries again)."""
+    import asyncssh
+
     if not target.host_key or not target.host:
         raise ProvisionError(f"target {target.name} has no pinned host key", retry=True)
     try:

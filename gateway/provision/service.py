@@ -24,8 +24,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
-import asyncssh
-
 from gateway.audit import AuditLog
 from gateway.db import SessionMaker
 from gateway.provision import drift, steps
@@ -169,10 +167,14 @@ class Provisioner:
             raise ProvisionError(
                 f"{target.name} has no usable provisioner key ({type(exc).__name__})"
             ) from None
+        import asyncssh  # not at the top: every `lockgate` command imports this module
+
         key = asyncssh.import_private_key(out.secret.reveal())
         return await open_shell(target, str(out.public.get("username", "")), key)
 
     async def _create_account(self, item: Item, target: Target) -> None:
+        import asyncssh
+
         key = asyncssh.generate_private_key("ssh-ed25519")
         await self.vault.set_credential(
             ACTOR,

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-import asyncssh
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from policy import store
@@ -75,6 +74,8 @@ def _new_id(prefix: str) -> str:
 
 def normalize_key(line: str) -> str:
     """``TYPE BASE64`` of an OpenSSH public key line; raises InvalidInput if it does not parse."""
+    import asyncssh  # not at the top: every `lockgate` command imports this module
+
     try:
         key = asyncssh.import_public_key(line.strip())
     except (asyncssh.KeyImportError, ValueError):
