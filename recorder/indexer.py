@@ -321,14 +321,6 @@ def to_json(result: IndexResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def from_json(text: str) -> IndexResult:
-    lines = text.rstrip("\n").split("\n")
-    result = index_head(lines[0])
-    for raw in lines[1:]:
-        add_entry(result, raw)
-    return result
-
-
 def index_head(line: str) -> IndexResult:
     """The facts line of ``to_json``'s output, as an index without entries."""
     head = json.loads(line)

@@ -26,7 +26,7 @@ SAVE_BATCH = 500
 
 
 async def parsed(text: str) -> IndexResult:
-    """``from_json``, ``SAVE_BATCH`` entries at a time."""
+    """``recorder.indexer.to_json``'s output read back, ``SAVE_BATCH`` entries at a time."""
     lines = text.rstrip("\n").split("\n")
     result = index_head(lines[0])
     for at in range(1, len(lines), SAVE_BATCH):

@@ -24,9 +24,10 @@ from recorder.events import (
 )
 from recorder.follow import LiveIndexer
 from recorder.http import HttpExchange
-from recorder.indexer import IndexResult, from_json, index_bytes, index_file, index_more, to_json
+from recorder.indexer import IndexResult, index_bytes, index_file, index_more, to_json
 from recorder.recorder import Recorder
 from recorder.replay import frame_at, playback
+from recorder.rows import parsed
 from recorder.screen import TerminalModel
 from recorder.store import SAVE_BATCH, RecordingStore
 from recorder.tables import events, recordings, text_lines
@@ -451,19 +452,19 @@ def test_hostile_recording_indexes(chunks: list[bytes]) -> None:
     assert result.keyframes
 
 
-def test_the_index_crosses_the_process_boundary_line_by_line_and_intact() -> None:
+async def test_the_index_crosses_the_process_boundary_line_by_line_and_intact() -> None:
     """The child writes JSON Lines; text that looks like line breaks stays inside its line."""
     result = IndexResult(
         100, 30, 12.5,
         keyframes=[(0.0, 15, {"lines": ["a\u2028b"], "cursor": [0, 0]})],
         lines=[(1.0, "output", "x\ny\x1c\x85z"), (2.0, "command", "ls -l")],
         events=[(3.0, "http", {"method": "GET", "target": "/a\r\nb"})],
-        pyte_errors=1, size=4096,
+        pyte_errors=1, size=4096, resume={"chain": [4096, "00" * 32, 3], "partial": "eA=="},
     )  # fmt: skip
     text = to_json(result)
     assert len(text.splitlines()) == 5  # the facts, then one line per entry
-    assert from_json(text) == result
-    assert from_json(to_json(IndexResult())) == IndexResult()
+    assert await parsed(text) == result
+    assert await parsed(to_json(IndexResult())) == IndexResult()
 
 
 async def test_a_large_index_replaces_the_old_one_in_batches(recorder: Recorder) -> None:
