@@ -5,7 +5,11 @@
 1. the hot path: ``SessionRecording.output()`` calls/s and MB/s into a real file;
 2. the indexer (the worker-process function) on plain, coloured and full-screen streams;
 3. seeking in a synthetic recording of ``--hours`` hours and ``--size-mb`` MB: keyframe
-   lookup in SQLite plus replay to the moment, at random points.
+   lookup in SQLite plus replay to the moment, at random points;
+4. saving the sealed index of a web session of ``--requests`` requests (a screen line and a
+   timeline event each) over an earlier index of it, while another writer commits a small
+   transaction every 10 ms: how long the save takes and how long that writer waits at most,
+   against its wait with no save running.
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
-from gateway.db import create_engine, sessionmaker
+from gateway.db import SessionMaker, create_engine, sessionmaker
 from gateway.db.schema import upgrade
-from recorder.indexer import index_file
+from recorder.indexer import IndexResult, index_file
 from recorder.recorder import Recorder
 from recorder.replay import frame_at
 from recorder.store import RecordingStore
+from recorder.tables import recordings
 
 PLAIN = b"".join(b"%06d the quick brown fox jumps over the lazy dog\r\n" % i for i in range(2000))
 COLOURED = b"".join(
@@ -48,10 +55,31 @@ class FakeClock:
         return self.t
 
 
+async def _writes_during(maker: SessionMaker, work: Awaitable[Any]) -> list[float]:
+    """Milliseconds each small write transaction took, one every 10 ms while ``work`` runs."""
+    task = asyncio.ensure_future(work)
+    waits = []
+    while not task.done():
+        start = time.perf_counter()
+        async with maker() as db, db.begin():
+            await db.execute(
+                recordings.update().where(recordings.c.session_id == "hot").values(end_reason="x")
+            )
+        waits.append((time.perf_counter() - start) * 1000)
+        await asyncio.sleep(0.01)
+    await task
+    return waits
+
+
+def _p99(values: list[float]) -> float:
+    return sorted(values)[int(len(values) * 0.99)]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--hours", type=float, default=8.0)
+    parser.add_argument("--requests", type=int, default=200_000)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lockgate-recbench-"))
     engine = create_engine(f"sqlite+aiosqlite:///{work / 'db.sqlite'}")
@@ -136,6 +164,34 @@ async def main() -> None:
         (
             "seek to a random moment (30 tries)",
             f"median {statistics.median(seeks):.0f} ms, max {max(seeks):.0f} ms",
+        )
+    )
+
+    # 4. a big sealed index saved over an earlier one, with another writer going on
+    size = (await store.get("long")).size
+    web = IndexResult(
+        120, 40, 1.0, [], [(i / 10, "screen", f"GET /api/items/{i}") for i in range(args.requests)],
+        [(i / 10, "http", {"method": "GET", "status": 200}) for i in range(args.requests)],
+        0, size,
+    )  # fmt: skip
+    await store.save_index("long", web, size)
+    quiet = await _writes_during(maker, asyncio.sleep(2))
+    store = RecordingStore(work / "rec", maker)
+    start = time.perf_counter()
+    busy = await _writes_during(maker, store.save_index("long", web, size))
+    spent = time.perf_counter() - start
+    await store.aclose()
+    rows.append(
+        (
+            f"sealed index of {args.requests:,} requests saved over the last one",
+            f"{spent:.1f} s",
+        )
+    )
+    rows.append(
+        (
+            "  another writer's wait during it (every 10 ms)",
+            f"p99 {_p99(busy):.0f} ms, max {max(busy):.0f} ms "
+            f"(with no save: p99 {_p99(quiet):.0f} ms, max {max(quiet):.0f} ms)",
         )
     )
     await engine.dispose()

@@ -37,15 +37,21 @@ async def parsed(text: str) -> IndexResult:
 
 
 def index_rows(
-    session_id: str, result: IndexResult
+    session_id: str, result: IndexResult, generation: int = 0
 ) -> Iterator[tuple[sa.Table, list[dict[str, Any]]]]:
     """The rows of an index, ``SAVE_BATCH`` of one table at a time, each batch made when it
-    is asked for (JSON for every keyframe and event)."""
+    is asked for (JSON for every keyframe and event); a live index is generation 0."""
     for at in range(0, len(result.keyframes), SAVE_BATCH):
         yield (
             keyframes,
             [
-                {"session_id": session_id, "t": t, "offset": off, "screen": json.dumps(s)}
+                {
+                    "session_id": session_id,
+                    "generation": generation,
+                    "t": t,
+                    "offset": off,
+                    "screen": json.dumps(s),
+                }
                 for t, off, s in result.keyframes[at : at + SAVE_BATCH]
             ],
         )
@@ -53,7 +59,7 @@ def index_rows(
         yield (
             text_lines,
             [
-                {"session_id": session_id, "t": t, "kind": k, "line": x}
+                {"session_id": session_id, "generation": generation, "t": t, "kind": k, "line": x}
                 for t, k, x in result.lines[at : at + SAVE_BATCH]
             ],
         )
@@ -61,7 +67,13 @@ def index_rows(
         yield (
             events,
             [
-                {"session_id": session_id, "t": t, "kind": k, "data": json.dumps(d)}
+                {
+                    "session_id": session_id,
+                    "generation": generation,
+                    "t": t,
+                    "kind": k,
+                    "data": json.dumps(d),
+                }
                 for t, k, d in result.events[at : at + SAVE_BATCH]
             ],
         )

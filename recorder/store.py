@@ -62,6 +62,14 @@ class RecordingInfo:
     indexed: bool  # sealed, and the index covers all of it
 
 
+def _current(table: sa.Table) -> sa.ColumnElement[bool]:
+    """The row is of its recording's current index (see ``RecordingStore.save_index``)."""
+    generation = sa.select(recordings.c.index_generation).where(
+        recordings.c.session_id == table.c.session_id
+    )
+    return table.c.generation == generation.scalar_subquery()
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -85,6 +93,7 @@ class RecordingStore:
         self._children: set[asyncio.subprocess.Process] = set()
         self._jobs: set[asyncio.Task[None]] = set()
         self._saves: set[asyncio.Future[bool]] = set()
+        self._closing = False  # saves stop at their next batch
         self._save_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -165,7 +174,11 @@ class RecordingStore:
             return {}
         query = (
             sa.select(text_lines.c.session_id, text_lines.c.line)
-            .where(text_lines.c.session_id.in_(session_ids), text_lines.c.kind == "command")
+            .where(
+                text_lines.c.session_id.in_(session_ids),
+                text_lines.c.kind == "command",
+                _current(text_lines),
+            )
             .order_by(text_lines.c.session_id, text_lines.c.t, text_lines.c.id)
         )
         found: dict[str, list[str]] = {}
@@ -253,16 +266,68 @@ class RecordingStore:
         return self._host_slots.slot() if self._host_slots else contextlib.nullcontext()
 
     async def save_index(self, session_id: str, result: IndexResult, size: int) -> bool:
-        """Replace a sealed recording's index in one transaction (any node may index a
-        sealed recording, and the last to finish wins whole)."""
-        async with self.maker() as db, db.begin():
-            for table in (keyframes, text_lines, events):
-                await db.execute(table.delete().where(table.c.session_id == session_id))
-            for table, rows in index_rows(session_id, result):
+        """Replace a sealed recording's index with ``result``, as a new generation: its rows
+        go in transactions of at most ``SAVE_BATCH`` rows, ``SAVE_PAUSE`` apart, then one
+        short transaction switches the recording to them, then the older generations' rows
+        are deleted in batches. Readers see the old index whole until the switch and the new
+        one whole after it; no other write waits behind more than one batch.
+
+        Any node may index a sealed recording: of two saves at once the one that began last
+        wins (both read the same sealed file), and the other deletes its own rows. True when
+        this save's index is the recording's; False when it lost, or stopped at a batch
+        because the store is closing (``index_pending`` redoes it). A save cut off by a
+        crash leaves rows no reader sees; the recording's next save deletes them."""
+        generation = await self._next_generation(session_id)
+        for table, rows in index_rows(session_id, result, generation):
+            if self._closing:
+                return False
+            async with self.maker() as db, db.begin():
                 await db.execute(table.insert(), rows)
-                await asyncio.sleep(0)
-            await self._indexed_to(db, session_id, size)
-        return True
+            await asyncio.sleep(SAVE_PAUSE)
+        async with self.maker() as db, db.begin():
+            current = (
+                await db.execute(
+                    sa.select(recordings.c.index_generation)
+                    .where(recordings.c.session_id == session_id)
+                    .with_for_update()
+                )
+            ).scalar()
+            won = current is not None and current < generation
+            if won:
+                await db.execute(
+                    recordings.update()
+                    .where(recordings.c.session_id == session_id)
+                    .values(index_generation=generation, indexed_to=size)
+                )
+        for table in (keyframes, text_lines, events):
+            old = table.c.generation < generation if won else table.c.generation == generation
+            while not self._closing:
+                some = sa.select(table.c.id).where(table.c.session_id == session_id, old)
+                async with self.maker() as db, db.begin():
+                    gone = await db.execute(
+                        table.delete().where(
+                            table.c.id.in_(some.limit(SAVE_BATCH).scalar_subquery())
+                        )
+                    )
+                if gone.rowcount < SAVE_BATCH:  # type: ignore[attr-defined]
+                    break
+                await asyncio.sleep(SAVE_PAUSE)
+        return won
+
+    async def _next_generation(self, session_id: str) -> int:
+        """A generation number no other save of the recording has (``index_next``, raised);
+        raises NotFound for no such recording."""
+        where = recordings.c.session_id == session_id
+        async with self.maker() as db, db.begin():
+            await db.execute(
+                recordings.update().where(where).values(index_next=recordings.c.index_next + 1)
+            )
+            generation = (
+                await db.execute(sa.select(recordings.c.index_next).where(where))
+            ).scalar()
+        if generation is None:
+            raise NotFound(f"no recording for session {session_id}")
+        return int(generation)
 
     async def save_live(self, session_id: str, result: IndexResult, fresh: bool) -> bool:
         """Add a live pass's rows (only the node writing the recording makes them), after
@@ -359,7 +424,8 @@ class RecordingStore:
 
     async def aclose(self) -> None:
         """Stop: indexing children are killed and their jobs dropped (redone by
-        ``index_pending`` next start); an index already being saved is saved to its end."""
+        ``index_pending`` next start); an index being saved stops after its current batch."""
+        self._closing = True
         for proc in list(self._children):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -376,7 +442,11 @@ class RecordingStore:
             row = (
                 await db.execute(
                     sa.select(keyframes.c.t.label("at"), keyframes.c.offset, keyframes.c.screen)
-                    .where(keyframes.c.session_id == session_id, keyframes.c.t <= t)
+                    .where(
+                        keyframes.c.session_id == session_id,
+                        keyframes.c.t <= t,
+                        _current(keyframes),
+                    )
                     .order_by(keyframes.c.t.desc(), keyframes.c.offset.desc())
                     .limit(1)
                 )
@@ -385,7 +455,7 @@ class RecordingStore:
                 row = (
                     await db.execute(
                         sa.select(keyframes.c.t.label("at"), keyframes.c.offset, keyframes.c.screen)
-                        .where(keyframes.c.session_id == session_id)
+                        .where(keyframes.c.session_id == session_id, _current(keyframes))
                         .order_by(keyframes.c.offset)
                         .limit(1)
                     )
@@ -399,7 +469,7 @@ class RecordingStore:
             rows = (
                 await db.execute(
                     sa.select(events)
-                    .where(events.c.session_id == session_id)
+                    .where(events.c.session_id == session_id, _current(events))
                     .order_by(events.c.t, events.c.id)
                 )
             ).all()
@@ -415,7 +485,7 @@ class RecordingStore:
             return []
         async with self.maker() as db:
             dialect = db.get_bind().dialect.name
-            where = []
+            where = [_current(text_lines)]
             if session_id is not None:
                 where.append(text_lines.c.session_id == session_id)
             words = [w for w in _words(text) if w]

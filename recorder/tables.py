@@ -33,7 +33,19 @@ recordings = sa.Table(
     sa.Column("target", sa.String(255), nullable=True, index=True),
     sa.Column("end_reason", sa.Text, nullable=True),
     sa.Column("indexed_to", sa.BigInteger, nullable=False, default=0),  # file offset indexed
+    # Which rows of rec_text, rec_keyframes and rec_events are this recording's index: those
+    # of generation ``index_generation``. A sealed index is written in batches under a new
+    # number (the last one handed out, ``index_next``) and switched to in one short
+    # transaction, so no reader sees half of one and no writer waits behind all of it.
+    sa.Column("index_generation", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("index_next", sa.Integer, nullable=False, default=0, server_default="0"),
 )
+
+
+def _generation() -> sa.Column[int]:
+    """Which index of its recording a row belongs to (``rec_recordings.index_generation``)."""
+    return sa.Column("generation", sa.Integer, nullable=False, default=0, server_default="0")
+
 
 # Searchable text: lines that appeared on screen and command lines typed at a prompt.
 text_lines = sa.Table(
@@ -49,6 +61,7 @@ text_lines = sa.Table(
     sa.Column("t", sa.Float, nullable=False),
     sa.Column("kind", sa.String(8), nullable=False),  # screen | command
     sa.Column("line", sa.Text, nullable=False),
+    _generation(),
 )
 
 # Screen snapshots for seeking: the screen at ``t`` and the file offset replay resumes from.
@@ -65,6 +78,7 @@ keyframes = sa.Table(
     sa.Column("t", sa.Float, nullable=False),
     sa.Column("offset", sa.BigInteger, nullable=False),
     sa.Column("screen", sa.Text, nullable=False),  # JSON: width, height, lines, cursor
+    _generation(),
     # A seek asks for the last keyframe at or before t: an index lookup, not a scan of the
     # thousands of keyframes of a long recording.
     sa.Index("ix_rec_keyframes_session_t", "session_id", "t"),
@@ -84,4 +98,5 @@ events = sa.Table(
     sa.Column("t", sa.Float, nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("data", sa.Text, nullable=False),  # JSON
+    _generation(),
 )

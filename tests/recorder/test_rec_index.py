@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -467,28 +468,129 @@ async def test_the_index_crosses_the_process_boundary_line_by_line_and_intact() 
     assert await parsed(to_json(IndexResult())) == IndexResult()
 
 
+async def _sealed(recorder: Recorder, session_id: str) -> int:
+    rec = await recorder.start(session_id, meta={"user": "alice"}, width=80, height=24)
+    rec.output(b"hello\r\n")
+    await rec.close("done")
+    return int((await RecordingStore(recorder.root, recorder.maker).get(session_id)).size)
+
+
+def _index(size: int, first: str, count: int = SAVE_BATCH * 2 + 1) -> IndexResult:
+    """``count`` screen lines (the first one ``first``) and one marker naming ``first``."""
+    lines = [(0.0, "screen", first)] + [(i / count, "screen", f"line {i}") for i in range(1, count)]
+    return IndexResult(80, 24, 1.0, [], lines, [(0.5, "marker", {"n": first})], 0, size)
+
+
+async def _line_count(recorder: Recorder, session_id: str) -> int:
+    async with recorder.maker() as db:
+        where = text_lines.c.session_id == session_id
+        return int((await db.execute(sa.select(sa.func.count()).where(where))).scalar_one())
+
+
 async def test_a_large_index_replaces_the_old_one_in_batches(recorder: Recorder) -> None:
     """More rows than one batch: saved twice, the second replaces the first row for row, and
     the recording is reported indexed only after the last batch."""
     store = RecordingStore(recorder.root, recorder.maker)
-    rec = await recorder.start("se-big", meta={"user": "alice"}, width=80, height=24)
-    rec.output(b"hello\r\n")
-    await rec.close("done")
-    count = SAVE_BATCH * 2 + 1
-    big = IndexResult(
-        80, 24, 1.0, [], [(i / count, "screen", f"line {i}") for i in range(count)],
-        [(0.5, "marker", {"n": 1})], 0, (await store.get("se-big")).size,
-    )  # fmt: skip
+    size = await _sealed(recorder, "se-big")
     for line in ("first", "second"):
-        big.lines[0] = (0.0, "screen", line)
-        assert await store.save_index("se-big", big, big.size)
+        assert await store.save_index("se-big", _index(size, line), size)
     assert (await store.get("se-big")).indexed
-    async with recorder.maker() as db:
-        rows = (
-            await db.execute(sa.select(sa.func.count()).where(text_lines.c.session_id == "se-big"))
-        ).scalar()
-    assert rows == count
+    assert await _line_count(recorder, "se-big") == SAVE_BATCH * 2 + 1
     assert [h.line for h in await store.search("second", session_id="se-big")] == ["second"]
     assert await store.search("first", session_id="se-big") == []
-    assert [e["kind"] for e in await store.timeline("se-big")] == ["marker"]
+    assert [e["n"] for e in await store.timeline("se-big")] == ["second"]
     await store.aclose()
+
+
+async def test_other_writes_go_between_a_sealed_saves_batches_and_readers_see_one_index(
+    recorder: Recorder,
+) -> None:
+    """While a new index is written, another writer commits between its batches (it sees
+    part of the new rows), and readers see the old index whole until the switch."""
+    store = RecordingStore(recorder.root, recorder.maker)
+    size = await _sealed(recorder, "se-busy")
+    await _sealed(recorder, "se-other")
+    assert await store.save_index("se-busy", _index(size, "old"), size)
+    total = SAVE_BATCH * 4
+    save = asyncio.ensure_future(store.save_index("se-busy", _index(size, "new", total), size))
+    seen_by_writer: list[int] = []
+    seen_by_reader: list[int] = []
+    while not save.done():
+        async with recorder.maker() as db, db.begin():
+            await db.execute(
+                recordings.update()
+                .where(recordings.c.session_id == "se-other")
+                .values(end_reason=f"write {len(seen_by_writer)}")
+            )
+            new_rows = sa.select(sa.func.count()).where(
+                text_lines.c.session_id == "se-busy", text_lines.c.generation == 2
+            )
+            seen_by_writer.append(int((await db.execute(new_rows)).scalar_one()))
+        hits = await store.search("line", session_id="se-busy", limit=10 * total)
+        seen_by_reader.append(len(hits))
+    assert await save
+    assert any(0 < n < total for n in seen_by_writer), seen_by_writer
+    assert set(seen_by_reader) <= {SAVE_BATCH * 2, total - 1}, set(seen_by_reader)  # whole
+    assert [e["n"] for e in await store.timeline("se-busy")] == ["new"]
+    assert await _line_count(recorder, "se-busy") == total
+    await store.aclose()
+
+
+async def test_of_two_saves_at_once_the_later_one_wins_and_the_other_leaves_nothing(
+    recorder: Recorder,
+) -> None:
+    store = RecordingStore(recorder.root, recorder.maker)
+    size = await _sealed(recorder, "se-race")
+    slow = asyncio.ensure_future(store.save_index("se-race", _index(size, "slow", 3000), size))
+
+    async def begun() -> bool:
+        return await _line_count(recorder, "se-race") > 0
+
+    await eventually(begun, what="the slow save's first batch")
+    assert await store.save_index("se-race", _index(size, "quick", 10), size)
+    assert not await slow  # it began first: its rows are deleted, not shown
+    assert await _line_count(recorder, "se-race") == 10
+    assert [e["n"] for e in await store.timeline("se-race")] == ["quick"]
+    await store.aclose()
+
+
+async def test_a_save_stopped_by_closing_leaves_the_old_index_and_is_redone(
+    recorder: Recorder,
+) -> None:
+    store = RecordingStore(recorder.root, recorder.maker)
+    size = await _sealed(recorder, "se-stop")
+    old = _index(size, "old")
+    assert await store.save_index("se-stop", old, size)
+    async with recorder.maker() as db, db.begin():  # as if the file had grown past the index
+        await db.execute(
+            recordings.update().where(recordings.c.session_id == "se-stop").values(indexed_to=0)
+        )
+    save = asyncio.ensure_future(store.save_index("se-stop", _index(size, "new", 3000), size))
+
+    async def begun() -> bool:
+        return await _line_count(recorder, "se-stop") > len(old.lines)
+
+    await eventually(begun, what="the new index's first batch")
+    await store.aclose()
+    assert not await save
+    assert [e["n"] for e in await store.timeline("se-stop")] == ["old"]
+    assert len(await store.search("line", session_id="se-stop", limit=9999)) == len(old.lines) - 1
+    assert not (await store.get("se-stop")).indexed
+    again = RecordingStore(recorder.root, recorder.maker)
+    assert await again.index_pending() == 1
+
+    async def redone() -> bool:
+        return (await again.get("se-stop")).indexed
+
+    await eventually(redone, what="the index redone")
+    assert [h.line for h in await again.search("hello", session_id="se-stop")] == ["hello"]
+
+    async def stale() -> bool:  # the stopped save's rows go after the old index's
+        async with recorder.maker() as db:
+            query = sa.select(sa.func.count()).where(
+                text_lines.c.session_id == "se-stop", text_lines.c.generation != 3
+            )
+            return (await db.execute(query)).scalar_one() == 0
+
+    await eventually(stale, what="no rows left but the new index's")
+    await again.aclose()
