@@ -200,5 +200,28 @@ async def sessions(ctx: Context) -> int:
 
 
 async def terminate(ctx: Context) -> int:
-    record = await ctx.svc.sessions.terminate(ctx.actor, ctx.args.session_id, ctx.args.reason)
+    sessions, sid = ctx.svc.sessions, ctx.args.session_id
+    record = await sessions.terminate(ctx.actor, sid, ctx.args.reason)
+    return await show_terminated(ctx, record, lambda: sessions.get(ctx.actor, sid))
+
+
+TERMINATE_WAIT = 10.0  # seconds to wait for the node holding the session to end it
+
+
+async def show_terminated(ctx: Context, record: Any, fetch: Callable[[], Awaitable[Any]]) -> int:
+    """The session as it ended: the terminate request goes to whichever node holds the
+    session, so the record is read again until it shows the end (or ``TERMINATE_WAIT``
+    passes; then it is shown as it is, with a warning)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TERMINATE_WAIT
+    while to_jsonable(record).get("ended_at") is None:
+        if loop.time() >= deadline:
+            print(
+                f"lockgate: termination of {ctx.args.session_id} was sent; the node holding it "
+                f"has not ended it within {TERMINATE_WAIT:g} s",
+                file=ctx.err,
+            )
+            break
+        await asyncio.sleep(0.05)
+        record = await fetch()
     return ctx.emit(record)

@@ -357,8 +357,9 @@ async def _sessions(ctx: Context, api: Client) -> int:
 
 @remote(access.terminate)
 async def _terminate(ctx: Context, api: Client) -> int:
-    path = f"/sessions/{_seg(ctx.args.session_id)}/terminate"
-    return ctx.emit(await api.call("POST", path, {"reason": ctx.args.reason}))
+    path = f"/sessions/{_seg(ctx.args.session_id)}"
+    record = await api.call("POST", f"{path}/terminate", {"reason": ctx.args.reason})
+    return await access.show_terminated(ctx, record, lambda: api.call("GET", path))
 
 
 @remote(access.audit)

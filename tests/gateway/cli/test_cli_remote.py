@@ -109,3 +109,16 @@ async def test_a_remote_listing_follows_every_page(web: Web) -> None:
     assert code == 0, err
     subjects = [e["subject"] for e in json.loads(out) if e["action"] == "test.page"]
     assert sorted(subjects) == sorted(f"s{i}" for i in range(130))
+
+
+async def test_a_remote_terminate_shows_the_session_as_it_ended(web: Web) -> None:
+    proc, session_id = await web.live_session()
+    code, out, err = await lockgate(
+        remote_env(web, "admin"), "terminate", session_id, "--reason", "from afar", "--json"
+    )
+    assert code == 0 and err == "", err
+    ended = json.loads(out)
+    assert ended["id"] == session_id and ended["ended_at"] is not None
+    assert "from afar" in ended["end_reason"]
+    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert b"[lockgate] session terminated: " in stderr

@@ -182,8 +182,11 @@ def test_serve_health_terminate_revoke_and_shutdown(served: Served) -> None:
     client = served.ssh("echo up; sleep 60")
     assert _wait_line(client) == b"up\n"
     sid = _session_id(served)
-    result = served.cli("terminate", sid, "--reason", "testing terminate")
+    result = served.cli("terminate", sid, "--reason", "testing terminate", "--json")
     assert result.returncode == 0, result.stderr
+    ended = json.loads(result.stdout)  # shown as it ended, not as it was asked to end
+    assert ended["id"] == sid and ended["ended_at"] is not None
+    assert "testing terminate" in ended["end_reason"] and "lockgate:" not in result.stderr
     _, err = client.communicate(timeout=30)
     assert b"[lockgate] session terminated: terminated by lockgate: testing terminate" in err
     assert client.returncode != 0

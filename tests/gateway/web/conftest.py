@@ -4,6 +4,7 @@ them."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import re
@@ -127,6 +128,25 @@ class Web:
         req = await self.policy.get_request(SYSTEM_ACTOR, req.id)
         assert req.grant_id
         return req.id, req.grant_id
+
+    async def live_session(self, role: str = "requester") -> tuple[asyncio.subprocess.Process, str]:
+        """A granted SSH session of ``role`` running a command on db01: (ssh, session id)."""
+        await self.grant(role)
+        proc = await asyncio.create_subprocess_exec(
+            *self.ssh_argv(
+                role, f"{self.user(role)}+{TARGET_USER}@db01", "echo started; sleep 120"
+            ),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        # Running on the target: the channel is authorized (a kill before that is a refusal).
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), 60) == b"started\n"
+        live = await eventually(
+            lambda: [s for s in self.node.registry.sessions.values() if s.user == self.user(role)],
+            what="the session to start",
+        )
+        return proc, live[0].id
 
 
 def _seed(uri: str) -> bytes:

@@ -258,25 +258,6 @@ async def test_credentials_are_write_only_and_tokens_shown_once(web: Web) -> Non
     assert secret not in dump and created["token"] not in dump and web.tokens["admin"] not in dump
 
 
-async def _live_session(
-    web: Web, role: str = "requester"
-) -> tuple[asyncio.subprocess.Process, str]:
-    await web.grant(role)
-    proc = await asyncio.create_subprocess_exec(
-        *web.ssh_argv(role, f"{web.user(role)}+{TARGET_USER}@db01", "echo started; sleep 120"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    # Running on the target: the channel is authorized (a kill before that is a refusal).
-    assert proc.stdout is not None
-    assert await asyncio.wait_for(proc.stdout.readline(), 60) == b"started\n"
-    live = await eventually(
-        lambda: [s for s in web.node.registry.sessions.values() if s.user == web.user(role)],
-        what="the session to start",
-    )
-    return proc, live[0].id
-
-
 async def _signal(
     web: Web, body: dict[str, object], secret: bytes, ts: int | None = None
 ) -> tuple[int, object]:
@@ -309,7 +290,7 @@ async def test_signed_signal_kills_and_locks(web: Web) -> None:
     await web.node.services.vault.set_credential(
         SYSTEM_ACTOR, SIGNAL_TARGET, SIGNAL_ACCOUNT, "password", Secret(secret)
     )
-    proc, session_id = await _live_session(web)
+    proc, session_id = await web.live_session()
     status, answer = await _signal(web, body, b"wrong-secret")
     assert status == 401
     status, answer = await _signal(web, body, secret, ts=int(time.time()) - 3600)
@@ -350,7 +331,7 @@ async def test_signal_cannot_grant(web: Web) -> None:
 
 
 async def test_metrics_after_a_session(web: Web) -> None:
-    proc, session_id = await _live_session(web)
+    proc, session_id = await web.live_session()
     status, _, _ = await web.call(
         "POST", f"{API}/sessions/{session_id}/terminate", "admin", json={"reason": "metrics check"}
     )
