@@ -49,7 +49,7 @@ _STATUS_CODE = re.compile(r"\d{1,3}")
 _STATUS_CLASS = re.compile(r"([0-9])[xX]{2}")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made per request; not frozen, which costs 4x to make
 class HttpExchange:
     method: str
     target: str  # path plus "?query" as the proxy received it, masked with mask_query
@@ -153,6 +153,9 @@ def _is_sensitive(raw: str, names: frozenset[str], stems: tuple[str, ...]) -> bo
 
 
 # --- the record ------------------------------------------------------------------------
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps would make one per record
+
+
 def encode_exchange(ex: HttpExchange) -> bytes:
     """The record data of a finished request or closed WebSocket (defaults masked again)."""
     fields: dict[str, Any] = {
@@ -174,7 +177,7 @@ def encode_exchange(ex: HttpExchange) -> bytes:
         if len(body) > MAX_BODY:
             body, fields["body_cut"] = body[:MAX_BODY], True
         fields["body"] = len(body)
-    data = json.dumps(fields, separators=(",", ":")).encode()
+    data = _COMPACT.encode(fields).encode()
     return data if body is None else b"".join((data, b"\n", body))
 
 

@@ -81,6 +81,9 @@ class FrontConnection(asyncio.Protocol):
         self._counted = False  # against the address's unauthenticated connections
         self._timer: asyncio.TimerHandle | None = None
         self._waiting_for = ""  # what the timer waits for: "head" or "request"
+        self._deadline: float | None = None  # when that wait ends (loop time)
+        # Kept: on Python 3.11, asyncio.get_running_loop() makes a getpid system call.
+        self._loop = asyncio.get_running_loop()
 
     # --- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -125,7 +128,10 @@ class FrontConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._wait("")
+        self._waiting_for, self._deadline = "", None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.authenticated()
         self.front.connections.discard(self)
         flight, self.flight = self.flight, None
@@ -165,17 +171,31 @@ class FrontConnection(asyncio.Protocol):
         its first byte), the next request ("request"), or nothing ("")."""
         if what == self._waiting_for:
             return
-        if self._timer is not None:
+        self._waiting_for = what
+        delay = self.front.header_timeout if what == "head" else self.front.idle_timeout
+        if not what or not delay:
+            self._deadline = None
+            return
+        # One timer per connection, moved only when it would fire too late: a keep-alive
+        # connection's requests set deadlines, and arm no timer each.
+        loop = self._loop
+        self._deadline = loop.time() + delay
+        if self._timer is not None and self._timer.when() > self._deadline:
             self._timer.cancel()
             self._timer = None
-        self._waiting_for = what
-        delay = {"head": self.front.header_timeout, "request": self.front.idle_timeout}.get(what)
-        if delay:
-            self._timer = asyncio.get_running_loop().call_later(delay, self._timed_out)
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._timed_out)
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self.mode == "fast" and self.flight is None and not self.closed:
+        deadline = self._deadline
+        if deadline is None or self.closed:
+            return
+        loop = self._loop
+        if loop.time() < deadline:
+            self._timer = loop.call_at(deadline, self._timed_out)
+            return
+        if self.mode == "fast" and self.flight is None:
             log.info("HTTP connection from %s closed: %s timeout", self.client_ip,
                      "header" if self._waiting_for == "head" else "idle")  # fmt: skip
             self.close()

@@ -35,6 +35,7 @@ fast path reads in memory for a few seconds and carries their end to every node)
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -83,11 +84,16 @@ class CookieNames:
 def cookie_names(route: Route, secure: bool) -> CookieNames:
     """The gateway's cookies on a target's origin (all start with ``lockgate`` or
     ``__Host-lockgate``, names the proxy never passes to or accepts from the app)."""
-    if route.mode == "path":
-        base = route.prefix + "/"
+    return _cookie_names(route.mode == "path", route.target, route.prefix, secure)
+
+
+@functools.lru_cache(maxsize=1024)  # asked on every request
+def _cookie_names(path_mode: bool, target: str, prefix: str, secure: bool) -> CookieNames:
+    if path_mode:
+        base = prefix + "/"
         return CookieNames(
-            f"lockgate_t_{route.target}",
-            f"lockgate_state_{route.target}",
+            f"lockgate_t_{target}",
+            f"lockgate_state_{target}",
             base,
             base + CONTROL.strip("/") + "/",
         )

@@ -95,7 +95,7 @@ def app_cookies(values: Iterable[str]) -> str | None:
     return "; ".join(kept) or None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made per request; not frozen, which costs 4x to make
 class ClientView:
     """The gateway's own view of a request: who sent it, over what, to which host, and the
     target's public origin and path prefix that the browser uses."""

@@ -148,6 +148,8 @@ class LiveHttpSession:
         # fast_check's answers, as long as the rule and anomaly rules that gave them hold
         self._fast_judges: tuple[object, ...] = ()
         self._fast_paths: dict[tuple[str, str], str | None] = {}
+        self._counted: dict[int, Any] = {}  # status -> this target's request counter
+        self._timed = core.metrics.http_duration.labels(self.target)
         self._recheck: asyncio.Future[str | None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._checked_at = core.timer.now()
@@ -471,9 +473,14 @@ class LiveHttpSession:
         self._last_active = self.core.timer.now()
         self.bytes_up += exchange.bytes_up
         self.bytes_down += exchange.bytes_down
-        metrics = self.core.metrics
-        metrics.http_requests.labels(self.target, str(exchange.status)).inc()
-        metrics.http_duration.labels(self.target).observe(exchange.duration)
+        counted = self._counted.get(exchange.status)
+        if counted is None:
+            metrics = self.core.metrics
+            counted = metrics.http_requests.labels(self.target, str(exchange.status))
+            if len(self._counted) < 64:  # statuses are few; a label lookup is not free
+                self._counted[exchange.status] = counted
+        counted.inc()
+        self._timed.observe(exchange.duration)
         if self.recording is None:
             return
         body = bytes(exchange.body) if exchange.body_cap else None

@@ -29,19 +29,24 @@ from gateway.http.framing import MAX_HEADER_BYTES, MAX_HEADERS
 
 MAX_LINE = 8190  # aiohttp's own limit for a request or header line
 MAX_RESPONSE_HEAD = 64 * 1024
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_VALUE = re.compile(rb"[\x20-\x7e\t]*")
-_TARGET = re.compile(rb"/[\x21-\x7e]*")
-_STATUS = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([\x20-\x7e\t]*))?")
+# Heads are decoded as Latin-1 (one character per byte) and matched as text; every pattern
+# admits ASCII only, so what passes is exactly what the bytes said. One match checks all of
+# a head's fields.
+_NAME = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FIELD = _NAME + r":[\x20-\x7e\t]*"
+_FIELDS = re.compile(rf"(?:{_FIELD}\r\n)*{_FIELD}")
+_REQUEST_LINE = re.compile(rf"({_NAME}) (/[\x21-\x7e]*) HTTP/1\.1")
+_STATUS = re.compile(r"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([\x20-\x7e\t]*))?")
+_LENGTH = re.compile(r"[0-9]{1,18}")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[\x20-\x7e\t]*)?")
-_UNFRAMED = frozenset({b"transfer-encoding", b"upgrade", b"expect"})
+_UNFRAMED = ("Transfer-Encoding", "Upgrade", "Expect")
 
 
 class BadResponse(ValueError):
     """The upstream's answer cannot be relayed: its framing is unclear."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RequestHead:
     method: str
     target: str  # origin form, as sent
@@ -56,23 +61,23 @@ class RequestHead:
         return self.method in ("GET", "HEAD") and self.length is None
 
 
-def _fields(lines: list[bytes]) -> list[tuple[bytes, bytes]] | None:
-    fields: list[tuple[bytes, bytes]] = []
-    for line in lines:
-        if len(line) > MAX_LINE:
-            return None
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            return None
-        value = value.strip(b" \t")
-        if not _VALUE.fullmatch(value):
-            return None
-        fields.append((name, value))
-    return fields
+def _fields(block: str) -> list[tuple[str, str]] | None:
+    """The header fields in ``block`` (a head's lines after the first, decoded as Latin-1 so
+    that each byte is one character), or None unless every line is a token name, a colon
+    and a value of visible ASCII, space and tab, under ``MAX_LINE``."""
+    if not block:
+        return []
+    if not _FIELDS.fullmatch(block):
+        return None
+    lines = block.split("\r\n")
+    if max(map(len, lines)) > MAX_LINE:
+        return None
+    return [(name, value.strip(" \t")) for name, _, value in (x.partition(":") for x in lines)]
 
 
-def _tokens(value: str) -> set[str]:
-    return {t.strip().lower() for t in value.split(",")}
+def _tokens(headers: CIMultiDict[str], name: str) -> set[str]:
+    """The comma-separated tokens of every ``name`` field, lowercased."""
+    return {t.strip().lower() for value in headers.getall(name, ()) for t in value.split(",")}
 
 
 def request_head(head: bytes) -> RequestHead | None:
@@ -80,42 +85,31 @@ def request_head(head: bytes) -> RequestHead | None:
     the fast path's subset (see the module docstring)."""
     if len(head) > MAX_HEADER_BYTES:
         return None
-    lines = head.split(b"\r\n")
-    if len(lines) - 1 > MAX_HEADERS or len(lines[0]) > MAX_LINE:
+    first, _, block = head.decode("latin-1").partition("\r\n")
+    request = _REQUEST_LINE.fullmatch(first)
+    if request is None or len(first) > MAX_LINE or block.count("\r\n") >= MAX_HEADERS:
         return None
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not _TOKEN.fullmatch(parts[0]):
-        return None
-    if not _TARGET.fullmatch(parts[1]):
-        return None
-    fields = _fields(lines[1:])
+    fields = _fields(block)
     if fields is None:
         return None
-    headers: CIMultiDict[str] = CIMultiDict()
-    hosts = 0
-    lengths: list[bytes] = []
-    for name, value in fields:
-        lowered = name.lower()
-        if lowered in _UNFRAMED:
-            return None
-        hosts += lowered == b"host"
-        if lowered == b"content-length":
-            lengths.append(value)
-        headers.add(name.decode("ascii"), value.decode("ascii"))
-    if hosts != 1 or len(lengths) > 1 or any(not n.isdigit() or len(n) > 18 for n in lengths):
+    headers: CIMultiDict[str] = CIMultiDict(fields)
+    if any(name in headers for name in _UNFRAMED):
         return None
-    close = "close" in _tokens(headers.get("Connection", ""))
+    hosts = headers.getall("Host", ())
+    lengths = headers.getall("Content-Length", ())
+    if len(hosts) != 1 or len(lengths) > 1 or any(not _LENGTH.fullmatch(n) for n in lengths):
+        return None
     return RequestHead(
-        method=parts[0].decode("ascii"),
-        target=parts[1].decode("ascii"),
-        host=headers["Host"],
+        method=request.group(1),
+        target=request.group(2),
+        host=hosts[0],
         headers=headers,
-        close=close,
+        close="close" in _tokens(headers, "Connection"),
         length=int(lengths[0]) if lengths else None,
     )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ResponseHead:
     status: int
     reason: str
@@ -128,32 +122,29 @@ class ResponseHead:
 def response_head(head: bytes) -> ResponseHead:
     """The upstream response in ``head`` (without its final blank line); raises
     BadResponse."""
-    lines = head.split(b"\r\n")
-    status = _STATUS.fullmatch(lines[0])
-    if status is None or len(lines) - 1 > MAX_HEADERS:
+    first, _, block = head.decode("latin-1").partition("\r\n")
+    status = _STATUS.fullmatch(first)
+    if status is None or block.count("\r\n") >= MAX_HEADERS:
         raise BadResponse("the target's response line is not HTTP/1.x")
-    fields = _fields(lines[1:])
+    fields = _fields(block)
     if fields is None:
         raise BadResponse("the target's response headers are malformed")
-    headers: CIMultiDict[str] = CIMultiDict(
-        (n.decode("ascii"), v.decode("ascii")) for n, v in fields
-    )
-    lengths = set(headers.getall("Content-Length", []))
-    codings = headers.getall("Transfer-Encoding", [])
-    if len(lengths) > 1 or any(not n.isdigit() or len(n) > 18 for n in lengths):
+    headers: CIMultiDict[str] = CIMultiDict(fields)
+    lengths = set(headers.getall("Content-Length", ()))
+    codings = headers.getall("Transfer-Encoding", ())
+    if len(lengths) > 1 or any(not _LENGTH.fullmatch(n) for n in lengths):
         raise BadResponse("the target sent an unclear Content-Length")
     if codings and (lengths or len(codings) > 1 or codings[0].lower() != "chunked"):
         raise BadResponse("the target sent an unclear Transfer-Encoding")
-    http10 = status.group(1) == b"0"
-    connection = _tokens(headers.get("Connection", ""))
-    keep_alive = "keep-alive" in connection if http10 else "close" not in connection
+    connection = _tokens(headers, "Connection")
+    http10 = status.group(1) == "0"
     return ResponseHead(
         status=int(status.group(2)),
-        reason=(status.group(3) or b"").decode("ascii"),
+        reason=status.group(3) or "",
         headers=headers,
         length=int(lengths.pop()) if lengths else None,
         chunked=bool(codings),
-        keep_alive=keep_alive,
+        keep_alive="close" not in connection and (not http10 or "keep-alive" in connection),
     )
 
 
@@ -212,7 +203,7 @@ class Chunks:
             self._state = "data" if self._left else "trailer"
         elif not line:  # the blank line after the trailers
             self.done = True
-        elif _fields([line]) is None:
+        elif _fields(line.decode("latin-1")) is None:
             raise BadResponse("the target's trailer is malformed")
 
 
