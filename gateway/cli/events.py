@@ -8,18 +8,18 @@ from typing import Any
 
 from gateway.cli.context import Context, Usage
 from gateway.cli.remote import Client, remote
-from gateway.notify.outbox import Outbox
-from gateway.notify.sender import VAULT_TARGET
-from gateway.web.api_events import STATES, notification_view
-from policy.errors import AccessDenied, NotFound
-from policy.service import SYSTEM_ACTOR
-from vault.secret import Secret
+
+# The outbox, the vault and the API's views are imported where a command runs on the host:
+# sent through the API, these commands start without the database layers.
 
 WHAT = {"webhook": "secret", "slack": "webhook URL", "email": "SMTP password"}
 COLUMNS = ("id", "channel", "event", "state", "attempts", "last_error", "created_at", "thread")
 
 
 async def _may(ctx: Context, admin: bool) -> None:
+    from policy.errors import AccessDenied
+    from policy.service import SYSTEM_ACTOR
+
     if ctx.actor == SYSTEM_ACTOR:
         return
     user = await ctx.svc.policy.get_user(ctx.actor)
@@ -27,20 +27,20 @@ async def _may(ctx: Context, admin: bool) -> None:
         raise AccessDenied(f"{ctx.actor} may not {'change' if admin else 'read'} notifications")
 
 
-def _state(ctx: Context) -> str | None:
-    state = ctx.args.state or None
-    if state is not None and state not in STATES:
-        raise Usage(f"--state must be one of {', '.join(STATES)}")
-    return state
-
-
 async def notifications_list(ctx: Context) -> int:
+    from gateway.notify.outbox import Outbox
+    from gateway.web.api_events import notification_view
+
     await _may(ctx, admin=False)
-    rows = await Outbox(ctx.svc.maker).list(state=_state(ctx), channel=ctx.args.channel)
+    rows = await Outbox(ctx.svc.maker).list(state=ctx.args.state, channel=ctx.args.channel)
     return ctx.emit([notification_view(r) for r in rows], COLUMNS)
 
 
 async def notifications_retry(ctx: Context) -> int:
+    from gateway.notify.outbox import Outbox
+    from gateway.web.api_events import notification_view
+    from policy.errors import NotFound
+
     await _may(ctx, admin=True)
     outbox = Outbox(ctx.svc.maker)
     if not await outbox.retry([ctx.args.id], ctx.svc.policy.now()):
@@ -52,6 +52,9 @@ async def notifications_secret(ctx: Context) -> int:
     """A webhook's signing secret, a chat channel's webhook URL or an email channel's SMTP
     password, into the vault;
     ``--generate`` shows a new webhook secret once, for the receiver's configuration."""
+    from gateway.notify.sender import VAULT_TARGET
+    from vault.secret import Secret
+
     name = ctx.args.name
     channel = next((c for c in ctx.svc.config.notifications if c.name == name), None)
     if channel is None:
@@ -80,7 +83,7 @@ async def notifications_secret(ctx: Context) -> int:
 
 @remote(notifications_list)
 async def _list(ctx: Context, api: Client) -> int:
-    query: dict[str, Any] = {"state": _state(ctx) or "", "channel": ctx.args.channel or ""}
+    query: dict[str, Any] = {"state": ctx.args.state or "", "channel": ctx.args.channel or ""}
     return ctx.emit(await api.call("GET", "/notifications", query=query), COLUMNS)
 
 

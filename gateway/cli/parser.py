@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     notes = group("notifications", "outgoing notifications: the outbox and dead letters")
     p = subcommand(notes, "list", "events.notifications_list", "list notifications")
-    p.add_argument("--state", help="pending | sent | dead (the dead letters)")
+    p.add_argument("--state", choices=["pending", "sent", "dead"], help="dead: the dead letters")
     p.add_argument("--channel", help="one channel's notifications")
     p = subcommand(notes, "retry", "events.notifications_retry", "queue a dead letter again")
     p.add_argument("id", type=int, metavar="ID")

@@ -19,7 +19,8 @@ with contextlib.redirect_stdout(out):
     assert main(["--help"], out, err) == 0
 assert main(["user", "lst"], out, err) == 2
 import gateway.cli.remote
-handler_of(build_parser().parse_args(["user", "list"]))
+for argv in (["user", "list"], ["notifications", "list"], ["report", "--since", "7d"]):
+    handler_of(build_parser().parse_args(argv))
 print(" ".join(m for m in {heavy!r} if m in sys.modules))
 """
 
