@@ -28,14 +28,14 @@ def _alembic_config() -> AlembicConfig:
     return cfg
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, revision: str) -> None:
     cfg = _alembic_config()
     cfg.attributes["connection"] = connection
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, revision)
 
 
-async def upgrade(engine: AsyncEngine) -> None:
-    """Apply every pending migration (idempotent)."""
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Apply every pending migration up to ``revision`` (idempotent)."""
     async with engine.connect() as conn:
-        await conn.run_sync(_upgrade)
+        await conn.run_sync(_upgrade, revision)
         await conn.commit()

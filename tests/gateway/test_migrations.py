@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.db import sessionmaker
 from gateway.db.schema import all_metadata, upgrade
 from gateway.db.tables import audit_head
+from recorder.indexer import IndexResult
+from recorder.store import RecordingStore
 
 
 def _merged() -> sa.MetaData:
@@ -42,3 +48,35 @@ async def test_upgrade_matches_metadata_and_is_idempotent(engine: AsyncEngine) -
         head = (await conn.execute(sa.select(audit_head))).first()
     assert diffs == []
     assert head is not None and head.seq == 0
+
+
+async def test_an_index_from_before_generations_stays_searchable(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """Rows indexed before 0013 are the recording's index after it, and rows written after
+    it reach the full-text index (on SQLite the columns are added in place, so its
+    triggers stay)."""
+    await upgrade(engine, "0012")
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO rec_recordings (session_id, path, started_at, width, height, "
+                "duration, size, meta, indexed_to, sha256) VALUES "
+                "('se-old', 'se-old.rec', :at, 80, 24, 1.0, 10, '{}', 10, :sha)"
+            ),
+            {"at": datetime.now(UTC), "sha": "0" * 64},
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO rec_text (session_id, t, kind, line) "
+                "VALUES ('se-old', 0.5, 'command', 'systemctl stop nginx')"
+            )
+        )
+    await upgrade(engine)
+    store = RecordingStore(tmp_path, sessionmaker(engine))
+    assert [h.line for h in await store.search("stop nginx")] == ["systemctl stop nginx"]
+    again = IndexResult(80, 24, 1.0, [], [(0.7, "command", "journalctl -u nginx")], [], 0, 10)
+    assert await store.save_index("se-old", again, 10)
+    assert [h.line for h in await store.search("journalctl")] == ["journalctl -u nginx"]
+    assert await store.search("stop nginx") == []
+    await store.aclose()
