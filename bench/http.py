@@ -22,7 +22,9 @@ Needs Debian's ``nginx`` (the upstream and the reference proxy), ``wrk`` (the lo
   hand-off like the "Open" link; then the same wrk and curl runs go through it. wrk is one
   address: ``limits.http_max_unauthenticated`` is raised from 64 to 256 for it.
 - Small GETs: requests/s and latency p50/p99 (wrk's, per request, closed loop over keep-alive
-  connections) at 1 and 64 concurrent connections; "added" is the difference to direct.
+  connections) at 1 and 64 concurrent connections; "added" is the difference to direct. And
+  the proxy's CPU time (user + system, from ``/proc``, over its processes) per request of
+  the run: what the proxy costs, however busy the shared cores were.
 - Download: MB/s of one ``curl`` (median of 3, 1 with ``--quick``) and the proxy's peak RSS
   (VmRSS summed over the proxy's processes: nginx's master and workers, or ``lockgate
   serve`` and its workers; sampled every 10 ms) during it.
@@ -94,6 +96,17 @@ def rss_kb(pid: int) -> int:
                 total += int(line.split()[1])
         for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
             total += rss_kb(int(child))
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` and its children so far."""
+    total = 0.0
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += cpu_seconds(int(child))
     return total
 
 
@@ -320,10 +333,12 @@ class Load:
     p50: float  # ms
     p99: float
     errors: int
+    cpu_us: float | None = None  # the proxy's CPU time per request (user + system)
 
 
 def wrk(leg: Leg, clients: int, seconds: float) -> Load:
     argv = ["wrk", "--latency", "-t", str(min(2, clients)), "-c", str(clients)]
+    cpu_before = cpu_seconds(leg.pid) if leg.pid else 0.0
     for header in leg.headers:
         argv += ["-H", header]
     out = subprocess.run(
@@ -340,7 +355,9 @@ def wrk(leg: Leg, clients: int, seconds: float) -> Load:
     socket_errors = re.search(r"Socket errors: (.*)", out)
     if socket_errors:
         errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
-    return Load(rps, p50, p99, errors)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    cpu = (cpu_seconds(leg.pid) - cpu_before) * 1e6 / requests if leg.pid and requests else None
+    return Load(rps, p50, p99, errors, cpu)
 
 
 def download(leg: Leg, expected: int) -> float:
@@ -442,6 +459,10 @@ def main() -> None:
             who = f"{clients} client{'s' if clients > 1 else ''}"
             for label, measure in MEASURES:
                 table.add(f"1 KB GET, {who}, {label}", *(cell(x, direct, measure) for x in loads))
+            table.add(
+                f"1 KB GET, {who}, proxy CPU per request",
+                *("-" if x is None or x.cpu_us is None else f"{x.cpu_us:.0f} us" for x in loads),
+            )
         # Twice through the file first: its (sparse) pages are then in the page cache, and the
         # upstream costs the same for every run that follows.
         for _ in range(2):

@@ -70,6 +70,12 @@ def _current(table: sa.Table) -> sa.ColumnElement[bool]:
     return table.c.generation == generation.scalar_subquery()
 
 
+def _a_batch(table: sa.Table, *where: sa.ColumnElement[bool]) -> sa.Delete:
+    """Delete at most ``SAVE_BATCH`` of the rows ``where`` says."""
+    some = sa.select(table.c.id).where(*where).limit(SAVE_BATCH)
+    return table.delete().where(table.c.id.in_(some.scalar_subquery()))
+
+
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -302,13 +308,8 @@ class RecordingStore:
         for table in (keyframes, text_lines, events):
             old = table.c.generation < generation if won else table.c.generation == generation
             while not self._closing:
-                some = sa.select(table.c.id).where(table.c.session_id == session_id, old)
                 async with self.maker() as db, db.begin():
-                    gone = await db.execute(
-                        table.delete().where(
-                            table.c.id.in_(some.limit(SAVE_BATCH).scalar_subquery())
-                        )
-                    )
+                    gone = await db.execute(_a_batch(table, table.c.session_id == session_id, old))
                 if gone.rowcount < SAVE_BATCH:  # type: ignore[attr-defined]
                     break
                 await asyncio.sleep(SAVE_PAUSE)
@@ -372,10 +373,7 @@ class RecordingStore:
             if rows is not None:
                 await db.execute(table.insert(), rows)
                 return len(rows)
-            some = sa.select(table.c.id).where(table.c.session_id == session_id)
-            gone = await db.execute(
-                table.delete().where(table.c.id.in_(some.limit(SAVE_BATCH).scalar_subquery()))
-            )
+            gone = await db.execute(_a_batch(table, table.c.session_id == session_id))
             return int(gone.rowcount)  # type: ignore[attr-defined]
 
     @staticmethod
