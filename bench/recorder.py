@@ -174,11 +174,11 @@ async def main() -> None:
         [(i / 10, "http", {"method": "GET", "status": 200}) for i in range(args.requests)],
         0, size,
     )  # fmt: skip
-    await store.save_index("long", web, size)
+    await store.saves.sealed("long", web, size)
     quiet = await _writes_during(maker, asyncio.sleep(2))
     store = RecordingStore(work / "rec", maker)
     start = time.perf_counter()
-    busy = await _writes_during(maker, store.save_index("long", web, size))
+    busy = await _writes_during(maker, store.saves.sealed("long", web, size))
     spent = time.perf_counter() - start
     await store.aclose()
     rows.append(

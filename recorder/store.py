@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import sys
-import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from recorder.errors import NotFound
 from recorder.indexer import IndexResult
 from recorder.integrity import verify_against_seal, verify_file
-from recorder.rows import SAVE_BATCH, index_rows, parsed
+from recorder.rows import parsed
+from recorder.saves import IndexSaves, current
 from recorder.slots import HostSlots
 from recorder.tables import events, keyframes, recordings, text_lines
 
@@ -33,9 +33,6 @@ log = logging.getLogger(__name__)
 # Index processes at once: a burst of sessions ending together must not start one pyte
 # process each (about 30 MB and a core apiece); the rest wait their turn.
 INDEX_WORKERS = max(1, (os.cpu_count() or 2) // 2)
-# A pause between batches: a writer waiting in SQLite's busy handler (which sleeps between
-# tries) gets the lock instead of losing every race to the next batch.
-SAVE_PAUSE = 0.02
 
 
 @dataclass(frozen=True)
@@ -62,20 +59,6 @@ class RecordingInfo:
     indexed: bool  # sealed, and the index covers all of it
 
 
-def _current(table: sa.Table) -> sa.ColumnElement[bool]:
-    """The row is of its recording's current index (see ``RecordingStore.save_index``)."""
-    generation = sa.select(recordings.c.index_generation).where(
-        recordings.c.session_id == table.c.session_id
-    )
-    return table.c.generation == generation.scalar_subquery()
-
-
-def _a_batch(table: sa.Table, *where: sa.ColumnElement[bool]) -> sa.Delete:
-    """Delete at most ``SAVE_BATCH`` of the rows ``where`` says."""
-    some = sa.select(table.c.id).where(*where).limit(SAVE_BATCH)
-    return table.delete().where(table.c.id.in_(some.scalar_subquery()))
-
-
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -99,10 +82,7 @@ class RecordingStore:
         self._children: set[asyncio.subprocess.Process] = set()
         self._jobs: set[asyncio.Task[None]] = set()
         self._saves: set[asyncio.Future[bool]] = set()
-        self._closing = False  # saves stop at their next batch
-        self._save_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self.saves = IndexSaves(maker)
 
     def _info(self, row: Any) -> RecordingInfo:
         return RecordingInfo(
@@ -183,7 +163,7 @@ class RecordingStore:
             .where(
                 text_lines.c.session_id.in_(session_ids),
                 text_lines.c.kind == "command",
-                _current(text_lines),
+                current(text_lines),
             )
             .order_by(text_lines.c.session_id, text_lines.c.t, text_lines.c.id)
         )
@@ -213,7 +193,7 @@ class RecordingStore:
         never runs in this one), at most ``workers`` at once; killed at shutdown."""
         info = await self.get(session_id)
         result = await self._child(session_id, str(info.path))
-        await self._saved(self.save_index(session_id, result, info.size))
+        await self._saved(self.saves.sealed(session_id, result, info.size))
         return result
 
     async def index_live(
@@ -231,7 +211,7 @@ class RecordingStore:
         result = await self._child(
             session_id, str(info.path), "--more", str(max_bytes), stdin=state
         )
-        saved = await self._saved(self.save_live(session_id, result, fresh=resume is None))
+        saved = await self._saved(self.saves.live(session_id, result, fresh=resume is None))
         return result if saved else None
 
     async def _child(self, session_id: str, *argv: str, stdin: bytes = b"") -> IndexResult:
@@ -271,126 +251,6 @@ class RecordingStore:
     def _host_slot(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._host_slots.slot() if self._host_slots else contextlib.nullcontext()
 
-    async def save_index(self, session_id: str, result: IndexResult, size: int) -> bool:
-        """Replace a sealed recording's index with ``result``, as a new generation: its rows
-        go in transactions of at most ``SAVE_BATCH`` rows, ``SAVE_PAUSE`` apart, then one
-        short transaction switches the recording to them, then the older generations' rows
-        are deleted in batches. Readers see the old index whole until the switch and the new
-        one whole after it; no other write waits behind more than one batch.
-
-        Any node may index a sealed recording: of two saves at once the one that began last
-        wins (both read the same sealed file), and the other deletes its own rows. True when
-        this save's index is the recording's; False when it lost, or stopped at a batch
-        because the store is closing (``index_pending`` redoes it). A save cut off by a
-        crash leaves rows no reader sees; the recording's next save deletes them."""
-        generation = await self._next_generation(session_id)
-        for table, rows in index_rows(session_id, result, generation):
-            if self._closing:
-                return False
-            async with self.maker() as db, db.begin():
-                await db.execute(table.insert(), rows)
-            await asyncio.sleep(SAVE_PAUSE)
-        async with self.maker() as db, db.begin():
-            current = (
-                await db.execute(
-                    sa.select(recordings.c.index_generation)
-                    .where(recordings.c.session_id == session_id)
-                    .with_for_update()
-                )
-            ).scalar()
-            won = current is not None and current < generation
-            if won:
-                await db.execute(
-                    recordings.update()
-                    .where(recordings.c.session_id == session_id)
-                    .values(index_generation=generation, indexed_to=size)
-                )
-        for table in (keyframes, text_lines, events):
-            old = table.c.generation < generation if won else table.c.generation == generation
-            while not self._closing:
-                async with self.maker() as db, db.begin():
-                    gone = await db.execute(_a_batch(table, table.c.session_id == session_id, old))
-                if gone.rowcount < SAVE_BATCH:  # type: ignore[attr-defined]
-                    break
-                await asyncio.sleep(SAVE_PAUSE)
-        return won
-
-    async def _next_generation(self, session_id: str) -> int:
-        """A generation number no other save of the recording has (``index_next``, raised);
-        raises NotFound for no such recording."""
-        where = recordings.c.session_id == session_id
-        async with self.maker() as db, db.begin():
-            await db.execute(
-                recordings.update().where(where).values(index_next=recordings.c.index_next + 1)
-            )
-            generation = (
-                await db.execute(sa.select(recordings.c.index_next).where(where))
-            ).scalar()
-        if generation is None:
-            raise NotFound(f"no recording for session {session_id}")
-        return int(generation)
-
-    async def save_live(self, session_id: str, result: IndexResult, fresh: bool) -> bool:
-        """Add a live pass's rows (only the node writing the recording makes them), after
-        deleting the older ones when ``fresh``; False once the recording is sealed.
-
-        In transactions of at most ``SAVE_BATCH`` rows, ``SAVE_PAUSE`` apart, each first
-        checking that the recording is still unsealed: an HTTP session's index holds a row
-        or two per request, and no other write (an SSH login, an audit event, a web
-        session's re-check) may wait behind all of it. Meanwhile a search of the live
-        session may find part of the pass's rows."""
-        lock = self._save_locks.get(session_id)
-        if lock is None:
-            lock = self._save_locks[session_id] = asyncio.Lock()
-        async with lock:  # one live pass of a session at a time
-            for table in (keyframes, text_lines, events) if fresh else ():
-                while True:
-                    gone = await self._live_batch(session_id, table, None)
-                    if gone is None:
-                        return False
-                    if gone < SAVE_BATCH:
-                        break
-                    await asyncio.sleep(SAVE_PAUSE)
-            for table, rows in index_rows(session_id, result):
-                if await self._live_batch(session_id, table, rows) is None:
-                    return False
-                await asyncio.sleep(SAVE_PAUSE)
-            async with self.maker() as db, db.begin():
-                if await self._sealed(db, session_id):
-                    return False
-                await self._indexed_to(db, session_id, result.size)
-        return True
-
-    async def _live_batch(
-        self, session_id: str, table: sa.Table, rows: list[dict[str, Any]] | None
-    ) -> int | None:
-        """Insert ``rows``, or with None delete up to ``SAVE_BATCH`` of the session's old
-        rows, in a transaction of its own; how many rows, or None once the recording is
-        sealed (its own index replaces whatever a live pass left)."""
-        async with self.maker() as db, db.begin():
-            if await self._sealed(db, session_id):
-                return None
-            if rows is not None:
-                await db.execute(table.insert(), rows)
-                return len(rows)
-            gone = await db.execute(_a_batch(table, table.c.session_id == session_id))
-            return int(gone.rowcount)  # type: ignore[attr-defined]
-
-    @staticmethod
-    async def _sealed(db: AsyncSession, session_id: str) -> bool:
-        found = await db.execute(
-            sa.select(recordings.c.sha256)
-            .where(recordings.c.session_id == session_id)
-            .with_for_update()
-        )
-        return found.scalar() is not None
-
-    @staticmethod
-    async def _indexed_to(db: AsyncSession, session_id: str, size: int) -> None:
-        await db.execute(
-            recordings.update().where(recordings.c.session_id == session_id).values(indexed_to=size)
-        )
-
     async def index_pending(self) -> int:
         """Queue every sealed recording not fully indexed (e.g. after a restart)."""
         async with self.maker() as db:
@@ -423,7 +283,7 @@ class RecordingStore:
     async def aclose(self) -> None:
         """Stop: indexing children are killed and their jobs dropped (redone by
         ``index_pending`` next start); an index being saved stops after its current batch."""
-        self._closing = True
+        self.saves.close()
         for proc in list(self._children):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -443,7 +303,7 @@ class RecordingStore:
                     .where(
                         keyframes.c.session_id == session_id,
                         keyframes.c.t <= t,
-                        _current(keyframes),
+                        current(keyframes),
                     )
                     .order_by(keyframes.c.t.desc(), keyframes.c.offset.desc())
                     .limit(1)
@@ -453,7 +313,7 @@ class RecordingStore:
                 row = (
                     await db.execute(
                         sa.select(keyframes.c.t.label("at"), keyframes.c.offset, keyframes.c.screen)
-                        .where(keyframes.c.session_id == session_id, _current(keyframes))
+                        .where(keyframes.c.session_id == session_id, current(keyframes))
                         .order_by(keyframes.c.offset)
                         .limit(1)
                     )
@@ -467,7 +327,7 @@ class RecordingStore:
             rows = (
                 await db.execute(
                     sa.select(events)
-                    .where(events.c.session_id == session_id, _current(events))
+                    .where(events.c.session_id == session_id, current(events))
                     .order_by(events.c.t, events.c.id)
                 )
             ).all()
@@ -483,7 +343,7 @@ class RecordingStore:
             return []
         async with self.maker() as db:
             dialect = db.get_bind().dialect.name
-            where = [_current(text_lines)]
+            where = [current(text_lines)]
             if session_id is not None:
                 where.append(text_lines.c.session_id == session_id)
             words = [w for w in _words(text) if w]

@@ -76,7 +76,7 @@ async def test_an_index_from_before_generations_stays_searchable(
     store = RecordingStore(tmp_path, sessionmaker(engine))
     assert [h.line for h in await store.search("stop nginx")] == ["systemctl stop nginx"]
     again = IndexResult(80, 24, 1.0, [], [(0.7, "command", "journalctl -u nginx")], [], 0, 10)
-    assert await store.save_index("se-old", again, 10)
+    assert await store.saves.sealed("se-old", again, 10)
     assert [h.line for h in await store.search("journalctl")] == ["journalctl -u nginx"]
     assert await store.search("stop nginx") == []
     await store.aclose()

@@ -28,9 +28,9 @@ from recorder.http import HttpExchange
 from recorder.indexer import IndexResult, index_bytes, index_file, index_more, to_json
 from recorder.recorder import Recorder
 from recorder.replay import frame_at, playback
-from recorder.rows import parsed
+from recorder.rows import SAVE_BATCH, parsed
 from recorder.screen import TerminalModel
-from recorder.store import SAVE_BATCH, RecordingStore
+from recorder.store import RecordingStore
 from recorder.tables import events, recordings, text_lines
 from tests.eventually import eventually
 from tests.recorder.conftest import Clock
@@ -175,7 +175,7 @@ async def test_live_recording_is_followed(
     await store.index("se-live")
     assert (await store.get("se-live")).indexed
     assert await store.search("not flushed yet", session_id="se-live")
-    assert not await store.save_live("se-live", partial, fresh=False)
+    assert not await store.saves.live("se-live", partial, fresh=False)
     assert await store.search("not flushed yet", session_id="se-live")
 
 
@@ -493,7 +493,7 @@ async def test_a_large_index_replaces_the_old_one_in_batches(recorder: Recorder)
     store = RecordingStore(recorder.root, recorder.maker)
     size = await _sealed(recorder, "se-big")
     for line in ("first", "second"):
-        assert await store.save_index("se-big", _index(size, line), size)
+        assert await store.saves.sealed("se-big", _index(size, line), size)
     assert (await store.get("se-big")).indexed
     assert await _line_count(recorder, "se-big") == SAVE_BATCH * 2 + 1
     assert [h.line for h in await store.search("second", session_id="se-big")] == ["second"]
@@ -510,9 +510,9 @@ async def test_other_writes_go_between_a_sealed_saves_batches_and_readers_see_on
     store = RecordingStore(recorder.root, recorder.maker)
     size = await _sealed(recorder, "se-busy")
     await _sealed(recorder, "se-other")
-    assert await store.save_index("se-busy", _index(size, "old"), size)
+    assert await store.saves.sealed("se-busy", _index(size, "old"), size)
     total = SAVE_BATCH * 4
-    save = asyncio.ensure_future(store.save_index("se-busy", _index(size, "new", total), size))
+    save = asyncio.ensure_future(store.saves.sealed("se-busy", _index(size, "new", total), size))
     seen_by_writer: list[int] = []
     seen_by_reader: list[int] = []
     while not save.done():
@@ -541,13 +541,13 @@ async def test_of_two_saves_at_once_the_later_one_wins_and_the_other_leaves_noth
 ) -> None:
     store = RecordingStore(recorder.root, recorder.maker)
     size = await _sealed(recorder, "se-race")
-    slow = asyncio.ensure_future(store.save_index("se-race", _index(size, "slow", 3000), size))
+    slow = asyncio.ensure_future(store.saves.sealed("se-race", _index(size, "slow", 3000), size))
 
     async def begun() -> bool:
         return await _line_count(recorder, "se-race") > 0
 
     await eventually(begun, what="the slow save's first batch")
-    assert await store.save_index("se-race", _index(size, "quick", 10), size)
+    assert await store.saves.sealed("se-race", _index(size, "quick", 10), size)
     assert not await slow  # it began first: its rows are deleted, not shown
     assert await _line_count(recorder, "se-race") == 10
     assert [e["n"] for e in await store.timeline("se-race")] == ["quick"]
@@ -560,12 +560,12 @@ async def test_a_save_stopped_by_closing_leaves_the_old_index_and_is_redone(
     store = RecordingStore(recorder.root, recorder.maker)
     size = await _sealed(recorder, "se-stop")
     old = _index(size, "old")
-    assert await store.save_index("se-stop", old, size)
+    assert await store.saves.sealed("se-stop", old, size)
     async with recorder.maker() as db, db.begin():  # as if the file had grown past the index
         await db.execute(
             recordings.update().where(recordings.c.session_id == "se-stop").values(indexed_to=0)
         )
-    save = asyncio.ensure_future(store.save_index("se-stop", _index(size, "new", 3000), size))
+    save = asyncio.ensure_future(store.saves.sealed("se-stop", _index(size, "new", 3000), size))
 
     async def begun() -> bool:
         return await _line_count(recorder, "se-stop") > len(old.lines)
