@@ -24,7 +24,7 @@ from gateway.audit import OWED_KIND
 from gateway.cluster.bus import ClusterBus, ClusterEvent, EventKind
 from gateway.config import Config
 from gateway.db.clock import ClockWatch
-from gateway.errors import StartupError
+from gateway.errors import AuditError, StartupError
 from gateway.http.assertion import JWKS_PATH, AssertionSigner, jwks_handler
 from gateway.http.fastpath import FastFront, FastSite
 from gateway.http.proxy import GatewaySite, WebProxy
@@ -206,8 +206,8 @@ async def start_node(
             await services.audit.record(
                 actor="lockgate", action="node.start", subject=config.server.node_name
             )
-        except Exception as exc:
-            raise StartupError(f"the audit log cannot be written ({exc})") from None
+        except AuditError as exc:
+            raise StartupError(str(exc)) from None
         metrics = Metrics()
         registry = SessionRegistry()
         registry.on_change.append(lambda s, added: metrics.sessions_active.set(len(registry)))

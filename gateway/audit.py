@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.cluster.bus import publish_recheck
-from gateway.db import SessionMaker
+from gateway.db import SessionMaker, driver_says
 from gateway.db.tables import audit_events, audit_head, owed_applied
 from gateway.errors import AuditError
 from policy.models import Clock, utcnow
@@ -144,7 +144,7 @@ class AuditLog:
         except AuditError:
             raise
         except Exception as exc:  # any database failure means: no audit, no action
-            raise AuditError(f"the audit log could not be written ({type(exc).__name__})") from exc
+            raise AuditError(f"the audit log could not be written ({driver_says(exc)})") from exc
 
     async def record(
         self, *, actor: str, action: str, subject: str, details: Mapping[str, Any] | None = None
@@ -156,7 +156,7 @@ class AuditLog:
         except AuditError:
             raise
         except Exception as exc:
-            raise AuditError(f"the audit log could not be written ({type(exc).__name__})") from exc
+            raise AuditError(f"the audit log could not be written ({driver_says(exc)})") from exc
 
     async def record_or_owe(
         self, *, actor: str, action: str, subject: str, details: Mapping[str, Any] | None = None

@@ -19,7 +19,7 @@ from gateway.audit import AuditLog
 from gateway.cluster.liveness import Liveness
 from gateway.config import Config
 from gateway.credentials import Credentials
-from gateway.db import SessionMaker, create_engine, sessionmaker
+from gateway.db import READ_ONLY, SessionMaker, create_engine, driver_says, sessionmaker
 from gateway.db.tables import audit_head
 from gateway.errors import StartupError
 from gateway.hashing import HashPool
@@ -66,6 +66,7 @@ async def check_database(engine: AsyncEngine) -> None:
     """Raise StartupError unless the database answers and has the audit chain initialised."""
     try:
         async with engine.connect() as conn:
+            await conn.execution_options(**READ_ONLY)  # answering is enough: no write lock
             head = (await conn.execute(sa.select(audit_head.c.seq))).first()
     except Exception as exc:
         if "no such table" in str(exc) or "does not exist" in str(exc):
@@ -73,7 +74,7 @@ async def check_database(engine: AsyncEngine) -> None:
                 "the database has no Lockgate schema; run: lockgate db upgrade"
             ) from None
         raise StartupError(
-            f"database unreachable at {safe_url(str(engine.url))} ({type(exc).__name__})"
+            f"database unreachable at {safe_url(str(engine.url))} ({driver_says(exc)})"
         ) from None
     if head is None:
         raise StartupError("the audit log is not initialised; run: lockgate db upgrade")

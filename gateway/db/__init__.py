@@ -5,8 +5,17 @@ from gateway.db.engine import (
     SessionMaker,
     completed,
     create_engine,
+    driver_says,
     is_sqlite,
     sessionmaker,
 )
 
-__all__ = ["READ_ONLY", "SessionMaker", "completed", "create_engine", "is_sqlite", "sessionmaker"]
+__all__ = [
+    "READ_ONLY",
+    "SessionMaker",
+    "completed",
+    "create_engine",
+    "driver_says",
+    "is_sqlite",
+    "sessionmaker",
+]

@@ -93,6 +93,13 @@ def _configure_sqlite(engine: AsyncEngine, lock_timeout: float) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def driver_says(exc: BaseException) -> str:
+    """The error's type and the driver's own first line (``database is locked``, ``connection
+    refused``): bound values are never in it (``hide_parameters``), the URL is not."""
+    said = str(getattr(exc, "orig", "") or "").strip().splitlines()
+    return f"{type(exc).__name__}: {said[0][:160]}" if said else type(exc).__name__
+
+
 def sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, expire_on_commit=False)
 

@@ -248,6 +248,40 @@ def test_serve_refuses_without_master_key(served: Served, tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
+def test_serve_refuses_a_database_it_cannot_write_and_says_why(tmp_path: Path) -> None:
+    """Fail closed with the driver's reason on one line (and no password), not a traceback:
+    a SQLite file another process holds the write lock of, and a PostgreSQL URL nobody
+    answers."""
+    config = tmp_path / "lockgate.toml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
+    init = [PY, "-m", "gateway", "init", "--data-dir", "data", "--config", str(config)]
+    assert subprocess.run(init, capture_output=True, env=env, timeout=120).returncode == 0
+    db = tmp_path / "data" / "lockgate.db"
+    locker = subprocess.Popen(
+        [PY, "-c", "import sqlite3, sys\n"
+         "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "db.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.readline()",
+         str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
+        for url, reason in (
+            (f"sqlite+aiosqlite:///{db}?timeout=1", "OperationalError: database is locked"),
+            (f"postgresql+asyncpg://lg:pw-{os.getpid()}@127.0.0.1:{free_port()}/x", "unreachable"),
+        ):
+            run = [PY, "-m", "gateway", "serve", "--config", str(config)]
+            done = subprocess.run(
+                run, capture_output=True, text=True, timeout=120,
+                env={**env, "LOCKGATE_DATABASE_URL": url},
+            )  # fmt: skip
+            assert done.returncode == 1 and done.stderr.startswith("lockgate: "), done.stderr
+            assert reason in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+            assert f"pw-{os.getpid()}" not in done.stderr + done.stdout
+    finally:
+        locker.communicate("\n", timeout=30)
+
+
 def test_demo_prints_an_ssh_line_that_works_pasted(tmp_path: Path) -> None:
     """The README's run command on the embedded default (SQLite, local recordings, file master
     key): the line it prints, pasted as it is, runs a command and a pty shell on the demo
