@@ -94,10 +94,14 @@ def _configure_sqlite(engine: AsyncEngine, lock_timeout: float) -> None:
 
 
 def driver_says(exc: BaseException) -> str:
-    """The error's type and the driver's own first line (``database is locked``, ``connection
-    refused``): bound values are never in it (``hide_parameters``), the URL is not."""
+    """The error's type, and for an ``OperationalError`` (the database's state: ``database is
+    locked``, ``disk I/O error``) the driver's own first line. Only then: a driver's message
+    about data or a statement may quote a bound value, which ``hide_parameters`` does not
+    reach."""
     said = str(getattr(exc, "orig", "") or "").strip().splitlines()
-    return f"{type(exc).__name__}: {said[0][:160]}" if said else type(exc).__name__
+    if not isinstance(exc, sa_exc.OperationalError) or not said:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {said[0][:160]}"
 
 
 def sessionmaker(engine: AsyncEngine) -> SessionMaker:
