@@ -87,26 +87,32 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
     raise SystemExit(f"{what} did not listen on port {port}")
 
 
-def rss_kb(pid: int) -> int:
-    """VmRSS of ``pid`` and its children (a supervisor and its workers)."""
-    total = 0
+def _tree(pid: int) -> Iterator[int]:
+    """``pid`` and its children, theirs and so on (a supervisor and its workers)."""
+    yield pid
     with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
         for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            total += rss_kb(int(child))
+            yield from _tree(int(child))
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of ``pid`` and its children."""
+    total = 0
+    for each in _tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
     return total
 
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of ``pid`` and its children so far."""
     total = 0.0
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            total += cpu_seconds(int(child))
+    for each in _tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
