@@ -215,7 +215,9 @@ def _describe(status: int) -> str:
 
 
 def _error_statuses(route: Route) -> set[int]:
-    statuses = {401, 503, *route.errors}  # 401 also for a bad token sent to a public route
+    # 400: what cannot be read as HTTP (a line over 8190 bytes, say) never reaches a route;
+    # 401 also for a bad token sent to a public route
+    statuses = {400, 401, 503, *route.errors}
     if route.access != PUBLIC:
         statuses |= {403, 404}
     if route.body is not None:

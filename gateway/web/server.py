@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -163,6 +164,8 @@ class GatewayHandler(RequestHandler):
         if slug is None:
             slug = "internal" if status >= 500 else "bad-request"
         detail = _DETAILS.get(status, "the request could not be handled")
+        if isinstance(exc, LineTooLong):
+            detail = f"a line of the request is longer than {exc.args[1]} bytes"
         response = problem_response(status, slug, detail)
         response.headers.update(SECURITY_HEADERS)
         response.force_close()

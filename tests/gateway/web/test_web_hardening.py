@@ -193,6 +193,24 @@ async def _parser_reject(web: Web, request_bytes: bytes) -> None:
     assert b"echo" not in body and b"script" not in body
 
 
+async def test_a_request_line_over_the_limit_is_a_documented_400_naming_the_limit(
+    web: Web,
+) -> None:
+    """The fuzzer's find: a query of thousands of parameters never reaches a route, so every
+    operation of the OpenAPI document lists the 400 it gets."""
+    long_query = "&".join(f"at={i}" for i in range(2000))
+    request_bytes = f"GET {API}/sessions?{long_query} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+    status_line, _, body = await _raw(web, request_bytes)
+    assert status_line.split()[1] == b"400", status_line
+    problem = json.loads(body)
+    assert problem["detail"] == "a line of the request is longer than 8190 bytes"
+    assert b"at=1" not in body
+    status, document, _ = await web.call("GET", f"{API}/openapi.json", "requester")
+    assert status == 200
+    operations = [op for item in document["paths"].values() for op in item.values()]
+    assert operations and all("400" in op["responses"] for op in operations)
+
+
 async def test_a_refused_action_leaves_an_audit_trace(web: Web) -> None:
     request = await web.policy.create_request(
         "alice", "db01", account=TARGET_USER, duration=timedelta(minutes=30), reason="INC-5"
