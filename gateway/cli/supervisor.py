@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
@@ -120,13 +121,9 @@ class Supervisor:
         for worker in self.workers:
             if worker.proc is None:
                 continue
-            if worker.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.proc.terminate()
+            _signal(worker.proc, signal.SIGTERM)
             await worker.proc.wait()
-        # A start that fails exits 1, as one process does; the worker's own status can be
-        # lost to asyncio's child watcher, which then reports 255 for it.
-        return 1
+        return 1  # as one process does
 
     def describe(self) -> str:
         cfg = self.config.server
@@ -168,20 +165,28 @@ class Supervisor:
         self.stopping = True
         live = [w.proc for w in self.workers if w.proc is not None and w.proc.returncode is None]
         for proc in live:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+            _signal(proc, signal.SIGTERM)
         codes = []
         for proc in live:
             try:
                 async with asyncio.timeout(STOP_GRACE):
                     codes.append(await proc.wait())
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+                _signal(proc, signal.SIGKILL)
                 codes.append(await proc.wait())
         for hold in self._holds:
             hold.close()
         return 0 if all(c == 0 for c in codes) else 1
+
+
+def _signal(proc: asyncio.subprocess.Process, sig: int) -> None:
+    """``sig`` to a worker not yet reaped. Not ``Process.send_signal``: it polls first, and
+    that poll can reap a worker that has just exited before asyncio's child watcher does —
+    the watcher then logs "Unknown child process" and reports 255. A pid is not reused
+    before it is reaped, so signalling an exited one reaches nobody else."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
 
 
 def _at(listen: Listen, port: int) -> Listen:
