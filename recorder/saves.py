@@ -34,8 +34,11 @@ def current(table: sa.Table) -> sa.ColumnElement[bool]:
 
 
 def _a_batch(table: sa.Table, *where: sa.ColumnElement[bool]) -> sa.Delete:
-    """Delete at most ``SAVE_BATCH`` of the rows ``where`` says."""
-    some = sa.select(table.c.id).where(*where).limit(SAVE_BATCH)
+    """Delete at most ``SAVE_BATCH`` of the rows ``where`` says, passing over rows another
+    transaction holds: two saves clearing the same rows at once (a winner clearing the older
+    generations, the loser its own) deadlocked on PostgreSQL; now each deletes what the
+    other has not taken. (SQLite has one writer at a time and no row locks.)"""
+    some = sa.select(table.c.id).where(*where).limit(SAVE_BATCH).with_for_update(skip_locked=True)
     return table.delete().where(table.c.id.in_(some.scalar_subquery()))
 
 
@@ -87,13 +90,18 @@ class IndexSaves:
                 )
         for table in (keyframes, text_lines, events):
             old = table.c.generation < generation if won else table.c.generation == generation
-            while not self._closing:
-                async with self.maker() as db, db.begin():
-                    gone = await db.execute(_a_batch(table, table.c.session_id == session_id, old))
-                if gone.rowcount < SAVE_BATCH:  # type: ignore[attr-defined]
-                    break
-                await asyncio.sleep(SAVE_PAUSE)
+            await self.clear(table, session_id, old)
         return won
+
+    async def clear(self, table: sa.Table, session_id: str, which: sa.ColumnElement[bool]) -> None:
+        """Delete the recording's rows of ``table`` that ``which`` says, ``SAVE_BATCH`` per
+        transaction, ``SAVE_PAUSE`` apart, until none are left or the store closes."""
+        while not self._closing:
+            async with self.maker() as db, db.begin():
+                gone = await db.execute(_a_batch(table, table.c.session_id == session_id, which))
+            if gone.rowcount < SAVE_BATCH:  # type: ignore[attr-defined]
+                return
+            await asyncio.sleep(SAVE_PAUSE)
 
     async def _next_generation(self, session_id: str) -> int:
         """A generation number no other save of the recording has (``index_next``, raised);

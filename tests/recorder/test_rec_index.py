@@ -28,7 +28,7 @@ from recorder.http import HttpExchange
 from recorder.indexer import IndexResult, index_bytes, index_file, index_more, to_json
 from recorder.recorder import Recorder
 from recorder.replay import frame_at, playback
-from recorder.rows import SAVE_BATCH, parsed
+from recorder.rows import SAVE_BATCH, index_rows, parsed
 from recorder.screen import TerminalModel
 from recorder.store import RecordingStore
 from recorder.tables import events, recordings, text_lines
@@ -551,6 +551,31 @@ async def test_of_two_saves_at_once_the_later_one_wins_and_the_other_leaves_noth
     assert not await slow  # it began first: its rows are deleted, not shown
     assert await _line_count(recorder, "se-race") == 10
     assert [e["n"] for e in await store.timeline("se-race")] == ["quick"]
+    await store.aclose()
+
+
+async def test_a_winner_and_a_loser_clearing_the_same_rows_at_once_do_not_deadlock(
+    recorder: Recorder,
+) -> None:
+    """The winner of two saves deletes every older generation while the loser deletes its
+    own, which is one of them: on PostgreSQL two batched deletes of the same rows once
+    deadlocked (CI), and one save failed. Many rounds, so the overlap is sure to happen."""
+    store = RecordingStore(recorder.root, recorder.maker)
+    size = await _sealed(recorder, "se-clear")
+    lines = text_lines.c
+    for _ in range(16):
+        for generation in (1, 2):
+            for table, rows in index_rows(
+                "se-clear", _index(size, "x", SAVE_BATCH * 6), generation
+            ):
+                async with recorder.maker() as db, db.begin():
+                    await db.execute(table.insert(), rows)
+        await asyncio.gather(
+            store.saves.clear(text_lines, "se-clear", lines.generation < 3),
+            store.saves.clear(text_lines, "se-clear", lines.generation == 1),
+            store.saves.clear(text_lines, "se-clear", lines.generation == 2),
+        )
+        assert await _line_count(recorder, "se-clear") == 0
     await store.aclose()
 
 
