@@ -1,5 +1,5 @@
-"""An index as database rows: the worker's output parsed, and made into rows, a batch at a
-time on the event loop.
+"""An index as database rows: the worker's output read back from its file and made into
+rows, a batch at a time on the event loop.
 
 Not in a thread: a thread running Python holds the GIL against the event loop, and each of
 the loop's system calls then waits up to a switch interval (5 ms) to get it back. With the
@@ -9,10 +9,10 @@ during a live index pass.
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 
@@ -23,22 +23,56 @@ from recorder.tables import events, keyframes, text_lines
 # has a row or two per request: hundreds of thousands); between batches the loop serves
 # sessions.
 SAVE_BATCH = 500
+Rows = list[dict[str, Any]]
 
 
-async def parsed(text: str) -> IndexResult:
-    """``recorder.indexer.to_json``'s output read back, ``SAVE_BATCH`` entries at a time."""
-    lines = text.rstrip("\n").split("\n")
-    result = index_head(lines[0])
-    for at in range(1, len(lines), SAVE_BATCH):
-        for line in lines[at : at + SAVE_BATCH]:
-            add_entry(result, line)
-        await asyncio.sleep(0)
-    return result
+class IndexFile:
+    """An index the worker process wrote to a file (``recorder.indexer.to_json``): its facts
+    (``head``: an index without entries) and its rows, read back ``SAVE_BATCH`` entries at
+    a time. An HTTP session's index holds hundreds of thousands of entries: read whole, it
+    once grew the gateway by hundreds of megabytes that stayed after the save."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        file.seek(0)
+        first = file.readline()
+        if not first.endswith(b"\n"):
+            raise ValueError("the indexer's output is empty or cut short")
+        self.head = index_head(first.decode())
+        self._entries = file.tell()
+
+    def rows(self, session_id: str, generation: int = 0) -> Iterator[tuple[sa.Table, Rows]]:
+        """The index's rows as ``index_rows`` makes them, ``SAVE_BATCH`` entries read at a
+        time."""
+        self.file.seek(self._entries)
+        while True:
+            chunk = IndexResult()
+            for line in itertools.islice(self.file, SAVE_BATCH):
+                add_entry(chunk, line.decode())
+            if not (chunk.keyframes or chunk.lines or chunk.events):
+                return
+            yield from index_rows(session_id, chunk, generation)
+
+    @property
+    def size(self) -> int:
+        return self.head.size
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def rows_of(
+    index: IndexResult | IndexFile, session_id: str, generation: int = 0
+) -> Iterator[tuple[sa.Table, Rows]]:
+    """The rows of an index in memory or in the worker's file."""
+    if isinstance(index, IndexFile):
+        return index.rows(session_id, generation)
+    return index_rows(session_id, index, generation)
 
 
 def index_rows(
     session_id: str, result: IndexResult, generation: int = 0
-) -> Iterator[tuple[sa.Table, list[dict[str, Any]]]]:
+) -> Iterator[tuple[sa.Table, Rows]]:
     """The rows of an index, ``SAVE_BATCH`` of one table at a time, each batch made when it
     is asked for (JSON for every keyframe and event); a live index is generation 0."""
     for at in range(0, len(result.keyframes), SAVE_BATCH):

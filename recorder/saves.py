@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from recorder.errors import NotFound
 from recorder.indexer import IndexResult
-from recorder.rows import SAVE_BATCH, index_rows
+from recorder.rows import SAVE_BATCH, IndexFile, rows_of
 from recorder.tables import events, keyframes, recordings, text_lines
 
 # A pause between batches: a writer waiting in SQLite's busy handler (which sleeps between
@@ -54,7 +54,7 @@ class IndexSaves:
         """Saves under way stop at their next batch."""
         self._closing = True
 
-    async def sealed(self, session_id: str, result: IndexResult, size: int) -> bool:
+    async def sealed(self, session_id: str, result: IndexResult | IndexFile, size: int) -> bool:
         """Replace a sealed recording's index with ``result``, as a new generation: its rows
         go in transactions of at most ``SAVE_BATCH`` rows, ``SAVE_PAUSE`` apart, then one
         short transaction switches the recording to them, then the older generations' rows
@@ -67,7 +67,7 @@ class IndexSaves:
         because the store is closing (the store's ``index_pending`` redoes it). A save cut off by a
         crash leaves rows no reader sees; the recording's next save deletes them."""
         generation = await self._next_generation(session_id)
-        for table, rows in index_rows(session_id, result, generation):
+        for table, rows in rows_of(result, session_id, generation):
             if self._closing:
                 return False
             async with self.maker() as db, db.begin():
@@ -118,7 +118,7 @@ class IndexSaves:
             raise NotFound(f"no recording for session {session_id}")
         return int(generation)
 
-    async def live(self, session_id: str, result: IndexResult, fresh: bool) -> bool:
+    async def live(self, session_id: str, result: IndexResult | IndexFile, fresh: bool) -> bool:
         """Add a live pass's rows (only the node writing the recording makes them), after
         deleting the older ones when ``fresh``; False once the recording is sealed.
 
@@ -136,7 +136,7 @@ class IndexSaves:
                     if gone < SAVE_BATCH:
                         break
                     await asyncio.sleep(SAVE_PAUSE)
-            for table, rows in index_rows(session_id, result):
+            for table, rows in rows_of(result, session_id):
                 if await self._live_batch(session_id, table, rows) is None:
                     return False
                 await asyncio.sleep(SAVE_PAUSE)

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from recorder.errors import NotFound
 from recorder.indexer import IndexResult
 from recorder.integrity import verify_against_seal, verify_file
-from recorder.rows import parsed
+from recorder.rows import IndexFile
 from recorder.saves import IndexSaves, current
 from recorder.slots import HostSlots
 from recorder.tables import events, keyframes, recordings, text_lines
@@ -190,62 +191,72 @@ class RecordingStore:
 
     async def index(self, session_id: str) -> IndexResult:
         """Index a sealed recording whole and replace its index. In a child process (pyte
-        never runs in this one), at most ``workers`` at once; killed at shutdown."""
+        never runs in this one), at most ``workers`` at once; killed at shutdown. Returns
+        the index's facts (its entries are in the database)."""
         info = await self.get(session_id)
-        result = await self._child(session_id, str(info.path))
-        await self._saved(self.saves.sealed(session_id, result, info.size))
-        return result
+        index = await self._child(session_id, str(info.path))
+        await self._saved(self.saves.sealed(session_id, index, info.size), index)
+        return index.head
 
     async def index_live(
         self, session_id: str, resume: dict[str, Any] | None, max_bytes: int
     ) -> IndexResult | None:
         """Go on indexing a recording still being written, from where the pass that gave
         ``resume`` stopped (None: from its start), over at most about ``max_bytes`` of its
-        complete chunks, and add the rows found. The result's ``resume`` is for the next
-        pass; None if the recording was sealed meanwhile (its own index is complete).
+        complete chunks, and add the rows found. The result (the pass's facts) has the
+        ``resume`` for the next pass; None if the recording was sealed meanwhile (its own
+        index is complete).
 
         With ``resume`` None, the rows of earlier passes are deleted first: a pass that
         failed part way may have saved some, and a later one never adds them twice."""
         info = await self.get(session_id)
         state = json.dumps(resume).encode()
-        result = await self._child(
-            session_id, str(info.path), "--more", str(max_bytes), stdin=state
-        )
-        saved = await self._saved(self.saves.live(session_id, result, fresh=resume is None))
-        return result if saved else None
+        index = await self._child(session_id, str(info.path), "--more", str(max_bytes), stdin=state)
+        saving = self.saves.live(session_id, index, fresh=resume is None)
+        return index.head if await self._saved(saving, index) else None
 
-    async def _child(self, session_id: str, *argv: str, stdin: bytes = b"") -> IndexResult:
+    async def _child(self, session_id: str, *argv: str, stdin: bytes = b"") -> IndexFile:
+        """The worker's index, in a file of its own next to the recordings (unnamed: it
+        goes when closed)."""
         async with self._workers, self._host_slot():
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "recorder.indexer",
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            self._children.add(proc)
+            out = tempfile.TemporaryFile(dir=self.root)  # noqa: SIM115 (closed after the save)
             try:
-                out, err = await proc.communicate(stdin)
-            except BaseException:  # cancelled: the child must not outlive its reader
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "recorder.indexer",
+                    *argv,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=out,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                self._children.add(proc)
+                try:
+                    _, err = await proc.communicate(stdin)
+                except BaseException:  # cancelled: the child must not outlive its reader
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    raise
+                finally:
+                    self._children.discard(proc)
+                if proc.returncode != 0:
+                    raise RuntimeError(
+                        f"indexing {session_id} failed: "
+                        f"{err.decode(errors='replace').strip()[-300:]}"
+                    )
+                return IndexFile(out)
+            except BaseException:
+                out.close()
                 raise
-            finally:
-                self._children.discard(proc)
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"indexing {session_id} failed: {err.decode(errors='replace').strip()[-300:]}"
-            )
-        return await parsed(out.decode())
 
-    async def _saved(self, saving: Coroutine[Any, Any, bool]) -> bool:
+    async def _saved(self, saving: Coroutine[Any, Any, bool], index: IndexFile) -> bool:
         # A cancel in the middle of a database call leaves the connection unusable (and, on
         # SQLite, its write lock held): the save runs to its end, and aclose waits for it.
+        # The index's file is closed when the save ends, not when its caller is cancelled.
         save = asyncio.ensure_future(saving)
         self._saves.add(save)
         save.add_done_callback(self._saves.discard)
+        save.add_done_callback(lambda _: index.close())
         return await asyncio.shield(save)
 
     def _host_slot(self) -> contextlib.AbstractAsyncContextManager[None]:
