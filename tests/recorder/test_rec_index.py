@@ -473,6 +473,13 @@ async def test_the_index_crosses_the_process_boundary_line_by_line_and_intact() 
             read = IndexFile(f)
             assert read.head == replace(index, keyframes=[], lines=[], events=[])
             assert list(read.rows("se-x", 3)) == list(index_rows("se-x", index, 3))
+    with tempfile.TemporaryFile() as f:  # read a batch at a time, never whole
+        f.write(to_json(_index(100, "big", SAVE_BATCH * 4)).encode())
+        size = f.tell()
+        batches = IndexFile(f).rows("se-x")
+        table, rows = next(batches)
+        assert table is text_lines and len(rows) == SAVE_BATCH and f.tell() < size / 2
+        assert sum(len(rows) for _, rows in batches) == SAVE_BATCH * 3 + 1  # and the event
     with tempfile.TemporaryFile() as f, pytest.raises(ValueError, match="cut short"):
         f.write(text.split("\n")[0].encode())  # a worker killed while writing its facts
         IndexFile(f)
