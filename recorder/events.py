@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import mmap
 import os
 import struct
 from collections.abc import Iterator
@@ -123,13 +124,13 @@ class ChainPoint:
 
 
 def read_chunks(
-    data: bytes, complete_only: bool = False, at: ChainPoint | None = None
+    data: bytes | mmap.mmap, complete_only: bool = False, at: ChainPoint | None = None
 ) -> Iterator[Chunk]:
     """Parse and check the chain; raises ValueError at the first inconsistency. With
     ``complete_only`` (a recording still being written), a truncated last chunk ends the
     iteration instead. With ``at``, ``data`` is the file from that point on."""
     if at is None:
-        if not data.startswith(MAGIC):
+        if data[: len(MAGIC)] != MAGIC:
             raise ValueError("not a Lockgate recording")
         base, pos, prev, seq = 0, len(MAGIC), GENESIS, 0
     else:

@@ -14,12 +14,13 @@ is determined by its last screenful.
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import re
 from base64 import b64decode, b64encode
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from recorder.commandline import LineTracker
 from recorder.events import (
@@ -46,6 +47,7 @@ BURST_KEEP = 16 * 1024
 BURST_LIMIT = 32 * 1024
 MAX_LINE = 500
 MAX_LINES = 200_000
+SPILL = 2000  # entries a worker holds before writing them out
 _ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -135,7 +137,7 @@ def _index_http(result: IndexResult, record: Record, line: bool = True) -> None:
         result.lines.append((record.t, "http", search_line(decoded[1])[:MAX_LINE]))
 
 
-def geometry_of(data: bytes) -> tuple[str, int, int]:
+def geometry_of(data: bytes | mmap.mmap) -> tuple[str, int, int]:
     """The recording's first geometry: the pty request's TERM and size when the session
     asked for one before any output, else what the header says."""
     meta: dict[str, Any] = {}
@@ -161,15 +163,16 @@ class Indexer:
     state (modes, attributes, scroll margins): a live index may differ from the sealed
     one in such details; the sealed recording is indexed anew from its start."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, out: TextIO | None = None) -> None:
         self.result = IndexResult(width, height, size=len(MAGIC))
+        self.out = out  # where entries go as they are found (the worker's output), if anywhere
         self.model = TerminalModel(width, height)
         self.feeder = Feeder(self.model)
         self.tracker = LineTracker()
         self.assembler = LineAssembler()
         self.last_t, self.keyframe_t, self.keyframe_fed = 0.0, 0.0, 0
         self.previous_line = ""
-        self.lines_before = 0  # text lines of the passes before this one
+        self.lines_before = 0  # text lines of the passes before this one, and written out
         self.at: ChainPoint | None = None  # where the next chunk starts (None: the first)
 
     def chunk(self, chunk: Chunk) -> None:
@@ -185,6 +188,17 @@ class Indexer:
             self.keyframe_t, self.keyframe_fed = self.last_t, feeder.fed
         for record in decode_records(chunk.payload):
             self.record(record)
+        if self.out is not None and len(result.lines) + len(result.events) >= SPILL:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Write the entries found so far to ``out`` and forget them: a busy web session
+        has hundreds of thousands, which would otherwise all be held until the end."""
+        result = self.result
+        if self.out is not None:
+            self.out.writelines(entry_lines(result))
+            self.lines_before += len(result.lines)
+            result.keyframes, result.lines, result.events = [], [], []
 
     def record(self, record: Record) -> None:
         result = self.result
@@ -225,6 +239,7 @@ class Indexer:
         result.lines.extend((self.last_t, "screen", line) for line in self.assembler.finish())
         result.duration = self.last_t
         result.pyte_errors = self.model.errors
+        self._spill()
         return result
 
     def pause(self) -> IndexResult:
@@ -248,6 +263,7 @@ class Indexer:
             "typed": self.tracker.state(),
             "pyte_errors": self.model.errors,
         }
+        self._spill()
         return result
 
     @classmethod
@@ -268,27 +284,38 @@ class Indexer:
         return index
 
 
-def index_bytes(data: bytes, live: bool = False) -> IndexResult:
-    """Index a recording; ``live``: one still being written, up to its last complete chunk."""
+def index_bytes(
+    data: bytes | mmap.mmap, live: bool = False, out: TextIO | None = None
+) -> IndexResult:
+    """Index a recording; ``live``: one still being written, up to its last complete chunk.
+    With ``out``, the entries are written there as they are found (``to_json``'s lines, but
+    the facts line), and the result holds none."""
     _, width, height = geometry_of(data)
-    index = Indexer(width, height)
+    index = Indexer(width, height, out)
     for chunk in read_chunks(data, complete_only=live):
         index.chunk(chunk)
     return index.finish()
 
 
-def index_file(path: str) -> IndexResult:
-    """A sealed recording's whole index (the worker process's entry point)."""
-    data = Path(path).read_bytes()
-    if not data.startswith(MAGIC):
-        raise ValueError("not a Lockgate recording")
-    return index_bytes(data)
+def index_file(path: str, out: TextIO | None = None) -> IndexResult:
+    """A sealed recording's whole index (the worker process's entry point). The file is
+    mapped, not read: a recording may be larger than the memory the worker should use."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size < len(MAGIC):
+            raise ValueError("not a Lockgate recording")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[: len(MAGIC)] != MAGIC:
+                raise ValueError("not a Lockgate recording")
+            return index_bytes(data, out=out)
 
 
-def index_more(path: str, resume: dict[str, Any] | None, max_bytes: int) -> IndexResult:
+def index_more(
+    path: str, resume: dict[str, Any] | None, max_bytes: int, out: TextIO | None = None
+) -> IndexResult:
     """The index of a live recording's complete chunks after where ``resume`` (from the
     last pass's result; None: from the start) stopped, reading at most about ``max_bytes``
-    of them: only the new rows, and ``resume`` for the next pass."""
+    of them: only the new rows, and ``resume`` for the next pass. ``out`` as for
+    ``index_bytes``."""
     index = None if resume is None else Indexer.resume(resume)
     with open(path, "rb") as f:
         f.seek(0 if index is None or index.at is None else index.at.pos)
@@ -297,15 +324,21 @@ def index_more(path: str, resume: dict[str, Any] | None, max_bytes: int) -> Inde
         if not data.startswith(MAGIC):
             raise ValueError("not a Lockgate recording")
         index = Indexer(*geometry_of(data)[1:])
+    index.out = out
     for chunk in read_chunks(data, complete_only=True, at=index.at):
         index.chunk(chunk)
     return index.pause()
 
 
-def to_json(result: IndexResult) -> str:
-    """JSON Lines: the facts, then one line per keyframe (``k``), text line (``l``) and
-    event (``e``). The reader parses them one by one: a single ``json.loads`` of megabytes
-    holds the GIL, and with it the event loop, for as long as it runs."""
+def entry_lines(result: IndexResult) -> Iterator[str]:
+    """One JSON line per keyframe (``k``), text line (``l``) and event (``e``)."""
+    yield from (json.dumps(["k", *item]) + "\n" for item in result.keyframes)
+    yield from (json.dumps(["l", *item]) + "\n" for item in result.lines)
+    yield from (json.dumps(["e", *item]) + "\n" for item in result.events)
+
+
+def head_line(result: IndexResult) -> str:
+    """The facts of an index as one JSON line (an object: entries are arrays)."""
     head = {
         "width": result.width,
         "height": result.height,
@@ -314,11 +347,15 @@ def to_json(result: IndexResult) -> str:
         "size": result.size,
         "resume": result.resume,
     }
-    out = [json.dumps(head)]
-    out += (json.dumps(["k", *item]) for item in result.keyframes)
-    out += (json.dumps(["l", *item]) for item in result.lines)
-    out += (json.dumps(["e", *item]) for item in result.events)
-    return "\n".join(out) + "\n"
+    return json.dumps(head) + "\n"
+
+
+def to_json(result: IndexResult) -> str:
+    """JSON Lines: the entries (``entry_lines``), then the facts (``head_line``), last
+    because the worker knows them only at the end. The reader reads the entries a batch at
+    a time: a single ``json.loads`` of megabytes holds the GIL, and with it the event loop,
+    for as long as it runs."""
+    return "".join(entry_lines(result)) + head_line(result)
 
 
 def index_head(line: str) -> IndexResult:
@@ -344,12 +381,12 @@ def add_entry(result: IndexResult, line: str) -> None:
 if __name__ == "__main__":
     # The worker process: ``python -m recorder.indexer PATH`` indexes a sealed recording;
     # ``... PATH --more MAX_BYTES`` goes on with a live one from the resume state on stdin.
-    import os
     import sys
 
     os.nice(10)  # the gateway's own processes come first on a busy host
     if sys.argv[2:3] == ["--more"]:
         state = json.loads(sys.stdin.read() or "null")
-        sys.stdout.write(to_json(index_more(sys.argv[1], state, int(sys.argv[3]))))
+        facts = index_more(sys.argv[1], state, int(sys.argv[3]), sys.stdout)
     else:
-        sys.stdout.write(to_json(index_file(sys.argv[1])))
+        facts = index_file(sys.argv[1], sys.stdout)
+    sys.stdout.write(head_line(facts))

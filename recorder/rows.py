@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -34,20 +35,26 @@ class IndexFile:
 
     def __init__(self, file: BinaryIO) -> None:
         self.file = file
-        file.seek(0)
-        first = file.readline()
-        if not first.endswith(b"\n"):
+        end = file.seek(0, os.SEEK_END)
+        tail, at = b"", end
+        while at and tail.count(b"\n") < 2:  # the facts line is the last one
+            step = min(at, 64 * 1024)
+            at = file.seek(at - step)
+            tail = file.read(step) + tail
+        last = tail[:-1].rsplit(b"\n", 1)[-1]
+        if not tail.endswith(b"\n") or not last.startswith(b"{"):
             raise ValueError("the indexer's output is empty or cut short")
-        self.head = index_head(first.decode())
-        self._entries = file.tell()
+        self.head = index_head(last.decode())
 
     def rows(self, session_id: str, generation: int = 0) -> Iterator[tuple[sa.Table, Rows]]:
         """The index's rows as ``index_rows`` makes them, ``SAVE_BATCH`` entries read at a
         time."""
-        self.file.seek(self._entries)
+        self.file.seek(0)
         while True:
             chunk = IndexResult()
             for line in itertools.islice(self.file, SAVE_BATCH):
+                if line.startswith(b"{"):  # the facts: the entries are over
+                    break
                 add_entry(chunk, line.decode())
             if not (chunk.keyframes or chunk.lines or chunk.events):
                 return

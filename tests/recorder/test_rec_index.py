@@ -7,8 +7,10 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,7 +29,7 @@ from recorder.events import (
 )
 from recorder.follow import LiveIndexer
 from recorder.http import HttpExchange
-from recorder.indexer import IndexResult, index_bytes, index_file, index_more, to_json
+from recorder.indexer import SPILL, IndexResult, index_bytes, index_file, index_more, to_json
 from recorder.recorder import Recorder
 from recorder.replay import frame_at, playback
 from recorder.rows import SAVE_BATCH, IndexFile, index_rows
@@ -456,6 +458,38 @@ def test_hostile_recording_indexes(chunks: list[bytes]) -> None:
     assert result.keyframes
 
 
+async def test_the_worker_writes_a_big_index_as_it_goes_and_it_reads_back_the_same(
+    recorder: Recorder, clock: Clock
+) -> None:
+    """A web session of more requests than the worker holds at once (``SPILL``): what the
+    worker process writes, read back, is the index made in memory, row for row."""
+    rec = await recorder.start("hs-big", meta={"user": "alice"}, width=80, height=24)
+    for i in range(SPILL * 2):
+        clock.t += 0.01
+        rec.http_exchange(HttpExchange("GET", f"/api/items/{i}", 200, 0, 10, 0.001, True))
+        if i % 500 == 0:
+            rec.flush()
+    await rec.close("done")
+    path = str(rec.path)
+    done = subprocess.run(
+        [sys.executable, "-m", "recorder.indexer", path], capture_output=True, check=True
+    )
+    with tempfile.TemporaryFile() as f:
+        f.write(done.stdout)
+        read = IndexFile(f)
+        whole = index_file(path)
+        assert read.head == replace(whole, keyframes=[], lines=[], events=[])
+        assert len(whole.events) == SPILL * 2
+
+        def by_table(batches: Iterator[tuple[sa.Table, list[dict[str, Any]]]]) -> Any:
+            found: dict[str, list[str]] = {}
+            for table, rows in batches:
+                found.setdefault(table.name, []).extend(json.dumps(r, sort_keys=True) for r in rows)
+            return {name: sorted(rows) for name, rows in found.items()}
+
+        assert by_table(read.rows("hs-big")) == by_table(index_rows("hs-big", whole))
+
+
 async def test_the_index_crosses_the_process_boundary_line_by_line_and_intact() -> None:
     """The child writes JSON Lines; text that looks like line breaks stays inside its line."""
     result = IndexResult(
@@ -466,7 +500,7 @@ async def test_the_index_crosses_the_process_boundary_line_by_line_and_intact() 
         pyte_errors=1, size=4096, resume={"chain": [4096, "00" * 32, 3], "partial": "eA=="},
     )  # fmt: skip
     text = to_json(result)
-    assert len(text.splitlines()) == 5  # the facts, then one line per entry
+    assert len(text.splitlines()) == 5  # one line per entry, then the facts
     for index in (result, IndexResult()):
         with tempfile.TemporaryFile() as f:
             f.write(to_json(index).encode())
@@ -481,7 +515,7 @@ async def test_the_index_crosses_the_process_boundary_line_by_line_and_intact() 
         assert table is text_lines and len(rows) == SAVE_BATCH and f.tell() < size / 2
         assert sum(len(rows) for _, rows in batches) == SAVE_BATCH * 3 + 1  # and the event
     with tempfile.TemporaryFile() as f, pytest.raises(ValueError, match="cut short"):
-        f.write(text.split("\n")[0].encode())  # a worker killed while writing its facts
+        f.write(text.rsplit("\n", 2)[0].encode() + b"\n")  # a worker killed before its facts
         IndexFile(f)
 
 
