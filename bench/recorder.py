@@ -6,6 +6,9 @@
 2. the indexer (the worker-process function) on plain, coloured and full-screen streams;
 3. seeking in a synthetic recording of ``--hours`` hours and ``--size-mb`` MB: keyframe
    lookup in SQLite plus replay to the moment, at random points;
+   and a web session of ``--requests`` requests indexed by the worker process: its time,
+   the worker's peak memory and this process's before and after (the index is read back
+   in batches);
 4. saving the sealed index of a web session of ``--requests`` requests (a screen line and a
    timeline event each) over an earlier index of it, while another writer commits a small
    transaction every 10 ms: how long the save takes and how long that writer waits at most,
@@ -26,6 +29,7 @@ from typing import Any
 
 from gateway.db import SessionMaker, create_engine, sessionmaker
 from gateway.db.schema import upgrade
+from recorder.http import HttpExchange
 from recorder.indexer import IndexResult, index_file
 from recorder.recorder import Recorder
 from recorder.replay import frame_at
@@ -73,6 +77,18 @@ async def _writes_during(maker: SessionMaker, work: Awaitable[Any]) -> list[floa
 
 def _p99(values: list[float]) -> float:
     return sorted(values)[int(len(values) * 0.99)]
+
+
+def _status_mb(pid: int | str, field: str) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith(field)) / 1024
+    except (OSError, StopIteration):  # gone, or a zombie
+        return 0.0
+
+
+def _rss_mb() -> float:
+    return _status_mb("self", "VmRSS:")
 
 
 async def main() -> None:
@@ -123,6 +139,37 @@ async def main() -> None:
         index_file(str(rec.path))
         spent = time.perf_counter() - start
         rows.append((f"indexer, {name}, 32 MB", f"{total / spent / 1e6:.1f} MB/s"))
+
+    # 2b. a web session's recording, indexed by the worker process
+    web_store = RecordingStore(work / "rec", maker)
+    rec = await recorder.start("web", meta={}, width=120, height=40)
+    for i in range(args.requests):
+        rec.http_exchange(HttpExchange("GET", f"/api/items/{i}", 200, 0, 1024, 0.001, True))
+        if i % 1000 == 0:
+            rec.flush()
+            await asyncio.sleep(0)
+    await rec.close("done")
+    own_before = _rss_mb()
+    start = time.perf_counter()
+    indexing = asyncio.ensure_future(web_store.index("web"))
+    worker = 0.0
+    while not indexing.done():
+        # VmHWM: the worker's own peak, after its exec (a child's ru_maxrss also counts
+        # the parent's memory it started from)
+        for proc in list(web_store._children):
+            worker = max(worker, _status_mb(proc.pid, "VmHWM:"))
+        await asyncio.sleep(0.01)
+    await indexing
+    spent = time.perf_counter() - start
+    await web_store.aclose()
+    rows.append(
+        (
+            f"indexing a web session of {args.requests:,} requests "
+            f"({rec.path.stat().st_size / 1e6:.0f} MB), worker process",
+            f"{spent:.1f} s; worker peak RSS {worker:.0f} MB; this process "
+            f"{own_before:.0f} -> {_rss_mb():.0f} MB",
+        )
+    )
 
     # 3. seek in a long recording
     clock = FakeClock()

@@ -9,7 +9,6 @@ during a live index pass.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -47,18 +46,20 @@ class IndexFile:
         self.head = index_head(last.decode())
 
     def rows(self, session_id: str, generation: int = 0) -> Iterator[tuple[sa.Table, Rows]]:
-        """The index's rows as ``index_rows`` makes them, ``SAVE_BATCH`` entries read at a
-        time."""
+        """The index's rows as ``index_rows`` makes them, in batches of ``SAVE_BATCH`` rows
+        of one table (the worker writes its kinds of entries interleaved), with at most
+        that many entries of each kind held at a time."""
         self.file.seek(0)
-        while True:
-            chunk = IndexResult()
-            for line in itertools.islice(self.file, SAVE_BATCH):
-                if line.startswith(b"{"):  # the facts: the entries are over
-                    break
-                add_entry(chunk, line.decode())
-            if not (chunk.keyframes or chunk.lines or chunk.events):
-                return
-            yield from index_rows(session_id, chunk, generation)
+        pending = IndexResult()
+        for line in self.file:
+            if line.startswith(b"{"):  # the facts: the entries are over
+                break
+            add_entry(pending, line.decode())
+            for kind in ("keyframes", "lines", "events"):
+                if len(full := getattr(pending, kind)) >= SAVE_BATCH:
+                    yield from index_rows(session_id, IndexResult(**{kind: full}), generation)
+                    setattr(pending, kind, [])
+        yield from index_rows(session_id, pending, generation)
 
     @property
     def size(self) -> int:
