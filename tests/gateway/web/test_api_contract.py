@@ -181,7 +181,8 @@ async def _schemathesis(seeded: Seeded, role: str, *args: str) -> tuple[int, str
 
 SEED = 20261218
 # The coverage phase (every boundary of every schema, some 4,000 requests a role) takes
-# minutes; CI runs it with LOCKGATE_TEST_FUZZ=full, the normal suite the other phases.
+# minutes (7.5 for both roles on 2 cores): the suite runs the other phases, and
+# LOCKGATE_TEST_FUZZ=full adds it.
 FULL = os.environ.get("LOCKGATE_TEST_FUZZ") == "full"
 PHASES = "examples,coverage,fuzzing,stateful" if FULL else "examples,fuzzing,stateful"
 
