@@ -242,6 +242,7 @@ web_logins = sa.Table(
     sa.Column("grant_expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("ended", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),  # None: before 0014
 )
 
 # Failed password logins per throttle key (``gateway.throttle``), shared by every node.

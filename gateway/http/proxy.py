@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from aiohttp import web
 
@@ -157,10 +158,11 @@ class WebProxy:
         if reason != IDLE_REASON:
             self.handoff.end_logins(access, reason)
 
-    async def _end_sessions(self, access: WebAccess, reason: str) -> None:
-        """A sign-in ended on another node: this node's session for it ends too."""
+    async def _end_sessions(self, access: WebAccess, reason: str, at: datetime) -> None:
+        """A sign-in ended on another node: this node's session for it ends too, unless it
+        started after that end (the person signed in again meanwhile)."""
         session = self.sessions.get(access.key)
-        if session is not None and session.ended is None:
+        if session is not None and session.ended is None and session.started_at <= at:
             await self.core.registry.terminate(session.id, reason)
 
     async def _session(

@@ -152,7 +152,7 @@ class LiveHttpSession:
         self._timed = core.metrics.http_duration.labels(self.target)
         self._recheck: asyncio.Future[str | None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._checked_at = core.timer.now()
+        self.started_at = self._checked_at = core.timer.now()
         self._last_active = self._checked_at
         self._idle: asyncio.Task[None] | None = None
         self._finished = False

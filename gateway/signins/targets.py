@@ -14,7 +14,8 @@ waits for the same read instead of queueing a read each behind SQLite's lock). W
 sign-in reaches every node's memory at once: when a session for a sign-in is terminated (by a
 kill, a lock, a revocation, an anomaly rule), the node that held it marks the rows ``ended``
 and publishes ``logins_ended`` in the same transaction (``gateway.cluster.bus``); every node
-then refuses the cookie and ends its own sessions for that sign-in (``on_ended``). When the
+then refuses the cookie and ends its own sessions for that sign-in (``on_ended``). Only what
+was made until the end: a sign-in made again meanwhile, and its session, stay. When the
 database cannot be read, ``login`` raises and the caller refuses the request (fail closed);
 what is cached lives no longer than ``CACHED``, and live sessions are re-checked against the
 database as before (``gateway.http.session``).
@@ -106,7 +107,8 @@ class TargetSignIns:
         self._reading: dict[str, asyncio.Future[Login | None]] = {}  # digest -> its read
         self._tasks: set[asyncio.Task[None]] = set()
         # what a node does for a sign-in ended elsewhere (the proxy ends its sessions)
-        self.on_ended: list[Callable[[WebAccess, str], Awaitable[None]]] = []
+        # (access, reason, when): the sessions started until then end
+        self.on_ended: list[Callable[[WebAccess, str, datetime], Awaitable[None]]] = []
 
     # --- hand-off codes ----------------------------------------------------------------
     async def new_code(
@@ -151,6 +153,7 @@ class TargetSignIns:
                     **_columns(access),
                     expires_at=until,
                     ended=None,
+                    created_at=now,
                 )
             )
         self._remember(digest(value), Login(access, None, until), now)
@@ -208,8 +211,8 @@ class TargetSignIns:
                 del self._cache[next(iter(self._cache))]
         self._cache[key] = (login, now)
 
-    def _mark(self, access: WebAccess, reason: str, digests: Sequence[str] = ()) -> None:
-        """Every cached sign-in for ``access`` (and each of ``digests``) shows ``reason``."""
+    def _mark(self, reason: str, digests: Sequence[str]) -> None:
+        """Each of ``digests`` shows ``reason``, cached or read later."""
         for key in digests:
             if len(self._ended) >= _ENDED:
                 del self._ended[next(iter(self._ended))]
@@ -217,22 +220,26 @@ class TargetSignIns:
             found = self._cache.get(key)
             if found is not None and found[0].ended is None:
                 found[0].ended = reason
-        for login, _ in self._cache.values():
-            if login.access.key == access.key and login.ended is None:
-                login.ended = reason
 
     # --- ending ------------------------------------------------------------------------
     def ended_here(self, access: WebAccess, reason: str) -> None:
         """A session of this node for ``access`` was terminated: its sign-ins end here at
-        once and, through the database and the cluster event, on every node."""
-        self._mark(access, reason)
-        task = asyncio.ensure_future(self._announce(access, reason))
+        once and, through the database and the cluster event, on every node. Only the
+        sign-ins made until now: the event reaches the nodes (this one too) later, and a
+        person who signs in again meanwhile (after a lock is lifted, say) keeps that sign-in
+        and its session."""
+        for login, _ in self._cache.values():
+            if login.access.key == access.key and login.ended is None:
+                login.ended = reason
+        at = self.clock()
+        task = asyncio.ensure_future(self._announce(access, reason, at))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _announce(self, access: WebAccess, reason: str) -> None:
-        """Mark the rows ended and publish which; nothing when none was still live (so the
-        nodes that end their own sessions on the event do not announce it again)."""
+    async def _announce(self, access: WebAccess, reason: str, at: datetime) -> None:
+        """Mark the rows made until ``at`` ended and publish which; nothing when none was
+        still live (so the nodes that end their own sessions on the event do not announce
+        it again)."""
         reason = reason[:500]
         mine = sa.and_(
             logins.c.user == access.user,
@@ -240,6 +247,7 @@ class TargetSignIns:
             logins.c.account == access.account,
             logins.c.grant_id == access.grant_id,
             logins.c.ended.is_(None),
+            sa.or_(logins.c.created_at.is_(None), logins.c.created_at <= at),
         )
         try:
             async with self.maker() as db, db.begin():
@@ -258,6 +266,7 @@ class TargetSignIns:
                     "grant": access.grant_id,
                     "reason": reason,
                     "logins": found,
+                    "at": utc(at).isoformat(),
                 }
                 await publish(db, self.node, EventKind.LOGINS_ENDED, payload, self.clock())
         except Exception:
@@ -276,10 +285,14 @@ class TargetSignIns:
         )
         reason = str(p.get("reason", "terminated"))
         found = p.get("logins")
-        self._mark(access, reason, [str(d) for d in found] if isinstance(found, list) else [])
+        self._mark(reason, [str(d) for d in found] if isinstance(found, list) else [])
+        try:
+            at = utc(datetime.fromisoformat(str(p["at"])))
+        except (KeyError, ValueError):  # an older node's event: it ended what it found
+            at = event.at
         for callback in self.on_ended:
             try:
-                await callback(access, reason)
+                await callback(access, reason, at)
             except Exception:
                 log.exception("ending sessions for an ended web sign-in failed")
 

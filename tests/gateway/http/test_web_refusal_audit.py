@@ -65,5 +65,6 @@ async def test_web_refusals_are_audited_with_their_reason_and_rate_limited(
     for _ in range(2 * BURST):
         async with bob.get(web.base("echo") + "admin") as resp:
             assert resp.status == 403
-    assert len(await _refusals(web, "request.refused")) == BURST
+    refused = await _refusals(web, "request.refused")
+    assert len(refused) == BURST, [(e.subject, e.details.get("reason")) for e in refused]
     assert (await web.node.services.audit.verify()).ok

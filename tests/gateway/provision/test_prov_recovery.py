@@ -151,7 +151,9 @@ sudo = "/usr/bin/true"
     assert pgw.target.inside("umount -l /usr/bin/install").returncode == 0
 
     pgw.node = await start_gateway(db_url, node_dir, pgw.timer, "prov-node")
-    [item] = await pgw.items()
+    items = await pgw.items()
+    assert len(items) == 1, items
+    [item] = items
     done = await pgw.settled(item.id, "failed")
     assert done.reason == "interrupted while being created"
     assert name not in pgw.target.passwd()
