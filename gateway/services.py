@@ -8,6 +8,7 @@ missing or unreadable master key, or an audit log that cannot be written raises
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ from gateway.cluster.liveness import Liveness
 from gateway.config import Config
 from gateway.credentials import Credentials
 from gateway.db import READ_ONLY, SessionMaker, create_engine, driver_says, sessionmaker
-from gateway.db.tables import audit_head
+from gateway.db.tables import SCHEMA_REVISION, audit_head
 from gateway.errors import StartupError
 from gateway.hashing import HashPool
 from gateway.oidc.identities import Identities
@@ -33,6 +34,8 @@ from policy.service import PolicyService
 from vault.errors import VaultError
 from vault.keys import Keyring, KeyringSource
 from vault.service import VaultService
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,11 +66,14 @@ def safe_url(url: str) -> str:
 
 
 async def check_database(engine: AsyncEngine) -> None:
-    """Raise StartupError unless the database answers and has the audit chain initialised."""
+    """Raise StartupError unless the database answers, has the audit chain initialised and
+    has this release's schema (or a newer release's)."""
     try:
         async with engine.connect() as conn:
             await conn.execution_options(**READ_ONLY)  # answering is enough: no write lock
             head = (await conn.execute(sa.select(audit_head.c.seq))).first()
+            version = sa.text("SELECT version_num FROM alembic_version")
+            revision = (await conn.execute(version)).scalar()
     except Exception as exc:
         if "no such table" in str(exc) or "does not exist" in str(exc):
             raise StartupError(
@@ -78,6 +84,19 @@ async def check_database(engine: AsyncEngine) -> None:
         ) from None
     if head is None:
         raise StartupError("the audit log is not initialised; run: lockgate db upgrade")
+    if revision == SCHEMA_REVISION:
+        return
+    # Revisions are numbered. A newer schema is a newer release's, in a rolling upgrade: its
+    # migrations only add, so this one runs on it. An older one lacks what this one writes.
+    if revision is not None and revision.isdigit() and int(revision) > int(SCHEMA_REVISION):
+        log.warning(
+            "the database schema is at %s, newer than this release's %s", revision, SCHEMA_REVISION
+        )
+        return
+    raise StartupError(
+        f"the database schema is at {revision or 'no revision'}; this release needs "
+        f"{SCHEMA_REVISION}: run: lockgate db upgrade"
+    )
 
 
 async def open_services(config: Config, *, clock: Clock = utcnow, check: bool = True) -> Services:

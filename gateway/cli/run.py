@@ -80,7 +80,7 @@ async def demo(ctx: Context) -> int:
     """First run: initialise ./lockgate.toml; then serve with a built-in target and user."""
     from gateway import demo_web, demo_web_setup
     from gateway.app import public_host, start_node
-    from gateway.cli.setup import init
+    from gateway.cli.setup import init, migrate
     from gateway.demo import DEMO_RULE, DEMO_TARGET, DEMO_USER, provision, start_demo_target
     from gateway.services import open_services
 
@@ -94,6 +94,8 @@ async def demo(ctx: Context) -> int:
             ctx.out = said
         ctx.config_path = Path("lockgate.toml")
     config = loopback_only(load_config(ctx.config_path))
+    if not first_run:
+        await migrate(config)  # the demo's own data: brought to this release's schema
     acceptor, port, host_key, secret = await start_demo_target(config.server.data_dir / "demo-home")
     web = None
     try:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+# The schema this release needs: its last migration's revision (a test checks that they
+# agree). A node refuses to start on any other (``gateway.services.check_database``).
+SCHEMA_REVISION = "0014"
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",

@@ -5,14 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db import sessionmaker
-from gateway.db.schema import all_metadata, upgrade
-from gateway.db.tables import audit_head
+from gateway.db.schema import _alembic_config, all_metadata, upgrade
+from gateway.db.tables import SCHEMA_REVISION, audit_head
+from gateway.errors import StartupError
+from gateway.services import check_database
 from recorder.indexer import IndexResult
 from recorder.store import RecordingStore
 
@@ -80,3 +84,28 @@ async def test_an_index_from_before_generations_stays_searchable(
     assert [h.line for h in await store.search("journalctl")] == ["journalctl -u nginx"]
     assert await store.search("stop nginx") == []
     await store.aclose()
+
+
+async def test_a_node_refuses_a_schema_older_than_its_release_and_says_what_to_run(
+    engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database left at the previous release's schema once let a node start and answer
+    503 to every web target (its sign-ins write a column the table lacked)."""
+    script = ScriptDirectory.from_config(_alembic_config())
+    assert script.get_current_head() == SCHEMA_REVISION  # the constant follows the history
+    previous = script.get_revision(SCHEMA_REVISION).down_revision
+    assert isinstance(previous, str)
+    await upgrade(engine, revision=previous)
+    with pytest.raises(StartupError) as refused:
+        await check_database(engine)
+    assert str(refused.value) == (
+        f"the database schema is at {previous}; this release needs {SCHEMA_REVISION}: "
+        "run: lockgate db upgrade"
+    )
+    await upgrade(engine)
+    await check_database(engine)
+    newer = f"{int(SCHEMA_REVISION) + 1:04d}"  # a rolling upgrade: a newer release migrated
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": newer})
+    await check_database(engine)
+    assert f"schema is at {newer}, newer than this release's" in caplog.text
