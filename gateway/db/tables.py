@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-# The schema this release needs: its last migration's revision (a test checks that they
-# agree). A node refuses to start on any other (``gateway.services.check_database``).
+# The schema this release needs: its last migration's revision. Written here rather than read
+# from the migrations, so that starting a node does not import Alembic; a test checks that
+# the two agree. A node refuses an older schema (``gateway.services.check_database``).
 SCHEMA_REVISION = "0014"
 metadata = sa.MetaData(
     naming_convention={
