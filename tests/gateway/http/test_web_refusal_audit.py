@@ -6,10 +6,12 @@ flood."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from gateway.refusals import BURST
 from policy.service import SYSTEM_ACTOR
+from tests.eventually import eventually
 from tests.gateway.http.conftest import GUARDED_RULE, WEB_RULE, Starter, WebTargets
 
 LIMITED = replace(WEB_RULE, http_methods=("GET",), http_paths=("/ok/*",))
@@ -53,6 +55,8 @@ async def test_web_refusals_are_audited_with_their_reason_and_rate_limited(
     # A locked target: the hand-off is refused with the lock's reason.
     await web.grant("mallory", "echo")
     await web.policy.lock(SYSTEM_ACTOR, "target", "echo", "incident 42")
+    # The lock cuts the live session (its sign-ins end with it) before anyone signs in anew.
+    await eventually(lambda: session.ended is not None, what="the lock's kill")
     mallory = await web.browser("mallory")
     assert (await web.open(mallory, "echo")).status == 403
     locked = [e for e in await _refusals(web, "session.refused") if e.actor == "mallory"]
@@ -60,6 +64,9 @@ async def test_web_refusals_are_audited_with_their_reason_and_rate_limited(
     assert "incident 42" in locked[0].details["reason"] or "locked" in locked[0].details["reason"]
     # A flood of refused requests: a burst is written, the rest counted.
     await web.policy.unlock(SYSTEM_ACTOR, "target", "echo")
+    # A moment later (the fake clock stands still otherwise): a sign-in made after an end
+    # is not ended by it, one made at the same instant would be.
+    await web.timer.advance(timedelta(seconds=1))
     bob = await web.browser("alice")
     assert (await web.open(bob, "echo", "/ok/2")).status == 200
     for _ in range(2 * BURST):
