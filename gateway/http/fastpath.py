@@ -9,8 +9,9 @@ database round trip per request), to a live session within its grant that its ru
 and that no anomaly rule matches, to a target with a kept-alive connection free (or room
 for one). The decision is the session's (``LiveHttpSession.fast_check``); a re-check of
 access that is due is made first, as on the full path; the headers each way are built by the
-same code (``gateway.http.headers``). Every other request is served by aiohttp (``front``
-says how the connection moves between the two).
+same code (``gateway.http.headers``), once for each new head on a connection
+(``gateway.http.memo``). Every other request is served by aiohttp (``front`` says how the
+connection moves between the two).
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ from gateway.http.flight import Flight
 from gateway.http.front import Admission, FrontConnection
 from gateway.http.handoff import cookie_names
 from gateway.http.headers import ClientView
+from gateway.http.memo import UpstreamFields
 from gateway.http.relay import Exchange
 from gateway.http.routing import BadPath
 from gateway.http.target import TargetUnusable
-from gateway.http.wire import RequestHead, serialize_head
+from gateway.http.wire import RequestHead, serialize_fields
 from gateway.proxies import TrustedProxies
 
 if TYPE_CHECKING:
     from gateway.http.proxy import WebProxy
+    from gateway.http.session import LiveHttpSession
 
 SWEEP_SECONDS = 1.0  # how often flights' upstream timeouts are looked at
 
@@ -105,25 +108,51 @@ class FastFront:
             return None
         if not pool.idle and not pool.room:
             return None
-        host = head.host.lower()
-        view = ClientView(
-            client_ip=self.trusted.client(peer, head.headers.get("X-Forwarded-For", "")),
-            proto=scheme,
-            host=head.host,
-            public_origin=f"{scheme}://{host}",
-            prefix=route.prefix,
-            gateway_origin=proxy.router.gateway_origin(scheme, head.host),
-        )
-        query = f"?{route.query}" if route.query else ""
-        line = f"{head.method} {session.web.upstream_path(served)}{query} HTTP/1.1"
         try:
-            upstream_request = serialize_head(line, session.upstream_headers(head.headers, view))
+            assertion = session.assertion()
         except ValueError:
-            return None  # the full path says why it cannot be sent
+            return None  # the grant has ended: the full path says so
+        memo = conn.upstream_fields
+        if memo is None or not memo.fits(head.block, route.prefix, session, assertion):
+            memo = self._fields(conn, head, route.prefix, session, assertion, scheme)
+            if memo is None:
+                return None  # the full path says why it cannot be sent
+            conn.upstream_fields = memo
+        query = f"?{route.query}" if route.query else ""
+        line = f"{head.method} {session.web.upstream_path(served)}{query} HTTP/1.1\r\n"
+        upstream_request = line.encode("utf-8") + memo.fields
         exchange = Exchange(head.method, served, route.query)
         self.proxy.core.metrics.http_fastpath.inc()
         conn.authenticated()  # a signed-in person's live session
-        return Flight(conn, session, pool, view, exchange, upstream_request, head.close)
+        return Flight(conn, session, pool, memo.view, exchange, upstream_request, head.close)
+
+    def _fields(
+        self,
+        conn: FrontConnection,
+        head: RequestHead,
+        prefix: str,
+        session: LiveHttpSession,
+        assertion: str | None,
+        scheme: str,
+    ) -> UpstreamFields | None:
+        host = head.host.lower()
+        view = ClientView(
+            client_ip=self.trusted.client(conn.client_ip, head.headers.get("X-Forwarded-For", "")),
+            proto=scheme,
+            host=head.host,
+            public_origin=f"{scheme}://{host}",
+            prefix=prefix,
+            gateway_origin=self.proxy.router.gateway_origin(scheme, head.host),
+        )
+        try:
+            fields = serialize_fields(
+                session.upstream_headers(head.headers, view, assertion=assertion)
+            )
+        except ValueError:
+            return None
+        return UpstreamFields(
+            head.block, prefix, session, session.credential, assertion, view, fields
+        )
 
     def close(self) -> None:
         if self._sweeper is not None:

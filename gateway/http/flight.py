@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 from gateway.http import refusal
 from gateway.http.fastpool import TargetPool, UpstreamConnection
 from gateway.http.headers import ClientView, ResponseRewriter
+from gateway.http.memo import Answer
 from gateway.http.relay import Exchange
 from gateway.http.splice import DestinationGone, SourceEnded, Splicer, plain_socket
 from gateway.http.upstream import describe_failure
@@ -173,50 +174,79 @@ class Flight:
                     if len(self._buffer) > MAX_RESPONSE_HEAD:
                         self._bad("the target's response head is too large")
                     return
-                try:
-                    head = response_head(bytes(self._buffer[:end]))
-                except BadResponse as exc:
-                    self._bad(str(exc))
-                    return
+                raw = bytes(self._buffer[:end])
                 del self._buffer[: end + 4]
-                if head.status == 101:
-                    self._bad("the target switched protocols unasked")
+                answer = self._answer(raw)
+                if answer is None:
                     return
-                if head.status >= 200:
-                    self._respond(head)
+                if answer.head.status >= 200:
+                    self._respond(answer)
             data, self._buffer = bytes(self._buffer), bytearray()
             if self.framing == "none" or (self.framing == "length" and not self._left):
                 self._complete(reusable=not data)  # bytes past the end: framing lost
                 return
         self._body(data)
 
-    def _respond(self, head: ResponseHead) -> None:
-        self.head = head
-        self.exchange.status = head.status
-        headers = ResponseRewriter(self.session.web, self.view).headers(head.headers)
-        if not has_body(self.exchange.method, head.status):
-            self.framing = "none"
+    def _answer(self, raw: bytes) -> Answer | None:
+        """The response head in ``raw`` and what the browser gets for it (remembered by the
+        connection: ``gateway.http.memo``); None when it cannot be relayed (answered)."""
+        conn, session, method = self.conn, self.session, self.exchange.method
+        date = http_date()
+        known = conn.answer
+        if known is not None and known.fits(
+            raw, method, date, self.view, session, self.client_close
+        ):
+            return known
+        try:
+            head = response_head(raw)
+        except BadResponse as exc:
+            self._bad(str(exc))
+            return None
+        if head.status == 101:
+            self._bad("the target switched protocols unasked")
+            return None
+        if head.status < 200:  # an interim answer: not relayed
+            return Answer(
+                raw, method, date, self.view, session, self.client_close, head, "none", b""
+            )
+        headers = ResponseRewriter(session.web, self.view).headers(head.headers)
+        framing: Framing
+        if not has_body(method, head.status):
+            framing = "none"
             if head.length is not None:
                 headers["Content-Length"] = str(head.length)
         elif head.chunked:
-            self.framing = "chunked"
-            self._chunks = Chunks()
+            framing = "chunked"
             headers["Transfer-Encoding"] = "chunked"
         elif head.length is not None:
-            self.framing = "length"
-            self._left = head.length
+            framing = "length"
             headers["Content-Length"] = str(head.length)
         else:
-            self.framing = "eof"
-        if self.framing == "eof" or self.client_close:
+            framing = "eof"
+        if framing == "eof" or self.client_close:
             headers["Connection"] = "close"
-        headers["Date"] = http_date()
+        headers["Date"] = date
         try:
             out = serialize_head(f"HTTP/1.1 {head.status} {head.reason}", headers)
         except ValueError:
             self._bad("the target's response headers cannot be relayed")
-            return
-        self._out.append(out)
+            return None
+        answer = Answer(
+            raw, method, date, self.view, session, self.client_close, head, framing, out
+        )
+        conn.answer = answer
+        return answer
+
+    def _respond(self, answer: Answer) -> None:
+        head = self.head = answer.head
+        self.exchange.status = head.status
+        self.framing = answer.framing
+        if self.framing == "chunked":
+            self._chunks = Chunks()
+        elif self.framing == "length":
+            assert head.length is not None
+            self._left = head.length
+        self._out.append(answer.out)
         self.exchange.responded = True
 
     def _body(self, data: bytes) -> None:

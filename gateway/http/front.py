@@ -34,10 +34,12 @@ from aiohttp._cookie_helpers import parse_cookie_header
 
 from gateway.http.framing import MAX_HEADER_BYTES
 from gateway.http.handoff import CookieNames
+from gateway.http.memo import Answer, UpstreamFields
 from gateway.http.wire import (
     MAX_RESPONSE_HEAD,
     BadResponse,
     Chunks,
+    RequestHead,
     has_body,
     request_head,
     response_head,
@@ -78,6 +80,10 @@ class FrontConnection(asyncio.Protocol):
         self._watch: _Watch | None = None
         self._body_left = 0  # of the request aiohttp is serving alone, still to come
         self._cookie: tuple[str, str, str | None] = ("", "", None)  # header, name -> value
+        # The last heads each way and what they became (gateway.http.memo)
+        self._previous: RequestHead | None = None
+        self.upstream_fields: UpstreamFields | None = None
+        self.answer: Answer | None = None
         self._counted = False  # against the address's unauthenticated connections
         self._timer: asyncio.TimerHandle | None = None
         self._waiting_for = ""  # what the timer waits for: "head" or "request"
@@ -244,10 +250,11 @@ class FrontConnection(asyncio.Protocol):
                 self._resume()
             return
         self._wait("")
-        head = request_head(bytes(self.buffer[:end]))
+        head = request_head(bytes(self.buffer[:end]), self._previous)
         if head is None:
             self._to_aiohttp_for_good()
             return
+        self._previous = head
         flight = self.front.plan(self, head)
         if flight is None:
             whole = end + 4 + (head.length or 0)

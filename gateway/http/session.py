@@ -391,21 +391,31 @@ class LiveHttpSession:
         self._fast_paths[key] = served
         return served
 
-    def upstream_headers(
-        self, incoming: MultiMapping[str], view: ClientView, websocket: bool = False
-    ) -> CIMultiDict[str]:
-        assertion = None
+    def assertion(self) -> str | None:
+        """The identity assertion for the next request (the signer keeps the session's
+        token while it is fresh); raises ValueError once the grant has ended."""
         signer = self.core.signer
-        if signer is not None and self.grant_id and self.expires_at is not None:
-            assertion = signer.sign(
-                audience=self.target,
-                subject=self.user,
-                roles=self.roles,
-                grant_id=self.grant_id,
-                session_id=self.id,
-                expires_at=self.expires_at,
-                now=self.core.timer.now(),
-            )
+        if signer is None or not self.grant_id or self.expires_at is None:
+            return None
+        return signer.sign(
+            audience=self.target,
+            subject=self.user,
+            roles=self.roles,
+            grant_id=self.grant_id,
+            session_id=self.id,
+            expires_at=self.expires_at,
+            now=self.core.timer.now(),
+        )
+
+    def upstream_headers(
+        self,
+        incoming: MultiMapping[str],
+        view: ClientView,
+        websocket: bool = False,
+        *,
+        assertion: str | None = None,
+    ) -> CIMultiDict[str]:
+        """What goes upstream; ``assertion`` is ``assertion()``'s, made here when None."""
         cred = self.credential
         return request_headers(
             incoming,
@@ -413,7 +423,7 @@ class LiveHttpSession:
             view,
             credential_header=cred.header if cred else None,
             credential=cred.value if cred else None,
-            assertion=assertion,
+            assertion=assertion or self.assertion(),
             websocket=websocket,
         )
 

@@ -54,6 +54,7 @@ class RequestHead:
     headers: CIMultiDict[str]
     close: bool  # the client asked to close after this response
     length: int | None  # Content-Length, if sent
+    block: str = ""  # the header lines as read (what ``previous`` is compared by)
 
     @property
     def bodiless_read(self) -> bool:
@@ -80,14 +81,28 @@ def _tokens(headers: CIMultiDict[str], name: str) -> set[str]:
     return {t.strip().lower() for value in headers.getall(name, ()) for t in value.split(",")}
 
 
-def request_head(head: bytes) -> RequestHead | None:
+def request_head(head: bytes, previous: RequestHead | None = None) -> RequestHead | None:
     """The request in ``head`` (without its final blank line), or None when it is outside
-    the fast path's subset (see the module docstring)."""
+    the fast path's subset (see the module docstring). A browser sends the same header lines
+    request after request on a connection: when they are those of ``previous``, its reading
+    of them is reused (the same text reads the same way)."""
     if len(head) > MAX_HEADER_BYTES:
         return None
     first, _, block = head.decode("latin-1").partition("\r\n")
     request = _REQUEST_LINE.fullmatch(first)
-    if request is None or len(first) > MAX_LINE or block.count("\r\n") >= MAX_HEADERS:
+    if request is None or len(first) > MAX_LINE:
+        return None
+    if previous is not None and block == previous.block:
+        return RequestHead(
+            request.group(1),
+            request.group(2),
+            previous.host,
+            previous.headers,
+            previous.close,
+            previous.length,
+            block,
+        )
+    if block.count("\r\n") >= MAX_HEADERS:
         return None
     fields = _fields(block)
     if fields is None:
@@ -106,6 +121,7 @@ def request_head(head: bytes) -> RequestHead | None:
         headers=headers,
         close="close" in _tokens(headers, "Connection"),
         length=int(lengths[0]) if lengths else None,
+        block=block,
     )
 
 
@@ -210,10 +226,15 @@ class Chunks:
 def serialize_head(first_line: str, headers: CIMultiDict[str]) -> bytes:
     """A head to send; raises ValueError for a value that would break the framing (a
     vaulted credential with a line break, say)."""
-    parts = [first_line]
+    return first_line.encode("utf-8") + b"\r\n" + serialize_fields(headers)
+
+
+def serialize_fields(headers: CIMultiDict[str]) -> bytes:
+    """The header lines of a head, with the blank line that ends it (``serialize_head``)."""
+    parts = []
     for name, value in headers.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
             raise ValueError(f"header {name} cannot be sent")
-        parts.append(f"{name}: {value}")
+        parts.append(f"{name}: {value}\r\n")
     parts.append("\r\n")
-    return "\r\n".join(parts).encode("utf-8")
+    return "".join(parts).encode("utf-8")

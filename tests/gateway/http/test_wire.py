@@ -105,6 +105,30 @@ def test_a_request_is_read_exactly_as_its_subset_says(first: bytes, lines: list[
     assert read.length == (lengths[0] if lengths else None)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(FIRST),
+    st.sampled_from(FIRST),
+    st.lists(st.sampled_from(CLEAN + HOSTILE), max_size=6),
+    st.lists(st.sampled_from(CLEAN + HOSTILE), max_size=6),
+    st.booleans(),
+)
+def test_a_head_read_after_another_reads_as_it_reads_alone(
+    first: bytes, second: bytes, lines: list[bytes], others: list[bytes], same: bool
+) -> None:
+    previous = request_head(b"\r\n".join([first, *lines]))
+    head = b"\r\n".join([second, *(lines if same else others)])
+    read, alone = request_head(head, previous), request_head(head)
+    if alone is None:
+        assert read is None
+        return
+    assert read is not None
+    assert (read.method, read.target, read.host, read.close, read.length, read.block) == (
+        alone.method, alone.target, alone.host, alone.close, alone.length, alone.block,
+    )  # fmt: skip
+    assert list(read.headers.items()) == list(alone.headers.items())
+
+
 def test_more_fields_or_longer_lines_than_the_caps_go_to_the_full_path() -> None:
     fields = [b"Host: a"] + [b"X-%d: v" % i for i in range(MAX_HEADERS)]
     assert request_head(b"\r\n".join([b"GET / HTTP/1.1", *fields[:MAX_HEADERS]])) is not None

@@ -120,6 +120,10 @@ def echo_app(state: Echo) -> web.Application:
     async def head_only(request: web.Request) -> web.Response:
         return web.Response(body=b"x" * 1234, content_type="text/plain")
 
+    async def fixed(request: web.Request) -> web.Response:
+        # the same response head for GET and HEAD (within one second of Date)
+        return web.Response(body=b"0123456789", content_type="text/plain")
+
     async def ws(request: web.Request) -> web.WebSocketResponse:
         sock = web.WebSocketResponse(protocols=("chat.v2", "chat.v1"))
         await sock.prepare(request)
@@ -142,6 +146,7 @@ def echo_app(state: Echo) -> web.Application:
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/cookies", cookies)
     app.router.add_route("HEAD", "/head", head_only)
+    app.router.add_get("/fixed", fixed)
     app.router.add_get("/ws", ws)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
