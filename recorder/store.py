@@ -236,6 +236,10 @@ class RecordingStore:
                 except BaseException:  # cancelled: the child must not outlive its reader
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
+                    # Reaped before the cancel goes on: a child left to the garbage collector
+                    # closes its pipes on a loop that may have closed by then.
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(proc.wait())
                     raise
                 finally:
                     self._children.discard(proc)
