@@ -392,8 +392,7 @@ class LiveHttpSession:
         return served
 
     def assertion(self) -> str | None:
-        """The identity assertion for the next request (the signer keeps the session's
-        token while it is fresh); raises ValueError once the grant has ended."""
+        """The next request's identity assertion; raises ValueError once the grant ended."""
         signer = self.core.signer
         if signer is None or not self.grant_id or self.expires_at is None:
             return None
@@ -415,7 +414,6 @@ class LiveHttpSession:
         *,
         assertion: str | None = None,
     ) -> CIMultiDict[str]:
-        """What goes upstream; ``assertion`` is ``assertion()``'s, made here when None."""
         cred = self.credential
         return request_headers(
             incoming,
