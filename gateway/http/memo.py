@@ -1,13 +1,15 @@
 """What a fast-path connection remembers of its last heads, so a repeat costs little.
 
-A browser sends the same header lines request after request on one keep-alive connection, and
-a target answers one resource with the same response head (its ``Date`` changes once a
-second). Rewriting them is a pure function of their text and of a few things the gateway
-holds: the session, the target, the credential, the assertion, the client's view. Each memo
-keeps one result with everything it was made from, and is used only when all of it is the
-same object (or equal text) again. What is decided per request is still decided per request:
-the sign-in, the session, its grant, its rule and the anomaly rules on the path
-(``FastFront.plan``), and the framing of each answer's body (``Flight``).
+A client that polls, or fetches one kind of resource, sends the same header lines request
+after request on one keep-alive connection (a browser loading a page's assets varies
+``Accept``, ``Sec-Fetch-Dest`` and ``Referer``), and a target answers one resource with the
+same response head (its ``Date`` changes once a second). Rewriting them is a pure function
+of their text and of a few things the gateway holds: the session, the target, the
+credential, the assertion, the client's view. Each memo keeps one result with everything it
+was made from, and is used only when all of it is the same object (or equal text) again.
+What is decided per request is still decided per request: the sign-in, the session, its
+grant, its rule and the anomaly rules on the path (``FastFront.plan``), and the framing of
+each answer's body (``Flight``).
 """
 
 from __future__ import annotations

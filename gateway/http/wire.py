@@ -83,9 +83,9 @@ def _tokens(headers: CIMultiDict[str], name: str) -> set[str]:
 
 def request_head(head: bytes, previous: RequestHead | None = None) -> RequestHead | None:
     """The request in ``head`` (without its final blank line), or None when it is outside
-    the fast path's subset (see the module docstring). A browser sends the same header lines
-    request after request on a connection: when they are those of ``previous``, its reading
-    of them is reused (the same text reads the same way)."""
+    the fast path's subset (see the module docstring). When the header lines are those of
+    ``previous`` (a client often repeats them on a connection), its reading of them is reused:
+    the same text reads the same way."""
     if len(head) > MAX_HEADER_BYTES:
         return None
     first, _, block = head.decode("latin-1").partition("\r\n")
