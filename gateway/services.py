@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from gateway.access import Access
 from gateway.audit import AuditLog
@@ -57,6 +58,11 @@ class Services:
 
     async def aclose(self) -> None:
         self.hashing.close()
+        pool = self.engine.pool
+        in_use = pool.checkedout() if isinstance(pool, QueuePool) else 0
+        if in_use:
+            # dispose() leaves them open: on SQLite one may still hold the write lock
+            log.warning("%d database connection(s) still in use at stop", in_use)
         await self.engine.dispose()
 
 
