@@ -21,7 +21,7 @@ re-framing it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from multidict import CIMultiDict
 
@@ -51,10 +51,11 @@ class RequestHead:
     method: str
     target: str  # origin form, as sent
     host: str
-    headers: CIMultiDict[str]
+    # The client's headers carry the gateway's sign-in cookies: kept out of any repr.
+    headers: CIMultiDict[str] = field(repr=False)
     close: bool  # the client asked to close after this response
     length: int | None  # Content-Length, if sent
-    block: str = ""  # the header lines as read (what ``previous`` is compared by)
+    block: str = field(default="", repr=False)  # the header lines (``previous`` compares them)
 
     @property
     def bodiless_read(self) -> bool:

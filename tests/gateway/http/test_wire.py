@@ -187,3 +187,9 @@ def test_a_response_is_refused_unless_it_frames_one_way(first: bytes, lines: lis
     assert read.keep_alive == (
         "close" not in connection and (not http10 or "keep-alive" in connection)
     )
+
+
+def test_a_read_head_keeps_the_clients_cookies_out_of_its_repr() -> None:
+    head = request_head(b"GET / HTTP/1.1\r\nHost: a\r\nCookie: lockgate_t_a=sign-in-token-7f3c")
+    assert head is not None and head.headers["Cookie"] == "lockgate_t_a=sign-in-token-7f3c"
+    assert "sign-in-token-7f3c" not in repr(head)
