@@ -313,6 +313,30 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def _demo(
+    py: str, config: Path, env: dict[str, str]
+) -> tuple[asyncio.subprocess.Process, list[str]]:
+    """``lockgate demo`` started, and what it printed until it serves (or exits)."""
+    proc = await asyncio.create_subprocess_exec(
+        py, "-m", "gateway", "demo", "--config", str(config),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        while not lines or not lines[-1].startswith("Press Ctrl-C"):
+            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+            if not line:
+                await asyncio.wait_for(proc.wait(), 60)
+                break
+            lines.append(line)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc, lines
+
+
 async def test_lockgate_demo_prints_a_web_sign_in_that_works_as_printed(tmp_path: Path) -> None:
     py = sys.executable
     config = tmp_path / "lockgate.toml"
@@ -320,23 +344,19 @@ async def test_lockgate_demo_prints_a_web_sign_in_that_works_as_printed(tmp_path
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])
     init = [py, "-m", "gateway", "init", "--data-dir", "data", "--config", str(config)]
     assert subprocess.run(init, capture_output=True, env=env, timeout=120).returncode == 0
-    ssh_port, http_port = _free_port(), _free_port()
-    config.write_text(
-        config.read_text()
-        .replace('"0.0.0.0:2222"', f'"127.0.0.1:{ssh_port}"')
-        .replace('"127.0.0.1:8080"', f'"127.0.0.1:{http_port}"')
-    )
-    proc = await asyncio.create_subprocess_exec(
-        py, "-m", "gateway", "demo", "--config", str(config),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    template = config.read_text()
+    for _ in range(3):  # a port found free may be taken before the demo binds it
+        ssh_port, http_port = _free_port(), _free_port()
+        config.write_text(
+            template.replace('"0.0.0.0:2222"', f'"127.0.0.1:{ssh_port}"').replace(
+                '"127.0.0.1:8080"', f'"127.0.0.1:{http_port}"'
+            )
+        )
+        proc, lines = await _demo(py, config, env)
+        if proc.returncode is None or "address already in use" not in "".join(lines):
+            break
     try:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        while not lines or not lines[-1].startswith("Press Ctrl-C"):
-            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-            assert line, "".join(lines)
-            lines.append(line)
+        assert proc.returncode is None, "".join(lines)
         web_line = next(x for x in lines if x.startswith("Web: open "))
         words = web_line.split()
         url, user, password = words[2], words[7], words[10]
